@@ -1,0 +1,101 @@
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cairn_engine::backup::{backup_stream, BackupOptions, Progress};
+use cairn_engine::index::LocalIndex;
+use cairn_engine::source::{CommandSource, StreamSource};
+
+use crate::common::{human_bytes, Global, Ticker};
+use crate::exit;
+
+/// Back up one stream.
+///
+/// The input is a file, `-` for stdin, or a producer command after `--`
+/// whose stdout is read; the snapshot is written only if the producer exits
+/// 0, so a truncated `pg_basebackup` never becomes a "successful" backup.
+///
+/// Examples:
+///   cairn backup --source db1 dump.sql
+///   pg_dump db1 | cairn backup --source db1 -
+///   cairn backup --source db1 -- pg_basebackup -D - -Ft -X none
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Groups snapshots of the same thing [default: the file name, `stdin`, or the command name].
+    #[arg(long)]
+    source: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
+    /// zstd level for new data (1 = fastest, 19 = smallest).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression: i32,
+    /// Packs uploaded concurrently.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    uploads: u16,
+    /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
+    #[arg(value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Producer command and its arguments.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let (source, name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) = match (&a.input, a.command.is_empty()) {
+        (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
+        (None, true) => anyhow::bail!("nothing to back up: give FILE, `-` for stdin, or `-- CMD ARGS`"),
+        (None, false) => {
+            let src = CommandSource::spawn(&a.command)?;
+            let prog = std::path::Path::new(&a.command[0]).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let mut o = BackupOptions::stream(&prog);
+            o.source.command = Some(a.command.clone());
+            (Box::new(src), prog, o)
+        }
+        (Some(p), true) if p.as_os_str() == "-" => (Box::new(std::io::stdin()), "stdin".into(), BackupOptions::stream("stdin")),
+        (Some(p), true) => {
+            let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+            let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
+            let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+            let mut o = BackupOptions::stream(&name);
+            use std::os::unix::fs::MetadataExt;
+            o.mode = meta.mode() & 0o7777;
+            o.mtime = Some(meta.mtime());
+            (Box::new(f), name, o)
+        }
+    };
+    opts.source.name = a.source.clone().unwrap_or(name);
+    opts.tags = a.tags;
+    opts.compression_level = a.compression;
+    opts.upload_concurrency = a.uploads.into();
+    let size_hint = a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+
+    let repo = g.open().await?;
+    let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
+    let progress = Arc::new(Progress::default());
+    let p = progress.clone();
+    let ticker = Ticker::start(g.show_progress(), size_hint, "backup", move || p.bytes_read.load(Ordering::Relaxed));
+    let result = backup_stream(repo, index, source, opts, progress).await;
+    if let Some(t) = ticker {
+        t.finish();
+    }
+    let (id, snap) = result?;
+    if g.json {
+        super::print_json(&serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats, "blake3": snap.entries[0].blake3 }));
+    } else if !g.quiet {
+        let s = &snap.stats;
+        println!(
+            "snapshot {} saved: {} read, {} new in {} of {} chunks, {} uploaded, {:.1} s ({}/s)",
+            id.short(),
+            human_bytes(s.bytes_read),
+            human_bytes(s.new_bytes),
+            s.new_chunks,
+            s.chunks,
+            human_bytes(s.uploaded_bytes),
+            s.duration_s,
+            human_bytes((s.bytes_read as f64 / s.duration_s.max(1e-9)) as u64)
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,58 @@
+use anyhow::{bail, Result};
+use cairn_engine::check::{check, ReadData};
+
+use crate::common::Global;
+use crate::exit;
+
+/// Verify the repository.
+///
+/// Without options, checks structure: every snapshot and index segment opens
+/// and hashes to its name, every pack they name exists with the right size,
+/// every blob a snapshot needs is indexed. --read-data also downloads every
+/// pack and verifies every blob. Problems are listed with the object's name;
+/// the exit code is 5 when any is found.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Read and verify all pack data.
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Read and verify a random subset of packs, e.g. `10%`.
+    #[arg(long, value_name = "N%")]
+    read_data_subset: Option<String>,
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let read = match (&a.read_data, &a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => {
+            let n: f64 = s.trim_end_matches('%').parse().map_err(|_| anyhow::anyhow!("--read-data-subset takes a percentage like 10%"))?;
+            if !(0.0..=100.0).contains(&n) {
+                bail!("--read-data-subset must be between 0% and 100%");
+            }
+            ReadData::Percent(n)
+        }
+        _ => ReadData::None,
+    };
+    let repo = g.open().await?;
+    let r = check(&repo, read).await?;
+    if g.json {
+        super::print_json(&r);
+    } else {
+        for p in &r.problems {
+            println!("error: {}: {}", p.object, p.message);
+        }
+        if !r.unreferenced_packs.is_empty() {
+            g.info(format!("{} unreferenced pack(s) left by interrupted backups (harmless)", r.unreferenced_packs.len()));
+        }
+        g.info(format!(
+            "checked {} snapshot(s), {} index segment(s), {} pack(s); read {} pack(s), {} blob(s): {}",
+            r.snapshots,
+            r.index_segments,
+            r.packs,
+            r.packs_read,
+            r.blobs_read,
+            if r.problems.is_empty() { "no problems".to_string() } else { format!("{} problem(s)", r.problems.len()) }
+        ));
+    }
+    Ok(if r.problems.is_empty() { exit::OK } else { exit::CORRUPT })
+}

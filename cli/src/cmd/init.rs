@@ -1,0 +1,41 @@
+use anyhow::{bail, Result};
+use cairn_engine::keys::Secret;
+use cairn_engine::repo::{InitOptions, Repository};
+use cairn_engine::store::Store;
+
+use crate::common::Global;
+use crate::exit;
+
+/// Create a repository.
+///
+/// With --key-file, a missing key file is created (mode 0600) holding 32
+/// random bytes; keep a copy somewhere safe: without it (or another key slot)
+/// the repository cannot be read.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Pack target size in MiB (packs are closed once they reach it).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pack_size_mib: u32,
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let secret = match (&g.key_file, &g.password_file) {
+        (Some(k), _) if !k.exists() => {
+            let s = Secret::create_key_file(k)?;
+            g.info(format!("created key file {} (mode 0600)", k.display()));
+            s
+        }
+        (Some(_), _) | (None, Some(_)) => g.secret()?,
+        (None, None) => bail!(cairn_engine::Error::NoKey),
+    };
+    let location = g.location()?;
+    let store = Store::open(&location, true)?;
+    let opts = InitOptions { pack_target: a.pack_size_mib << 20, ..InitOptions::default() };
+    let repo = Repository::init(store, &secret, opts).await?;
+    if g.json {
+        super::print_json(&serde_json::json!({ "repository": location.to_string(), "id": repo.config().id }));
+    } else {
+        println!("created cairn repository {} at {location}", repo.config().id);
+    }
+    Ok(exit::OK)
+}

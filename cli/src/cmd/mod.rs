@@ -1,0 +1,82 @@
+//! One module per command; each only turns arguments into engine calls.
+
+mod backup;
+mod check;
+mod index;
+mod init;
+mod key;
+mod restore;
+mod snapshots;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::common::Global;
+
+const AFTER_HELP: &str = "\
+Environment:
+  CAIRN_REPO, CAIRN_PASSWORD_FILE, CAIRN_KEY_FILE, CAIRN_CACHE_DIR, RUST_LOG
+  S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL
+
+Exit codes:
+  0  success
+  1  failure not listed below (storage unreachable, I/O error, bad option value)
+  2  usage error
+  3  wrong password or key, or no key given
+  4  repository, snapshot or object not found
+  5  corrupt data found (restore refused, or `check` found problems)
+  6  the local index is locked by another cairn process (see --lock-timeout)
+  7  the input did not end cleanly (producer exited non-zero, read error);
+     no snapshot was written";
+
+/// cairn: streaming, deduplicating, encrypted backups for databases and ML artifacts.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, long_about = None, after_long_help = AFTER_HELP, after_help = "Run `cairn help <command>` or `cairn --help` for exit codes and environment.")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new repository and its first key slot.
+    Init(init::Args),
+    /// Back up a file, stdin, or the output of a producer command.
+    Backup(backup::Args),
+    /// Restore a snapshot to a file or stdout.
+    Restore(restore::Args),
+    /// List snapshots.
+    Snapshots(snapshots::Args),
+    /// Verify the repository's structure and, optionally, its data.
+    Check(check::Args),
+    /// Manage the local index cache.
+    #[command(subcommand)]
+    Index(index::Command),
+    /// Manage key slots (passwords and key files that unlock the repository).
+    #[command(subcommand)]
+    Key(key::Command),
+    /// Show what the repository stores and what deduplication saved.
+    Stats(stats::Args),
+}
+
+pub async fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Init(a) => init::run(g, a).await,
+        Command::Backup(a) => backup::run(g, a).await,
+        Command::Restore(a) => restore::run(g, a).await,
+        Command::Snapshots(a) => snapshots::run(g, a).await,
+        Command::Check(a) => check::run(g, a).await,
+        Command::Index(c) => index::run(g, c).await,
+        Command::Key(c) => key::run(g, c).await,
+        Command::Stats(a) => stats::run(g, a).await,
+    }
+}
+
+/// Prints a value as one line of JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string(v).expect("serializable"));
+}

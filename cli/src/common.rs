@@ -1,0 +1,148 @@
+//! Options shared by every command, secrets, and progress display.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cairn_engine::keys::Secret;
+use cairn_engine::repo::Repository;
+use cairn_engine::store::{Location, Store};
+use clap::Args;
+
+/// Global options.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Repository: a directory, file:///path, or s3://bucket/prefix (S3
+    /// credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    /// AWS_REGION, AWS_ENDPOINT_URL).
+    #[arg(long, short = 'r', env = "CAIRN_REPO", global = true)]
+    pub repo: Option<String>,
+    /// File holding the repository password (one trailing newline ignored).
+    /// Secrets are never taken on the command line.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Key file (created by `cairn init --key-file` or `cairn key add`); no
+    /// password KDF, suited to archive_command and cron jobs.
+    #[arg(long, env = "CAIRN_KEY_FILE", global = true, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Where the local index cache lives [default: $XDG_CACHE_HOME/cairn or ~/.cache/cairn].
+    #[arg(long, env = "CAIRN_CACHE_DIR", global = true, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds to wait for another cairn process holding the local index.
+    #[arg(long, default_value_t = 60, global = true, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+    /// Machine-readable JSON on stdout (errors as JSON on stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress and no informational messages.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug); also RUST_LOG.
+    #[arg(long, short, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Global {
+    pub fn location(&self) -> Result<Location> {
+        let s = self.repo.as_deref().context("no repository given: use --repo or set CAIRN_REPO")?;
+        Ok(Location::parse(s)?)
+    }
+
+    pub fn secret(&self) -> Result<Secret> {
+        match (&self.key_file, &self.password_file) {
+            (Some(k), _) => Ok(Secret::from_key_file(k)?),
+            (None, Some(p)) => Ok(Secret::from_password_file(p)?),
+            (None, None) => Err(cairn_engine::Error::NoKey.into()),
+        }
+    }
+
+    pub async fn open(&self) -> Result<Arc<Repository>> {
+        let store = Store::open(&self.location()?, false)?;
+        Ok(Arc::new(Repository::open(store, &self.secret()?).await?))
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(d) = &self.cache_dir {
+            return d.clone();
+        }
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+            return PathBuf::from(x).join("cairn");
+        }
+        match std::env::var_os("HOME") {
+            Some(h) => PathBuf::from(h).join(".cache").join("cairn"),
+            None => PathBuf::from(".cairn-cache"),
+        }
+    }
+
+    pub fn lock_timeout(&self) -> Duration {
+        Duration::from_secs(self.lock_timeout)
+    }
+
+    /// Progress bars only on a terminal, and never with --json or --quiet.
+    pub fn show_progress(&self) -> bool {
+        !self.json && !self.quiet && std::io::stderr().is_terminal()
+    }
+
+    /// Informational lines go to stderr unless --quiet or --json.
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.quiet && !self.json {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+pub fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// A progress bar fed from an atomic counter by a ticker task.
+pub struct Ticker {
+    bar: indicatif::ProgressBar,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Ticker {
+    pub fn start(enabled: bool, total: Option<u64>, prefix: &str, read: impl Fn() -> u64 + Send + 'static) -> Option<Ticker> {
+        if !enabled {
+            return None;
+        }
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = if total.is_some() {
+            "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+        } else {
+            "{prefix} {spinner} {bytes} {bytes_per_sec} {elapsed}"
+        };
+        bar.set_style(indicatif::ProgressStyle::with_template(template).expect("template").progress_chars("=> "));
+        bar.set_prefix(prefix.to_string());
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                b.set_position(read());
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Some(Ticker { bar, task })
+    }
+
+    pub fn finish(self) {
+        self.task.abort();
+        self.bar.finish_and_clear();
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}

@@ -1,0 +1,423 @@
+//! The ingest pipeline.
+//!
+//! ```text
+//! reader thread:  source → StreamChunker (FastCDC, whole-stream BLAKE3) → batches (bounded channel)
+//! packer thread:  batch → rayon: keyed BLAKE3 ids → dedup (session set, RocksDB multi-get)
+//!                 → rayon: zstd (skipped for incompressible) + XChaCha20-Poly1305 → PackBuilder
+//! async:          sealed packs → bounded concurrent PUTs → index segment (after its packs)
+//!                 → local index → snapshot manifest (last)
+//! ```
+//! Memory is bounded by the channel depths (two batches of 16 MiB, two sealed
+//! packs waiting, `upload_concurrency` packs in flight, one pack filling) and
+//! by the session set, which only holds blobs whose index segment is not yet
+//! written — never by the stream's size.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Instant;
+
+use cairn_formats::repo::{encode_tree, BlobKind, ChunkRef, IndexSegment, PackEntries};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use rayon::prelude::*;
+
+use crate::chunker::StreamChunker;
+use crate::ids::{pack_key, Id};
+use crate::index::LocalIndex;
+use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
+use crate::repo::{ObjectKind, Repository};
+use crate::snapshot::{BackupStats, Entry, Snapshot, SourceInfo, TreeRef, SNAPSHOT_VERSION};
+use crate::source::StreamSource;
+use crate::{Error, Result};
+
+/// Bytes per batch handed from the reader to the packer.
+const BATCH_BYTES: usize = 16 << 20;
+/// Chunk references per tree blob (16384 × 36 B ≈ 576 KiB).
+pub const TREE_FANOUT: usize = 16384;
+/// An index segment is written once this many packs are durable.
+const PACKS_PER_SEGMENT: usize = 64;
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Bytes read from the source.
+    pub bytes_read: AtomicU64,
+    /// Plaintext bytes found new.
+    pub new_bytes: AtomicU64,
+    /// Bytes written to storage.
+    pub uploaded_bytes: AtomicU64,
+}
+
+/// What to back up and how.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Source kind and name.
+    pub source: SourceInfo,
+    /// Entry name inside the snapshot.
+    pub entry_name: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// zstd level.
+    pub compression_level: i32,
+    /// Packs uploaded at once.
+    pub upload_concurrency: usize,
+    /// Kind-specific metadata.
+    pub metadata: serde_json::Value,
+    /// Mode and mtime of the entry, where the source has them.
+    pub mode: u32,
+    /// Modification time.
+    pub mtime: Option<i64>,
+}
+
+impl BackupOptions {
+    /// Defaults for a named stream.
+    pub fn stream(name: &str) -> Self {
+        BackupOptions {
+            source: SourceInfo { kind: "stream".into(), name: name.into(), command: None },
+            entry_name: name.into(),
+            tags: Vec::new(),
+            compression_level: 3,
+            upload_concurrency: 4,
+            metadata: serde_json::Value::Null,
+            mode: 0o644,
+            mtime: None,
+        }
+    }
+}
+
+enum PackerMsg {
+    Pack(SealedPack),
+    Done { content: Vec<TreeRef>, chunks: u64, new_chunks: u64, new_bytes: u64 },
+}
+
+/// Blobs added during this backup whose index segment is not yet written.
+type SessionSet = Arc<Mutex<HashSet<Id>>>;
+
+/// Marks which ids are new: not in this session and not in the index.
+/// The session is checked first and entries leave it only after they are in
+/// the index, so an id is never missed by both.
+fn classify(index: &LocalIndex, session: &SessionSet, ids: &[Id]) -> Result<Vec<bool>> {
+    let unknown: Vec<usize> = {
+        let s = session.lock().expect("session lock");
+        (0..ids.len()).filter(|&i| !s.contains(&ids[i])).collect()
+    };
+    let probe: Vec<Id> = unknown.iter().map(|&i| ids[i]).collect();
+    let found = index.lookup_many(&probe)?;
+    let mut is_new = vec![false; ids.len()];
+    let mut s = session.lock().expect("session lock");
+    for (i, f) in unknown.into_iter().zip(found) {
+        if f.is_none() && s.insert(ids[i]) {
+            is_new[i] = true;
+        }
+    }
+    Ok(is_new)
+}
+
+struct Packer {
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    session: SessionSet,
+    level: i32,
+    target: usize,
+    pack: PackBuilder,
+    out: tokio::sync::mpsc::Sender<PackerMsg>,
+    refs: Vec<ChunkRef>,
+    refs_bytes: u64,
+    trees: Vec<TreeRef>,
+    chunks: u64,
+    new_chunks: u64,
+    new_bytes: u64,
+    progress: Arc<Progress>,
+}
+
+impl Packer {
+    fn push_sealed(&mut self, b: &SealedBlob) -> Result<()> {
+        self.pack.push(b);
+        if self.pack.len() >= self.target {
+            let full = std::mem::replace(&mut self.pack, PackBuilder::new(self.target));
+            let sealed = full.finish(self.repo.keys());
+            self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
+        }
+        Ok(())
+    }
+
+    fn add_batch(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+        let keys = self.repo.keys();
+        let ids: Vec<Id> = batch.par_iter().map(|c| keys.blob_id(c)).collect();
+        let is_new = classify(&self.index, &self.session, &ids)?;
+        let level = self.level;
+        let sealed: Vec<Option<SealedBlob>> = batch
+            .par_iter()
+            .zip(ids.par_iter())
+            .zip(is_new.par_iter())
+            .map(|((c, id), &n)| n.then(|| seal_blob(keys, *id, BlobKind::Data, level, c)))
+            .collect();
+        for ((chunk, id), s) in batch.iter().zip(&ids).zip(&sealed) {
+            self.chunks += 1;
+            if let Some(s) = s {
+                self.new_chunks += 1;
+                self.new_bytes += chunk.len() as u64;
+                self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.push_sealed(s)?;
+            }
+            self.refs.push(ChunkRef { id: id.0, len: chunk.len() as u32 });
+            self.refs_bytes += chunk.len() as u64;
+            if self.refs.len() == TREE_FANOUT {
+                self.flush_tree()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_tree(&mut self) -> Result<()> {
+        if self.refs.is_empty() {
+            return Ok(());
+        }
+        let plain = encode_tree(&self.refs);
+        let keys = self.repo.keys();
+        let id = keys.blob_id(&plain);
+        if classify(&self.index, &self.session, &[id])?[0] {
+            let s = seal_blob(keys, id, BlobKind::Tree, self.level, &plain);
+            self.push_sealed(&s)?;
+        }
+        self.trees.push(TreeRef { tree: id.to_hex(), chunks: self.refs.len() as u64, bytes: self.refs_bytes });
+        self.refs.clear();
+        self.refs_bytes = 0;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        self.flush_tree()?;
+        if !self.pack.is_empty() {
+            let last = std::mem::replace(&mut self.pack, PackBuilder::new(0));
+            let sealed = last.finish(self.repo.keys());
+            self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
+        }
+        let done = PackerMsg::Done {
+            content: std::mem::take(&mut self.trees),
+            chunks: self.chunks,
+            new_chunks: self.new_chunks,
+            new_bytes: self.new_bytes,
+        };
+        self.out.blocking_send(done).map_err(|_| cancelled())
+    }
+}
+
+fn cancelled() -> Error {
+    Error::Config("backup cancelled: a later pipeline stage failed".into())
+}
+
+/// Writes index segments once their packs are durable, then records them
+/// in the local index and lets the session forget their blobs.
+struct Committer<'a> {
+    repo: &'a Repository,
+    index: &'a LocalIndex,
+    session: SessionSet,
+    pending: Vec<PackEntries>,
+    uploaded: u64,
+    packs: u64,
+    progress: Arc<Progress>,
+}
+
+impl Committer<'_> {
+    async fn pack_durable(&mut self, p: PackEntries) -> Result<()> {
+        self.packs += 1;
+        self.pending.push(p);
+        if self.pending.len() >= PACKS_PER_SEGMENT {
+            self.write_segment().await?;
+        }
+        Ok(())
+    }
+
+    async fn write_segment(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let seg = IndexSegment { packs: std::mem::take(&mut self.pending) };
+        let plain = seg.encode();
+        let id = self.repo.put_object(ObjectKind::Index, &plain).await?;
+        self.uploaded += plain.len() as u64;
+        self.progress.uploaded_bytes.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        self.index.record_segment(&id, &seg)?;
+        let mut s = self.session.lock().expect("session lock");
+        for p in &seg.packs {
+            for b in &p.blobs {
+                s.remove(&Id(b.id));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn upload(repo: &Repository, p: SealedPack, progress: &Progress) -> Result<PackEntries> {
+    let len = p.bytes.len() as u64;
+    repo.store().put(&pack_key(&p.id), p.bytes).await?;
+    progress.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
+    Ok(PackEntries { pack_id: p.id.0, pack_len: len, blobs: p.entries })
+}
+
+/// Backs up one stream and writes its snapshot. Returns the snapshot id.
+///
+/// Durability order: packs, then the index segment naming them, then the
+/// snapshot. A crash at any point leaves only unreferenced objects.
+pub async fn backup_stream(
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    source: Box<dyn StreamSource>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<(Id, Snapshot)> {
+    let started = Instant::now();
+    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let params = repo.config().chunker;
+    let seed = repo.keys().chunker_seed();
+
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Vec<u8>>>>(2);
+    let reader_progress = progress.clone();
+    let reader = std::thread::Builder::new()
+        .name("cairn-reader".into())
+        .spawn(move || -> Result<(u64, String)> {
+            let mut ch = StreamChunker::new(source, params, seed);
+            loop {
+                let batch = match ch.next_batch(BATCH_BYTES) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = batch_tx.send(Err(Error::Config(e.to_string())));
+                        return Err(e);
+                    }
+                };
+                reader_progress.bytes_read.store(ch.bytes_read(), Ordering::Relaxed);
+                if batch.is_empty() {
+                    break;
+                }
+                if batch_tx.send(Ok(batch)).is_err() {
+                    return Err(cancelled());
+                }
+            }
+            drop(batch_tx);
+            let (n, hash) = (ch.bytes_read(), ch.stream_hash().to_hex().to_string());
+            ch.into_inner().finish()?;
+            Ok((n, hash))
+        })
+        .expect("spawn reader thread");
+
+    let session: SessionSet = Arc::default();
+    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<PackerMsg>(2);
+    let mut packer = Packer {
+        repo: repo.clone(),
+        index: index.clone(),
+        session: session.clone(),
+        level: opts.compression_level,
+        target: repo.config().pack_target as usize,
+        pack: PackBuilder::new(repo.config().pack_target as usize),
+        out: pack_tx,
+        refs: Vec::new(),
+        refs_bytes: 0,
+        trees: Vec::new(),
+        chunks: 0,
+        new_chunks: 0,
+        new_bytes: 0,
+        progress: progress.clone(),
+    };
+    let packer_thread = std::thread::Builder::new()
+        .name("cairn-packer".into())
+        .spawn(move || -> Result<()> {
+            while let Ok(batch) = batch_rx.recv() {
+                packer.add_batch(batch?)?;
+            }
+            packer.finish()
+        })
+        .expect("spawn packer thread");
+
+    let mut committer = Committer {
+        repo: &repo,
+        index: &index,
+        session,
+        pending: Vec::new(),
+        uploaded: 0,
+        packs: 0,
+        progress: progress.clone(),
+    };
+    let concurrency = opts.upload_concurrency.max(1);
+    let mut inflight = FuturesUnordered::new();
+    let mut done = None;
+    let mut failure: Option<Error> = None;
+    while let Some(msg) = pack_rx.recv().await {
+        match msg {
+            PackerMsg::Pack(p) => {
+                while inflight.len() >= concurrency {
+                    let r: Result<PackEntries> = inflight.next().await.expect("non-empty");
+                    match r {
+                        Ok(entries) => committer.pack_durable(entries).await?,
+                        Err(e) => return Err(e),
+                    }
+                }
+                committer.uploaded += p.bytes.len() as u64;
+                inflight.push(upload(&repo, p, &progress));
+            }
+            PackerMsg::Done { content, chunks, new_chunks, new_bytes } => {
+                done = Some((content, chunks, new_chunks, new_bytes));
+            }
+        }
+    }
+    while let Some(r) = inflight.next().await {
+        match r {
+            Ok(entries) => committer.pack_durable(entries).await?,
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    let joined = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join()))
+        .await
+        .expect("join task");
+    let (packer_result, reader_result) = joined;
+    // The reader's error is the root cause when both failed (the packer then
+    // only saw a closed channel), so it is reported first.
+    let (bytes_read, blake3) = reader_result.expect("reader thread panicked")?;
+    packer_result.expect("packer thread panicked")?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    committer.write_segment().await?;
+    let (content, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
+
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time,
+        host: crate::hostname(),
+        source: opts.source,
+        tags: opts.tags,
+        metadata: opts.metadata,
+        entries: vec![Entry {
+            name: opts.entry_name,
+            kind: "file".into(),
+            mode: opts.mode,
+            mtime: opts.mtime,
+            size: bytes_read,
+            blake3,
+            content,
+        }],
+        stats: BackupStats {
+            bytes_read,
+            chunks,
+            new_chunks,
+            new_bytes,
+            uploaded_bytes: committer.uploaded,
+            packs: committer.packs,
+            duration_s: started.elapsed().as_secs_f64(),
+        },
+    };
+    let id = snapshot.save(&repo).await?;
+    Ok((id, snapshot))
+}
+
+/// Uploads `bytes` as a single-entry snapshot (tests, small inputs).
+pub async fn backup_bytes(
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    bytes: Vec<u8>,
+    opts: BackupOptions,
+) -> Result<(Id, Snapshot)> {
+    backup_stream(repo, index, Box::new(std::io::Cursor::new(bytes)), opts, Arc::default()).await
+}
+

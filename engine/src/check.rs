@@ -1,0 +1,219 @@
+//! `cairn check`: verify the repository's structure and, optionally, data.
+//!
+//! Structure: every index segment and snapshot opens and hashes to its
+//! name; every pack an index segment names exists with the recorded size;
+//! every tree and data blob a snapshot needs is in some index segment.
+//! Data (`--read-data`, or a random subset of packs): every byte of the pack
+//! hashes to its name, the trailer opens and agrees with the index, and
+//! every blob decrypts, decompresses and hashes to its id.
+
+use std::collections::{HashMap, HashSet};
+
+use cairn_formats::repo::{decode_tree, BlobEntry, BlobKind, IndexSegment};
+use futures::StreamExt;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use crate::ids::{index_key, pack_key, snapshot_key, Id};
+use crate::pack::{open_blob, trailer_of};
+use crate::repo::{ObjectKind, Repository};
+use crate::snapshot::Snapshot;
+use crate::Result;
+
+/// How much data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// Structure only.
+    None,
+    /// Every pack.
+    All,
+    /// This percentage of packs, chosen at random.
+    Percent(f64),
+}
+
+/// One problem found, naming the object.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// Object key.
+    pub object: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Index segments checked.
+    pub index_segments: u64,
+    /// Packs listed in the store.
+    pub packs: u64,
+    /// Packs whose data was read.
+    pub packs_read: u64,
+    /// Blobs verified by reading.
+    pub blobs_read: u64,
+    /// Packs no index segment names (left by interrupted backups; harmless,
+    /// garbage collection removes them).
+    pub unreferenced_packs: Vec<String>,
+    /// Problems: anything here means the check failed.
+    pub problems: Vec<Problem>,
+}
+
+fn problem(r: &mut CheckReport, object: impl Into<String>, message: impl Into<String>) {
+    r.problems.push(Problem { object: object.into(), message: message.into() });
+}
+
+/// Runs a check.
+pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    let store = repo.store();
+
+    let packs: HashMap<Id, u64> = store
+        .list("packs")
+        .await?
+        .into_iter()
+        .filter_map(|o| {
+            let id = Id::from_hex(o.key.rsplit('/').next().unwrap_or_default());
+            if id.is_none() {
+                report.problems.push(Problem { object: o.key.clone(), message: "malformed pack name".into() });
+            }
+            id.map(|id| (id, o.size))
+        })
+        .collect();
+    report.packs = packs.len() as u64;
+
+    // Index segments → where every blob is.
+    let mut blobs: HashMap<Id, (Id, BlobEntry)> = HashMap::new();
+    let mut indexed_packs: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+    let segs = repo.list_ids(ObjectKind::Index).await?;
+    let mut fetched = futures::stream::iter(segs.into_iter().map(|(id, _)| id))
+        .map(|id| async move { (id, repo.get_object(ObjectKind::Index, &id).await) })
+        .buffer_unordered(16);
+    while let Some((id, r)) = fetched.next().await {
+        report.index_segments += 1;
+        let seg = match r.and_then(|p| IndexSegment::decode(&p).map_err(|e| crate::Error::decode(index_key(&id), e))) {
+            Ok(s) => s,
+            Err(e) => {
+                problem(&mut report, index_key(&id), e.to_string());
+                continue;
+            }
+        };
+        for p in seg.packs {
+            let pid = Id(p.pack_id);
+            match packs.get(&pid) {
+                None => problem(&mut report, pack_key(&pid), format!("named by {} but missing from the store", index_key(&id))),
+                Some(&size) if size != p.pack_len => problem(
+                    &mut report,
+                    pack_key(&pid),
+                    format!("size {size} in the store, {} recorded by {}", p.pack_len, index_key(&id)),
+                ),
+                Some(_) => {}
+            }
+            for b in &p.blobs {
+                blobs.insert(Id(b.id), (pid, *b));
+            }
+            indexed_packs.insert(pid, p.blobs);
+        }
+    }
+    report.unreferenced_packs = packs.keys().filter(|p| !indexed_packs.contains_key(p)).map(pack_key).collect();
+    report.unreferenced_packs.sort();
+
+    // Snapshots → every tree and data blob they need.
+    let mut trees_done: HashSet<Id> = HashSet::new();
+    for (id, _) in repo.list_ids(ObjectKind::Snapshot).await? {
+        report.snapshots += 1;
+        let snap = match Snapshot::load(repo, &id).await {
+            Ok(s) => s,
+            Err(e) => {
+                problem(&mut report, snapshot_key(&id), e.to_string());
+                continue;
+            }
+        };
+        for entry in &snap.entries {
+            for t in &entry.content {
+                let Some(tid) = Id::from_hex(&t.tree) else {
+                    problem(&mut report, snapshot_key(&id), format!("malformed tree id {:?}", t.tree));
+                    continue;
+                };
+                if !trees_done.insert(tid) {
+                    continue;
+                }
+                match check_tree(repo, &blobs, &tid).await {
+                    Ok(missing) => {
+                        for m in missing {
+                            problem(&mut report, snapshot_key(&id), format!("entry {:?} needs blob {m}, which no index segment lists", entry.name));
+                        }
+                    }
+                    Err(e) => problem(&mut report, snapshot_key(&id), format!("tree {}: {e}", tid.short())),
+                }
+            }
+        }
+    }
+
+    // Data.
+    let mut to_read: Vec<Id> = packs.keys().copied().collect();
+    to_read.sort();
+    match read {
+        ReadData::None => to_read.clear(),
+        ReadData::All => {}
+        ReadData::Percent(p) => {
+            let n = ((to_read.len() as f64) * p / 100.0).ceil() as usize;
+            to_read.shuffle(&mut rand::thread_rng());
+            to_read.truncate(n.min(to_read.len()));
+        }
+    }
+    let mut reads = futures::stream::iter(to_read)
+        .map(|pid| {
+            let expected = indexed_packs.get(&pid).cloned();
+            async move { (pid, read_pack(repo, &pid, expected).await) }
+        })
+        .buffer_unordered(4);
+    while let Some((pid, r)) = reads.next().await {
+        report.packs_read += 1;
+        match r {
+            Ok(n) => report.blobs_read += n,
+            Err(msg) => problem(&mut report, pack_key(&pid), msg),
+        }
+    }
+    report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
+    Ok(report)
+}
+
+async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid: &Id) -> Result<Vec<Id>> {
+    let Some((pack, entry)) = blobs.get(tid) else {
+        return Ok(vec![*tid]);
+    };
+    if entry.kind != BlobKind::Tree {
+        return Err(crate::Error::corrupt(pack_key(pack), Some(entry.offset.into()), "tree id names a data blob"));
+    }
+    let key = pack_key(pack);
+    let s = u64::from(entry.offset);
+    let sealed = repo.store().get_range(&key, s..s + u64::from(entry.stored_len)).await?;
+    let plain = open_blob(repo.keys(), &key, entry, &sealed)?;
+    let refs = decode_tree(&plain).map_err(|e| crate::Error::decode(&key, e))?;
+    Ok(refs.iter().map(|r| Id(r.id)).filter(|id| !blobs.contains_key(id)).collect())
+}
+
+/// Reads one pack whole; returns the number of blobs verified.
+async fn read_pack(repo: &Repository, pid: &Id, expected: Option<Vec<BlobEntry>>) -> std::result::Result<u64, String> {
+    let key = pack_key(pid);
+    let bytes = repo.store().get(&key).await.map_err(|e| e.to_string())?;
+    let keys = repo.keys();
+    tokio::task::block_in_place(|| {
+        if Id::of_bytes(&bytes) != *pid {
+            return Err("content does not match its name (BLAKE3 mismatch): the pack was modified".to_string());
+        }
+        let entries = trailer_of(keys, &key, &bytes).map_err(|e| e.to_string())?;
+        if let Some(exp) = expected {
+            if exp != entries {
+                return Err("trailer disagrees with the index segment that names this pack".into());
+            }
+        }
+        for e in &entries {
+            let s = e.offset as usize;
+            open_blob(keys, &key, e, &bytes[s..s + e.stored_len as usize]).map_err(|e| e.to_string())?;
+        }
+        Ok(entries.len() as u64)
+    })
+}

@@ -1,0 +1,89 @@
+//! Per-blob compression with a cheap incompressibility test.
+//!
+//! Compressing random-looking data (already compressed archives, encrypted
+//! files, float weights) wastes most of the pipeline's CPU. Before a full
+//! zstd pass, three 8 KiB samples (start, middle, end) are compressed at the
+//! fastest level; if they do not shrink by at least 3 %, the blob is stored
+//! raw. The full pass is only kept when it saves at least 2 %.
+
+use std::cell::RefCell;
+
+use cairn_formats::repo::Compression;
+
+const SAMPLE: usize = 8 * 1024;
+const MIN_SAMPLED_LEN: usize = 64 * 1024;
+
+thread_local! {
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// True when a sample says the data will not compress.
+pub fn looks_incompressible(data: &[u8]) -> bool {
+    if data.len() < MIN_SAMPLED_LEN {
+        return false;
+    }
+    let mid = data.len() / 2 - SAMPLE / 2;
+    let samples = [&data[..SAMPLE], &data[mid..mid + SAMPLE], &data[data.len() - SAMPLE..]];
+    SAMPLER.with(|s| {
+        let mut s = s.borrow_mut();
+        let c = s.get_or_insert_with(|| zstd::bulk::Compressor::new(1).expect("zstd level 1"));
+        let mut packed = 0usize;
+        for sample in samples {
+            packed += c.compress(sample).map(|v| v.len()).unwrap_or(SAMPLE);
+        }
+        packed * 100 >= 3 * SAMPLE * 97
+    })
+}
+
+/// Compresses `data` at `level`, or says it is not worth it.
+pub fn compress(level: i32, data: &[u8]) -> (Compression, Option<Vec<u8>>) {
+    if data.is_empty() || looks_incompressible(data) {
+        return (Compression::None, None);
+    }
+    let packed = COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+        }
+        c.as_mut().expect("just set").1.compress(data).ok()
+    });
+    match packed {
+        Some(p) if p.len() * 100 <= data.len() * 98 => (Compression::Zstd, Some(p)),
+        _ => (Compression::None, None),
+    }
+}
+
+/// Decompresses a zstd blob of known plaintext length.
+pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
+    let out = zstd::bulk::decompress(data, raw_len)?;
+    if out.len() != raw_len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("decompressed to {} bytes, expected {raw_len}", out.len()),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_is_stored_raw_and_text_is_compressed() {
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 33) as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        assert_eq!(compress(3, &random).0, Compression::None);
+        let text = b"the quick brown fox jumps over the lazy dog\n".repeat(30_000);
+        let (c, p) = compress(3, &text);
+        assert_eq!(c, Compression::Zstd);
+        assert_eq!(decompress(&p.unwrap(), text.len()).unwrap(), text);
+    }
+}

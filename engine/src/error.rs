@@ -1,0 +1,153 @@
+//! The engine's error type.
+//!
+//! Variants are named for what went wrong, not for the library that noticed,
+//! so the CLI can map them to documented exit codes and scripts can rely on
+//! them. Every variant that concerns stored data names the object.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No key slot opens with the given password or key file.
+    #[error("wrong password or key: none of the {slots} key slot(s) in the repository opens with it")]
+    WrongKey {
+        /// Key slots tried.
+        slots: usize,
+    },
+    /// A secret was needed and none was given.
+    #[error("no key given: set CAIRN_PASSWORD_FILE or CAIRN_KEY_FILE (or --password-file / --key-file)")]
+    NoKey,
+    /// The object, snapshot or repository does not exist.
+    #[error("not found: {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// The object already exists with create-only semantics.
+    #[error("already exists: {what}")]
+    AlreadyExists {
+        /// The object.
+        what: String,
+    },
+    /// Stored bytes failed authentication, hashing or decoding.
+    #[error("corrupt {object}{}: {detail}", offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
+    Corrupt {
+        /// The object key (e.g. `packs/ab/ab12…`).
+        object: String,
+        /// Byte offset inside the object, where known.
+        offset: Option<u64>,
+        /// What was expected and what was found.
+        detail: String,
+    },
+    /// A structure has a version this build does not understand.
+    #[error("{object}: unsupported format version {got} (this build reads {known}); upgrade cairn")]
+    UnsupportedVersion {
+        /// The object.
+        object: String,
+        /// Version found.
+        got: u64,
+        /// Version understood.
+        known: u64,
+    },
+    /// The storage backend failed; `retryable` says whether trying again may help.
+    #[error("storage error on {object}: {source}")]
+    Storage {
+        /// The object key or prefix.
+        object: String,
+        /// Whether the failure looked transient.
+        retryable: bool,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the input stream failed.
+    #[error("reading input at byte {offset}: {source}")]
+    Input {
+        /// Bytes read before the failure.
+        offset: u64,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The producer command failed, so its output must not become a snapshot.
+    #[error("producer command {command:?} {status}; no snapshot was written")]
+    ProducerFailed {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+    },
+    /// The local index is held by another process for longer than we wait.
+    #[error("the local index {path} is locked by another cairn process (waited {waited_s} s); retry later or raise --lock-timeout")]
+    IndexBusy {
+        /// The index directory.
+        path: PathBuf,
+        /// Seconds waited.
+        waited_s: u64,
+    },
+    /// The local index could not be used.
+    #[error("local index {path}: {detail}")]
+    Index {
+        /// The index directory.
+        path: PathBuf,
+        /// RocksDB's message.
+        detail: String,
+    },
+    /// The repository location or configuration is not usable.
+    #[error("{0}")]
+    Config(String),
+    /// `check` found problems; details were reported.
+    #[error("check found {0} problem(s)")]
+    CheckFailed(usize),
+}
+
+impl Error {
+    pub(crate) fn corrupt(object: impl Into<String>, offset: Option<u64>, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            offset,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Maps a decode error from `cairn-formats` onto the object it came from.
+    pub(crate) fn decode(object: impl Into<String>, e: cairn_formats::repo::RepoDecodeError) -> Self {
+        use cairn_formats::repo::RepoDecodeError as D;
+        let object = object.into();
+        match e {
+            D::UnknownVersion { got, known, .. } => Error::UnsupportedVersion {
+                object,
+                got: got.into(),
+                known: known.into(),
+            },
+            other => Error::corrupt(object, None, other.to_string()),
+        }
+    }
+
+    /// True when the failure may go away on retry (network, throttling).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Storage { retryable: true, .. } | Error::IndexBusy { .. })
+    }
+}

@@ -1,0 +1,124 @@
+//! Bringing the local index up to date with the repository.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cairn_formats::repo::IndexSegment;
+use futures::StreamExt;
+
+use super::{discard, LocalIndex};
+use crate::ids::{index_key, Id};
+use crate::pack::read_trailer;
+use crate::repo::{ObjectKind, Repository};
+use crate::{Error, Result};
+
+/// Concurrent object reads while syncing or rebuilding.
+const FETCH_CONCURRENCY: usize = 16;
+
+impl LocalIndex {
+    /// Applies every `index/` segment not seen yet; returns how many.
+    pub async fn sync(&mut self, repo: &Repository) -> Result<usize> {
+        let mut unseen = Vec::new();
+        for (id, _) in repo.list_ids(ObjectKind::Index).await? {
+            if !self.has_seen(&id)? {
+                unseen.push(id);
+            }
+        }
+        let mut fetched = futures::stream::iter(unseen.iter().copied())
+            .map(|id| async move {
+                let plain = repo.get_object(ObjectKind::Index, &id).await?;
+                let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(index_key(&id), e))?;
+                Ok::<_, Error>((id, seg))
+            })
+            .buffer_unordered(FETCH_CONCURRENCY);
+        let mut n = 0;
+        while let Some(r) = fetched.next().await {
+            let (id, seg) = r?;
+            self.apply_segment(&id, &seg)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Opens the index for a job that writes (backup), synced.
+    pub async fn for_writing(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
+        let path = super::index_dir(cache_dir, &repo.config().id);
+        let id = repo.config().id.clone();
+        let p = path.clone();
+        let mut idx = tokio::task::spawn_blocking(move || LocalIndex::open_writer(&p, &id, lock_timeout))
+            .await
+            .expect("index open panicked")?;
+        let n = idx.sync(repo).await?;
+        tracing::debug!(segments = n, "local index synced");
+        Ok(idx)
+    }
+
+    /// Opens the index for a job that only reads (restore, check). Builds it
+    /// first (taking the writer lock briefly) if it is missing or unreadable.
+    pub async fn for_reading(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
+        let path = super::index_dir(cache_dir, &repo.config().id);
+        let id = repo.config().id.clone();
+        if LocalIndex::open_reader(&path, &id)?.is_none() {
+            tracing::info!(index = %path.display(), "building the local index from the repository");
+            drop(Self::for_writing(repo, cache_dir, lock_timeout).await?);
+        }
+        let mut idx = LocalIndex::open_reader(&path, &id)?
+            .ok_or_else(|| Error::Index { path: path.clone(), detail: "unreadable right after a rebuild".into() })?;
+        idx.sync(repo).await?;
+        Ok(idx)
+    }
+}
+
+/// What `cairn index rebuild` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RebuildSummary {
+    /// Packs whose trailers were read.
+    pub packs: u64,
+    /// Blob entries recorded.
+    pub blobs: u64,
+    /// Packs that could not be read, with the reason.
+    pub unreadable: Vec<String>,
+}
+
+/// Discards the local index and rebuilds it from pack trailers alone (the
+/// path of last resort: it works even when `index/` segments are lost).
+pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<RebuildSummary> {
+    let path = super::index_dir(cache_dir, &repo.config().id);
+    let id = repo.config().id.clone();
+    let p = path.clone();
+    let idx = tokio::task::spawn_blocking(move || -> Result<LocalIndex> {
+        // Take the lock before discarding, so a running backup is not pulled
+        // out from under.
+        drop(LocalIndex::open_writer(&p, &id, lock_timeout)?);
+        discard(&p)?;
+        LocalIndex::open_writer(&p, &id, lock_timeout)
+    })
+    .await
+    .expect("index open panicked")?;
+    let packs = repo.store().list("packs").await?;
+    let mut summary = RebuildSummary::default();
+    let mut trailers = futures::stream::iter(packs.iter())
+        .map(|o| async move {
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            let Some(pid) = Id::from_hex(name) else {
+                return (o.key.clone(), Err(Error::corrupt(&o.key, None, "malformed pack name")));
+            };
+            (o.key.clone(), read_trailer(repo.store(), repo.keys(), &pid, o.size).await.map(|e| (pid, e)))
+        })
+        .buffer_unordered(FETCH_CONCURRENCY);
+    while let Some((key, r)) = trailers.next().await {
+        match r {
+            Ok((pid, entries)) => {
+                idx.put_pack(&pid, &entries)?;
+                summary.packs += 1;
+                summary.blobs += entries.len() as u64;
+            }
+            Err(e) => summary.unreadable.push(format!("{key}: {e}")),
+        }
+    }
+    // Every segment's packs were just read directly.
+    for (seg, _) in repo.list_ids(ObjectKind::Index).await? {
+        idx.mark_seen(&seg)?;
+    }
+    Ok(summary)
+}

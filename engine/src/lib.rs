@@ -1,0 +1,57 @@
+//! cairn's engine: a streaming, content-addressed, encrypted backup engine.
+//!
+//! The engine owns every byte of I/O: object storage ([`store`]), the local
+//! RocksDB cache ([`index`]), the ingest pipeline ([`backup`]) and the
+//! restore pipeline ([`restore`]). Byte layouts live in `cairn-formats`,
+//! which does no I/O; the `cairn` binary only parses arguments and calls in.
+//!
+//! # Layout
+//! - [`repo`]: `config`, unlocking via key slots ([`keys`]), sealed objects.
+//! - [`crypto`]: master key, derived sub-keys, XChaCha20-Poly1305.
+//! - [`chunker`], [`compress`], [`pack`]: chunking, compression, packs.
+//! - [`index`]: the local index cache and its rebuild.
+//! - [`snapshot`]: manifests and tree references.
+//! - [`backup`], [`restore`], [`check`], [`stats`]: the commands.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> cairn_engine::Result<()> {
+//! use std::sync::Arc;
+//! use cairn_engine::{backup, index::LocalIndex, keys::Secret, repo::*, store::*};
+//! let store = Store::open(&Location::parse("/tmp/repo")?, true)?;
+//! let secret = Secret::create_key_file("/tmp/repo.key".as_ref())?;
+//! let repo = Arc::new(Repository::init(store, &secret, InitOptions::default()).await?);
+//! let index = Arc::new(LocalIndex::for_writing(&repo, "/tmp/cache".as_ref(), std::time::Duration::from_secs(60)).await?);
+//! let (id, _snap) = backup::backup_bytes(repo, index, b"hello".to_vec(), backup::BackupOptions::stream("greeting")).await?;
+//! println!("snapshot {id}");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod backup;
+pub mod check;
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+mod error;
+pub mod ids;
+pub mod index;
+pub mod keys;
+pub mod pack;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod source;
+pub mod stats;
+pub mod store;
+
+pub use error::{Error, Result};
+
+/// This host's name, for snapshot and key slot records.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,280 @@
+//! The restore pipeline.
+//!
+//! For each tree blob of an entry, the chunk references are cut into
+//! windows of about 32 MiB of plaintext. For a window: distinct blobs are
+//! located in the index, grouped by pack, sorted by offset and coalesced into
+//! range reads (neighbours closer than 256 KiB are read in one request, up
+//! to 16 MiB per request). Ranges are fetched concurrently, blobs decrypted,
+//! decompressed and re-hashed in parallel, and a writer thread writes the
+//! window in order while the next windows are being fetched. The whole
+//! output is hashed again and compared with the manifest's BLAKE3.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use cairn_formats::repo::{decode_tree, ChunkRef};
+use futures::StreamExt;
+use rayon::prelude::*;
+
+use crate::ids::{pack_key, Id};
+use crate::index::{BlobLocation, LocalIndex};
+use crate::pack::open_blob;
+use crate::repo::Repository;
+use crate::snapshot::Entry;
+use crate::{Error, Result};
+
+const WINDOW_BYTES: u64 = 32 << 20;
+const COALESCE_GAP: u64 = 256 << 10;
+const MAX_RANGE: u64 = 16 << 20;
+/// Windows fetched ahead of the writer.
+const WINDOWS_AHEAD: usize = 2;
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    /// Plaintext bytes written.
+    pub bytes_written: u64,
+    /// Bytes read from storage.
+    pub bytes_fetched: u64,
+    /// Range requests made.
+    pub requests: u64,
+    /// Wall time.
+    pub duration_s: f64,
+}
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    /// Plaintext bytes written so far.
+    pub bytes_written: AtomicU64,
+}
+
+struct Range {
+    pack: Id,
+    start: u64,
+    end: u64,
+    blobs: Vec<BlobLocation>,
+}
+
+/// Plans the range reads for a set of distinct blobs.
+fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
+    let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+    for l in locs {
+        by_pack.entry(l.pack).or_default().push(l);
+    }
+    let mut out = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort_by_key(|b| b.entry.offset);
+        let mut cur: Option<Range> = None;
+        for b in blobs {
+            let s = u64::from(b.entry.offset);
+            let e = s + u64::from(b.entry.stored_len);
+            match cur.as_mut() {
+                Some(r) if s >= r.end && s - r.end <= COALESCE_GAP && e - r.start <= MAX_RANGE => {
+                    r.end = e;
+                    r.blobs.push(b);
+                }
+                Some(r) if s < r.end => r.blobs.push(b), // the same blob listed twice
+                _ => {
+                    out.extend(cur.take());
+                    cur = Some(Range { pack, start: s, end: e, blobs: vec![b] });
+                }
+            }
+        }
+        out.extend(cur);
+    }
+    out
+}
+
+/// Fetches and opens blobs; returns them by id.
+pub async fn fetch_blobs(
+    repo: &Repository,
+    index: &LocalIndex,
+    ids: &[Id],
+    concurrency: usize,
+) -> Result<(HashMap<Id, Arc<Vec<u8>>>, u64, u64)> {
+    let mut distinct: Vec<Id> = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let found = index.lookup_many(&distinct)?;
+    let mut locs = Vec::with_capacity(distinct.len());
+    for (id, f) in distinct.iter().zip(found) {
+        locs.push(f.ok_or_else(|| Error::NotFound {
+            what: format!("blob {id} in the index (data missing from the repository; run `cairn check`)"),
+        })?);
+    }
+    let ranges = plan(locs);
+    let requests = ranges.len() as u64;
+    let mut results = futures::stream::iter(ranges)
+        .map(|r| async move {
+            let key = pack_key(&r.pack);
+            let bytes = repo.store().get_range(&key, r.start..r.end).await?;
+            let keys_repo = repo;
+            let opened: Vec<Result<(Id, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
+                r.blobs
+                    .par_iter()
+                    .map(|b| {
+                        let s = (u64::from(b.entry.offset) - r.start) as usize;
+                        let sealed = &bytes[s..s + b.entry.stored_len as usize];
+                        open_blob(keys_repo.keys(), &key, &b.entry, sealed).map(|p| (Id(b.entry.id), Arc::new(p)))
+                    })
+                    .collect()
+            });
+            Ok::<_, Error>((opened, bytes.len() as u64))
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut out = HashMap::with_capacity(distinct.len());
+    let mut fetched = 0;
+    while let Some(r) = results.next().await {
+        let (blobs, n) = r?;
+        fetched += n;
+        for b in blobs {
+            let (id, p) = b?;
+            out.insert(id, p);
+        }
+    }
+    Ok((out, fetched, requests))
+}
+
+/// Loads the chunk references of a tree blob.
+pub async fn load_tree(repo: &Repository, index: &LocalIndex, tree: &str) -> Result<Vec<ChunkRef>> {
+    let id = Id::from_hex(tree).ok_or_else(|| Error::corrupt("snapshot", None, format!("bad tree id {tree:?}")))?;
+    let (blobs, _, _) = fetch_blobs(repo, index, &[id], 1).await?;
+    let plain = blobs.get(&id).expect("fetched");
+    decode_tree(plain).map_err(|e| Error::decode(format!("tree blob {id}"), e))
+}
+
+type Window = Vec<Arc<Vec<u8>>>;
+
+/// Restores one entry into `out`, verifying every blob and the whole stream.
+pub async fn restore_entry<W: Write + Send + 'static>(
+    repo: &Repository,
+    index: &LocalIndex,
+    entry: &Entry,
+    out: W,
+    concurrency: usize,
+    progress: Arc<RestoreProgress>,
+) -> Result<(RestoreSummary, W)> {
+    let started = Instant::now();
+    let (tx, rx) = mpsc::sync_channel::<Window>(1);
+    let writer_progress = progress.clone();
+    let writer = std::thread::Builder::new()
+        .name("cairn-writer".into())
+        .spawn(move || -> (std::io::Result<()>, W, u64, blake3::Hash) {
+            let mut out = out;
+            let mut hasher = blake3::Hasher::new();
+            let mut n = 0u64;
+            for window in rx {
+                for chunk in window {
+                    hasher.update(&chunk);
+                    if let Err(e) = out.write_all(&chunk) {
+                        return (Err(e), out, n, hasher.finalize());
+                    }
+                    n += chunk.len() as u64;
+                    writer_progress.bytes_written.store(n, Ordering::Relaxed);
+                }
+            }
+            let r = out.flush();
+            (r, out, n, hasher.finalize())
+        })
+        .expect("spawn writer");
+
+    let mut summary = RestoreSummary::default();
+    let mut failure = None;
+    'trees: for t in &entry.content {
+        let refs = match load_tree(repo, index, &t.tree).await {
+            Ok(r) => r,
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        };
+        let mut windows = Vec::new();
+        let mut cur: Vec<ChunkRef> = Vec::new();
+        let mut cur_bytes = 0u64;
+        for r in refs {
+            cur_bytes += u64::from(r.len);
+            cur.push(r);
+            if cur_bytes >= WINDOW_BYTES {
+                windows.push(std::mem::take(&mut cur));
+                cur_bytes = 0;
+            }
+        }
+        if !cur.is_empty() {
+            windows.push(cur);
+        }
+        let mut fetched = futures::stream::iter(windows)
+            .map(|w| async move {
+                let ids: Vec<Id> = w.iter().map(|r| Id(r.id)).collect();
+                let (blobs, n, reqs) = fetch_blobs(repo, index, &ids, concurrency).await?;
+                let ordered: Window = ids.iter().map(|id| blobs[id].clone()).collect();
+                Ok::<_, Error>((ordered, n, reqs))
+            })
+            .buffered(WINDOWS_AHEAD);
+        while let Some(r) = fetched.next().await {
+            match r {
+                Ok((w, n, reqs)) => {
+                    summary.bytes_fetched += n;
+                    summary.requests += reqs;
+                    if tx.send(w).is_err() {
+                        break 'trees; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break 'trees;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let (wr, out, n, hash) = tokio::task::spawn_blocking(move || writer.join()).await.expect("join").expect("writer panicked");
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    wr.map_err(|e| Error::io("<restore output>", e))?;
+    if n != entry.size || hash.to_hex().as_str() != entry.blake3 {
+        return Err(Error::corrupt(
+            format!("entry {:?}", entry.name),
+            None,
+            format!("restored {n} bytes with BLAKE3 {}, manifest says {} bytes, {}", hash.to_hex(), entry.size, entry.blake3),
+        ));
+    }
+    summary.bytes_written = n;
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok((summary, out))
+}
+
+/// Restores one entry to a file: written beside it under a temporary name,
+/// fsynced, then renamed, so the target is never left half-written.
+pub async fn restore_entry_to_path(
+    repo: &Repository,
+    index: &LocalIndex,
+    entry: &Entry,
+    path: &Path,
+    concurrency: usize,
+    progress: Arc<RestoreProgress>,
+) -> Result<RestoreSummary> {
+    let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
+    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = restore_entry(repo, index, entry, std::io::BufWriter::with_capacity(4 << 20, f), concurrency, progress).await;
+    let (summary, w) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(summary)
+}

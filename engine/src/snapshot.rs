@@ -1,0 +1,158 @@
+//! Snapshot manifests: what was backed up, and the trees that rebuild it.
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{snapshot_key, Id};
+use crate::repo::{ObjectKind, Repository};
+use crate::{Error, Result};
+
+/// Version of the snapshot manifest JSON.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// A reference to one tree blob and what it covers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TreeRef {
+    /// Tree blob id (hex).
+    pub tree: String,
+    /// Chunk references in the tree.
+    pub chunks: u64,
+    /// Plaintext bytes those chunks hold.
+    pub bytes: u64,
+}
+
+/// One entry of a snapshot (a plain stream has exactly one).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// Name inside the snapshot (e.g. `stdin`, `base.tar`).
+    pub name: String,
+    /// `file` for streams.
+    pub kind: String,
+    /// Unix mode bits.
+    pub mode: u32,
+    /// Modification time (Unix seconds), where the source had one.
+    pub mtime: Option<i64>,
+    /// Plaintext size.
+    pub size: u64,
+    /// Plain BLAKE3 of the content (comparable with `b3sum`).
+    pub blake3: String,
+    /// The content, in order.
+    pub content: Vec<TreeRef>,
+}
+
+/// Where a snapshot came from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// `stream`, and later `pg-base`, `redis-rdb`, `tar`, `dir`.
+    pub kind: String,
+    /// A name that groups snapshots of the same thing (`--source`).
+    pub name: String,
+    /// The producer command line, when one was run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+}
+
+/// Counters recorded when the snapshot was taken.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupStats {
+    /// Bytes read from the source.
+    pub bytes_read: u64,
+    /// Chunks cut.
+    pub chunks: u64,
+    /// Chunks not already in the repository.
+    pub new_chunks: u64,
+    /// Plaintext bytes of those new chunks.
+    pub new_bytes: u64,
+    /// Bytes written to storage (packs, index segments).
+    pub uploaded_bytes: u64,
+    /// Packs written.
+    pub packs: u64,
+    /// Wall time in seconds.
+    pub duration_s: f64,
+}
+
+/// A snapshot manifest (`snapshots/<id>`, sealed).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Always [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// When the backup started (RFC 3339, UTC).
+    pub time: String,
+    /// Host that took it.
+    pub host: String,
+    /// Source.
+    pub source: SourceInfo,
+    /// Free-form tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Kind-specific metadata (e.g. PostgreSQL LSNs); empty for streams.
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    /// Content.
+    pub entries: Vec<Entry>,
+    /// Counters.
+    pub stats: BackupStats,
+}
+
+impl Snapshot {
+    /// Seals and stores the manifest; returns its id.
+    pub async fn save(&self, repo: &Repository) -> Result<Id> {
+        let json = serde_json::to_vec(self).expect("snapshot serializes");
+        repo.put_object(ObjectKind::Snapshot, &json).await
+    }
+
+    /// Loads one manifest.
+    pub async fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
+        let plain = repo.get_object(ObjectKind::Snapshot, id).await?;
+        Self::parse(&snapshot_key(id), &plain)
+    }
+
+    fn parse(key: &str, plain: &[u8]) -> Result<Snapshot> {
+        let v: serde_json::Value = serde_json::from_slice(plain)
+            .map_err(|e| Error::corrupt(key, None, format!("manifest is not JSON: {e}")))?;
+        let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
+        if version != u64::from(SNAPSHOT_VERSION) {
+            return Err(Error::UnsupportedVersion { object: key.into(), got: version, known: SNAPSHOT_VERSION.into() });
+        }
+        serde_json::from_value(v).map_err(|e| Error::corrupt(key, None, format!("manifest field: {e}")))
+    }
+
+    /// Loads every manifest, oldest first.
+    pub async fn list(repo: &Repository) -> Result<Vec<(Id, Snapshot)>> {
+        let ids = repo.list_ids(ObjectKind::Snapshot).await?;
+        let mut all: Vec<(Id, Snapshot)> = futures::stream::iter(ids.into_iter().map(|(id, _)| id))
+            .map(|id| async move { Ok::<_, Error>((id, Snapshot::load(repo, &id).await?)) })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        all.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(all)
+    }
+
+    /// Resolves `latest` or an id prefix (at least 4 hex characters),
+    /// optionally among snapshots of one source.
+    pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
+        let all = Self::list(repo).await?;
+        let mut matching = all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n));
+        if spec == "latest" {
+            return matching.last().ok_or_else(|| Error::NotFound {
+                what: match source {
+                    Some(n) => format!("a snapshot of source {n:?}"),
+                    None => "any snapshot".into(),
+                },
+            });
+        }
+        if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Config(format!("{spec:?} is neither `latest` nor a snapshot id prefix (4+ hex digits)")));
+        }
+        let spec = spec.to_ascii_lowercase();
+        let hits: Vec<_> = matching.filter(|(id, _)| id.to_hex().starts_with(&spec)).collect();
+        match hits.len() {
+            0 => Err(Error::NotFound { what: format!("snapshot {spec}") }),
+            1 => Ok(hits.into_iter().next().expect("one")),
+            n => Err(Error::Config(format!("snapshot prefix {spec} is ambiguous ({n} matches)"))),
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Object storage: one [`Store`] in front of any `object_store` backend.
+//!
+//! # Contract
+//! - `put` returns only when the object is durable: on a local directory the
+//!   file and its parent directories are fsynced (object_store's
+//!   `LocalFileSystem` renames a staged file into place but does not fsync);
+//!   on S3 the PUT has completed.
+//! - `put` of a whole object is atomic: readers see the old object, no
+//!   object, or the new object, never a prefix (staged file + rename locally,
+//!   single PUT remotely).
+//! - Errors name the object. Transient HTTP failures are retried with
+//!   exponential backoff by object_store's client (see [`retry_config`]); what
+//!   is left is reported with `retryable` set by kind.
+//! - Keys are relative to the repository root (`packs/ab/…`, `index/…`).
+
+mod location;
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+pub use location::Location;
+
+use crate::{Error, Result};
+
+/// A listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Key relative to the repository root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The repository's storage.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+    location: Location,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.location)
+    }
+}
+
+/// Retry policy for remote stores: up to 8 retries with backoff from 100 ms,
+/// giving up after 3 minutes.
+pub fn retry_config() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: 8,
+        retry_timeout: Duration::from_secs(180),
+    }
+}
+
+fn map_err(key: &str, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => Error::NotFound { what: key.to_string() },
+        E::AlreadyExists { .. } | E::Precondition { .. } => Error::AlreadyExists { what: key.to_string() },
+        other => {
+            // object_store has already retried transient HTTP failures; what
+            // remains from a remote client may still be a network outage.
+            let retryable = matches!(other, E::Generic { store, .. } if store != "LocalFileSystem");
+            Error::Storage {
+                object: key.to_string(),
+                retryable,
+                source: Box::new(other),
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store named by `location`. A local directory is created when
+    /// `create` is set (for `init`).
+    pub fn open(location: &Location, create: bool) -> Result<Store> {
+        let (inner, local_root) = location.build(create)?;
+        Ok(Store { inner, local_root, location: location.clone() })
+    }
+
+    /// An in-memory store, for unit tests.
+    pub fn memory() -> Store {
+        Store {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            local_root: None,
+            location: Location::Memory,
+        }
+    }
+
+    /// Where this store is, for messages (no credentials).
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The local root directory when the store is a local directory.
+    pub fn local_root(&self) -> Option<&FsPath> {
+        self.local_root.as_deref()
+    }
+
+    /// Writes an object durably, replacing any previous one.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_mode(key, bytes, PutMode::Overwrite).await
+    }
+
+    /// Writes an object durably only if no object has that key.
+    pub async fn put_create(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.put_mode(key, bytes, PutMode::Create).await
+    }
+
+    async fn put_mode(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<()> {
+        let opts = PutOptions { mode, ..Default::default() };
+        self.inner
+            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
+            .await
+            .map_err(|e| map_err(key, e))?;
+        if let Some(root) = &self.local_root {
+            let root = root.clone();
+            let key_owned = key.to_string();
+            tokio::task::spawn_blocking(move || fsync_local(&root, &key_owned))
+                .await
+                .expect("fsync task panicked")?;
+        }
+        Ok(())
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, key: &str) -> Result<Bytes> {
+        let r = self.inner.get(&Path::from(key)).await.map_err(|e| map_err(key, e))?;
+        r.bytes().await.map_err(|e| map_err(key, e))
+    }
+
+    /// Reads `range` of an object.
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let b = self
+            .inner
+            .get_range(&Path::from(key), range.clone())
+            .await
+            .map_err(|e| map_err(key, e))?;
+        if b.len() as u64 != want {
+            return Err(Error::corrupt(
+                key,
+                Some(range.start),
+                format!("short read: wanted {want} bytes, got {}", b.len()),
+            ));
+        }
+        Ok(b)
+    }
+
+    /// The size of an object.
+    pub async fn size(&self, key: &str) -> Result<u64> {
+        let m = self.inner.head(&Path::from(key)).await.map_err(|e| map_err(key, e))?;
+        Ok(m.size)
+    }
+
+    /// True when the object exists.
+    pub async fn exists(&self, key: &str) -> Result<bool> {
+        match self.size(key).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every object under `prefix` (e.g. `"packs"`), sorted by key.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let p = Path::from(prefix);
+        let mut out: Vec<ObjectInfo> = self
+            .inner
+            .list(Some(&p))
+            .map_ok(|m| ObjectInfo { key: m.location.to_string(), size: m.size })
+            .try_collect()
+            .await
+            .map_err(|e| map_err(prefix, e))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object; deleting a missing object is not an error.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(key, e)),
+        }
+    }
+}
+
+/// Makes a just-renamed local object durable: the file's data, then every
+/// directory from its parent up to the repository root (a new `packs/ab/`
+/// directory entry must reach the disk too).
+fn fsync_local(root: &FsPath, key: &str) -> Result<()> {
+    let path = root.join(key);
+    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+    f.sync_all().map_err(|e| Error::io(&path, e))?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        let df = std::fs::File::open(d).map_err(|e| Error::io(d, e))?;
+        df.sync_all().map_err(|e| Error::io(d, e))?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
