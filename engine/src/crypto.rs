@@ -185,7 +185,7 @@ mod tests {
         assert_eq!(keys.open(&id.0, &sealed).unwrap(), b"cairn");
     }
 
-    const GOLDEN_BLOB_ID: &str = "pending";
-    const GOLDEN_SEED: u64 = 0;
-    const GOLDEN_SEALED: &str = "00";
+    const GOLDEN_BLOB_ID: &str = "e60ea8fd919d6166e26b55d61110ff2fae6d12f2fd0f1c37331eb2ea95cb5755";
+    const GOLDEN_SEED: u64 = 13014418005109848943;
+    const GOLDEN_SEALED: &str = "1d81f13a1cb9640aadddee65673123b21cc86f422f8d6f5d35d03dea62c8024e8089272194fd46608ed5eb8278";
 }

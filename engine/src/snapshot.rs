@@ -53,7 +53,7 @@ pub struct SourceInfo {
 }
 
 /// Counters recorded when the snapshot was taken.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct BackupStats {
     /// Bytes read from the source.
     pub bytes_read: u64,
@@ -132,27 +132,41 @@ impl Snapshot {
     }
 
     /// Resolves `latest` or an id prefix (at least 4 hex characters),
-    /// optionally among snapshots of one source.
+    /// optionally among snapshots of one source. A prefix loads only the
+    /// snapshot it names, so one unreadable manifest does not block others.
     pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
-        let all = Self::list(repo).await?;
-        let mut matching = all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n));
         if spec == "latest" {
-            return matching.last().ok_or_else(|| Error::NotFound {
-                what: match source {
-                    Some(n) => format!("a snapshot of source {n:?}"),
-                    None => "any snapshot".into(),
-                },
+            let all = Self::list(repo).await?;
+            return all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n)).last().ok_or_else(|| {
+                Error::NotFound {
+                    what: match source {
+                        Some(n) => format!("a snapshot of source {n:?}"),
+                        None => "any snapshot".into(),
+                    },
+                }
             });
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Config(format!("{spec:?} is neither `latest` nor a snapshot id prefix (4+ hex digits)")));
         }
         let spec = spec.to_ascii_lowercase();
-        let hits: Vec<_> = matching.filter(|(id, _)| id.to_hex().starts_with(&spec)).collect();
-        match hits.len() {
-            0 => Err(Error::NotFound { what: format!("snapshot {spec}") }),
-            1 => Ok(hits.into_iter().next().expect("one")),
-            n => Err(Error::Config(format!("snapshot prefix {spec} is ambiguous ({n} matches)"))),
+        let hits: Vec<Id> = repo
+            .list_ids(ObjectKind::Snapshot)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| id.to_hex().starts_with(&spec))
+            .collect();
+        match hits.as_slice() {
+            [] => Err(Error::NotFound { what: format!("snapshot {spec}") }),
+            [id] => {
+                let snap = Snapshot::load(repo, id).await?;
+                if source.is_some_and(|n| snap.source.name != n) {
+                    return Err(Error::NotFound { what: format!("snapshot {spec} of source {:?}", source.unwrap_or_default()) });
+                }
+                Ok((*id, snap))
+            }
+            _ => Err(Error::Config(format!("snapshot prefix {spec} is ambiguous ({} matches)", hits.len()))),
         }
     }
 }

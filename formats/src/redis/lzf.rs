@@ -127,7 +127,7 @@ impl LzfDecoder {
                     self.consumed += 1;
                     if ctrl < 32 {
                         let run = u64::from(ctrl) + 1;
-                        if self.produced + run > self.expected {
+                        if self.produced.saturating_add(run) > self.expected {
                             return Err(LzfError::Overflow { at: self.consumed - 1, expected: self.expected });
                         }
                         self.instr = Instr::Literal(ctrl + 1);
@@ -164,7 +164,7 @@ impl LzfDecoder {
                     self.consumed += 1;
                     self.instr = Instr::Ctrl;
                     let count = u64::from(len) + 2;
-                    if self.produced + count > self.expected {
+                    if self.produced.saturating_add(count) > self.expected {
                         return Err(LzfError::Overflow { at: self.consumed - 1, expected: self.expected });
                     }
                     if u64::from(distance) > self.produced {
@@ -232,9 +232,54 @@ pub fn decompress(input: &[u8], expected_len: u64) -> Result<Vec<u8>, LzfError> 
 mod tests {
     use super::*;
 
-    /// `"abcabcabcabcabcabcabcabcabc"` compressed by liblzf: a 3-byte
-    /// literal run, then a back reference of length 24 at distance 3.
+    /// Hand-assembled: a 3-byte literal run "abc", then a back reference
+    /// of length 24 at distance 3 that overlaps its own output.
     const ABC: &[u8] = &[0x02, b'a', b'b', b'c', 0xe0, 0x0f, 0x02];
+
+    /// Written by Redis 7.0.15 for `SET compressible "abcdefgh" x 40` (the
+    /// value of that key in `testdata/redis/small-7.0.15.rdb`): 19
+    /// compressed bytes for 320 raw ones, with a back reference of 264
+    /// bytes and one reaching 264 bytes back.
+    const REDIS_ABCDEFGH: &[u8] = &[
+        0x08, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x61, 0xe0, 0xff, 0x07, 0xe1, 0x24, 0x07, 0x01, 0x67, 0x68,
+    ];
+
+    /// Written by Redis 7.0.15 for a 150-byte element `"pp...p"` (a plain
+    /// quicklist node in the same file).
+    const REDIS_P150: &[u8] = &[0x01, 0x70, 0x70, 0xe0, 0x89, 0x00, 0x01, 0x70, 0x70];
+
+    #[test]
+    fn vectors_written_by_redis() {
+        assert_eq!(decompress(REDIS_ABCDEFGH, 320).unwrap(), b"abcdefgh".repeat(40));
+        assert_eq!(decompress(REDIS_P150, 150).unwrap(), vec![b'p'; 150]);
+    }
+
+    #[test]
+    fn round_trips_through_an_independent_compressor() {
+        // The `lzf` crate is a separate implementation of the compressor.
+        let mut inputs: Vec<Vec<u8>> = vec![b"abcdefgh".repeat(40), (0..=255u8).cycle().take(20_000).collect()];
+        let mut x: u32 = 12345;
+        inputs.push(
+            (0..50_000)
+                .map(|i| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    if i % 7 == 0 { (x >> 24) as u8 } else { b"the quick brown fox "[i % 20] }
+                })
+                .collect(),
+        );
+        for input in inputs {
+            let packed = lzf::compress(&input).expect("compressible test input");
+            assert_eq!(decompress(&packed, input.len() as u64).unwrap(), input);
+            // And fed one odd-sized slice at a time.
+            let mut dec = LzfDecoder::new(input.len() as u64);
+            let mut out = Vec::new();
+            for piece in packed.chunks(7) {
+                dec.feed(piece, Some(&mut out)).unwrap();
+            }
+            dec.finish().unwrap();
+            assert_eq!(out, input);
+        }
+    }
 
     #[test]
     fn known_vector_with_overlapping_backref() {

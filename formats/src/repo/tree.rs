@@ -89,8 +89,8 @@ mod tests {
         );
     }
 
-    const GOLDEN_TRAILER_HASH: &str = "pending";
-    const GOLDEN_SEGMENT_HASH: &str = "pending";
+    const GOLDEN_TRAILER_HASH: &str = "522390a969dcdf7ae2623ede8468cc4be507e2779d3b08785e07859efc9b346f";
+    const GOLDEN_SEGMENT_HASH: &str = "04a147f679c200dc49606111f835ed1260fcf9493653e569c67163f0e309123e";
 
     #[test]
     fn round_trips_and_refusals() {

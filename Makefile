@@ -1,0 +1,39 @@
+# cairn — see README.md. Everything builds with the release profile so that
+# RocksDB's C++ compiles once per target directory.
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all deps build demo test fmt clippy unit e2e bench bench-peers fuzz clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release -p cairn-cli
+
+demo: build
+	@scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# The whole suite: formatting, lints, unit, property, oracle and end-to-end tests.
+test: deps fmt clippy build
+	$(CARGO) test --release --workspace
+
+bench: deps
+	$(CARGO) bench -p cairn-benches
+
+bench-peers: build
+	@benches/peers/run.sh
+
+fuzz:
+	@fuzz/run.sh
+
+clean:
+	rm -rf .work

@@ -1,0 +1,100 @@
+//! The command line's contract: help, exit codes, key handling, locking.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use cairn_tests::repo::{cairn_bin, code};
+use cairn_tests::TestRepo;
+
+#[test]
+fn help_documents_commands_exit_codes_and_takes_no_secrets() {
+    let o = std::process::Command::new(cairn_bin()).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for word in ["init", "backup", "restore", "snapshots", "check", "index", "key", "stats", "Exit codes", "CAIRN_REPO"] {
+        assert!(help.contains(word), "--help lacks {word}");
+    }
+    // Secrets only come from files or the environment, never argv.
+    assert!(!help.contains("--password ") && !help.contains("--key "));
+    let o = std::process::Command::new(cairn_bin()).args(["backup", "--nope"]).output().unwrap();
+    assert_eq!(code(&o), 2);
+}
+
+#[test]
+fn init_creates_a_private_key_file_and_refuses_to_reinit() {
+    let repo = TestRepo::new();
+    let mode = std::fs::metadata(&repo.key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let o = repo.run(&["init"]);
+    assert_ne!(code(&o), 0);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let key_text = std::fs::read_to_string(&repo.key).unwrap();
+    let secret = key_text.trim().trim_start_matches("cairn-key-v1:");
+    // The key never shows up in any output.
+    let out = repo.run(&["key", "list", "-vv"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
+}
+
+#[test]
+fn missing_repository_and_snapshot_exit_4() {
+    let repo = TestRepo::new();
+    let o = repo.cmd(&["snapshots"]).env("CAIRN_REPO", repo.dir.path().join("nope")).output().unwrap();
+    assert_eq!(code(&o), 4);
+    let o = repo.run(&["restore", "abcdef12", "--to", "-"]);
+    assert_eq!(code(&o), 4);
+    let o = repo.run(&["restore", "latest", "--to", "-"]);
+    assert_eq!(code(&o), 4);
+}
+
+#[test]
+fn key_slots_add_list_remove() {
+    let repo = TestRepo::new();
+    let k2 = repo.dir.path().join("second.key");
+    let added = repo.json(&["key", "add", "--new-key-file", k2.to_str().unwrap()]);
+    assert_eq!(std::fs::metadata(&k2).unwrap().permissions().mode() & 0o777, 0o600);
+    let slots = repo.json(&["key", "list"]);
+    assert_eq!(slots.as_array().unwrap().len(), 2);
+    // The new key opens the repository on its own.
+    let o = repo.cmd(&["snapshots"]).env("CAIRN_KEY_FILE", &k2).output().unwrap();
+    assert_eq!(code(&o), 0);
+    let first = slots.as_array().unwrap().iter().find(|s| s["id"] != added["id"]).unwrap()["id"].as_str().unwrap().to_string();
+    let o = repo.cmd(&["key", "remove", &first]).env("CAIRN_KEY_FILE", &k2).output().unwrap();
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(code(&repo.run(&["snapshots"])), 3, "the removed key still opens the repository");
+    let o = repo.cmd(&["key", "remove", added["id"].as_str().unwrap()]).env("CAIRN_KEY_FILE", &k2).output().unwrap();
+    assert_ne!(code(&o), 0, "removing the last slot must be refused");
+}
+
+#[test]
+fn a_second_writer_waits_then_fails_with_exit_6() {
+    let repo = TestRepo::new();
+    let mut slow = repo
+        .cmd(&["backup", "--", "sh", "-c", "sleep 4; echo done"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = repo.run_stdin(&["backup", "--lock-timeout", "1", "-"], b"second");
+    assert_eq!(code(&o), 6, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("locked by another cairn process"));
+    // Readers are not blocked by the writer.
+    let o = repo.run(&["snapshots", "--json"]);
+    assert_eq!(code(&o), 0);
+    assert!(slow.wait().unwrap().success());
+    assert_eq!(repo.restore_bytes("latest"), b"done\n");
+}
+
+#[test]
+fn stats_and_snapshots_json() {
+    let repo = TestRepo::new();
+    repo.backup_bytes(b"one", &["--source", "a", "--tag", "daily"]);
+    repo.backup_bytes(b"two", &["--source", "b"]);
+    let s = repo.json(&["snapshots", "--source", "a"]);
+    assert_eq!(s.as_array().unwrap().len(), 1);
+    assert_eq!(s[0]["tags"][0], "daily");
+    let st = repo.json(&["stats"]);
+    assert_eq!(st["snapshots"], 2);
+    assert_eq!(st["logical_bytes"], 6);
+}

@@ -1,0 +1,11 @@
+//! cairn's end-to-end tests, compiled into one binary. Each module pins one
+//! promise made in README.md, using the real `cairn` binary and real
+//! storage (a local directory, and moto's S3 server on 127.0.0.1).
+
+mod cli;
+mod conformance;
+mod crash;
+mod index_cache;
+mod producer;
+mod roundtrip;
+mod tamper;
