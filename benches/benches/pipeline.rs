@@ -69,12 +69,15 @@ fn whole_pipeline(c: &mut Criterion) {
                 let secret = Secret::KeyFile([9u8; 32].into());
                 let (repo, index) = rt.block_on(async {
                     let repo = Arc::new(Repository::init(store, &secret, InitOptions::default()).await.unwrap());
-                    let idx = Arc::new(LocalIndex::for_writing(&repo, dir.path(), Duration::from_secs(5)).await.unwrap());
+                    let idx =
+                        Arc::new(LocalIndex::for_writing(&repo, dir.path(), Duration::from_secs(5)).await.unwrap());
                     (repo, idx)
                 });
                 (dir, repo, index)
             },
-            |(_dir, repo, index)| rt.block_on(backup_bytes(repo, index, data.clone(), BackupOptions::stream("b"))).unwrap(),
+            |(_dir, repo, index)| {
+                rt.block_on(backup_bytes(repo, index, data.clone(), BackupOptions::stream("b"))).unwrap()
+            },
             criterion::BatchSize::PerIteration,
         )
     });

@@ -4,7 +4,8 @@
 
 /// Deterministic text-like bytes (compressible, about 4:1 with zstd -3).
 pub fn text(n: usize) -> Vec<u8> {
-    let words: [&[u8]; 8] = [b"checkpoint ", b"segment ", b"relation ", b"tuple ", b"0x7f3a ", b"vacuum\n", b"index ", b"lsn "];
+    let words: [&[u8]; 8] =
+        [b"checkpoint ", b"segment ", b"relation ", b"tuple ", b"0x7f3a ", b"vacuum\n", b"index ", b"lsn "];
     let mut x = 0x9e3779b97f4a7c15u64;
     let mut out = Vec::with_capacity(n + 16);
     while out.len() < n {

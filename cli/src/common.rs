@@ -112,7 +112,12 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    pub fn start(enabled: bool, total: Option<u64>, prefix: &str, read: impl Fn() -> u64 + Send + 'static) -> Option<Ticker> {
+    pub fn start(
+        enabled: bool,
+        total: Option<u64>,
+        prefix: &str,
+        read: impl Fn() -> u64 + Send + 'static,
+    ) -> Option<Ticker> {
         if !enabled {
             return None;
         }

@@ -367,9 +367,7 @@ pub async fn backup_stream(
             Err(e) => failure = failure.or(Some(e)),
         }
     }
-    let joined = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join()))
-        .await
-        .expect("join task");
+    let joined = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join())).await.expect("join task");
     let (packer_result, reader_result) = joined;
     // The reader's error is the root cause when both failed (the packer then
     // only saw a closed channel), so it is reported first.
@@ -420,4 +418,3 @@ pub async fn backup_bytes(
 ) -> Result<(Id, Snapshot)> {
     backup_stream(repo, index, Box::new(std::io::Cursor::new(bytes)), opts, Arc::default()).await
 }
-

@@ -102,7 +102,11 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         for p in seg.packs {
             let pid = Id(p.pack_id);
             match packs.get(&pid) {
-                None => problem(&mut report, pack_key(&pid), format!("named by {} but missing from the store", index_key(&id))),
+                None => problem(
+                    &mut report,
+                    pack_key(&pid),
+                    format!("named by {} but missing from the store", index_key(&id)),
+                ),
                 Some(&size) if size != p.pack_len => problem(
                     &mut report,
                     pack_key(&pid),
@@ -142,7 +146,11 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                 match check_tree(repo, &blobs, &tid).await {
                     Ok(missing) => {
                         for m in missing {
-                            problem(&mut report, snapshot_key(&id), format!("entry {:?} needs blob {m}, which no index segment lists", entry.name));
+                            problem(
+                                &mut report,
+                                snapshot_key(&id),
+                                format!("entry {:?} needs blob {m}, which no index segment lists", entry.name),
+                            );
                         }
                     }
                     Err(e) => problem(&mut report, snapshot_key(&id), format!("tree {}: {e}", tid.short())),

@@ -64,11 +64,7 @@ impl Keys {
         let seed = blake3::derive_key(CTX_CHUNKER, &master.0);
         let mut s = [0u8; 8];
         s.copy_from_slice(&seed[..8]);
-        Keys {
-            cipher,
-            chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &master.0),
-            chunker_seed: u64::from_le_bytes(s),
-        }
+        Keys { cipher, chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &master.0), chunker_seed: u64::from_le_bytes(s) }
     }
 
     /// The blob id of a plaintext: keyed BLAKE3, so ids reveal nothing about
@@ -112,9 +108,7 @@ impl Keys {
         let (nonce, rest) = sealed.split_at(NONCE_LEN);
         let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
         let mut buf = ct.to_vec();
-        self.cipher
-            .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
-            .ok()?;
+        self.cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag)).ok()?;
         Some(buf)
     }
 }
@@ -127,9 +121,7 @@ pub fn seal_with(key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let mut out = nonce.to_vec();
     let mut buf = plaintext.to_vec();
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf)
-        .expect("short message");
+    let tag = cipher.encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf).expect("short message");
     out.extend_from_slice(&buf);
     out.extend_from_slice(&tag);
     buf.zeroize();
@@ -145,9 +137,7 @@ pub fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut buf = ct.to_vec();
-    cipher
-        .decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
-        .ok()?;
+    cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag)).ok()?;
     Some(buf)
 }
 
@@ -187,5 +177,6 @@ mod tests {
 
     const GOLDEN_BLOB_ID: &str = "e60ea8fd919d6166e26b55d61110ff2fae6d12f2fd0f1c37331eb2ea95cb5755";
     const GOLDEN_SEED: u64 = 13014418005109848943;
-    const GOLDEN_SEALED: &str = "1d81f13a1cb9640aadddee65673123b21cc86f422f8d6f5d35d03dea62c8024e8089272194fd46608ed5eb8278";
+    const GOLDEN_SEALED: &str =
+        "1d81f13a1cb9640aadddee65673123b21cc86f422f8d6f5d35d03dea62c8024e8089272194fd46608ed5eb8278";
 }

@@ -118,18 +118,11 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn corrupt(object: impl Into<String>, offset: Option<u64>, detail: impl Into<String>) -> Self {
-        Error::Corrupt {
-            object: object.into(),
-            offset,
-            detail: detail.into(),
-        }
+        Error::Corrupt { object: object.into(), offset, detail: detail.into() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// Maps a decode error from `cairn-formats` onto the object it came from.
@@ -137,11 +130,9 @@ impl Error {
         use cairn_formats::repo::RepoDecodeError as D;
         let object = object.into();
         match e {
-            D::UnknownVersion { got, known, .. } => Error::UnsupportedVersion {
-                object,
-                got: got.into(),
-                known: known.into(),
-            },
+            D::UnknownVersion { got, known, .. } => {
+                Error::UnsupportedVersion { object, got: got.into(), known: known.into() }
+            }
             other => Error::corrupt(object, None, other.to_string()),
         }
     }

@@ -71,12 +71,8 @@ impl Secret {
     pub fn create_key_file(path: &Path) -> Result<Secret> {
         let mut key = Zeroizing::new([0u8; 32]);
         rand::rngs::OsRng.fill_bytes(key.as_mut());
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
+        let mut f =
+            OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| Error::io(path, e))?;
         let text = Zeroizing::new(format!("{KEY_FILE_PREFIX}{}\n", hex::encode(key.as_ref())));
         f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))?;
         f.sync_all().map_err(|e| Error::io(path, e))?;
@@ -194,4 +190,3 @@ impl KeySlot {
         Ok(Some(MasterKey(key)))
     }
 }
-

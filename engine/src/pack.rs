@@ -125,7 +125,8 @@ pub fn trailer_of(keys: &Keys, object: &str, pack: &[u8]) -> Result<Vec<BlobEntr
         return Err(Error::corrupt(object, Some(0), format!("{} bytes is too short for a pack", pack.len())));
     }
     let tail_at = pack.len() - PACK_TAIL_LEN;
-    let tail = parse_pack_tail(&pack[tail_at..]).map_err(|e| Error::corrupt(object, Some(tail_at as u64), e.to_string()))?;
+    let tail =
+        parse_pack_tail(&pack[tail_at..]).map_err(|e| Error::corrupt(object, Some(tail_at as u64), e.to_string()))?;
     let start = tail_at
         .checked_sub(tail.trailer_len as usize)
         .ok_or_else(|| Error::corrupt(object, Some(tail_at as u64), "trailer length exceeds the pack"))?;

@@ -95,9 +95,7 @@ impl Repository {
     /// repository whose `config` exists can always be unlocked.
     pub async fn init(store: Store, secret: &Secret, opts: InitOptions) -> Result<Repository> {
         if store.exists("config").await? {
-            return Err(Error::AlreadyExists {
-                what: format!("a repository at {}", store.location()),
-            });
+            return Err(Error::AlreadyExists { what: format!("a repository at {}", store.location()) });
         }
         opts.chunker.validate()?;
         let mut raw_id = [0u8; 16];
@@ -151,14 +149,18 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::corrupt("config", None, format!("not JSON: {e}")))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", None, format!("not JSON: {e}")))?;
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
         if version != u64::from(REPO_VERSION) {
-            return Err(Error::UnsupportedVersion { object: "config".into(), got: version, known: REPO_VERSION.into() });
+            return Err(Error::UnsupportedVersion {
+                object: "config".into(),
+                got: version,
+                known: REPO_VERSION.into(),
+            });
         }
-        let config: Config = serde_json::from_value(v)
-            .map_err(|e| Error::corrupt("config", None, format!("bad field: {e}")))?;
+        let config: Config =
+            serde_json::from_value(v).map_err(|e| Error::corrupt("config", None, format!("bad field: {e}")))?;
         config.chunker.validate()?;
         Ok(config)
     }
@@ -214,7 +216,11 @@ impl Repository {
         match bytes.first() {
             Some(&SEALED_OBJECT_VERSION) => {}
             Some(&v) => {
-                return Err(Error::UnsupportedVersion { object: key.into(), got: v.into(), known: SEALED_OBJECT_VERSION.into() })
+                return Err(Error::UnsupportedVersion {
+                    object: key.into(),
+                    got: v.into(),
+                    known: SEALED_OBJECT_VERSION.into(),
+                })
             }
             None => return Err(Error::corrupt(key, Some(0), "empty object")),
         }

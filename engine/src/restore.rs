@@ -232,7 +232,8 @@ pub async fn restore_entry<W: Write + Send + 'static>(
         }
     }
     drop(tx);
-    let (wr, out, n, hash) = tokio::task::spawn_blocking(move || writer.join()).await.expect("join").expect("writer panicked");
+    let (wr, out, n, hash) =
+        tokio::task::spawn_blocking(move || writer.join()).await.expect("join").expect("writer panicked");
     if let Some(e) = failure {
         return Err(e);
     }
@@ -241,7 +242,12 @@ pub async fn restore_entry<W: Write + Send + 'static>(
         return Err(Error::corrupt(
             format!("entry {:?}", entry.name),
             None,
-            format!("restored {n} bytes with BLAKE3 {}, manifest says {} bytes, {}", hash.to_hex(), entry.size, entry.blake3),
+            format!(
+                "restored {n} bytes with BLAKE3 {}, manifest says {} bytes, {}",
+                hash.to_hex(),
+                entry.size,
+                entry.blake3
+            ),
         ));
     }
     summary.bytes_written = n;
@@ -262,7 +268,8 @@ pub async fn restore_entry_to_path(
     let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
     let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
     let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = restore_entry(repo, index, entry, std::io::BufWriter::with_capacity(4 << 20, f), concurrency, progress).await;
+    let result =
+        restore_entry(repo, index, entry, std::io::BufWriter::with_capacity(4 << 20, f), concurrency, progress).await;
     let (summary, w) = match result {
         Ok(x) => x,
         Err(e) => {

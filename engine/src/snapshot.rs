@@ -137,17 +137,19 @@ impl Snapshot {
     pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let all = Self::list(repo).await?;
-            return all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n)).last().ok_or_else(|| {
-                Error::NotFound {
+            return all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n)).next_back().ok_or_else(
+                || Error::NotFound {
                     what: match source {
                         Some(n) => format!("a snapshot of source {n:?}"),
                         None => "any snapshot".into(),
                     },
-                }
-            });
+                },
+            );
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Config(format!("{spec:?} is neither `latest` nor a snapshot id prefix (4+ hex digits)")));
+            return Err(Error::Config(format!(
+                "{spec:?} is neither `latest` nor a snapshot id prefix (4+ hex digits)"
+            )));
         }
         let spec = spec.to_ascii_lowercase();
         let hits: Vec<Id> = repo
@@ -162,7 +164,9 @@ impl Snapshot {
             [id] => {
                 let snap = Snapshot::load(repo, id).await?;
                 if source.is_some_and(|n| snap.source.name != n) {
-                    return Err(Error::NotFound { what: format!("snapshot {spec} of source {:?}", source.unwrap_or_default()) });
+                    return Err(Error::NotFound {
+                        what: format!("snapshot {spec} of source {:?}", source.unwrap_or_default()),
+                    });
                 }
                 Ok((*id, snap))
             }

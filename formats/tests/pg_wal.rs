@@ -7,9 +7,7 @@ mod pg_common;
 
 use cairn_formats::pg::page::{PageHeader, SegmentHeader};
 use cairn_formats::pg::record::{record_crc, DecodedRecord, ImageCompression};
-use cairn_formats::pg::{
-    scan_segment, Lsn, ScanEnd, ScanOptions, SegmentScanner, WalError, WalVersion, XactKind,
-};
+use cairn_formats::pg::{scan_segment, Lsn, ScanEnd, ScanOptions, SegmentScanner, WalError, WalVersion, XactKind};
 use pg_common::*;
 use proptest::prelude::*;
 
@@ -145,15 +143,9 @@ fn incomplete_input_is_reported_not_guessed() {
     let seg = b.segment(0);
     for cut in [0, 1, 39, 40, 8191, 8192, MIB - 1] {
         let err = scan_segment(&seg[..cut], &opts()).unwrap_err();
-        assert!(
-            matches!(err, WalError::Incomplete { got, .. } if got == cut as u64),
-            "cut {cut}: {err:?}"
-        );
+        assert!(matches!(err, WalError::Incomplete { got, .. } if got == cut as u64), "cut {cut}: {err:?}");
     }
-    assert!(matches!(
-        PageHeader::parse(&seg[..30], 0),
-        Err(WalError::Incomplete { needed: 40, got: 30, .. })
-    ));
+    assert!(matches!(PageHeader::parse(&seg[..30], 0), Err(WalError::Incomplete { needed: 40, got: 30, .. })));
     assert!(matches!(
         DecodedRecord::decode(&make_record(1, 0, 1, 0, &xact_data(1))[..30], Lsn(64), WalVersion::V15),
         Err(WalError::Incomplete { needed: 34, got: 30, .. })
@@ -303,10 +295,7 @@ fn missing_and_overwritten_continuations() {
     let mut missing = b.segment(0).to_vec();
     missing[off] &= !0x01;
     let s = scan_segment(&missing, &opts()).unwrap();
-    assert_eq!(
-        stopped(&s),
-        &WalError::MissingContrecord { record: Lsn(big), page: Lsn(b.start + BLCKSZ as u64) }
-    );
+    assert_eq!(stopped(&s), &WalError::MissingContrecord { record: Lsn(big), page: Lsn(b.start + BLCKSZ as u64) });
     // After a crash, PostgreSQL marks the page and writes an
     // XLOG_OVERWRITE_CONTRECORD record there; the scan resumes.
     let first = b.start + 40;
@@ -330,10 +319,7 @@ fn broken_prev_link_is_detected() {
     b.set_prev(0x999);
     let bad = b.record(1, 0x00, 6, &xact_data(2));
     let s = scan_segment(b.segment(0), &opts()).unwrap();
-    assert_eq!(
-        stopped(&s),
-        &WalError::BadPrevLink { lsn: Lsn(bad), expected: Lsn(b.start + 40), got: Lsn(0x999) }
-    );
+    assert_eq!(stopped(&s), &WalError::BadPrevLink { lsn: Lsn(bad), expected: Lsn(b.start + 40), got: Lsn(0x999) });
 }
 
 #[test]

@@ -122,7 +122,15 @@ fn populate(server: &RedisServer) -> BTreeMap<u64, KindCounts> {
     k0.sorted_sets = 2;
 
     for i in 0..500 {
-        c.push(cmd(["XADD".to_string(), "st:a".into(), "*".into(), "sensor".into(), format!("{i}"), "temp".into(), format!("{}", i % 40)]));
+        c.push(cmd([
+            "XADD".to_string(),
+            "st:a".into(),
+            "*".into(),
+            "sensor".into(),
+            format!("{i}"),
+            "temp".into(),
+            format!("{}", i % 40),
+        ]));
     }
     c.push(cmd(["XGROUP", "CREATE", "st:a", "group-alpha", "0"]));
     c.push(cmd(["XGROUP", "CREATE", "st:a", "group-beta", "0"]));
@@ -150,7 +158,14 @@ fn populate(server: &RedisServer) -> BTreeMap<u64, KindCounts> {
         c.push(cmd(["SET".to_string(), format!("k:{i}"), format!("{i}")]));
     }
     for i in 0..10 {
-        c.push(cmd(["HSET".to_string(), format!("user:{i}"), "name".into(), format!("user {i}"), "age".into(), format!("{}", 20 + i)]));
+        c.push(cmd([
+            "HSET".to_string(),
+            format!("user:{i}"),
+            "name".into(),
+            format!("user {i}"),
+            "age".into(),
+            format!("{}", 20 + i),
+        ]));
     }
     for i in 0..10 {
         c.push(cmd(["EXPIRE".to_string(), format!("k:{i}"), "5000".into()]));
@@ -162,7 +177,16 @@ fn populate(server: &RedisServer) -> BTreeMap<u64, KindCounts> {
     // Database 5: sorted sets, lists and a small stream.
     c.push(cmd(["SELECT", "5"]));
     for i in 0..10 {
-        c.push(cmd(["ZADD".to_string(), format!("board:{i}"), "1".into(), "a".into(), "2".into(), "b".into(), "3".into(), "c".into()]));
+        c.push(cmd([
+            "ZADD".to_string(),
+            format!("board:{i}"),
+            "1".into(),
+            "a".into(),
+            "2".into(),
+            "b".into(),
+            "3".into(),
+            "c".into(),
+        ]));
     }
     for i in 0..5 {
         c.push(cmd(["LPUSH".to_string(), format!("queue:{i}"), "job1".into(), "job2".into()]));
@@ -268,7 +292,11 @@ fn counts_match_the_live_server() {
         for t in [0, 2, 4, 5, 11, 16, 17, 18, 19] {
             assert!(s.rdb_types.contains_key(&t), "{}: no key of RDB type {t}: {:?}", dump.name, s.rdb_types);
         }
-        let check = check_rdb(std::env::temp_dir().as_path(), &format!("cairn-{}-{}.rdb", dump.name, std::process::id()), &dump.bytes);
+        let check = check_rdb(
+            std::env::temp_dir().as_path(),
+            &format!("cairn-{}-{}.rdb", dump.name, std::process::id()),
+            &dump.bytes,
+        );
         assert_eq!(check, Ok(()), "{}: redis-check-rdb disagrees on the clean dump", dump.name);
     }
 }

@@ -13,7 +13,11 @@ pub fn cairn_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
     let p = dir.join("cairn");
-    assert!(p.exists(), "{} not found: build it first (`cargo build --release -p cairn-cli`) or set CAIRN_BIN", p.display());
+    assert!(
+        p.exists(),
+        "{} not found: build it first (`cargo build --release -p cairn-cli`) or set CAIRN_BIN",
+        p.display()
+    );
     p
 }
 
@@ -81,7 +85,8 @@ impl TestRepo {
 
     /// Runs, feeding `input` on stdin.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut child =
+            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let data = input.to_vec();
         let feeder = std::thread::spawn(move || {
@@ -101,10 +106,12 @@ impl TestRepo {
 
     /// Runs with `--json` and parses stdout.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut a = args.to_vec();
-        a.push("--json");
+        // Global flags go first: anything after `--` belongs to a producer.
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
         let out = self.ok(&a);
-        serde_json::from_slice(&out).unwrap_or_else(|e| panic!("cairn {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out)))
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("cairn {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&out)))
     }
 
     /// Backs up `data` from stdin; returns the JSON summary.

@@ -11,7 +11,8 @@ fn help_documents_commands_exit_codes_and_takes_no_secrets() {
     let o = std::process::Command::new(cairn_bin()).arg("--help").output().unwrap();
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
-    for word in ["init", "backup", "restore", "snapshots", "check", "index", "key", "stats", "Exit codes", "CAIRN_REPO"] {
+    for word in ["init", "backup", "restore", "snapshots", "check", "index", "key", "stats", "Exit codes", "CAIRN_REPO"]
+    {
         assert!(help.contains(word), "--help lacks {word}");
     }
     // Secrets only come from files or the environment, never argv.
@@ -58,7 +59,8 @@ fn key_slots_add_list_remove() {
     // The new key opens the repository on its own.
     let o = repo.cmd(&["snapshots"]).env("CAIRN_KEY_FILE", &k2).output().unwrap();
     assert_eq!(code(&o), 0);
-    let first = slots.as_array().unwrap().iter().find(|s| s["id"] != added["id"]).unwrap()["id"].as_str().unwrap().to_string();
+    let first =
+        slots.as_array().unwrap().iter().find(|s| s["id"] != added["id"]).unwrap()["id"].as_str().unwrap().to_string();
     let o = repo.cmd(&["key", "remove", &first]).env("CAIRN_KEY_FILE", &k2).output().unwrap();
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(code(&repo.run(&["snapshots"])), 3, "the removed key still opens the repository");

@@ -17,6 +17,15 @@ fn sigkill_during_backup_at_random_points() {
     let b0 = repo.backup_bytes(&base, &["--source", "base"]);
     let mut survivors: Vec<(String, Vec<u8>)> = vec![(b0["snapshot"].as_str().unwrap().into(), base)];
 
+    // Kill delays are drawn across the length of an uninterrupted backup of
+    // the same size, so kills land in every phase: start-up, index open,
+    // chunking, uploads, the index segment and the snapshot write.
+    let t = Instant::now();
+    let mut probe = random(12 << 20, 0);
+    probe.extend(text(8 << 20, 0));
+    repo.backup_bytes(&probe, &["--source", "probe"]);
+    survivors.push((repo.snapshots().last().unwrap()["id"].as_str().unwrap().into(), probe));
+    let full = t.elapsed().as_millis() as u64;
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261121);
     let mut kills = 0;
     let mut attempts = 0;
@@ -25,7 +34,7 @@ fn sigkill_during_backup_at_random_points() {
         assert!(attempts < 80, "could not land 20 kills mid-backup in 80 attempts");
         let mut data = random(12 << 20, attempts);
         data.extend(text(8 << 20, attempts));
-        let delay = Duration::from_millis(rng.gen_range(5..600));
+        let delay = Duration::from_millis(rng.gen_range(1..full.max(3)));
         let mut child = repo
             .cmd(&["backup", "--json", "--source", "crash", "-"])
             .stdin(Stdio::piped())
@@ -55,7 +64,11 @@ fn sigkill_during_backup_at_random_points() {
         }
         // After every kill: structure checks clean and old snapshots restore.
         let check = repo.run(&["check"]);
-        assert!(check.status.success(), "check after kill {kills} ({delay:?}): {}", String::from_utf8_lossy(&check.stdout));
+        assert!(
+            check.status.success(),
+            "check after kill {kills} ({delay:?}): {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
     }
     for (id, data) in &survivors {
         assert!(repo.restore_bytes(&id[..12]) == *data, "snapshot {id} changed after crashes");

@@ -96,7 +96,12 @@ fn large_stream_round_trips_with_bounded_memory() {
     assert_eq!(summary["blake3"].as_str().unwrap(), want.to_hex().as_str());
     assert!(peak_kb > 0 && peak_kb < 400 * 1024, "backup peak RSS {peak_kb} KiB for a {LEN}-byte stream");
 
-    let mut child = repo.cmd(&["restore", "latest", "--source", "big"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = repo
+        .cmd(&["restore", "latest", "--source", "big"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -127,6 +132,10 @@ fn restore_to_file_is_exact() {
     let dst = repo.dir.path().join("out.txt");
     repo.ok(&["restore", "latest", "--source", "input.txt", "--to", dst.to_str().unwrap()]);
     assert_eq!(std::fs::read(&dst).unwrap(), data);
-    let leftovers: Vec<_> = std::fs::read_dir(repo.dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("partial")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(repo.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+        .collect();
     assert!(leftovers.is_empty());
 }

@@ -43,33 +43,40 @@ pub struct Args {
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
-    let (source, name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) = match (&a.input, a.command.is_empty()) {
-        (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
-        (None, true) => anyhow::bail!("nothing to back up: give FILE, `-` for stdin, or `-- CMD ARGS`"),
-        (None, false) => {
-            let src = CommandSource::spawn(&a.command)?;
-            let prog = std::path::Path::new(&a.command[0]).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let mut o = BackupOptions::stream(&prog);
-            o.source.command = Some(a.command.clone());
-            (Box::new(src), prog, o)
-        }
-        (Some(p), true) if p.as_os_str() == "-" => (Box::new(std::io::stdin()), "stdin".into(), BackupOptions::stream("stdin")),
-        (Some(p), true) => {
-            let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
-            let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
-            let mut o = BackupOptions::stream(&name);
-            use std::os::unix::fs::MetadataExt;
-            o.mode = meta.mode() & 0o7777;
-            o.mtime = Some(meta.mtime());
-            (Box::new(f), name, o)
-        }
-    };
+    let (source, name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) =
+        match (&a.input, a.command.is_empty()) {
+            (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
+            (None, true) => anyhow::bail!("nothing to back up: give FILE, `-` for stdin, or `-- CMD ARGS`"),
+            (None, false) => {
+                let src = CommandSource::spawn(&a.command)?;
+                let prog = std::path::Path::new(&a.command[0])
+                    .file_name()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let mut o = BackupOptions::stream(&prog);
+                o.source.command = Some(a.command.clone());
+                (Box::new(src), prog, o)
+            }
+            (Some(p), true) if p.as_os_str() == "-" => {
+                (Box::new(std::io::stdin()), "stdin".into(), BackupOptions::stream("stdin"))
+            }
+            (Some(p), true) => {
+                let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                let meta = f.metadata().with_context(|| format!("reading {}", p.display()))?;
+                let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "input".into());
+                let mut o = BackupOptions::stream(&name);
+                use std::os::unix::fs::MetadataExt;
+                o.mode = meta.mode() & 0o7777;
+                o.mtime = Some(meta.mtime());
+                (Box::new(f), name, o)
+            }
+        };
     opts.source.name = a.source.clone().unwrap_or(name);
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
-    let size_hint = a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
+    let size_hint =
+        a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
 
     let repo = g.open().await?;
     let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
@@ -82,7 +89,9 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let (id, snap) = result?;
     if g.json {
-        super::print_json(&serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats, "blake3": snap.entries[0].blake3 }));
+        super::print_json(
+            &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats, "blake3": snap.entries[0].blake3 }),
+        );
     } else if !g.quiet {
         let s = &snap.stats;
         println!(

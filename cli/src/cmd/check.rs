@@ -25,7 +25,10 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     let read = match (&a.read_data, &a.read_data_subset) {
         (true, _) => ReadData::All,
         (false, Some(s)) => {
-            let n: f64 = s.trim_end_matches('%').parse().map_err(|_| anyhow::anyhow!("--read-data-subset takes a percentage like 10%"))?;
+            let n: f64 = s
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--read-data-subset takes a percentage like 10%"))?;
             if !(0.0..=100.0).contains(&n) {
                 bail!("--read-data-subset must be between 0% and 100%");
             }
@@ -42,7 +45,10 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             println!("error: {}: {}", p.object, p.message);
         }
         if !r.unreferenced_packs.is_empty() {
-            g.info(format!("{} unreferenced pack(s) left by interrupted backups (harmless)", r.unreferenced_packs.len()));
+            g.info(format!(
+                "{} unreferenced pack(s) left by interrupted backups (harmless)",
+                r.unreferenced_packs.len()
+            ));
         }
         g.info(format!(
             "checked {} snapshot(s), {} index segment(s), {} pack(s); read {} pack(s), {} blob(s): {}",

@@ -57,7 +57,13 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
                 super::print_json(&rows);
             } else {
                 for r in rows {
-                    println!("{}  {:<16} {}  {}", r["id"].as_str().unwrap_or(""), r["kdf"].as_str().unwrap_or(""), r["created"].as_str().unwrap_or(""), r["host"].as_str().unwrap_or(""));
+                    println!(
+                        "{}  {:<16} {}  {}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["kdf"].as_str().unwrap_or(""),
+                        r["created"].as_str().unwrap_or(""),
+                        r["host"].as_str().unwrap_or("")
+                    );
                 }
             }
         }

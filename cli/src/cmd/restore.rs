@@ -47,12 +47,15 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         None => bail!("snapshot {} has {} entries: choose one with --entry", id.short(), snap.entries.len()),
     };
     let Some(entry) = entry else {
-        bail!(cairn_engine::Error::NotFound { what: format!("entry {:?} in snapshot {}", a.entry.unwrap_or_default(), id.short()) });
+        bail!(cairn_engine::Error::NotFound {
+            what: format!("entry {:?} in snapshot {}", a.entry.unwrap_or_default(), id.short())
+        });
     };
     let index = LocalIndex::for_reading(&repo, &g.cache_dir(), g.lock_timeout()).await?;
     let progress = Arc::new(RestoreProgress::default());
     let p = progress.clone();
-    let ticker = Ticker::start(g.show_progress(), Some(entry.size), "restore", move || p.bytes_written.load(Ordering::Relaxed));
+    let ticker =
+        Ticker::start(g.show_progress(), Some(entry.size), "restore", move || p.bytes_written.load(Ordering::Relaxed));
     let result = if to_stdout {
         restore_entry(&repo, &index, entry, std::io::stdout(), a.reads.into(), progress).await.map(|(s, _)| s)
     } else {

@@ -137,11 +137,18 @@ impl LocalIndex {
                 Err(e) => {
                     tracing::warn!(index = %path.display(), error = %e, "local index unreadable; rebuilding it");
                     discard(path)?;
-                    break DB::open(&db_options(), path).map_err(|e| Error::Index { path: path.into(), detail: e.to_string() })?;
+                    break DB::open(&db_options(), path)
+                        .map_err(|e| Error::Index { path: path.into(), detail: e.to_string() })?;
                 }
             }
         };
-        let idx = LocalIndex { db, path: path.into(), mode: Mode::Writer, overlay: HashMap::new(), overlay_seen: HashSet::new() };
+        let idx = LocalIndex {
+            db,
+            path: path.into(),
+            mode: Mode::Writer,
+            overlay: HashMap::new(),
+            overlay_seen: HashSet::new(),
+        };
         match idx.db.get(META_REPO).map_err(|e| idx.err(e))? {
             Some(v) if v == repo_id.as_bytes() => Ok(idx),
             Some(_) => {
@@ -170,7 +177,13 @@ impl LocalIndex {
                 return Ok(None);
             }
         };
-        let idx = LocalIndex { db, path: path.into(), mode: Mode::Reader, overlay: HashMap::new(), overlay_seen: HashSet::new() };
+        let idx = LocalIndex {
+            db,
+            path: path.into(),
+            mode: Mode::Reader,
+            overlay: HashMap::new(),
+            overlay_seen: HashSet::new(),
+        };
         match idx.db.get(META_REPO).map_err(|e| idx.err(e))? {
             Some(v) if v == repo_id.as_bytes() => Ok(Some(idx)),
             _ => Ok(None),

@@ -44,10 +44,7 @@ impl Location {
             if bucket.is_empty() {
                 return Err(Error::Config(format!("{s}: missing bucket name")));
             }
-            return Ok(Location::S3 {
-                bucket: bucket.to_string(),
-                prefix: prefix.trim_matches('/').to_string(),
-            });
+            return Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string() });
         }
         if s == "memory://" {
             return Ok(Location::Memory);
@@ -56,9 +53,7 @@ impl Location {
             return Ok(Location::Local(PathBuf::from(rest)));
         }
         if s.contains("://") {
-            return Err(Error::Config(format!(
-                "{s}: unsupported repository scheme (use a path, file://, or s3://)"
-            )));
+            return Err(Error::Config(format!("{s}: unsupported repository scheme (use a path, file://, or s3://)")));
         }
         if s.is_empty() {
             return Err(Error::Config("empty repository location".into()));
@@ -73,9 +68,7 @@ impl Location {
                     std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
                 }
                 if !p.is_dir() {
-                    return Err(Error::NotFound {
-                        what: format!("repository directory {}", p.display()),
-                    });
+                    return Err(Error::NotFound { what: format!("repository directory {}", p.display()) });
                 }
                 let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&abs)
@@ -114,10 +107,7 @@ mod tests {
     fn parses_locations() {
         assert_eq!(Location::parse("/x/y").unwrap(), Location::Local("/x/y".into()));
         assert_eq!(Location::parse("file:///x").unwrap(), Location::Local("/x".into()));
-        assert_eq!(
-            Location::parse("s3://b/p/q/").unwrap(),
-            Location::S3 { bucket: "b".into(), prefix: "p/q".into() }
-        );
+        assert_eq!(Location::parse("s3://b/p/q/").unwrap(), Location::S3 { bucket: "b".into(), prefix: "p/q".into() });
         assert!(Location::parse("gopher://x").is_err());
         assert!(Location::parse("s3:///x").is_err());
     }

@@ -75,11 +75,7 @@ fn map_err(key: &str, e: object_store::Error) -> Error {
             // object_store has already retried transient HTTP failures; what
             // remains from a remote client may still be a network outage.
             let retryable = matches!(other, E::Generic { store, .. } if store != "LocalFileSystem");
-            Error::Storage {
-                object: key.to_string(),
-                retryable,
-                source: Box::new(other),
-            }
+            Error::Storage { object: key.to_string(), retryable, source: Box::new(other) }
         }
     }
 }
@@ -94,11 +90,7 @@ impl Store {
 
     /// An in-memory store, for unit tests.
     pub fn memory() -> Store {
-        Store {
-            inner: Arc::new(object_store::memory::InMemory::new()),
-            local_root: None,
-            location: Location::Memory,
-        }
+        Store { inner: Arc::new(object_store::memory::InMemory::new()), local_root: None, location: Location::Memory }
     }
 
     /// Where this store is, for messages (no credentials).
@@ -123,16 +115,11 @@ impl Store {
 
     async fn put_mode(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
-        self.inner
-            .put_opts(&Path::from(key), PutPayload::from(bytes), opts)
-            .await
-            .map_err(|e| map_err(key, e))?;
+        self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await.map_err(|e| map_err(key, e))?;
         if let Some(root) = &self.local_root {
             let root = root.clone();
             let key_owned = key.to_string();
-            tokio::task::spawn_blocking(move || fsync_local(&root, &key_owned))
-                .await
-                .expect("fsync task panicked")?;
+            tokio::task::spawn_blocking(move || fsync_local(&root, &key_owned)).await.expect("fsync task panicked")?;
         }
         Ok(())
     }
@@ -146,11 +133,7 @@ impl Store {
     /// Reads `range` of an object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let want = range.end - range.start;
-        let b = self
-            .inner
-            .get_range(&Path::from(key), range.clone())
-            .await
-            .map_err(|e| map_err(key, e))?;
+        let b = self.inner.get_range(&Path::from(key), range.clone()).await.map_err(|e| map_err(key, e))?;
         if b.len() as u64 != want {
             return Err(Error::corrupt(
                 key,

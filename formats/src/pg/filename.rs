@@ -110,10 +110,7 @@ pub struct SegmentName {
 impl SegmentName {
     /// The segment of `timeline` that contains `lsn`.
     pub fn containing(timeline: u32, lsn: Lsn, size: SegmentSize) -> SegmentName {
-        SegmentName {
-            timeline,
-            segno: lsn.0 / u64::from(size.bytes()),
-        }
+        SegmentName { timeline, segno: lsn.0 / u64::from(size.bytes()) }
     }
 
     /// The LSN of the segment's first byte, or `None` if `segno` is beyond
@@ -124,18 +121,12 @@ impl SegmentName {
 
     /// The LSN just past the segment's last byte, or `None` on overflow.
     pub fn end_lsn(&self, size: SegmentSize) -> Option<Lsn> {
-        self.segno
-            .checked_add(1)?
-            .checked_mul(u64::from(size.bytes()))
-            .map(Lsn)
+        self.segno.checked_add(1)?.checked_mul(u64::from(size.bytes())).map(Lsn)
     }
 
     /// The next segment on the same timeline, or `None` on overflow.
     pub fn next(&self) -> Option<SegmentName> {
-        Some(SegmentName {
-            timeline: self.timeline,
-            segno: self.segno.checked_add(1)?,
-        })
+        Some(SegmentName { timeline: self.timeline, segno: self.segno.checked_add(1)? })
     }
 
     /// The 24-character file name. A `segno` too large for the name's 8+8
@@ -143,12 +134,7 @@ impl SegmentName {
     /// than being truncated into another segment's name.
     pub fn format(&self, size: SegmentSize) -> String {
         let per_id = size.segments_per_xlog_id();
-        format!(
-            "{:08X}{:08X}{:08X}",
-            self.timeline,
-            self.segno / per_id,
-            self.segno % per_id
-        )
+        format!("{:08X}{:08X}{:08X}", self.timeline, self.segno / per_id, self.segno % per_id)
     }
 }
 
@@ -188,19 +174,14 @@ impl WalFileName {
     /// `size`. Timeline 0, lower-case digits, a `Y` part out of range for the
     /// size, or anything other than the four shapes is an error.
     pub fn parse(name: &str, size: SegmentSize) -> Result<WalFileName, FileNameError> {
-        let malformed = |reason| FileNameError::Malformed {
-            name: name.to_owned(),
-            reason,
-        };
+        let malformed = |reason| FileNameError::Malformed { name: name.to_owned(), reason };
         let timeline = |s: &str| match hex8(s) {
             Some(0) => Err(malformed("timeline 0 is never valid")),
             Some(t) => Ok(t),
             None => Err(malformed("expected 8 upper-case hexadecimal digits for the timeline")),
         };
         if let Some(tli) = name.strip_suffix(".history") {
-            return Ok(WalFileName::History {
-                timeline: timeline(tli)?,
-            });
+            return Ok(WalFileName::History { timeline: timeline(tli)? });
         }
         let segment = |s: &str| -> Result<SegmentName, FileNameError> {
             let (Some(t), Some(x), Some(y)) = (s.get(..8), s.get(8..16), s.get(16..)) else {
@@ -219,21 +200,18 @@ impl WalFileName {
                     segment_size: size.bytes(),
                 });
             }
-            Ok(SegmentName {
-                timeline: tli,
-                segno: u64::from(log) * per_id + u64::from(seg),
-            })
+            Ok(SegmentName { timeline: tli, segno: u64::from(log) * per_id + u64::from(seg) })
         };
         if let Some(seg) = name.strip_suffix(".partial") {
             return Ok(WalFileName::Partial(segment(seg)?));
         }
         if let Some(rest) = name.strip_suffix(".backup") {
-            let (Some(seg), Some("."), Some(off)) = (rest.get(..24), rest.get(24..25), rest.get(25..))
-            else {
+            let (Some(seg), Some("."), Some(off)) = (rest.get(..24), rest.get(24..25), rest.get(25..)) else {
                 return Err(malformed("expected TTTTTTTTXXXXXXXXYYYYYYYY.OOOOOOOO.backup"));
             };
             let segment = segment(seg)?;
-            let offset = hex8(off).ok_or_else(|| malformed("expected 8 upper-case hexadecimal digits for the offset"))?;
+            let offset =
+                hex8(off).ok_or_else(|| malformed("expected 8 upper-case hexadecimal digits for the offset"))?;
             if offset >= size.bytes() {
                 return Err(FileNameError::BackupOffsetOutOfRange {
                     name: name.to_owned(),
@@ -287,25 +265,13 @@ mod tests {
     #[test]
     fn names_of_each_kind_parse() {
         let size = SegmentSize::DEFAULT;
-        let seg = SegmentName {
-            timeline: 1,
-            segno: 0x2,
-        };
+        let seg = SegmentName { timeline: 1, segno: 0x2 };
         assert_eq!(
             WalFileName::parse("000000010000000000000002.00000028.backup", size),
-            Ok(WalFileName::Backup {
-                segment: seg,
-                offset: 0x28
-            })
+            Ok(WalFileName::Backup { segment: seg, offset: 0x28 })
         );
-        assert_eq!(
-            WalFileName::parse("00000002.history", size),
-            Ok(WalFileName::History { timeline: 2 })
-        );
-        assert_eq!(
-            WalFileName::parse("000000010000000000000002.partial", size),
-            Ok(WalFileName::Partial(seg))
-        );
+        assert_eq!(WalFileName::parse("00000002.history", size), Ok(WalFileName::History { timeline: 2 }));
+        assert_eq!(WalFileName::parse("000000010000000000000002.partial", size), Ok(WalFileName::Partial(seg)));
     }
 
     #[test]

@@ -187,10 +187,7 @@ pub struct BackupManifest {
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ManifestError {
-    ManifestError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    ManifestError::Invalid { field: field.into(), reason: reason.into() }
 }
 
 /// Looks up `key` in `obj`, naming `field.key` in the error if it is absent.
@@ -225,22 +222,12 @@ impl BackupManifest {
         let version_value = require(root, "(top level)", "PostgreSQL-Backup-Manifest-Version")?;
         let version = match version_value.as_u64() {
             Some(v @ (1 | 2)) => v as u32,
-            _ => {
-                return Err(ManifestError::UnsupportedVersion {
-                    got: version_value.to_string(),
-                })
-            }
+            _ => return Err(ManifestError::UnsupportedVersion { got: version_value.to_string() }),
         };
         check_keys(
             root,
             "(top level)",
-            &[
-                "PostgreSQL-Backup-Manifest-Version",
-                "System-Identifier",
-                "Files",
-                "WAL-Ranges",
-                "Manifest-Checksum",
-            ],
+            &["PostgreSQL-Backup-Manifest-Version", "System-Identifier", "Files", "WAL-Ranges", "Manifest-Checksum"],
         )?;
         let system_id = match (version, root.get("System-Identifier")) {
             (2, Some(v)) => Some(as_u64(v, "System-Identifier")?),
@@ -273,13 +260,7 @@ impl BackupManifest {
                 got: hex::encode(actual),
             });
         }
-        Ok(BackupManifest {
-            version,
-            system_id,
-            files,
-            wal_ranges,
-            checksum,
-        })
+        Ok(BackupManifest { version, system_id, files, wal_ranges, checksum })
     }
 
     /// The entry for `path` (relative to the data directory), if listed.
@@ -317,11 +298,7 @@ fn parse_file(v: &Value, field: &str) -> Result<ManifestFile, ManifestError> {
     };
     // From here on, name the file in errors: that is what an operator greps for.
     let field = format!("{field} ({:?})", String::from_utf8_lossy(&path));
-    check_keys(
-        obj,
-        &field,
-        &["Path", "Encoded-Path", "Size", "Last-Modified", "Checksum-Algorithm", "Checksum"],
-    )?;
+    check_keys(obj, &field, &["Path", "Encoded-Path", "Size", "Last-Modified", "Checksum-Algorithm", "Checksum"])?;
     let size = as_u64(require(obj, &field, "Size")?, &format!("{field}.Size"))?;
     let last_modified = obj
         .get("Last-Modified")
@@ -353,13 +330,7 @@ fn parse_file(v: &Value, field: &str) -> Result<ManifestFile, ManifestError> {
             ),
         ));
     }
-    Ok(ManifestFile {
-        path,
-        size,
-        last_modified,
-        checksum_algorithm,
-        checksum,
-    })
+    Ok(ManifestFile { path, size, last_modified, checksum_algorithm, checksum })
 }
 
 fn parse_wal_range(v: &Value, field: &str) -> Result<WalRange, ManifestError> {

@@ -51,9 +51,7 @@ use std::str::FromStr;
 
 pub use error::WalError;
 pub use filename::{FileNameError, SegmentName, SegmentSize, WalFileName};
-pub use manifest::{
-    BackupManifest, ChecksumAlgorithm, FileChecker, ManifestError, ManifestFile, WalRange,
-};
+pub use manifest::{BackupManifest, ChecksumAlgorithm, FileChecker, ManifestError, ManifestFile, WalRange};
 pub use page::{PageHeader, SegmentHeader, WalVersion};
 pub use record::{DecodedRecord, RecordHeader, RestorePoint, XactEvent, XactKind};
 pub use segment::{scan_segment, CrossingRecord, ScanEnd, ScanOptions, SegmentScanner, SegmentSummary};
@@ -98,13 +96,10 @@ impl FromStr for Lsn {
     /// Parses `X/Y` the way PostgreSQL's `pg_lsn` input does: each half is
     /// 1 to 8 hexadecimal digits, in either case, with nothing around them.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseLsnError {
-            input: s.to_owned(),
-        };
+        let err = || ParseLsnError { input: s.to_owned() };
         let (hi, lo) = s.split_once('/').ok_or_else(err)?;
         let half = |part: &str| -> Option<u64> {
-            if part.is_empty() || part.len() > 8 || !part.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            if part.is_empty() || part.len() > 8 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return None;
             }
             u64::from_str_radix(part, 16).ok()

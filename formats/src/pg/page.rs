@@ -67,13 +67,8 @@ pub enum WalVersion {
 
 impl WalVersion {
     /// All versions cairn reads, oldest first.
-    pub const ALL: [WalVersion; 5] = [
-        WalVersion::V13,
-        WalVersion::V14,
-        WalVersion::V15,
-        WalVersion::V16,
-        WalVersion::V17,
-    ];
+    pub const ALL: [WalVersion; 5] =
+        [WalVersion::V13, WalVersion::V14, WalVersion::V15, WalVersion::V16, WalVersion::V17];
 
     /// Maps a page magic to its version, or `None` for a magic cairn does not
     /// know (another major version, or not WAL at all).
@@ -147,13 +142,9 @@ impl PageHeader {
             needed: needed as u64,
             got: buf.len() as u64,
         };
-        let (Some(magic), Some(info), Some(timeline), Some(page_addr), Some(rem_len)) = (
-            le_u16(buf, 0),
-            le_u16(buf, 2),
-            le_u32(buf, 4),
-            le_u64(buf, 8),
-            le_u32(buf, 16),
-        ) else {
+        let (Some(magic), Some(info), Some(timeline), Some(page_addr), Some(rem_len)) =
+            (le_u16(buf, 0), le_u16(buf, 2), le_u32(buf, 4), le_u64(buf, 8), le_u32(buf, 16))
+        else {
             return Err(incomplete(SHORT_HEADER_SIZE));
         };
         if buf.len() < SHORT_HEADER_SIZE {
@@ -161,11 +152,7 @@ impl PageHeader {
         }
         let version = WalVersion::from_magic(magic).ok_or(WalError::UnknownMagic { offset, magic })?;
         if info & !XLP_ALL_FLAGS != 0 {
-            return Err(WalError::InvalidPageFlags {
-                offset,
-                info,
-                reason: "undefined flag bits are set",
-            });
+            return Err(WalError::InvalidPageFlags { offset, info, reason: "undefined flag bits are set" });
         }
         let long = if info & XLP_LONG_HEADER != 0 {
             let (Some(system_id), Some(segment_size), Some(block_size)) =
@@ -173,22 +160,11 @@ impl PageHeader {
             else {
                 return Err(incomplete(LONG_HEADER_SIZE));
             };
-            Some(LongHeaderFields {
-                system_id,
-                segment_size,
-                block_size,
-            })
+            Some(LongHeaderFields { system_id, segment_size, block_size })
         } else {
             None
         };
-        Ok(PageHeader {
-            version,
-            info,
-            timeline,
-            page_addr: Lsn(page_addr),
-            rem_len,
-            long,
-        })
+        Ok(PageHeader { version, info, timeline, page_addr: Lsn(page_addr), rem_len, long })
     }
 
     /// The header's size in bytes, which is where the page's payload starts.
@@ -228,11 +204,7 @@ impl PageHeader {
     ) -> Result<(), WalError> {
         let magic = self.version.magic();
         if magic != first_magic {
-            return Err(WalError::MagicChanged {
-                offset,
-                expected: first_magic,
-                got: magic,
-            });
+            return Err(WalError::MagicChanged { offset, expected: first_magic, got: magic });
         }
         if self.long.is_some() {
             return Err(WalError::InvalidPageFlags {
@@ -242,11 +214,7 @@ impl PageHeader {
             });
         }
         if self.page_addr != expected_addr {
-            return Err(WalError::PageAddrMismatch {
-                offset,
-                expected: expected_addr,
-                got: self.page_addr,
-            });
+            return Err(WalError::PageAddrMismatch { offset, expected: expected_addr, got: self.page_addr });
         }
         check_timeline(offset, self.timeline, min_timeline, max_timeline)
     }
@@ -255,11 +223,7 @@ impl PageHeader {
 /// Checks one page's timeline against the bounds its position allows.
 fn check_timeline(offset: u64, got: u32, min: u32, max: Option<u32>) -> Result<(), WalError> {
     if got == 0 {
-        return Err(WalError::BadTimeline {
-            offset,
-            got,
-            reason: "timeline 0 is never valid".into(),
-        });
+        return Err(WalError::BadTimeline { offset, got, reason: "timeline 0 is never valid".into() });
     }
     if got < min {
         return Err(WalError::BadTimeline {
@@ -269,11 +233,9 @@ fn check_timeline(offset: u64, got: u32, min: u32, max: Option<u32>) -> Result<(
         });
     }
     match max {
-        Some(max) if got > max => Err(WalError::BadTimeline {
-            offset,
-            got,
-            reason: format!("newer than the segment's timeline {max}"),
-        }),
+        Some(max) if got > max => {
+            Err(WalError::BadTimeline { offset, got, reason: format!("newer than the segment's timeline {max}") })
+        }
         _ => Ok(()),
     }
 }
@@ -393,9 +355,6 @@ mod tests {
     #[test]
     fn short_header_needs_24_bytes() {
         let err = PageHeader::parse(&[0x10, 0xD1, 0, 0], 8192).unwrap_err();
-        assert!(matches!(
-            err,
-            WalError::Incomplete { offset: 8192, needed: 24, got: 4, .. }
-        ));
+        assert!(matches!(err, WalError::Incomplete { offset: 8192, needed: 24, got: 4, .. }));
     }
 }

@@ -102,14 +102,9 @@ impl RecordHeader {
     /// in errors), or [`WalError::Incomplete`] when fewer than 24 bytes are
     /// given. Does not validate the fields; see [`RecordHeader::validate`].
     pub fn parse(buf: &[u8], lsn: Lsn) -> Result<RecordHeader, WalError> {
-        let (Some(total_len), Some(xid), Some(prev), Some(&info), Some(&rmid), Some(crc)) = (
-            le_u32(buf, 0),
-            le_u32(buf, 4),
-            le_u64(buf, 8),
-            buf.get(16),
-            buf.get(17),
-            le_u32(buf, 20),
-        ) else {
+        let (Some(total_len), Some(xid), Some(prev), Some(&info), Some(&rmid), Some(crc)) =
+            (le_u32(buf, 0), le_u32(buf, 4), le_u64(buf, 8), buf.get(16), buf.get(17), le_u32(buf, 20))
+        else {
             return Err(WalError::Incomplete {
                 what: "WAL record header",
                 offset: lsn.0,
@@ -117,38 +112,19 @@ impl RecordHeader {
                 got: buf.len() as u64,
             });
         };
-        Ok(RecordHeader {
-            total_len,
-            xid,
-            prev: Lsn(prev),
-            info,
-            rmid,
-            crc,
-        })
+        Ok(RecordHeader { total_len, xid, prev: Lsn(prev), info, rmid, crc })
     }
 
     /// Checks what PostgreSQL's `ValidXLogRecordHeader` checks: a plausible
     /// length, a valid resource manager, and (when `expected_prev` is known)
     /// a back link to the previous record.
-    pub fn validate(
-        &self,
-        lsn: Lsn,
-        version: WalVersion,
-        expected_prev: Option<Lsn>,
-    ) -> Result<(), WalError> {
+    pub fn validate(&self, lsn: Lsn, version: WalVersion, expected_prev: Option<Lsn>) -> Result<(), WalError> {
         check_total_len(self.total_len, lsn)?;
         if !rmgr_is_valid(self.rmid, version) {
-            return Err(WalError::BadRmgr {
-                lsn,
-                rmid: self.rmid,
-            });
+            return Err(WalError::BadRmgr { lsn, rmid: self.rmid });
         }
         match expected_prev {
-            Some(expected) if expected != self.prev => Err(WalError::BadPrevLink {
-                lsn,
-                expected,
-                got: self.prev,
-            }),
+            Some(expected) if expected != self.prev => Err(WalError::BadPrevLink { lsn, expected, got: self.prev }),
             _ => Ok(()),
         }
     }
@@ -304,11 +280,7 @@ impl<'a> Cursor<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn bad(&self, reason: String) -> WalError {
-        WalError::BadRecordBody {
-            lsn: self.lsn,
-            offset: u32::try_from(self.pos).unwrap_or(u32::MAX),
-            reason,
-        }
+        WalError::BadRecordBody { lsn: self.lsn, offset: u32::try_from(self.pos).unwrap_or(u32::MAX), reason }
     }
 }
 
@@ -346,11 +318,7 @@ impl<'a> DecodedRecord<'a> {
         };
         let got = record_crc(record).unwrap_or(0);
         if got != header.crc {
-            return Err(WalError::CrcMismatch {
-                lsn,
-                expected: header.crc,
-                got,
-            });
+            return Err(WalError::CrcMismatch { lsn, expected: header.crc, got });
         }
         Self::decode_body(record, header, lsn, version, blocks)
     }
@@ -363,19 +331,8 @@ impl<'a> DecodedRecord<'a> {
         version: WalVersion,
         blocks: Vec<BlockRef>,
     ) -> Result<Self, WalError> {
-        let mut cur = Cursor {
-            buf: record,
-            pos: RECORD_HEADER_SIZE,
-            lsn,
-        };
-        let mut decoded = DecodedRecord {
-            lsn,
-            header,
-            blocks,
-            origin: None,
-            toplevel_xid: None,
-            main_data: &[],
-        };
+        let mut cur = Cursor { buf: record, pos: RECORD_HEADER_SIZE, lsn };
+        let mut decoded = DecodedRecord { lsn, header, blocks, origin: None, toplevel_xid: None, main_data: &[] };
         // Sum of the data lengths the headers announce; headers continue
         // while more bytes remain than that sum, as in DecodeXLogRecord.
         let mut data_total: u64 = 0;
@@ -402,10 +359,7 @@ impl<'a> DecodedRecord<'a> {
                     let block = decode_block(&mut cur, id, version, &mut last_rel)?;
                     if let Some(prev) = decoded.blocks.last() {
                         if id <= prev.id {
-                            return Err(cur.bad(format!(
-                                "out-of-order block id {id} after {}",
-                                prev.id
-                            )));
+                            return Err(cur.bad(format!("out-of-order block id {id} after {}", prev.id)));
                         }
                     }
                     data_total += u64::from(block.data_len);
@@ -417,9 +371,7 @@ impl<'a> DecodedRecord<'a> {
         }
         let remaining = (record.len() - cur.pos) as u64;
         if remaining != data_total {
-            return Err(cur.bad(format!(
-                "headers announce {data_total} data bytes but {remaining} remain"
-            )));
+            return Err(cur.bad(format!("headers announce {data_total} data bytes but {remaining} remain")));
         }
         // main_len <= data_total == remaining, so this cannot underflow.
         decoded.main_data = record.get(record.len() - main_len as usize..).unwrap_or(&[]);
@@ -438,15 +390,9 @@ fn decode_block(
     let data_len = cur.u16("a block data length")?;
     let has_data = fork_flags & BKPBLOCK_HAS_DATA != 0;
     if has_data != (data_len != 0) {
-        return Err(cur.bad(format!(
-            "block {id}: BKPBLOCK_HAS_DATA is {has_data} but data length is {data_len}"
-        )));
+        return Err(cur.bad(format!("block {id}: BKPBLOCK_HAS_DATA is {has_data} but data length is {data_len}")));
     }
-    let image = if fork_flags & BKPBLOCK_HAS_IMAGE != 0 {
-        Some(decode_image(cur, id, version)?)
-    } else {
-        None
-    };
+    let image = if fork_flags & BKPBLOCK_HAS_IMAGE != 0 { Some(decode_image(cur, id, version)?) } else { None };
     let rel = if fork_flags & BKPBLOCK_SAME_REL != 0 {
         last_rel.ok_or_else(|| cur.bad(format!("block {id}: BKPBLOCK_SAME_REL but no previous relation")))?
     } else {
@@ -458,15 +404,7 @@ fn decode_block(
     };
     *last_rel = Some(rel);
     let block = cur.u32("a block number")?;
-    Ok(BlockRef {
-        id,
-        fork: fork_flags & 0x0F,
-        flags: fork_flags & 0xF0,
-        data_len,
-        image,
-        rel,
-        block,
-    })
+    Ok(BlockRef { id, fork: fork_flags & 0x0F, flags: fork_flags & 0xF0, data_len, image, rel, block })
 }
 
 /// Decodes an `XLogRecordBlockImageHeader`, whose flag bits depend on the
@@ -489,11 +427,8 @@ fn decode_image(cur: &mut Cursor<'_>, id: u8, version: WalVersion) -> Result<Blo
         (info & 0x04 != 0, (info & 0x02 != 0).then_some(ImageCompression::Pglz))
     };
     let has_hole = info & BKPIMAGE_HAS_HOLE != 0;
-    let hole_length = if compression.is_some() && has_hole {
-        Some(cur.u16("a compressed image hole length")?)
-    } else {
-        None
-    };
+    let hole_length =
+        if compression.is_some() && has_hole { Some(cur.u16("a compressed image hole length")?) } else { None };
     // The checks DecodeXLogRecord makes that do not need the relation page
     // size (BLCKSZ), which the WAL does not record.
     if length == 0 {
@@ -505,14 +440,7 @@ fn decode_image(cur: &mut Cursor<'_>, id: u8, version: WalVersion) -> Result<Blo
     if !has_hole && hole_offset != 0 {
         return Err(cur.bad(format!("block {id}: image without hole has hole offset {hole_offset}")));
     }
-    Ok(BlockImage {
-        length,
-        hole_offset,
-        hole_length,
-        info,
-        apply,
-        compression,
-    })
+    Ok(BlockImage { length, hole_offset, hole_length, info, apply, compression })
 }
 
 /// Which kind of transaction end a record marks.
@@ -576,12 +504,7 @@ impl XactEvent {
         };
         let what = if kind.is_commit() { "xl_xact_commit" } else { "xl_xact_abort" };
         let data = rec.main_data;
-        let short = |needed: u64| WalError::ShortMainData {
-            lsn: rec.lsn,
-            what,
-            needed,
-            got: data.len() as u64,
-        };
+        let short = |needed: u64| WalError::ShortMainData { lsn: rec.lsn, what, needed, got: data.len() as u64 };
         let time = le_u64(data, 0).ok_or_else(|| short(8))? as i64;
         let mut xid = rec.header.xid;
         if info & XLOG_XACT_HAS_INFO != 0 {
@@ -619,12 +542,7 @@ impl XactEvent {
                 xid = le_u32(data, at).ok_or_else(|| short(pos + 4))?;
             }
         }
-        Ok(Some(XactEvent {
-            lsn: rec.lsn,
-            kind,
-            xid,
-            time,
-        }))
+        Ok(Some(XactEvent { lsn: rec.lsn, kind, xid, time }))
     }
 }
 

@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 
 use super::page::{is_zero_header, PageHeader, SegmentHeader, LONG_HEADER_SIZE, SHORT_HEADER_SIZE};
 use super::record::{
-    check_total_len, BlockRef, DecodedRecord, RecordHeader, RestorePoint, XactEvent,
-    RECORD_HEADER_SIZE, RM_XLOG_ID, XLOG_SWITCH,
+    check_total_len, BlockRef, DecodedRecord, RecordHeader, RestorePoint, XactEvent, RECORD_HEADER_SIZE, RM_XLOG_ID,
+    XLOG_SWITCH,
 };
 use super::{le_u32, Lsn, WalError};
 
@@ -107,8 +107,10 @@ pub struct SegmentSummary {
     pub first_record: Option<Lsn>,
     /// The last record starting in this segment (complete or crossing).
     pub last_record: Option<Lsn>,
-    /// The end of the last complete record (unaligned), or the segment start
-    /// when no record completed here.
+    /// Where a record after the last complete one would start: its end
+    /// rounded up to 8 bytes, PostgreSQL's `EndRecPtr`. This is the LSN a
+    /// timeline that ends here switches at. The segment start when no record
+    /// completed here.
     pub end_of_records: Lsn,
     /// Complete, CRC-checked records starting in this segment.
     pub records: u64,
@@ -273,10 +275,7 @@ impl SegmentScanner {
             let page_size = header.block_size as usize;
             let total = self.received.saturating_add(data.len() as u64);
             if total > seg {
-                return Err(WalError::TrailingBytes {
-                    segment_size: seg,
-                    extra: total - seg,
-                });
+                return Err(WalError::TrailingBytes { segment_size: seg, extra: total - seg });
             }
             if self.pending.is_empty() && data.len() >= page_size {
                 let (page, rest) = data.split_at(page_size);
@@ -302,29 +301,16 @@ impl SegmentScanner {
     fn check_expectations(&self, h: &SegmentHeader) -> Result<(), WalError> {
         let o = &self.opts;
         if let Some(start) = o.start.filter(|&s| s != h.start) {
-            return Err(WalError::PageAddrMismatch {
-                offset: 0,
-                expected: start,
-                got: h.start,
-            });
+            return Err(WalError::PageAddrMismatch { offset: 0, expected: start, got: h.start });
         }
         if let Some(expected) = o.system_id.filter(|&s| s != h.system_id) {
-            return Err(WalError::SystemIdMismatch {
-                expected,
-                got: h.system_id,
-            });
+            return Err(WalError::SystemIdMismatch { expected, got: h.system_id });
         }
         if let Some(expected) = o.segment_size.filter(|&s| s != h.segment_size) {
-            return Err(WalError::BadSegmentSize {
-                got: h.segment_size,
-                reason: format!("expected {expected}"),
-            });
+            return Err(WalError::BadSegmentSize { got: h.segment_size, reason: format!("expected {expected}") });
         }
         if let Some(expected) = o.block_size.filter(|&s| s != h.block_size) {
-            return Err(WalError::BadBlockSize {
-                got: h.block_size,
-                reason: format!("expected {expected}"),
-            });
+            return Err(WalError::BadBlockSize { got: h.block_size, reason: format!("expected {expected}") });
         }
         match o.timeline {
             Some(max) if h.timeline > max => Err(WalError::BadTimeline {
@@ -359,27 +345,15 @@ impl SegmentScanner {
             seg.page_header()
         } else if is_zero_header(page) {
             let err = match &self.state {
-                State::InRecord { start, .. } => WalError::MissingContrecord {
-                    record: *start,
-                    page: page_lsn,
-                },
-                State::Skip { .. } => WalError::MissingContrecord {
-                    record: seg.start,
-                    page: page_lsn,
-                },
+                State::InRecord { start, .. } => WalError::MissingContrecord { record: *start, page: page_lsn },
+                State::Skip { .. } => WalError::MissingContrecord { record: seg.start, page: page_lsn },
                 _ => WalError::EndOfWal { lsn: page_lsn },
             };
             return self.stop(err);
         } else {
             let checked = PageHeader::parse(page, offset).and_then(|h| {
-                h.check_position(
-                    offset,
-                    seg.version.magic(),
-                    page_lsn,
-                    self.last_timeline,
-                    self.opts.timeline,
-                )
-                .map(|()| h)
+                h.check_position(offset, seg.version.magic(), page_lsn, self.last_timeline, self.opts.timeline)
+                    .map(|()| h)
             });
             match checked {
                 Ok(h) => h,
@@ -396,18 +370,10 @@ impl SegmentScanner {
     /// Reconciles the page's continuation flags with the record in progress.
     fn enter_page(&mut self, hdr: &PageHeader, seg_start: Lsn, page_lsn: Lsn) -> Result<(), WalError> {
         let rem = hdr.rem_len;
-        let bad = |expected: u64| WalError::BadContrecord {
-            page: page_lsn,
-            expected,
-            got: rem,
-        };
+        let bad = |expected: u64| WalError::BadContrecord { page: page_lsn, expected, got: rem };
         if hdr.is_contrecord() {
             match &self.state {
-                State::Start if rem > 0 => {
-                    self.state = State::Skip {
-                        remaining: u64::from(rem),
-                    }
-                }
+                State::Start if rem > 0 => self.state = State::Skip { remaining: u64::from(rem) },
                 State::Start => return Err(bad(1)),
                 State::Skip { remaining } if *remaining != u64::from(rem) => return Err(bad(*remaining)),
                 State::InRecord { total, buf, .. } => {
@@ -427,17 +393,9 @@ impl SegmentScanner {
                 self.overwritten.push(page_lsn);
                 self.state = State::Between;
             }
-            State::Skip { .. } => {
-                return Err(WalError::MissingContrecord {
-                    record: seg_start,
-                    page: page_lsn,
-                })
-            }
+            State::Skip { .. } => return Err(WalError::MissingContrecord { record: seg_start, page: page_lsn }),
             State::InRecord { start, .. } => {
-                return Err(WalError::MissingContrecord {
-                    record: *start,
-                    page: page_lsn,
-                })
+                return Err(WalError::MissingContrecord { record: *start, page: page_lsn })
             }
             _ => {}
         }
@@ -493,8 +451,8 @@ impl SegmentScanner {
                     }
                     let rest = &page[pos..];
                     if rest.len() >= RECORD_HEADER_SIZE {
-                        let checked = RecordHeader::parse(rest, lsn)
-                            .and_then(|h| h.validate(lsn, seg.version, self.prev_record));
+                        let checked =
+                            RecordHeader::parse(rest, lsn).and_then(|h| h.validate(lsn, seg.version, self.prev_record));
                         if let Err(err) = checked {
                             return self.stop(err);
                         }
@@ -503,11 +461,7 @@ impl SegmentScanner {
                         self.finish_record(seg, lsn, record);
                         pos = self.after_record(page, pos + total as usize, page_lsn);
                     } else {
-                        self.state = State::InRecord {
-                            start: lsn,
-                            total,
-                            buf: rest.to_vec(),
-                        };
+                        self.state = State::InRecord { start: lsn, total, buf: rest.to_vec() };
                         return;
                     }
                 }
@@ -550,8 +504,7 @@ impl SegmentScanner {
             Ok(rec) => rec,
             Err(err) => return self.stop(err),
         };
-        let facts = XactEvent::from_record(&rec)
-            .and_then(|x| RestorePoint::from_record(&rec).map(|r| (x, r)));
+        let facts = XactEvent::from_record(&rec).and_then(|x| RestorePoint::from_record(&rec).map(|r| (x, r)));
         let (xact, restore_point) = match facts {
             Ok(facts) => facts,
             Err(err) => return self.stop(err),
@@ -564,7 +517,9 @@ impl SegmentScanner {
         self.prev_record = Some(lsn);
         self.first_valid.get_or_insert(lsn);
         self.last_valid = Some(lsn);
-        self.end_of_records = Lsn(lsn.0 + u64::from(h.total_len));
+        // Saturating: only a forged header at the top of the address space
+        // could overflow, and that must not panic.
+        self.end_of_records = Lsn(lsn.0.saturating_add(u64::from(h.total_len)).saturating_add(7) & !7);
         if h.rmid == RM_XLOG_ID && h.record_type() == XLOG_SWITCH {
             self.state = State::SwitchTail { lsn };
         }
@@ -608,17 +563,11 @@ impl SegmentScanner {
             _ => None,
         };
         let end = match (self.state, self.stop_error) {
-            (State::SwitchTail { lsn }, _) => ScanEnd::Switch {
-                lsn,
-                tail_zeroed: self.tail_zeroed,
-            },
+            (State::SwitchTail { lsn }, _) => ScanEnd::Switch { lsn, tail_zeroed: self.tail_zeroed },
             (_, Some(error)) => ScanEnd::Stopped { error },
             _ => ScanEnd::Complete,
         };
-        let records_per_rmgr = (0u8..=255)
-            .zip(self.per_rmgr)
-            .filter(|&(_, n)| n > 0)
-            .collect();
+        let records_per_rmgr = (0u8..=255).zip(self.per_rmgr).filter(|&(_, n)| n > 0).collect();
         Ok(SegmentSummary {
             header,
             last_timeline: self.last_timeline,

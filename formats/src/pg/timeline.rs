@@ -91,11 +91,7 @@ pub fn parse_timeline_history(
         let entry = parse_line(trimmed, line)?;
         if let Some(prev) = entries.last() {
             if entry.timeline <= prev.timeline {
-                return Err(TimelineHistoryError::NotIncreasing {
-                    line,
-                    previous: prev.timeline,
-                    got: entry.timeline,
-                });
+                return Err(TimelineHistoryError::NotIncreasing { line, previous: prev.timeline, got: entry.timeline });
             }
             if entry.switchpoint < prev.switchpoint {
                 return Err(TimelineHistoryError::SwitchpointBackwards {
@@ -106,11 +102,7 @@ pub fn parse_timeline_history(
             }
         }
         if let Some(file_timeline) = file_timeline.filter(|&t| entry.timeline >= t) {
-            return Err(TimelineHistoryError::NotAncestor {
-                line,
-                got: entry.timeline,
-                file_timeline,
-            });
+            return Err(TimelineHistoryError::NotAncestor { line, got: entry.timeline, file_timeline });
         }
         entries.push(entry);
     }
@@ -124,11 +116,7 @@ fn trim_start(s: &[u8]) -> &[u8] {
 
 /// Parses one non-comment line (leading blanks already removed).
 fn parse_line(s: &[u8], line: usize) -> Result<TimelineHistoryEntry, TimelineHistoryError> {
-    let syntax = |reason| TimelineHistoryError::Syntax {
-        line,
-        reason,
-        text: String::from_utf8_lossy(s).into_owned(),
-    };
+    let syntax = |reason| TimelineHistoryError::Syntax { line, reason, text: String::from_utf8_lossy(s).into_owned() };
     let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
     let timeline = std::str::from_utf8(s.get(..digits).unwrap_or(&[]))
         .ok()
@@ -139,10 +127,7 @@ fn parse_line(s: &[u8], line: usize) -> Result<TimelineHistoryEntry, TimelineHis
     if after_tli.len() == rest.len() {
         return Err(syntax("expected whitespace after the timeline id"));
     }
-    let lsn_len = after_tli
-        .iter()
-        .position(|b| b.is_ascii_whitespace())
-        .unwrap_or(after_tli.len());
+    let lsn_len = after_tli.iter().position(|b| b.is_ascii_whitespace()).unwrap_or(after_tli.len());
     let switchpoint = std::str::from_utf8(after_tli.get(..lsn_len).unwrap_or(&[]))
         .ok()
         .and_then(|t| t.parse::<Lsn>().ok())
@@ -150,11 +135,7 @@ fn parse_line(s: &[u8], line: usize) -> Result<TimelineHistoryEntry, TimelineHis
     let tail = after_tli.get(lsn_len..).unwrap_or(&[]);
     // The writer puts exactly one tab before the reason; keep the rest as is.
     let reason = tail.strip_prefix(b"\t").unwrap_or(tail);
-    Ok(TimelineHistoryEntry {
-        timeline,
-        switchpoint,
-        reason: String::from_utf8_lossy(reason).into_owned(),
-    })
+    Ok(TimelineHistoryEntry { timeline, switchpoint, reason: String::from_utf8_lossy(reason).into_owned() })
 }
 
 #[cfg(test)]
@@ -163,7 +144,8 @@ mod tests {
 
     #[test]
     fn parses_what_postgres_writes() {
-        let text = b"1\t0/3000158\tno recovery target specified\n\n# comment\n2\t0/5000000\tbefore 2024-01-01 00:00:00+00\n";
+        let text =
+            b"1\t0/3000158\tno recovery target specified\n\n# comment\n2\t0/5000000\tbefore 2024-01-01 00:00:00+00\n";
         let entries = parse_timeline_history(text, Some(3)).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].timeline, 1);
@@ -175,14 +157,7 @@ mod tests {
     #[test]
     fn rejects_with_line_numbers() {
         let err = parse_timeline_history(b"1\t0/1\tx\n\n1\t0/2\ty\n", None).unwrap_err();
-        assert_eq!(
-            err,
-            TimelineHistoryError::NotIncreasing {
-                line: 3,
-                previous: 1,
-                got: 1
-            }
-        );
+        assert_eq!(err, TimelineHistoryError::NotIncreasing { line: 3, previous: 1, got: 1 });
         let err = parse_timeline_history(b"x\t0/1\n", None).unwrap_err();
         assert!(matches!(err, TimelineHistoryError::Syntax { line: 1, .. }));
         let err = parse_timeline_history(b"1\tzz\n", None).unwrap_err();

@@ -166,18 +166,23 @@ impl<'a> Entries<'a> {
                 _ => return Err(ContainerError::new(p, "a listpack entry encoding", format!("{b:#04x}"))),
             }
         };
-        let entry = hdr
-            .checked_add(data)
-            .ok_or_else(|| ContainerError::new(p, "an entry size that fits in memory", data))?;
+        let entry =
+            hdr.checked_add(data).ok_or_else(|| ContainerError::new(p, "an entry size that fits in memory", data))?;
         let back = backlen_size(entry as u64);
         let next = p.checked_add(entry).and_then(|n| n.checked_add(back));
         let next = match next {
             Some(n) if n <= last => n,
-            _ => return Err(ContainerError::new(p, "an entry inside the listpack", format!("{entry} bytes + backlen"))),
+            _ => {
+                return Err(ContainerError::new(p, "an entry inside the listpack", format!("{entry} bytes + backlen")))
+            }
         };
         let stored = decode_backlen(lp, next - 1);
         if stored != Some(entry as u64) {
-            return Err(ContainerError::new(next - 1, "a backlen matching the entry size", format!("{stored:?} for {entry}")));
+            return Err(ContainerError::new(
+                next - 1,
+                "a backlen matching the entry size",
+                format!("{stored:?} for {entry}"),
+            ));
         }
         let elem = match elem {
             Some(e) => e,
@@ -191,7 +196,11 @@ impl<'a> Entries<'a> {
     /// Checks that the element count in the header matches the walk.
     fn check_count(&self) -> Result<(), ContainerError> {
         if self.header_count != COUNT_UNKNOWN && u64::from(self.header_count) != self.count {
-            return Err(ContainerError::new(4, "a header count equal to the entries", format!("{} for {}", self.header_count, self.count)));
+            return Err(ContainerError::new(
+                4,
+                "a header count equal to the entries",
+                format!("{} for {}", self.header_count, self.count),
+            ));
         }
         Ok(())
     }
@@ -305,7 +314,11 @@ pub(crate) fn validate_stream(lp: &[u8]) -> Result<u64, ContainerError> {
     }
     let total = count.checked_add(deleted).unwrap_or(-1);
     if total < 0 || master_fields < 0 {
-        return Err(ContainerError::new(0, "non-negative entry and field counts", format!("{count}+{deleted}, {master_fields}")));
+        return Err(ContainerError::new(
+            0,
+            "non-negative entry and field counts",
+            format!("{count}+{deleted}, {master_fields}"),
+        ));
     }
     for _ in 0..total {
         let flags = next_int(it, "entry flags")?;
@@ -454,15 +467,19 @@ mod tests {
     #[test]
     fn field_ttls_must_be_ordered() {
         let ok = build(&[
-            Elem::Str(b"a"), Elem::Str(b"1"), Elem::Int(1000),
-            Elem::Str(b"b"), Elem::Str(b"2"), Elem::Int(2000),
-            Elem::Str(b"c"), Elem::Str(b"3"), Elem::Int(0),
+            Elem::Str(b"a"),
+            Elem::Str(b"1"),
+            Elem::Int(1000),
+            Elem::Str(b"b"),
+            Elem::Str(b"2"),
+            Elem::Int(2000),
+            Elem::Str(b"c"),
+            Elem::Str(b"3"),
+            Elem::Int(0),
         ]);
         assert_eq!(validate(&ok, 3, true).unwrap(), 9);
-        let bad = build(&[
-            Elem::Str(b"a"), Elem::Str(b"1"), Elem::Int(0),
-            Elem::Str(b"b"), Elem::Str(b"2"), Elem::Int(2000),
-        ]);
+        let bad =
+            build(&[Elem::Str(b"a"), Elem::Str(b"1"), Elem::Int(0), Elem::Str(b"b"), Elem::Str(b"2"), Elem::Int(2000)]);
         assert!(validate(&bad, 3, true).is_err());
     }
 
@@ -471,14 +488,30 @@ mod tests {
         // Master entry: count 1, deleted 0, 1 field "f", terminator 0.
         // Entry: flags SAMEFIELDS, ms 0, seq 0, value "v", lp-count 4.
         let node = build(&[
-            Elem::Int(1), Elem::Int(0), Elem::Int(1), Elem::Str(b"f"), Elem::Int(0),
-            Elem::Int(2), Elem::Int(0), Elem::Int(0), Elem::Str(b"v"), Elem::Int(4),
+            Elem::Int(1),
+            Elem::Int(0),
+            Elem::Int(1),
+            Elem::Str(b"f"),
+            Elem::Int(0),
+            Elem::Int(2),
+            Elem::Int(0),
+            Elem::Int(0),
+            Elem::Str(b"v"),
+            Elem::Int(4),
         ]);
         assert_eq!(validate_stream(&node).unwrap(), 10);
         // A wrong lp-count.
         let bad = build(&[
-            Elem::Int(1), Elem::Int(0), Elem::Int(1), Elem::Str(b"f"), Elem::Int(0),
-            Elem::Int(2), Elem::Int(0), Elem::Int(0), Elem::Str(b"v"), Elem::Int(5),
+            Elem::Int(1),
+            Elem::Int(0),
+            Elem::Int(1),
+            Elem::Str(b"f"),
+            Elem::Int(0),
+            Elem::Int(2),
+            Elem::Int(0),
+            Elem::Int(0),
+            Elem::Str(b"v"),
+            Elem::Int(5),
         ]);
         assert!(validate_stream(&bad).is_err());
         // A missing entry.

@@ -241,7 +241,8 @@ mod tests {
     /// compressed bytes for 320 raw ones, with a back reference of 264
     /// bytes and one reaching 264 bytes back.
     const REDIS_ABCDEFGH: &[u8] = &[
-        0x08, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x61, 0xe0, 0xff, 0x07, 0xe1, 0x24, 0x07, 0x01, 0x67, 0x68,
+        0x08, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x61, 0xe0, 0xff, 0x07, 0xe1, 0x24, 0x07, 0x01, 0x67,
+        0x68,
     ];
 
     /// Written by Redis 7.0.15 for a 150-byte element `"pp...p"` (a plain
@@ -263,7 +264,11 @@ mod tests {
             (0..50_000)
                 .map(|i| {
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                    if i % 7 == 0 { (x >> 24) as u8 } else { b"the quick brown fox "[i % 20] }
+                    if i % 7 == 0 {
+                        (x >> 24) as u8
+                    } else {
+                        b"the quick brown fox "[i % 20]
+                    }
                 })
                 .collect(),
         );
@@ -308,10 +313,7 @@ mod tests {
 
     #[test]
     fn wrong_declared_length_is_reported() {
-        assert_eq!(
-            decompress(ABC, 28).unwrap_err(),
-            LzfError::ShortOutput { expected: 28, got: 27 }
-        );
+        assert_eq!(decompress(ABC, 28).unwrap_err(), LzfError::ShortOutput { expected: 28, got: 27 });
         assert_eq!(decompress(ABC, 26).unwrap_err(), LzfError::Overflow { at: 6, expected: 26 });
     }
 

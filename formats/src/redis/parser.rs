@@ -473,7 +473,9 @@ impl RdbParser {
                 self.item = Item::Function;
                 program::FUNCTION
             }
-            0xf6 => return Err(RdbError::Unsupported { offset: at, what: "a pre-release (7.0 RC) function library" }.into()),
+            0xf6 => {
+                return Err(RdbError::Unsupported { offset: at, what: "a pre-release (7.0 RC) function library" }.into())
+            }
             6 => return Err(RdbError::Unsupported { offset: at, what: "a pre-release (4.0 RC) module value" }.into()),
             t => {
                 let value = program::value_program(t).ok_or(RdbError::UnknownType { offset: at, got: t })?;

@@ -157,16 +157,41 @@ const CONSUMER_PEL: Op = Repeat(&[ConsumerPelId]);
 const CONSUMERS_1: Op = Repeat(&[Str(Use::ConsumerName), Raw(8), Count, CONSUMER_PEL]);
 const CONSUMERS_3: Op = Repeat(&[Str(Use::ConsumerName), Raw(8), Raw(8), Count, CONSUMER_PEL]);
 const STREAM_1: &[Op] = &[
-    StreamNodes, NODE, StreamLength, Len, Len,
-    Count, Repeat(&[GROUP_NAME, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_1, GroupEnd]),
+    StreamNodes,
+    NODE,
+    StreamLength,
+    Len,
+    Len,
+    Count,
+    Repeat(&[GROUP_NAME, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_1, GroupEnd]),
 ];
 const STREAM_2: &[Op] = &[
-    StreamNodes, NODE, StreamLength, Len, Len, Len, Len, Len, Len, Len,
-    Count, Repeat(&[GROUP_NAME, Len, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_1, GroupEnd]),
+    StreamNodes,
+    NODE,
+    StreamLength,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Count,
+    Repeat(&[GROUP_NAME, Len, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_1, GroupEnd]),
 ];
 const STREAM_3: &[Op] = &[
-    StreamNodes, NODE, StreamLength, Len, Len, Len, Len, Len, Len, Len,
-    Count, Repeat(&[GROUP_NAME, Len, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_3, GroupEnd]),
+    StreamNodes,
+    NODE,
+    StreamLength,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Len,
+    Count,
+    Repeat(&[GROUP_NAME, Len, Len, Len, Count, GROUP_PEL, Count, CONSUMERS_3, GroupEnd]),
 ];
 
 /// The highest value type an RDB version can hold (`rdbIsObjectType` of

@@ -63,7 +63,9 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
         let (plen_size, prevlen) = if zl[p] < 0xfe {
             (1, usize::from(zl[p]))
         } else {
-            let v = u32_le(zl, p + 1).filter(|_| p + 5 <= last).ok_or_else(|| bad("a prevlen inside the ziplist", "past the end".into()))?;
+            let v = u32_le(zl, p + 1)
+                .filter(|_| p + 5 <= last)
+                .ok_or_else(|| bad("a prevlen inside the ziplist", "past the end".into()))?;
             (5, v as usize)
         };
         let enc = at(plen_size).ok_or_else(|| bad("an entry encoding inside the ziplist", "past the end".into()))?;
@@ -75,7 +77,10 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
                 (2, (usize::from(enc & 0x3f) << 8) | usize::from(lo))
             }
             0x80..=0xbf => {
-                let s = zl.get(e + 1..e + 5).filter(|_| e + 5 <= last).ok_or_else(|| bad("a 32-bit length", "past the end".into()))?;
+                let s = zl
+                    .get(e + 1..e + 5)
+                    .filter(|_| e + 5 <= last)
+                    .ok_or_else(|| bad("a 32-bit length", "past the end".into()))?;
                 (5, u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
             }
             0xc0 => (1, 2),
@@ -88,7 +93,10 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
         };
         let header = plen_size + len_size;
         let size = header.checked_add(data_len).ok_or_else(|| bad("an entry size that fits", data_len.to_string()))?;
-        let next = p.checked_add(size).filter(|&n| n <= last).ok_or_else(|| bad("an entry inside the ziplist", format!("{size} bytes")))?;
+        let next = p
+            .checked_add(size)
+            .filter(|&n| n <= last)
+            .ok_or_else(|| bad("an entry inside the ziplist", format!("{size} bytes")))?;
         if prevlen != prev_size {
             return Err(bad("a prevlen equal to the previous entry's size", format!("{prevlen} for {prev_size}")));
         }
@@ -113,11 +121,19 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
     }
     if let Some(prev) = prev {
         if prev != tail {
-            return Err(ContainerError::new(4, "a tail offset pointing at the last entry", format!("{tail}, last entry at {prev}")));
+            return Err(ContainerError::new(
+                4,
+                "a tail offset pointing at the last entry",
+                format!("{tail}, last entry at {prev}"),
+            ));
         }
     }
     if header_count != u16::MAX && u64::from(header_count) != count {
-        return Err(ContainerError::new(8, "a header count equal to the entries", format!("{header_count} for {count}")));
+        return Err(ContainerError::new(
+            8,
+            "a header count equal to the entries",
+            format!("{header_count} for {count}"),
+        ));
     }
     if pairs && count % 2 != 0 {
         return Err(ContainerError::new(0, "field/value pairs", format!("{count} elements")));
@@ -129,15 +145,21 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
 /// returns its length. Redis refuses empty intsets and unsorted or
 /// duplicate members.
 pub(crate) fn validate_intset(is: &[u8]) -> Result<u64, ContainerError> {
-    let enc = u32_le(is, 0).ok_or_else(|| ContainerError::new(0, "an 8-byte intset header", format!("{} bytes", is.len())))?;
+    let enc = u32_le(is, 0)
+        .ok_or_else(|| ContainerError::new(0, "an 8-byte intset header", format!("{} bytes", is.len())))?;
     let width = match enc {
         2 | 4 | 8 => enc as usize,
         _ => return Err(ContainerError::new(0, "an intset encoding of 2, 4 or 8", enc)),
     };
-    let len = u32_le(is, 4).ok_or_else(|| ContainerError::new(0, "an 8-byte intset header", format!("{} bytes", is.len())))?;
+    let len = u32_le(is, 4)
+        .ok_or_else(|| ContainerError::new(0, "an 8-byte intset header", format!("{} bytes", is.len())))?;
     let want = (len as u64).checked_mul(width as u64).and_then(|n| n.checked_add(8));
     if want != Some(is.len() as u64) {
-        return Err(ContainerError::new(4, "an intset length matching the string size", format!("{len} x {width} in {} bytes", is.len())));
+        return Err(ContainerError::new(
+            4,
+            "an intset length matching the string size",
+            format!("{len} x {width} in {} bytes", is.len()),
+        ));
     }
     if len == 0 {
         return Err(ContainerError::new(4, "a non-empty intset", 0));

@@ -73,34 +73,15 @@ impl BlobEntry {
         let kind = match r.u8()? {
             0 => BlobKind::Data,
             1 => BlobKind::Tree,
-            v => {
-                return Err(RepoDecodeError::Invalid {
-                    field: "blob kind",
-                    offset: kind_at,
-                    value: v.into(),
-                })
-            }
+            v => return Err(RepoDecodeError::Invalid { field: "blob kind", offset: kind_at, value: v.into() }),
         };
         let comp_at = r.pos();
         let compression = match r.u8()? {
             0 => Compression::None,
             1 => Compression::Zstd,
-            v => {
-                return Err(RepoDecodeError::Invalid {
-                    field: "compression",
-                    offset: comp_at,
-                    value: v.into(),
-                })
-            }
+            v => return Err(RepoDecodeError::Invalid { field: "compression", offset: comp_at, value: v.into() }),
         };
-        Ok(BlobEntry {
-            id,
-            kind,
-            compression,
-            offset: r.u32()?,
-            stored_len: r.u32()?,
-            raw_len: r.u32()?,
-        })
+        Ok(BlobEntry { id, kind, compression, offset: r.u32()?, stored_len: r.u32()?, raw_len: r.u32()? })
     }
 
     /// Decodes one entry from exactly [`BLOB_ENTRY_LEN`] bytes.

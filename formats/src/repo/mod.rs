@@ -19,8 +19,7 @@ pub use entry::{BlobEntry, BlobKind, Compression, BLOB_ENTRY_LEN};
 pub use error::RepoDecodeError;
 pub use segment::{IndexSegment, PackEntries, INDEX_SEGMENT_VERSION};
 pub use trailer::{
-    decode_trailer, encode_trailer, parse_pack_tail, PackTail, PACK_MAGIC, PACK_TAIL_LEN,
-    TRAILER_VERSION,
+    decode_trailer, encode_trailer, parse_pack_tail, PackTail, PACK_MAGIC, PACK_TAIL_LEN, TRAILER_VERSION,
 };
 pub use tree::{decode_tree, encode_tree, ChunkRef, CHUNK_REF_LEN, TREE_VERSION};
 
@@ -46,11 +45,7 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], RepoDecodeError> {
         if self.remaining() < n {
-            return Err(RepoDecodeError::Truncated {
-                offset: self.pos,
-                needed: n,
-                available: self.remaining(),
-            });
+            return Err(RepoDecodeError::Truncated { offset: self.pos, needed: n, available: self.remaining() });
         }
         let out = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -100,21 +95,14 @@ impl<'a> Reader<'a> {
             available: self.remaining(),
         })?;
         if need > self.remaining() {
-            return Err(RepoDecodeError::Truncated {
-                offset: self.pos,
-                needed: need,
-                available: self.remaining(),
-            });
+            return Err(RepoDecodeError::Truncated { offset: self.pos, needed: need, available: self.remaining() });
         }
         Ok(n)
     }
 
     pub(crate) fn finish(&self) -> Result<(), RepoDecodeError> {
         if self.remaining() != 0 {
-            return Err(RepoDecodeError::TrailingBytes {
-                offset: self.pos,
-                count: self.remaining(),
-            });
+            return Err(RepoDecodeError::TrailingBytes { offset: self.pos, count: self.remaining() });
         }
         Ok(())
     }

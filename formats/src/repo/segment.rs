@@ -55,11 +55,7 @@ impl IndexSegment {
             for _ in 0..m {
                 blobs.push(BlobEntry::decode(&mut r)?);
             }
-            packs.push(PackEntries {
-                pack_id,
-                pack_len,
-                blobs,
-            });
+            packs.push(PackEntries { pack_id, pack_len, blobs });
         }
         r.finish()?;
         Ok(IndexSegment { packs })

@@ -24,10 +24,7 @@ pub fn parse_pack_tail(tail: &[u8]) -> Result<PackTail, RepoDecodeError> {
     got.copy_from_slice(r.take(8)?);
     r.finish()?;
     if got != PACK_MAGIC {
-        return Err(RepoDecodeError::BadMagic {
-            expected: PACK_MAGIC,
-            got,
-        });
+        return Err(RepoDecodeError::BadMagic { expected: PACK_MAGIC, got });
     }
     Ok(PackTail { trailer_len })
 }
@@ -56,11 +53,7 @@ pub fn decode_trailer(bytes: &[u8], trailer_start: u64) -> Result<Vec<BlobEntry>
         let e = BlobEntry::decode(&mut r)?;
         let end = u64::from(e.offset) + u64::from(e.stored_len);
         if u64::from(e.offset) < next_free || end > trailer_start {
-            return Err(RepoDecodeError::Invalid {
-                field: "blob offset",
-                offset: at + 34,
-                value: e.offset.into(),
-            });
+            return Err(RepoDecodeError::Invalid { field: "blob offset", offset: at + 34, value: e.offset.into() });
         }
         next_free = end;
         out.push(e);

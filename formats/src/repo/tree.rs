@@ -49,10 +49,7 @@ pub fn decode_tree(bytes: &[u8]) -> Result<Vec<ChunkRef>, RepoDecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repo::{
-        decode_trailer, encode_trailer, BlobEntry, BlobKind, Compression, IndexSegment,
-        PackEntries,
-    };
+    use crate::repo::{decode_trailer, encode_trailer, BlobEntry, BlobKind, Compression, IndexSegment, PackEntries};
 
     fn entry(i: u8, offset: u32) -> BlobEntry {
         BlobEntry {
@@ -79,9 +76,7 @@ mod tests {
             GOLDEN_TRAILER_HASH,
             "pack trailer layout changed without a version bump"
         );
-        let seg = IndexSegment {
-            packs: vec![PackEntries { pack_id: [9; 32], pack_len: 5, blobs: vec![entry(1, 0)] }],
-        };
+        let seg = IndexSegment { packs: vec![PackEntries { pack_id: [9; 32], pack_len: 5, blobs: vec![entry(1, 0)] }] };
         assert_eq!(
             blake3::hash(&seg.encode()).to_hex().as_str(),
             GOLDEN_SEGMENT_HASH,
@@ -103,15 +98,9 @@ mod tests {
         assert!(decode_trailer(&encode_trailer(&entries), 150).is_err());
         let mut bad = encode_tree(&refs);
         bad[0] = 2;
-        assert!(matches!(
-            decode_tree(&bad),
-            Err(RepoDecodeError::UnknownVersion { got: 2, .. })
-        ));
+        assert!(matches!(decode_tree(&bad), Err(RepoDecodeError::UnknownVersion { got: 2, .. })));
         // A hostile count cannot drive an allocation.
-        assert!(matches!(
-            decode_tree(&[1, 0xff, 0xff, 0xff, 0xff]),
-            Err(RepoDecodeError::Truncated { .. })
-        ));
+        assert!(matches!(decode_tree(&[1, 0xff, 0xff, 0xff, 0xff]), Err(RepoDecodeError::Truncated { .. })));
         for cut in 0..encode_tree(&refs).len() {
             assert!(decode_tree(&encode_tree(&refs)[..cut]).is_err());
         }

@@ -6,6 +6,11 @@
 //! overwritten continuations, corruption at a chosen byte.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+
+use cairn_formats::pg::record::rmgr_name;
+use cairn_formats::pg::{timestamptz_to_unix_micros, Lsn, ScanEnd, SegmentSummary, XactKind};
+
 /// Page magic of PostgreSQL 15.
 pub const MAGIC_15: u16 = 0xD110;
 /// Page magic of PostgreSQL 14.
@@ -255,10 +260,105 @@ pub fn format_utc_micros(unix_micros: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06} UTC",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{frac:06} UTC", sod / 3600, sod % 3600 / 60, sod % 60)
+}
+
+/// One record as `pg_waldump` prints it.
+#[derive(Debug)]
+pub struct Dumped {
+    pub rmgr: String,
+    pub xid: u32,
+    pub lsn: Lsn,
+    pub desc: String,
+}
+
+fn field<'l>(line: &'l str, key: &str) -> &'l str {
+    let start = line.find(key).unwrap_or_else(|| panic!("no {key:?} in pg_waldump line {line}")) + key.len();
+    let rest = line[start..].trim_start();
+    rest.split(',').next().unwrap().trim()
+}
+
+/// Parses `pg_waldump`'s record lines (other lines are ignored).
+pub fn parse_waldump(text: &str) -> Vec<Dumped> {
+    text.lines()
+        .filter(|l| l.starts_with("rmgr: "))
+        .map(|l| Dumped {
+            rmgr: l["rmgr: ".len()..].split_whitespace().next().unwrap().to_owned(),
+            xid: field(l, "tx:").parse().unwrap(),
+            lsn: field(l, "lsn:").parse().unwrap(),
+            desc: l[l.find("desc: ").unwrap() + 6..].to_owned(),
+        })
+        .collect()
+}
+
+/// `(lsn, kind, xid, time)` of a transaction end as `pg_waldump` shows it.
+pub fn dumped_xact(d: &Dumped) -> Option<(Lsn, XactKind, u32, String)> {
+    let (word, rest) = d.desc.split_once(' ')?;
+    let kind = match word {
+        "COMMIT" => XactKind::Commit,
+        "ABORT" => XactKind::Abort,
+        "COMMIT_PREPARED" => XactKind::CommitPrepared,
+        "ABORT_PREPARED" => XactKind::AbortPrepared,
+        _ => return None,
+    };
+    let (xid, rest) = match kind {
+        XactKind::CommitPrepared | XactKind::AbortPrepared => {
+            let (x, r) = rest.split_once(": ").unwrap();
+            (x.parse().unwrap(), r)
+        }
+        _ => (d.xid, rest),
+    };
+    let time = &rest[..rest.find(" UTC").expect("pg_waldump must print UTC times") + 4];
+    Some((d.lsn, kind, xid, time.to_owned()))
+}
+
+
+/// Asserts that cairn's summary of segment `name` says what `pg_waldump`
+/// printed for the records starting in it (`here`, in WAL order): first and
+/// last record, the crossing record as far as this segment holds it,
+/// records per resource manager, commits and aborts with xid and time,
+/// restore points and the switch record.
+pub fn assert_segment_matches_waldump(name: &str, s: &SegmentSummary, here: &[&Dumped]) {
+    assert_eq!(s.first_record, here.first().map(|d| d.lsn), "{name}: first record");
+    assert_eq!(s.last_record, here.last().map(|d| d.lsn), "{name}: last record");
+    // The crossing record is checked by what this segment holds of it.
+    let crossing = s.crossing.map(|c| c.lsn);
+    if let Some(c) = s.crossing {
+        let d = here.last().unwrap();
+        assert_eq!((d.lsn, d.xid), (c.lsn, c.xid), "{name}: crossing record");
+        if let Some(rmid) = c.rmid {
+            assert_eq!(rmgr_name(rmid), Some(d.rmgr.as_str()), "{name}: crossing record rmgr");
+        }
+    }
+    let complete: Vec<&Dumped> = here.iter().copied().filter(|d| Some(d.lsn) != crossing).collect();
+    let mut expected_rmgr: BTreeMap<String, u64> = BTreeMap::new();
+    for d in &complete {
+        *expected_rmgr.entry(d.rmgr.clone()).or_default() += 1;
+    }
+    let got_rmgr: BTreeMap<String, u64> =
+        s.records_per_rmgr.iter().map(|(&id, &n)| (rmgr_name(id).unwrap_or("custom").to_owned(), n)).collect();
+    assert_eq!(got_rmgr, expected_rmgr, "{name}: records per rmgr");
+    assert_eq!(s.records, complete.len() as u64, "{name}: record count");
+    let expected_xacts: Vec<_> = complete.iter().filter_map(|d| dumped_xact(d)).collect();
+    let got_xacts: Vec<_> = s
+        .xacts
+        .iter()
+        .map(|x| {
+            let micros = timestamptz_to_unix_micros(x.time).expect("finite commit time");
+            (x.lsn, x.kind, x.xid, format_utc_micros(micros))
+        })
+        .collect();
+    assert_eq!(got_xacts, expected_xacts, "{name}: commits and aborts");
+    let expected_rps: Vec<_> = complete
+        .iter()
+        .filter_map(|d| d.desc.strip_prefix("RESTORE_POINT ").map(|n| (d.lsn, n.trim().to_owned())))
+        .collect();
+    let got_rps: Vec<_> = s.restore_points.iter().map(|r| (r.lsn, r.name.clone())).collect();
+    assert_eq!(got_rps, expected_rps, "{name}: restore points");
+    let expected_switch = complete.iter().find(|d| d.rmgr == "XLOG" && d.desc.starts_with("SWITCH")).map(|d| d.lsn);
+    let got_switch = match s.end {
+        ScanEnd::Switch { lsn, .. } => Some(lsn),
+        _ => None,
+    };
+    assert_eq!(got_switch, expected_switch, "{name}: switch record");
 }

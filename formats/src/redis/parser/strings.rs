@@ -91,9 +91,7 @@ impl RdbParser {
         let chunk = &buf[self.pos..self.pos + n];
         if read.lzf {
             let start = read.start;
-            self.lzf
-                .feed(chunk, read.data.as_mut())
-                .map_err(|source| RdbError::Lzf { offset: start, source })?;
+            self.lzf.feed(chunk, read.data.as_mut()).map_err(|source| RdbError::Lzf { offset: start, source })?;
         } else if let Some(d) = read.data.as_mut() {
             d.extend_from_slice(chunk);
         }
@@ -110,9 +108,7 @@ impl RdbParser {
     /// Checks a complete string and hands its bytes to their use.
     fn finish_str(&mut self, read: StrRead) -> Step<()> {
         if read.lzf {
-            self.lzf
-                .finish()
-                .map_err(|source| RdbError::Lzf { offset: read.start, source })?;
+            self.lzf.finish().map_err(|source| RdbError::Lzf { offset: read.start, source })?;
         }
         self.state = State::Prog;
         let start = read.start;
