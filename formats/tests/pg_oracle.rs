@@ -14,16 +14,14 @@ mod pg_common;
 
 use pg_common::{assert_segment_matches_waldump, parse_waldump, Dumped};
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Instant;
 
-use cairn_formats::pg::record::rmgr_name;
 use cairn_formats::pg::{
-    parse_timeline_history, scan_segment, timestamptz_to_unix_micros, BackupManifest, ChecksumAlgorithm, FileChecker,
-    Lsn, ManifestError, ScanEnd, ScanOptions, SegmentName, SegmentSize, WalFileName, XactKind,
+    parse_timeline_history, scan_segment, BackupManifest, ChecksumAlgorithm, FileChecker, Lsn, ManifestError, ScanEnd,
+    ScanOptions, SegmentName, SegmentSize, WalFileName, XactKind,
 };
 
 const OS_USER: &str = "cairntest";
@@ -493,4 +491,47 @@ fn waldump_agrees_on_1mib_segments_across_a_promotion() {
     assert_eq!(cov.mixed_timeline, 1, "{cov:?}");
     assert!(cov.commits >= 1, "{cov:?}");
     eprintln!("1 MiB oracle test took {:?}", started.elapsed());
+}
+
+/// Regenerates the committed fixture in `formats/testdata/pg/`: one real
+/// 1 MiB PostgreSQL segment ending in a switch (stored without its zero
+/// tail) and `pg_waldump`'s output for it. Run by hand:
+/// `cargo test -p cairn-formats --release --test pg_oracle -- --ignored regenerate_fixtures`.
+#[test]
+#[ignore = "rewrites formats/testdata/pg; run by hand"]
+fn regenerate_fixtures() {
+    let pg = Pg::locate();
+    let tmp = temp_root(&pg);
+    let size = SegmentSize::new(1 << 20).unwrap();
+    let mut c = Cluster::init(&pg, tmp.path(), "data", 1);
+    // Catalog work goes into the previous segment, to keep the fixture small.
+    let sql = "CREATE TABLE fixture(id int, t text); SELECT pg_switch_wal(); SELECT pg_current_wal_insert_lsn();";
+    let lsn: Lsn = c.sql(sql).lines().last().unwrap().parse().unwrap();
+    let seg = SegmentName::containing(1, lsn, size);
+    c.sql(
+        "BEGIN; INSERT INTO fixture VALUES (1, 'kept'); COMMIT;
+         BEGIN; INSERT INTO fixture VALUES (2, 'rolled back'); ROLLBACK;
+         BEGIN; INSERT INTO fixture VALUES (3, 'a'); SAVEPOINT s; INSERT INTO fixture VALUES (4, 'b'); RELEASE s; COMMIT;
+         BEGIN; INSERT INTO fixture VALUES (5, 'p'); PREPARE TRANSACTION 'fx1'; COMMIT PREPARED 'fx1';
+         BEGIN; INSERT INTO fixture VALUES (6, 'q'); PREPARE TRANSACTION 'fx2'; ROLLBACK PREPARED 'fx2';
+         SELECT pg_create_restore_point('cairn_fixture');
+         SELECT pg_logical_emit_message(true, 'cairn', repeat('x', 20000));
+         CHECKPOINT;
+         UPDATE fixture SET t = t || '!';
+         SELECT pg_switch_wal();",
+    );
+    c.stop();
+    let name = seg.format(size);
+    let wal = c.data.join("pg_wal");
+    let bytes = fs::read(wal.join(&name)).unwrap();
+    let used = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let out = run(pg.cmd("pg_waldump").arg("-p").arg(&wal).arg(&name));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pg");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(format!("{name}.1mib.head")), &bytes[..used]).unwrap();
+    // Long descriptions (the logical message's payload in hex) are cut; the
+    // tests read only the start of each line.
+    let dump: String = String::from_utf8(out.stdout).unwrap().lines().map(|l| format!("{:.240}\n", l)).collect();
+    fs::write(dir.join(format!("{name}.1mib.waldump")), &dump).unwrap();
+    eprintln!("wrote {name}: {used} bytes before the zero tail, {} pg_waldump lines", dump.lines().count());
 }

