@@ -73,9 +73,18 @@ fn tampered_index_segment_is_named() {
     let o = repo.run(&["restore", &snap[..8], "--to", "-"]);
     assert_eq!(code(&o), 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains(&name), "{}", String::from_utf8_lossy(&o.stderr));
-    // The packs still hold everything: a rebuild from their trailers recovers.
-    repo.ok(&["index", "rebuild"]);
+    // The packs still hold everything: a rebuild from their trailers recovers,
+    // and registers the packs the unreadable segment named in a new segment.
+    let o = repo.run(&["--json", "index", "rebuild"]);
+    assert_eq!(code(&o), 5, "the unreadable segment is still reported");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["registered_packs"].as_u64().unwrap() >= 1, "{r}");
+    assert!(r["unreadable"][0].as_str().unwrap().contains(&name));
     repo.ok(&["restore", &snap[..8], "--to", "-"]);
+    std::fs::remove_file(&seg).unwrap();
+    std::fs::remove_dir_all(&repo.cache).unwrap();
+    repo.ok(&["restore", &snap[..8], "--to", "-"]);
+    repo.ok(&["check", "--read-data"]);
 }
 
 #[test]
