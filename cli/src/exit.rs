@@ -42,7 +42,14 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
     if code == OK {
         return OK;
     }
-    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    // Engine errors already print their source; skip links that repeat.
+    let mut chain: Vec<String> = Vec::new();
+    for c in e.chain() {
+        let m = c.to_string();
+        if !chain.last().is_some_and(|p| p.contains(&m)) {
+            chain.push(m);
+        }
+    }
     if json {
         let v = serde_json::json!({ "error": chain.join(": "), "exit_code": code });
         eprintln!("{v}");

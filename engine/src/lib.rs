@@ -36,6 +36,7 @@ pub mod crypto;
 mod error;
 pub mod ids;
 pub mod index;
+pub mod inspect;
 pub mod keys;
 pub mod pack;
 pub mod repo;

@@ -145,7 +145,9 @@ fn gnu_listing(path: &Path) -> (Vec<Listed>, u64) {
         }
         // GNU tar pads the time column; no test name starts with a space.
         let rest = &rest[rest.iter().position(|&b| b != b' ').unwrap_or(rest.len())..];
-        let split = |sep: &[u8]| rest.windows(sep.len()).position(|w| w == sep).map(|i| (rest[..i].to_vec(), rest[i + sep.len()..].to_vec()));
+        let split = |sep: &[u8]| {
+            rest.windows(sep.len()).position(|w| w == sep).map(|i| (rest[..i].to_vec(), rest[i + sep.len()..].to_vec()))
+        };
         let (name, target) = match split(b" -> ").or_else(|| split(b" link to ")) {
             Some((n, t)) => (n, Some(t)),
             None => (rest.to_vec(), None),
@@ -248,7 +250,11 @@ fn data_ranges_hold_the_files_bytes() {
             let data = &a.bytes[start..start + m.data_len as usize];
             match m.kind {
                 EntryKind::File => {
-                    let on_disk = if m.path == b"dev/null" { Vec::new() } else { std::fs::read(a.root.join(m.path_lossy().as_ref())).unwrap() };
+                    let on_disk = if m.path == b"dev/null" {
+                        Vec::new()
+                    } else {
+                        std::fs::read(a.root.join(m.path_lossy().as_ref())).unwrap()
+                    };
                     assert_eq!(data, &on_disk[..], "{}: {}", a.format, m.path_lossy());
                     assert!(a.bytes[start + data.len()..m.data_end_padded() as usize].iter().all(|&b| b == 0));
                     files += 1;
@@ -264,7 +270,11 @@ fn data_ranges_hold_the_files_bytes() {
 fn format_specific_features_are_seen() {
     let by_format = |f: &str| archives().iter().find(|a| a.format == f).unwrap();
     let find = |events: &[TarEvent], suffix: &str| -> TarMember {
-        members(events).into_iter().find(|m| m.path.ends_with(suffix.as_bytes())).cloned().unwrap_or_else(|| panic!("{suffix}"))
+        members(events)
+            .into_iter()
+            .find(|m| m.path.ends_with(suffix.as_bytes()))
+            .cloned()
+            .unwrap_or_else(|| panic!("{suffix}"))
     };
     for f in ["gnu", "pax"] {
         let events = parse_whole(&by_format(f).bytes);

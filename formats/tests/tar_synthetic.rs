@@ -103,7 +103,9 @@ fn v7_headers_and_trailing_slash_directories() {
 
 #[test]
 fn pax_global_and_local_overrides() {
-    let mut archive = H::ustar("pax_global_header", b'g', 0).set(124, format!("{:011o}\0", pax(&[("uid", "77"), ("mtime", "5.5")]).len()).as_bytes()).done();
+    let mut archive = H::ustar("pax_global_header", b'g', 0)
+        .set(124, format!("{:011o}\0", pax(&[("uid", "77"), ("mtime", "5.5")]).len()).as_bytes())
+        .done();
     archive.extend(blocks(&pax(&[("uid", "77"), ("mtime", "5.5")])));
     // Member 1 inherits the global uid; member 2 masks it with an empty
     // value and overrides path and size.
@@ -207,10 +209,14 @@ fn end_marker_rules() {
 #[test]
 fn malformed_extensions_are_rejected() {
     let bad_size = pax(&[("size", "12x")]);
-    let archive = [H::ustar("x", b'x', bad_size.len() as u64).done(), blocks(&bad_size), H::ustar("f", b'0', 0).done(), end()].concat();
+    let archive =
+        [H::ustar("x", b'x', bad_size.len() as u64).done(), blocks(&bad_size), H::ustar("f", b'0', 0).done(), end()]
+            .concat();
     assert!(matches!(run(&archive), Err(TarError::BadPax { offset: 1024, expected: "size", .. })));
     let garbage = b"20 path\n".to_vec();
-    let archive = [H::ustar("x", b'x', garbage.len() as u64).done(), blocks(&garbage), H::ustar("f", b'0', 0).done(), end()].concat();
+    let archive =
+        [H::ustar("x", b'x', garbage.len() as u64).done(), blocks(&garbage), H::ustar("f", b'0', 0).done(), end()]
+            .concat();
     assert!(matches!(run(&archive), Err(TarError::BadPax { offset: 512, .. })));
     let mut p = TarParser::with_limits(TarLimits { max_extension_bytes: 100 });
     let big = H::new("././@LongLink", b'L', 101, b"ustar  \0").done();
@@ -230,14 +236,26 @@ fn committed_fixtures() {
         ("ustar", include_bytes!("../testdata/tar/small-ustar.tar"), [0, 1, 2, 5, 6, 8, 9], 10),
     ];
     let paths = ["./", "./dir/", "./dir/700-bytes", "./dir/empty", "./dir/hello.txt", "./hard", "./link"];
-    let kinds = [EntryKind::Directory, EntryKind::Directory, EntryKind::File, EntryKind::File, EntryKind::File, EntryKind::HardLink, EntryKind::Symlink];
+    let kinds = [
+        EntryKind::Directory,
+        EntryKind::Directory,
+        EntryKind::File,
+        EntryKind::File,
+        EntryKind::File,
+        EntryKind::HardLink,
+        EntryKind::Symlink,
+    ];
     for (name, bytes, entry_blocks, end_block) in fixtures {
         let events = run(bytes).unwrap();
         assert_eq!(events.last(), Some(&TarEvent::End { offset: end_block * 512 }), "{name}");
         let m = only_members(&events);
         assert_eq!(m.len(), 7, "{name}");
         for i in 0..7 {
-            assert_eq!((m[i].path_lossy().as_ref(), m[i].kind, m[i].entry_offset), (paths[i], kinds[i], entry_blocks[i] * 512), "{name}");
+            assert_eq!(
+                (m[i].path_lossy().as_ref(), m[i].kind, m[i].entry_offset),
+                (paths[i], kinds[i], entry_blocks[i] * 512),
+                "{name}"
+            );
             assert_eq!(m[i].mtime, 1_620_284_889, "{name}");
         }
         let file = |i: usize| &bytes[m[i].data_start as usize..(m[i].data_start + m[i].data_len) as usize];

@@ -4,6 +4,7 @@ mod backup;
 mod check;
 mod index;
 mod init;
+mod inspect;
 mod key;
 mod restore;
 mod snapshots;
@@ -60,6 +61,9 @@ pub enum Command {
     Key(key::Command),
     /// Show what the repository stores and what deduplication saved.
     Stats(stats::Args),
+    /// Decode files cairn ingests (WAL, backup_manifest, RDB, tar) without a repository.
+    #[command(subcommand)]
+    Inspect(inspect::Command),
 }
 
 pub async fn run(cli: Cli) -> Result<i32> {
@@ -73,6 +77,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Index(c) => index::run(g, c).await,
         Command::Key(c) => key::run(g, c).await,
         Command::Stats(a) => stats::run(g, a).await,
+        Command::Inspect(c) => inspect::run(g, c).await,
     }
 }
 

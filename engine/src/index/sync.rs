@@ -132,7 +132,11 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
                 idx.put_pack(&pid, &entries)?;
                 if !covered.contains(&pid) {
                     let size = packs.iter().find(|o| o.key == key).map(|o| o.size).unwrap_or_default();
-                    orphans.push(cairn_formats::repo::PackEntries { pack_id: pid.0, pack_len: size, blobs: entries.clone() });
+                    orphans.push(cairn_formats::repo::PackEntries {
+                        pack_id: pid.0,
+                        pack_len: size,
+                        blobs: entries.clone(),
+                    });
                 }
                 summary.packs += 1;
                 summary.blobs += entries.len() as u64;

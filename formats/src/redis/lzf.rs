@@ -347,7 +347,7 @@ mod tests {
             }
         }
         input.extend_from_slice(&[0x3f, 0xff]); // len 1+2 = 3, distance 8192
-        expect.extend_from_slice(&expect[..3].to_vec());
+        expect.extend_from_within(..3);
         let mut dec = LzfDecoder::new(expect.len() as u64);
         let mut out = Vec::new();
         dec.feed(&input, Some(&mut out)).unwrap();

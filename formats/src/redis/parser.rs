@@ -17,9 +17,11 @@ use super::program::{self, Container, Op, Use};
 use super::summary::{module_name, ChecksumStatus, RdbSummary};
 use super::ziplist;
 
+mod cursor;
 mod strings;
 mod track;
 
+use cursor::{Cur, Step, Stop};
 use track::Tracker;
 
 /// CRC-64/Jones, reflected, as Redis computes it over the whole file before
@@ -52,74 +54,6 @@ pub struct RdbLimits {
 impl Default for RdbLimits {
     fn default() -> Self {
         RdbLimits { max_container_bytes: 16 << 20, max_aux_bytes: 64 << 10, max_tracked_bytes: 64 << 20 }
-    }
-}
-
-/// Why a parsing step stopped.
-enum Stop {
-    /// The working buffer does not hold the whole step yet.
-    More,
-    /// The input is invalid.
-    Fail(RdbError),
-}
-
-impl From<RdbError> for Stop {
-    fn from(e: RdbError) -> Self {
-        Stop::Fail(e)
-    }
-}
-
-type Step<T> = Result<T, Stop>;
-
-/// A read cursor over the unconsumed part of the working buffer that knows
-/// absolute offsets. Running out of bytes is `Stop::More`, not an error.
-struct Cur<'a> {
-    b: &'a [u8],
-    pos: usize,
-    base: u64,
-}
-
-impl<'a> Cur<'a> {
-    fn off(&self) -> u64 {
-        self.base + self.pos as u64
-    }
-
-    fn bytes(&mut self, n: usize) -> Step<&'a [u8]> {
-        let end = self.pos.checked_add(n).ok_or(Stop::More)?;
-        let s = self.b.get(self.pos..end).ok_or(Stop::More)?;
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u8(&mut self) -> Step<u8> {
-        Ok(self.bytes(1)?[0])
-    }
-
-    fn array<const N: usize>(&mut self) -> Step<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.bytes(N)?);
-        Ok(a)
-    }
-
-    /// A length prefix (`rdbLoadLenByRef`): returns the value and whether it
-    /// was a special-encoding marker (`11xxxxxx`).
-    fn len_or_enc(&mut self) -> Step<(u64, bool)> {
-        let at = self.off();
-        let b = self.u8()?;
-        Ok(match b >> 6 {
-            0 => (u64::from(b & 0x3f), false),
-            1 => (u64::from(b & 0x3f) << 8 | u64::from(self.u8()?), false),
-            3 => (u64::from(b & 0x3f), true),
-            _ if b == 0x80 => (u64::from(u32::from_be_bytes(self.array()?)), false),
-            _ if b == 0x81 => (u64::from_be_bytes(self.array()?), false),
-            _ => return Err(RdbError::BadLength { offset: at, got: b }.into()),
-        })
-    }
-
-    /// A plain length. Redis's `rdbLoadLen` ignores the encoding flag when
-    /// the caller does not ask for it, so neither does this.
-    fn len(&mut self) -> Step<u64> {
-        Ok(self.len_or_enc()?.0)
     }
 }
 
@@ -568,8 +502,9 @@ impl RdbParser {
                     (Op::FieldTtl, t) => t.checked_add(self.key.min_expire).map(|v| v - 1),
                     (_, t) => Some(t),
                 };
-                if expire_at.map_or(true, |v| v > EXPIRE_TIME_MAX) {
-                    return Err(RdbError::invalid(at, "a field expiry time below 2^48", ttl).into());
+                match expire_at {
+                    Some(v) if v <= EXPIRE_TIME_MAX => {}
+                    _ => return Err(RdbError::invalid(at, "a field expiry time below 2^48", ttl).into()),
                 }
             }
             Op::TextDouble => {
@@ -579,9 +514,10 @@ impl RdbParser {
                 }
                 if n < 253 {
                     let text = c.bytes(usize::from(n))?;
-                    let ok = std::str::from_utf8(text).ok().and_then(|s| s.trim().parse::<f64>().ok());
-                    if ok.map_or(true, f64::is_nan) {
-                        return Err(RdbError::invalid(at, "a score that is a number", text.escape_ascii()).into());
+                    let score = std::str::from_utf8(text).ok().and_then(|s| s.trim().parse::<f64>().ok());
+                    match score {
+                        Some(v) if !v.is_nan() => {}
+                        _ => return Err(RdbError::invalid(at, "a score that is a number", text.escape_ascii()).into()),
                     }
                 }
             }

@@ -101,11 +101,19 @@ fn number(f: &[u8], signed: bool) -> Option<i128> {
 }
 
 /// Reads and range-checks a numeric field, naming it in the error.
-fn field<T: TryFrom<i128>>(block: &[u8; BLOCK], (at, len): (usize, usize), name: &'static str, offset: u64, signed: bool) -> Result<T, TarError> {
+fn field<T: TryFrom<i128>>(
+    block: &[u8; BLOCK],
+    (at, len): (usize, usize),
+    name: &'static str,
+    offset: u64,
+    signed: bool,
+) -> Result<T, TarError> {
     let raw = &block[at..at + len];
-    number(raw, signed)
-        .and_then(|v| T::try_from(v).ok())
-        .ok_or_else(|| TarError::BadNumber { offset: offset + at as u64, field: name, got: raw.escape_ascii().to_string() })
+    number(raw, signed).and_then(|v| T::try_from(v).ok()).ok_or_else(|| TarError::BadNumber {
+        offset: offset + at as u64,
+        field: name,
+        got: raw.escape_ascii().to_string(),
+    })
 }
 
 /// Verifies the header checksum of a non-zero block, accepting the unsigned
@@ -122,11 +130,7 @@ pub(crate) fn check_checksum(block: &[u8; BLOCK], offset: u64) -> Result<(), Tar
     if stored == Some(unsigned) || stored == Some(signed) {
         return Ok(());
     }
-    Err(TarError::BadChecksum {
-        offset,
-        stored: text(block, CHKSUM).escape_ascii().to_string(),
-        computed: unsigned,
-    })
+    Err(TarError::BadChecksum { offset, stored: text(block, CHKSUM).escape_ascii().to_string(), computed: unsigned })
 }
 
 /// Decodes a header block whose checksum has been verified.

@@ -183,7 +183,9 @@ impl TarParser {
     }
 
     fn step_extension(&mut self, data: &mut &[u8]) -> Result<(), TarError> {
-        let State::Extension { typeflag, data_offset, left, pad, data: mut buf } = std::mem::replace(&mut self.state, State::Header) else {
+        let State::Extension { typeflag, data_offset, left, pad, data: mut buf } =
+            std::mem::replace(&mut self.state, State::Header)
+        else {
             return Ok(());
         };
         let (mut left, mut pad) = (left, pad);
@@ -260,7 +262,11 @@ impl TarParser {
                 self.pending.start.get_or_insert(at);
             }
             if h.size > self.limits.max_extension_bytes {
-                return Err(TarError::ExtensionTooLarge { offset: at, size: h.size, limit: self.limits.max_extension_bytes });
+                return Err(TarError::ExtensionTooLarge {
+                    offset: at,
+                    size: h.size,
+                    limit: self.limits.max_extension_bytes,
+                });
             }
             self.state = State::Extension {
                 typeflag: if h.typeflag == b'X' { b'x' } else { h.typeflag },
@@ -309,11 +315,8 @@ impl TarParser {
             None => (h.mtime, 0),
         };
         let sparse = h.typeflag == b'S' || local.has_sparse() || global.has_sparse();
-        let path = get("GNU.sparse.name")
-            .or_else(|| get("path"))
-            .map(<[u8]>::to_vec)
-            .or(pending.long_name)
-            .unwrap_or(h.path);
+        let path =
+            get("GNU.sparse.name").or_else(|| get("path")).map(<[u8]>::to_vec).or(pending.long_name).unwrap_or(h.path);
         let link = get("linkpath").map(<[u8]>::to_vec).or(pending.long_link).unwrap_or(h.link);
         let kind = match h.typeflag {
             0 if path.ends_with(b"/") => EntryKind::Directory,

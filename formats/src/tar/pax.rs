@@ -30,7 +30,8 @@ impl PaxRecords {
             if rest.iter().all(|&b| b == 0) {
                 break;
             }
-            let space = rest.iter().position(|&b| b == b' ').ok_or_else(|| bad(at, "a record length and a space", rest))?;
+            let space =
+                rest.iter().position(|&b| b == b' ').ok_or_else(|| bad(at, "a record length and a space", rest))?;
             let len: usize = std::str::from_utf8(&rest[..space])
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
