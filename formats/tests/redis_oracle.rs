@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use cairn_formats::redis::{ChecksumStatus, KindCounts, RdbError, RdbParser, RdbSummary};
-use redis_common::{check_rdb, cmd, RedisServer, Rng};
+use redis_common::{check_rdb, cmd, Check, RedisServer, Rng};
 
 /// One saved dump and how it was made.
 struct Dump {
@@ -292,12 +292,9 @@ fn counts_match_the_live_server() {
         for t in [0, 2, 4, 5, 11, 16, 17, 18, 19] {
             assert!(s.rdb_types.contains_key(&t), "{}: no key of RDB type {t}: {:?}", dump.name, s.rdb_types);
         }
-        let check = check_rdb(
-            std::env::temp_dir().as_path(),
-            &format!("cairn-{}-{}.rdb", dump.name, std::process::id()),
-            &dump.bytes,
-        );
-        assert_eq!(check, Ok(()), "{}: redis-check-rdb disagrees on the clean dump", dump.name);
+        let name = format!("cairn-{}-{}.rdb", dump.name, std::process::id());
+        let check = check_rdb(std::env::temp_dir().as_path(), &name, &dump.bytes, 120);
+        assert_eq!(check, Check::Valid, "{}: redis-check-rdb disagrees on the clean dump", dump.name);
     }
 }
 
@@ -314,10 +311,12 @@ fn slices_of_any_size_give_the_same_summary() {
 }
 
 /// The decoder's and `redis-check-rdb`'s verdicts on one damaged file.
-fn verdicts(dir: &std::path::Path, bytes: &[u8]) -> (Result<(), String>, Result<(), String>) {
+fn verdicts(dir: &std::path::Path, bytes: &[u8]) -> (Result<(), String>, Check) {
+    let t = std::time::Instant::now();
     let ours = parse_whole(bytes).map(|_| ()).map_err(|e| e.to_string());
-    let theirs = check_rdb(dir, "damaged.rdb", bytes);
-    (ours, theirs)
+    // The decoder is linear in its input: a few MB take milliseconds.
+    assert!(t.elapsed().as_secs() < 5, "cairn took {:?} on a damaged dump", t.elapsed());
+    (ours, check_rdb(dir, "damaged.rdb", bytes, 30))
 }
 
 #[test]
@@ -328,6 +327,7 @@ fn damaged_dumps_get_the_same_verdict_as_redis_check_rdb() {
     let seed = std::env::var("CAIRN_ORACLE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(2024);
     let mut rng = Rng(seed);
     let mut disagreements = Vec::new();
+    let mut timeouts = Vec::new();
     let mut tally = BTreeMap::new();
     for dump in &fx.dumps {
         let len = dump.bytes.len();
@@ -364,11 +364,22 @@ fn damaged_dumps_get_the_same_verdict_as_redis_check_rdb() {
                 // With a checksum every flip and cut must be caught.
                 assert!(ours.is_err(), "{}: {what}: not detected", dump.name);
             }
-            if ours.is_ok() != theirs.is_ok() {
-                disagreements.push(format!("{}: {what}: cairn {ours:?}, redis-check-rdb {theirs:?}", dump.name));
+            match theirs {
+                Check::TimedOut => timeouts.push(format!("{}: {what}: cairn {ours:?}", dump.name)),
+                Check::Valid if ours.is_err() => {
+                    disagreements.push(format!("{}: {what}: cairn {ours:?}, redis-check-rdb OK", dump.name))
+                }
+                Check::Invalid(report) if ours.is_ok() => {
+                    disagreements.push(format!("{}: {what}: cairn OK, redis-check-rdb {report}", dump.name))
+                }
+                _ => {}
             }
         }
     }
     eprintln!("verdicts (dump, cairn accepted) -> cases: {tally:?}");
+    // A hang of redis-check-rdb gives no verdict to compare; one in a
+    // while is its bug, many would mean something else is wrong.
+    eprintln!("redis-check-rdb timed out on {} cases: {timeouts:#?}", timeouts.len());
+    assert!(timeouts.len() <= 2, "too many redis-check-rdb timeouts: {timeouts:#?}");
     assert!(disagreements.is_empty(), "disagreements:\n{}", disagreements.join("\n"));
 }
