@@ -96,3 +96,71 @@ pub fn backup_manifest(path: &Path) -> Result<Value> {
         "manifest_checksum_valid": true,
     }))
 }
+
+/// A Redis RDB file: version, AUX fields, keys and expiries per database,
+/// checksum status. Structure and the CRC-64 trailer are verified.
+pub fn rdb(path: &Path) -> Result<Value> {
+    use cairn_formats::redis::{ChecksumStatus, RdbParser};
+    let mut p = RdbParser::new();
+    stream(path, |piece| p.feed(piece).map_err(|e| bad(path, e)))?;
+    let s = p.finish().map_err(|e| bad(path, e))?;
+    let checksum = match s.checksum {
+        ChecksumStatus::Valid(c) => json!({ "status": "valid", "crc64": format!("{c:016x}") }),
+        ChecksumStatus::Disabled => json!({ "status": "disabled" }),
+        ChecksumStatus::Absent => json!({ "status": "absent" }),
+        ChecksumStatus::Pending => json!({ "status": "pending" }),
+    };
+    let dbs: serde_json::Map<String, Value> = s
+        .dbs
+        .iter()
+        .map(|(db, d)| {
+            let k = &d.kinds;
+            (
+                db.to_string(),
+                json!({ "keys": d.keys, "expires": d.expires, "strings": k.strings, "lists": k.lists, "sets": k.sets,
+                        "sorted_sets": k.sorted_sets, "hashes": k.hashes, "streams": k.streams, "modules": k.modules }),
+            )
+        })
+        .collect();
+    let aux: serde_json::Map<String, Value> =
+        s.aux.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    Ok(json!({
+        "file": path.display().to_string(),
+        "bytes": s.rdb_len,
+        "rdb_version": s.version,
+        "aux": aux,
+        "databases": dbs,
+        "keys": s.dbs.values().map(|d| d.keys).sum::<u64>(),
+        "checksum": checksum,
+    }))
+}
+
+/// A tar stream: each member's path, kind, size, mode, mtime and the byte
+/// range of its data in the stream.
+pub fn tar(path: &Path) -> Result<Value> {
+    use cairn_formats::tar::{TarEvent, TarParser};
+    let mut p = TarParser::new();
+    let mut members = Vec::new();
+    let mut end = None;
+    stream(path, |piece| {
+        for ev in p.feed(piece).map_err(|e| bad(path, e))? {
+            match ev {
+                TarEvent::Member(m) => members.push(json!({
+                    "path": String::from_utf8_lossy(&m.path),
+                    "kind": format!("{:?}", m.kind).to_lowercase(),
+                    "size": m.size,
+                    "mode": format!("{:04o}", m.mode),
+                    "mtime": m.mtime,
+                    "link_target": m.link_target.as_ref().map(|l| String::from_utf8_lossy(l).into_owned()),
+                    "header_offset": m.header_offset,
+                    "data_start": m.data_start,
+                    "data_len": m.data_len,
+                })),
+                TarEvent::End { offset } => end = Some(offset),
+            }
+        }
+        Ok(())
+    })?;
+    p.finish().map_err(|e| bad(path, e))?;
+    Ok(json!({ "file": path.display().to_string(), "members": members, "end_of_archive": end }))
+}

@@ -100,3 +100,32 @@ fn stats_and_snapshots_json() {
     assert_eq!(st["snapshots"], 2);
     assert_eq!(st["logical_bytes"], 6);
 }
+
+#[test]
+fn inspect_agrees_with_gnu_tar_and_rejects_a_flipped_rdb() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tar = root.join("formats/testdata/tar/small-pax.tar");
+    let o = std::process::Command::new(cairn_bin()).args(["--json", "inspect", "tar"]).arg(&tar).output().unwrap();
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ours: Vec<String> =
+        v["members"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap().to_string()).collect();
+    let gnu = std::process::Command::new("tar").arg("tf").arg(&tar).output().unwrap();
+    let theirs: Vec<String> = String::from_utf8(gnu.stdout).unwrap().lines().map(str::to_string).collect();
+    assert_eq!(ours, theirs);
+
+    // An RDB saved by redis-server 7.0.15 (formats/testdata/redis/README.md).
+    let rdb = root.join("formats/testdata/redis/small-7.0.15.rdb");
+    let o = std::process::Command::new(cairn_bin()).args(["--json", "inspect", "rdb"]).arg(&rdb).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["keys"], 11);
+    assert_eq!(v["checksum"]["status"], "valid");
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(&rdb).unwrap();
+    bytes[100] ^= 1;
+    let bad = dir.path().join("bad.rdb");
+    std::fs::write(&bad, bytes).unwrap();
+    let o = std::process::Command::new(cairn_bin()).args(["inspect", "rdb"]).arg(&bad).output().unwrap();
+    assert_eq!(code(&o), 5);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.rdb"));
+}

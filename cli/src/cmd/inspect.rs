@@ -20,6 +20,17 @@ pub enum Command {
         /// The backup_manifest file.
         file: PathBuf,
     },
+    /// A Redis RDB file: version, AUX fields, keys and expiries per
+    /// database; verifies structure and the CRC-64 trailer.
+    Rdb {
+        /// The RDB file.
+        file: PathBuf,
+    },
+    /// A tar stream: members with their data's byte range in the stream.
+    Tar {
+        /// The tar file.
+        file: PathBuf,
+    },
 }
 
 fn show(g: &Global, v: &serde_json::Value, human: impl Fn(&serde_json::Value) -> String) {
@@ -86,6 +97,41 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
+            });
+        }
+        Command::Rdb { file } => {
+            let v = inspect::rdb(&file)?;
+            show(g, &v, |r| {
+                let mut out = format!(
+                    "{}: RDB version {}, redis-ver {}, {} keys, checksum {}",
+                    s(&r["file"]),
+                    r["rdb_version"],
+                    s(&r["aux"]["redis-ver"]),
+                    r["keys"],
+                    s(&r["checksum"]["status"])
+                );
+                for (db, d) in r["databases"].as_object().into_iter().flatten() {
+                    out.push_str(&format!("\n  db{db}: {} keys, {} with expiry", d["keys"], d["expires"]));
+                }
+                out
+            });
+        }
+        Command::Tar { file } => {
+            let v = inspect::tar(&file)?;
+            show(g, &v, |r| {
+                let mut out = String::new();
+                for m in r["members"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "{} {:>10} {:>12} +{:<10} {}\n",
+                        s(&m["mode"]),
+                        s(&m["kind"]),
+                        m["size"],
+                        m["data_start"],
+                        s(&m["path"])
+                    ));
+                }
+                out.push_str(&format!("end of archive at byte {}", s(&r["end_of_archive"])));
+                out
             });
         }
     }
