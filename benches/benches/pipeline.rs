@@ -97,5 +97,11 @@ fn whole_pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, stages, whole_pipeline);
+// criterion_group! generates an undocumented function.
+#[allow(missing_docs)]
+mod group {
+    use super::*;
+    criterion_group!(benches, stages, whole_pipeline);
+}
+use group::benches;
 criterion_main!(benches);

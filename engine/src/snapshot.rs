@@ -137,14 +137,14 @@ impl Snapshot {
     pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
         if spec == "latest" {
             let all = Self::list(repo).await?;
-            return all.into_iter().filter(|(_, s)| source.is_none_or(|n| s.source.name == n)).next_back().ok_or_else(
-                || Error::NotFound {
+            return all.into_iter().rfind(|(_, s)| source.is_none_or(|n| s.source.name == n)).ok_or_else(|| {
+                Error::NotFound {
                     what: match source {
                         Some(n) => format!("a snapshot of source {n:?}"),
                         None => "any snapshot".into(),
                     },
-                },
-            );
+                }
+            });
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::Config(format!(
