@@ -1,8 +1,8 @@
 //! The ingest pipeline.
 //!
 //! ```text
-//! reader thread:  source → StreamChunker (FastCDC, whole-stream BLAKE3) → batches (bounded channel)
-//! packer thread:  batch → rayon: keyed BLAKE3 ids → dedup (session set, RocksDB multi-get)
+//! reader thread:  source → StreamChunker (FastCDC) → batches (bounded channel)
+//! packer thread:  batch → rayon: keyed BLAKE3 ids ‖ whole-stream BLAKE3 → dedup (session set, RocksDB multi-get)
 //!                 → rayon: zstd (skipped for incompressible) + XChaCha20-Poly1305 → PackBuilder
 //! async:          sealed packs → bounded concurrent PUTs → index segment (after its packs)
 //!                 → local index → snapshot manifest (last)
@@ -94,7 +94,7 @@ impl BackupOptions {
 
 enum PackerMsg {
     Pack(SealedPack),
-    Done { content: Vec<TreeRef>, chunks: u64, new_chunks: u64, new_bytes: u64 },
+    Done { blake3: String, content: Vec<TreeRef>, chunks: u64, new_chunks: u64, new_bytes: u64 },
 }
 
 /// Blobs added during this backup whose index segment is not yet written.
@@ -134,6 +134,7 @@ struct Packer {
     chunks: u64,
     new_chunks: u64,
     new_bytes: u64,
+    stream_hash: blake3::Hasher,
     progress: Arc<Progress>,
 }
 
@@ -150,7 +151,18 @@ impl Packer {
 
     fn add_batch(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
         let keys = self.repo.keys();
-        let ids: Vec<Id> = batch.par_iter().map(|c| keys.blob_id(c)).collect();
+        // The plain stream hash (for `b3sum` comparisons and the restore
+        // check) runs beside the chunk ids instead of on the reader thread,
+        // which is the pipeline's only serial stage.
+        let stream_hash = &mut self.stream_hash;
+        let (_, ids) = rayon::join(
+            || {
+                batch.iter().for_each(|c| {
+                    stream_hash.update(c);
+                })
+            },
+            || batch.par_iter().map(|c| keys.blob_id(c)).collect::<Vec<Id>>(),
+        );
         let is_new = classify(&self.index, &self.session, &ids)?;
         let level = self.level;
         let sealed: Vec<Option<SealedBlob>> = batch
@@ -201,6 +213,7 @@ impl Packer {
             self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
         }
         let done = PackerMsg::Done {
+            blake3: self.stream_hash.finalize().to_hex().to_string(),
             content: std::mem::take(&mut self.trees),
             chunks: self.chunks,
             new_chunks: self.new_chunks,
@@ -283,7 +296,7 @@ pub async fn backup_stream(
     let reader_progress = progress.clone();
     let reader = std::thread::Builder::new()
         .name("cairn-reader".into())
-        .spawn(move || -> Result<(u64, String)> {
+        .spawn(move || -> Result<u64> {
             let mut ch = StreamChunker::new(source, params, seed);
             loop {
                 let batch = match ch.next_batch(BATCH_BYTES) {
@@ -302,9 +315,9 @@ pub async fn backup_stream(
                 }
             }
             drop(batch_tx);
-            let (n, hash) = (ch.bytes_read(), ch.stream_hash().to_hex().to_string());
+            let n = ch.bytes_read();
             ch.into_inner().finish()?;
-            Ok((n, hash))
+            Ok(n)
         })
         .expect("spawn reader thread");
 
@@ -324,6 +337,7 @@ pub async fn backup_stream(
         chunks: 0,
         new_chunks: 0,
         new_bytes: 0,
+        stream_hash: blake3::Hasher::new(),
         progress: progress.clone(),
     };
     let packer_thread = std::thread::Builder::new()
@@ -362,8 +376,8 @@ pub async fn backup_stream(
                 committer.uploaded += p.bytes.len() as u64;
                 inflight.push(upload(&repo, p, &progress));
             }
-            PackerMsg::Done { content, chunks, new_chunks, new_bytes } => {
-                done = Some((content, chunks, new_chunks, new_bytes));
+            PackerMsg::Done { blake3, content, chunks, new_chunks, new_bytes } => {
+                done = Some((blake3, content, chunks, new_chunks, new_bytes));
             }
         }
     }
@@ -377,13 +391,13 @@ pub async fn backup_stream(
     let (packer_result, reader_result) = joined;
     // The reader's error is the root cause when both failed (the packer then
     // only saw a closed channel), so it is reported first.
-    let (bytes_read, blake3) = reader_result.expect("reader thread panicked")?;
+    let bytes_read = reader_result.expect("reader thread panicked")?;
     packer_result.expect("packer thread panicked")?;
     if let Some(e) = failure {
         return Err(e);
     }
     committer.write_segment().await?;
-    let (content, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
+    let (blake3, content, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
 
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,

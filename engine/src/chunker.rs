@@ -51,8 +51,9 @@ impl ChunkerParams {
     }
 }
 
-/// Splits a reader into chunks, hashing the whole stream on the way
-/// (plain BLAKE3, comparable with `b3sum`).
+/// Splits a reader into chunks. The whole-stream hash is computed by the
+/// caller (the backup pipeline does it in parallel with chunk ids), so this
+/// single-threaded stage does nothing but read and cut.
 pub struct StreamChunker<R> {
     reader: R,
     params: ChunkerParams,
@@ -62,34 +63,18 @@ pub struct StreamChunker<R> {
     end: usize,
     eof: bool,
     read_total: u64,
-    hasher: blake3::Hasher,
 }
 
 impl<R: Read> StreamChunker<R> {
     /// A chunker over `reader` with the repository's seed.
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Self {
         let cap = (params.max_size as usize * 4).max(16 << 20);
-        StreamChunker {
-            reader,
-            params,
-            seed,
-            buf: vec![0; cap],
-            start: 0,
-            end: 0,
-            eof: false,
-            read_total: 0,
-            hasher: blake3::Hasher::new(),
-        }
+        StreamChunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false, read_total: 0 }
     }
 
     /// Bytes read from the input so far.
     pub fn bytes_read(&self) -> u64 {
         self.read_total
-    }
-
-    /// BLAKE3 of everything read, once the input is exhausted.
-    pub fn stream_hash(&self) -> blake3::Hash {
-        self.hasher.finalize()
     }
 
     /// Gives the reader back (to ask a producer how it ended).
@@ -107,7 +92,6 @@ impl<R: Read> StreamChunker<R> {
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => {
-                    self.hasher.update(&self.buf[self.end..self.end + n]);
                     self.end += n;
                     self.read_total += n as u64;
                 }
@@ -201,7 +185,7 @@ mod tests {
             }
             out.extend(b);
         }
-        assert_eq!(c.stream_hash(), blake3::hash(data));
+        assert_eq!(out.concat(), data, "chunks must tile the input");
         out
     }
 
