@@ -113,14 +113,13 @@ pub async fn fetch_blobs(
         .map(|r| async move {
             let key = pack_key(&r.pack);
             let bytes = repo.store().get_range(&key, r.start..r.end).await?;
-            let keys_repo = repo;
             let opened: Vec<Result<(Id, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
                 r.blobs
                     .par_iter()
                     .map(|b| {
                         let s = (u64::from(b.entry.offset) - r.start) as usize;
                         let sealed = &bytes[s..s + b.entry.stored_len as usize];
-                        open_blob(keys_repo.keys(), &key, &b.entry, sealed).map(|p| (Id(b.entry.id), Arc::new(p)))
+                        open_blob(repo.keys(), &key, &b.entry, sealed).map(|p| (Id(b.entry.id), Arc::new(p)))
                     })
                     .collect()
             });

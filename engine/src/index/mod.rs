@@ -255,9 +255,7 @@ impl LocalIndex {
         }
         let mut batch = WriteBatch::default();
         for p in &segment.packs {
-            for e in &p.blobs {
-                batch.put(blob_key(&Id(e.id)), BlobLocation { pack: Id(p.pack_id), entry: *e }.encode());
-            }
+            add_pack(&mut batch, &Id(p.pack_id), &p.blobs);
         }
         batch.put(seen_key(seg), []);
         self.db.write(batch).map_err(|e| self.err(e))
@@ -266,9 +264,7 @@ impl LocalIndex {
     /// Records pack entries found without a segment (rebuild from packs).
     pub(crate) fn put_pack(&self, pack: &Id, entries: &[BlobEntry]) -> Result<()> {
         let mut batch = WriteBatch::default();
-        for e in entries {
-            batch.put(blob_key(&Id(e.id)), BlobLocation { pack: *pack, entry: *e }.encode());
-        }
+        add_pack(&mut batch, pack, entries);
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
@@ -279,6 +275,12 @@ impl LocalIndex {
     /// Number of blob entries (an estimate from RocksDB for large indexes).
     pub fn approximate_len(&self) -> u64 {
         self.db.property_int_value("rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0)
+    }
+}
+
+fn add_pack(batch: &mut WriteBatch, pack: &Id, entries: &[BlobEntry]) {
+    for e in entries {
+        batch.put(blob_key(&Id(e.id)), BlobLocation { pack: *pack, entry: *e }.encode());
     }
 }
 
