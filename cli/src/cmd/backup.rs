@@ -13,7 +13,7 @@ use crate::exit;
 /// Back up one stream.
 ///
 /// The input is a file, `-` for stdin, or a producer command after `--`
-/// whose stdout is read; the snapshot is written only if the producer exits
+/// whose stdout is read. The snapshot is written only if the producer exits
 /// 0, so a truncated `pg_basebackup` never becomes a "successful" backup.
 ///
 /// Examples:
@@ -21,6 +21,7 @@ use crate::exit;
 ///   pg_dump db1 | cairn backup --source db1 -
 ///   cairn backup --source db1 -- pg_basebackup -D - -Ft -X none
 #[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
 pub struct Args {
     /// Groups snapshots of the same thing [default: the file name, `stdin`, or the command name].
     #[arg(long)]

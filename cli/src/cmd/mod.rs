@@ -33,7 +33,7 @@ Exit codes:
 
 /// cairn: streaming, deduplicating, encrypted backups for databases and ML artifacts.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, long_about = None, after_long_help = AFTER_HELP, after_help = "Run `cairn help <command>` or `cairn --help` for exit codes and environment.")]
+#[command(name = "cairn", version, after_long_help = AFTER_HELP, after_help = "Run `cairn help <command>` or `cairn --help` for exit codes and environment.")]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -43,15 +43,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a new repository and its first key slot.
     Init(init::Args),
-    /// Back up a file, stdin, or the output of a producer command.
     Backup(backup::Args),
-    /// Restore a snapshot to a file or stdout.
     Restore(restore::Args),
     /// List snapshots.
     Snapshots(snapshots::Args),
-    /// Verify the repository's structure and, optionally, its data.
     Check(check::Args),
     /// Manage the local index cache.
     #[command(subcommand)]
