@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! reader thread:  source → StreamChunker (FastCDC) → batches (bounded channel)
-//! packer thread:  batch → rayon: keyed BLAKE3 ids ‖ whole-stream BLAKE3 → dedup (session set, RocksDB multi-get)
-//!                 → rayon: zstd (skipped for incompressible) + XChaCha20-Poly1305 → PackBuilder
+//! packer thread:  batch → rayon, per chunk: keyed BLAKE3 id → dedup (session set, RocksDB)
+//!                 → zstd (skipped for incompressible) + XChaCha20-Poly1305; beside it the whole-stream BLAKE3
+//!                 → PackBuilder, in stream order
 //! async:          sealed packs → bounded concurrent PUTs → index segment (after its packs)
 //!                 → local index → snapshot manifest (last)
 //! ```
@@ -120,6 +121,17 @@ fn classify(index: &LocalIndex, session: &SessionSet, ids: &[Id]) -> Result<Vec<
     Ok(is_new)
 }
 
+/// Decides whether one id is new, recording it in the session if so.
+fn is_new(index: &LocalIndex, session: &SessionSet, id: &Id) -> Result<bool> {
+    if session.lock().expect("session lock").contains(id) {
+        return Ok(false);
+    }
+    if index.lookup(id)?.is_some() {
+        return Ok(false);
+    }
+    Ok(session.lock().expect("session lock").insert(*id))
+}
+
 struct Packer {
     repo: Arc<Repository>,
     index: Arc<LocalIndex>,
@@ -155,22 +167,29 @@ impl Packer {
         // check) runs beside the chunk ids instead of on the reader thread,
         // which is the pipeline's only serial stage.
         let stream_hash = &mut self.stream_hash;
-        let (_, ids) = rayon::join(
+        let (index, session, level) = (&*self.index, &self.session, self.level);
+        // One parallel pass per chunk: id, dedup decision, compress and seal.
+        // The session insert is atomic, so a chunk repeated within the batch
+        // is sealed once.
+        let (_, results) = rayon::join(
             || {
                 batch.iter().for_each(|c| {
                     stream_hash.update(c);
                 })
             },
-            || batch.par_iter().map(|c| keys.blob_id(c)).collect::<Vec<Id>>(),
+            || {
+                batch
+                    .par_iter()
+                    .with_max_len(1)
+                    .map(|c| {
+                        let id = keys.blob_id(c);
+                        let new = is_new(index, session, &id)?;
+                        Ok((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c))))
+                    })
+                    .collect::<Result<Vec<(Id, Option<SealedBlob>)>>>()
+            },
         );
-        let is_new = classify(&self.index, &self.session, &ids)?;
-        let level = self.level;
-        let sealed: Vec<Option<SealedBlob>> = batch
-            .par_iter()
-            .zip(ids.par_iter())
-            .zip(is_new.par_iter())
-            .map(|((c, id), &n)| n.then(|| seal_blob(keys, *id, BlobKind::Data, level, c)))
-            .collect();
+        let (ids, sealed): (Vec<Id>, Vec<Option<SealedBlob>>) = results?.into_iter().unzip();
         for ((chunk, id), s) in batch.iter().zip(&ids).zip(&sealed) {
             self.chunks += 1;
             if let Some(s) = s {
