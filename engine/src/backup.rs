@@ -101,27 +101,10 @@ enum PackerMsg {
 /// Blobs added during this backup whose index segment is not yet written.
 type SessionSet = Arc<Mutex<HashSet<Id>>>;
 
-/// Marks which ids are new: not in this session and not in the index.
-/// The session is checked first and entries leave it only after they are in
-/// the index, so an id is never missed by both.
-fn classify(index: &LocalIndex, session: &SessionSet, ids: &[Id]) -> Result<Vec<bool>> {
-    let unknown: Vec<usize> = {
-        let s = session.lock().expect("session lock");
-        (0..ids.len()).filter(|&i| !s.contains(&ids[i])).collect()
-    };
-    let probe: Vec<Id> = unknown.iter().map(|&i| ids[i]).collect();
-    let found = index.lookup_many(&probe)?;
-    let mut is_new = vec![false; ids.len()];
-    let mut s = session.lock().expect("session lock");
-    for (i, f) in unknown.into_iter().zip(found) {
-        if f.is_none() && s.insert(ids[i]) {
-            is_new[i] = true;
-        }
-    }
-    Ok(is_new)
-}
-
-/// Decides whether one id is new, recording it in the session if so.
+/// Decides whether one id is new (not in this session, not in the index),
+/// recording it in the session if so. The session is checked first and
+/// entries leave it only after they are in the index, so an id is never
+/// missed by both.
 fn is_new(index: &LocalIndex, session: &SessionSet, id: &Id) -> Result<bool> {
     if session.lock().expect("session lock").contains(id) {
         return Ok(false);
@@ -214,7 +197,7 @@ impl Packer {
         let plain = encode_tree(&self.refs);
         let keys = self.repo.keys();
         let id = keys.blob_id(&plain);
-        if classify(&self.index, &self.session, &[id])?[0] {
+        if is_new(&self.index, &self.session, &id)? {
             let s = seal_blob(keys, id, BlobKind::Tree, self.level, &plain);
             self.push_sealed(&s)?;
         }
