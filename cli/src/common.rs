@@ -14,6 +14,10 @@ use clap::Args;
 /// Global options.
 #[derive(Debug, Args)]
 pub struct Global {
+    /// TOML file with defaults for repo, key_file, password_file, cache_dir
+    /// and stanza; options and environment variables take precedence.
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Repository: a directory, file:///path, or s3://bucket/prefix (S3
     /// credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
     /// AWS_REGION, AWS_ENDPOINT_URL).
@@ -42,9 +46,37 @@ pub struct Global {
     /// More log output (-v info, -vv debug); also RUST_LOG.
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// `stanza` from the config file.
+    #[arg(skip)]
+    pub stanza_from_config: Option<String>,
+}
+
+/// The --config file.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    repo: Option<String>,
+    key_file: Option<PathBuf>,
+    password_file: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    stanza: Option<String>,
 }
 
 impl Global {
+    /// Fills options not given on the command line or in the environment
+    /// from the --config file.
+    pub fn apply_config(&mut self) -> Result<()> {
+        let Some(path) = &self.config else { return Ok(()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+        let c: ConfigFile = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+        self.repo = self.repo.take().or(c.repo);
+        self.key_file = self.key_file.take().or(c.key_file);
+        self.password_file = self.password_file.take().or(c.password_file);
+        self.cache_dir = self.cache_dir.take().or(c.cache_dir);
+        self.stanza_from_config = c.stanza;
+        Ok(())
+    }
+
     pub fn location(&self) -> Result<Location> {
         let s = self.repo.as_deref().context("no repository given: use --repo or set CAIRN_REPO")?;
         Ok(Location::parse(s)?)

@@ -18,6 +18,9 @@ pub const BUSY: i32 = 6;
 /// The input was not read to a clean end (producer failed, read error).
 pub const INPUT: i32 = 7;
 
+/// Refused: conflicts with what the repository holds.
+pub const CONFLICT: i32 = 8;
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -30,6 +33,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::NotFound { .. }) => NOT_FOUND,
         Some(Error::Corrupt { .. } | Error::CheckFailed(_)) => CORRUPT,
         Some(Error::IndexBusy { .. }) => BUSY,
+        Some(Error::Conflict { .. }) => CONFLICT,
         Some(Error::ProducerFailed { .. } | Error::Input { .. }) => INPUT,
         Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => OK,
         _ => FAILURE,

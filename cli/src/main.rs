@@ -8,8 +8,31 @@ mod exit;
 
 use clap::Parser;
 
+/// True when invoked as `cairn … wal fetch …`, PostgreSQL's restore_command:
+/// there every failure other than "not archived" must exit ≥ 126, including
+/// usage errors and panics, or PostgreSQL would end recovery early.
+fn is_wal_fetch() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    args.windows(2).any(|w| w[0] == "wal" && w[1] == "fetch")
+}
+
 fn main() {
-    let cli = cmd::Cli::parse();
+    let fetch = is_wal_fetch();
+    if fetch {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::exit(cmd::wal::FETCH_FAILED);
+        }));
+    }
+    let cli = match cmd::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if fetch && e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(cmd::wal::FETCH_FAILED);
+        }
+        Err(e) => e.exit(),
+    };
     common::init_tracing(cli.global.verbose, cli.global.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -20,7 +43,14 @@ fn main() {
     let result = rt.block_on(cmd::run(cli));
     let code = match result {
         Ok(code) => code,
-        Err(e) => exit::report(&e, json),
+        Err(e) => {
+            let code = exit::report(&e, json);
+            if fetch {
+                cmd::wal::FETCH_FAILED
+            } else {
+                code
+            }
+        }
     };
     // Dropping the runtime could wait on blocking reads of stdin; exit now.
     std::process::exit(code);

@@ -47,6 +47,8 @@ pub struct CheckReport {
     pub snapshots: u64,
     /// Index segments checked.
     pub index_segments: u64,
+    /// WAL manifests checked (they open and their packs exist).
+    pub wal_files: u64,
     /// Packs listed in the store.
     pub packs: u64,
     /// Packs whose data was read.
@@ -120,7 +122,19 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             indexed_packs.insert(pid, p.blobs);
         }
     }
-    report.unreferenced_packs = packs.keys().filter(|p| !indexed_packs.contains_key(p)).map(pack_key).collect();
+    // WAL manifests → their packs (WAL never goes through the index).
+    let (wal_packs, wal_files, wal_problems) = crate::wal::referenced_packs(repo).await?;
+    report.wal_files = wal_files;
+    for (object, message) in wal_problems {
+        problem(&mut report, object, message);
+    }
+    for pid in &wal_packs {
+        if !packs.contains_key(pid) {
+            problem(&mut report, pack_key(pid), "named by a WAL manifest but missing from the store");
+        }
+    }
+    report.unreferenced_packs =
+        packs.keys().filter(|p| !indexed_packs.contains_key(p) && !wal_packs.contains(p)).map(pack_key).collect();
     report.unreferenced_packs.sort();
 
     // Snapshots → every tree and data blob they need.

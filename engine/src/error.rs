@@ -108,6 +108,16 @@ pub enum Error {
         /// RocksDB's message.
         detail: String,
     },
+    /// The request contradicts what the repository already holds: different
+    /// content under an archived WAL name, or WAL from another cluster. The
+    /// stored data is left untouched.
+    #[error("refused: {object}: {detail}")]
+    Conflict {
+        /// The object or file concerned.
+        object: String,
+        /// What differs.
+        detail: String,
+    },
     /// The repository location or configuration is not usable.
     #[error("{0}")]
     Config(String),
@@ -119,6 +129,10 @@ pub enum Error {
 impl Error {
     pub(crate) fn corrupt(object: impl Into<String>, offset: Option<u64>, detail: impl Into<String>) -> Self {
         Error::Corrupt { object: object.into(), offset, detail: detail.into() }
+    }
+
+    pub(crate) fn conflict(object: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Conflict { object: object.into(), detail: detail.into() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

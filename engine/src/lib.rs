@@ -12,6 +12,8 @@
 //! - [`index`]: the local index cache and its rebuild.
 //! - [`snapshot`]: manifests and tree references.
 //! - [`backup`], [`restore`], [`check`], [`stats`]: the commands.
+//! - [`wal`]: PostgreSQL `archive_command` / `restore_command` and the WAL
+//!   catalogue; WAL bypasses the index and snapshots entirely.
 //!
 //! # Example
 //! ```no_run
@@ -45,6 +47,7 @@ pub mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod store;
+pub mod wal;
 
 pub use error::{Error, Result};
 

@@ -9,6 +9,7 @@ mod key;
 mod restore;
 mod snapshots;
 mod stats;
+pub mod wal;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,7 +18,8 @@ use crate::common::Global;
 
 const AFTER_HELP: &str = "\
 Environment:
-  CAIRN_REPO, CAIRN_PASSWORD_FILE, CAIRN_KEY_FILE, CAIRN_CACHE_DIR, RUST_LOG
+  CAIRN_CONFIG, CAIRN_REPO, CAIRN_PASSWORD_FILE, CAIRN_KEY_FILE, CAIRN_CACHE_DIR,
+  CAIRN_STANZA, RUST_LOG
   S3: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL
 
 Exit codes:
@@ -29,7 +31,11 @@ Exit codes:
   5  corrupt data found (restore refused, or `check` found problems)
   6  the local index is locked by another cairn process (see --lock-timeout)
   7  the input did not end cleanly (producer exited non-zero, read error);
-     no snapshot was written";
+     no snapshot was written
+  8  refused: conflicts with what the repository holds (`wal push` of different
+     content under an archived name, or of WAL from another cluster)
+  `wal fetch` is PostgreSQL's restore_command and uses its own codes:
+  0 delivered, 1 not in the archive, 126 any other failure";
 
 /// cairn: streaming, deduplicating, encrypted backups for databases and ML artifacts.
 #[derive(Debug, Parser)]
@@ -60,9 +66,12 @@ pub enum Command {
     /// Decode files cairn ingests (WAL, backup_manifest, RDB, tar) without a repository.
     #[command(subcommand)]
     Inspect(inspect::Command),
+    #[command(subcommand)]
+    Wal(wal::Command),
 }
 
-pub async fn run(cli: Cli) -> Result<i32> {
+pub async fn run(mut cli: Cli) -> Result<i32> {
+    cli.global.apply_config()?;
     let g = &cli.global;
     match cli.command {
         Command::Init(a) => init::run(g, a).await,
@@ -74,6 +83,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
         Command::Key(c) => key::run(g, c).await,
         Command::Stats(a) => stats::run(g, a).await,
         Command::Inspect(c) => inspect::run(g, c).await,
+        Command::Wal(c) => wal::run(g, c).await,
     }
 }
 

@@ -116,16 +116,22 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
             Err(e) => summary.unreadable.push(format!("{}: {e}", index_key(&id))),
         }
     }
+    // WAL packs belong to WAL manifests, not to the dedup index: a backup
+    // must never reference a blob that WAL retention may delete.
+    let (wal_packs, _, _) = crate::wal::referenced_packs(repo).await?;
     let mut orphans = Vec::new();
-    let mut trailers = futures::stream::iter(packs.iter())
-        .map(|o| async move {
-            let name = o.key.rsplit('/').next().unwrap_or_default();
-            let Some(pid) = Id::from_hex(name) else {
-                return (o.key.clone(), Err(Error::corrupt(&o.key, None, "malformed pack name")));
-            };
-            (o.key.clone(), read_trailer(repo.store(), repo.keys(), &pid, o.size).await.map(|e| (pid, e)))
-        })
-        .buffer_unordered(FETCH_CONCURRENCY);
+    let mut trailers = futures::stream::iter(packs.iter().filter(|o| {
+        let name = o.key.rsplit('/').next().unwrap_or_default();
+        !Id::from_hex(name).is_some_and(|id| wal_packs.contains(&id))
+    }))
+    .map(|o| async move {
+        let name = o.key.rsplit('/').next().unwrap_or_default();
+        let Some(pid) = Id::from_hex(name) else {
+            return (o.key.clone(), Err(Error::corrupt(&o.key, None, "malformed pack name")));
+        };
+        (o.key.clone(), read_trailer(repo.store(), repo.keys(), &pid, o.size).await.map(|e| (pid, e)))
+    })
+    .buffer_unordered(FETCH_CONCURRENCY);
     while let Some((key, r)) = trailers.next().await {
         match r {
             Ok((pid, entries)) => {

@@ -1,0 +1,271 @@
+//! `cairn wal push|fetch|show|verify`: PostgreSQL continuous archiving.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use cairn_engine::wal::{self, FetchOutcome, PushOptions};
+use clap::Subcommand;
+
+use crate::common::{human_bytes, Global};
+use crate::exit;
+
+/// `archive_command` and `restore_command` for PostgreSQL, and the WAL catalogue.
+///
+/// Set up PostgreSQL with a key file (no password KDF runs per call) and a
+/// config file, so that no secret and no long option list is in
+/// postgresql.conf:
+///
+///   archive_command = 'cairn --config /etc/cairn/main.toml wal push %p'
+///   restore_command = 'cairn --config /etc/cairn/main.toml wal fetch %f %p'
+///
+/// with /etc/cairn/main.toml holding
+///
+///   repo = "s3://bucket/cairn"   # or a directory
+///   key_file = "/etc/cairn/main.key"
+///   stanza = "main"
+#[derive(Debug, Subcommand)]
+#[command(verbatim_doc_comment)]
+pub enum Command {
+    Push(PushArgs),
+    Fetch(FetchArgs),
+    Show(ShowArgs),
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StanzaArg {
+    /// The archive of one PostgreSQL cluster [env: CAIRN_STANZA, or `stanza` in --config].
+    #[arg(long, env = "CAIRN_STANZA")]
+    stanza: Option<String>,
+}
+
+impl StanzaArg {
+    fn get(&self, g: &Global) -> Result<String> {
+        self.stanza
+            .clone()
+            .or_else(|| g.stanza_from_config.clone())
+            .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")
+    }
+}
+
+/// Archive one WAL file (archive_command = 'cairn wal push %p').
+///
+/// Exits 0 only once the file is durable in the repository. Pushing a file
+/// that is already archived with identical content exits 0 without writing;
+/// different content under an archived name exits 8 and leaves the stored
+/// copy untouched. The first segment records the cluster's system
+/// identifier, segment size and page size in the stanza; a segment from any
+/// other cluster is refused (exit 8). Segments, .partial, .history and
+/// .backup files are accepted. Needs a key file: archive_command runs every
+/// few seconds and must not run a password KDF each time.
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    stanza: StanzaArg,
+    /// zstd level, 1..=19.
+    #[arg(long, default_value_t = cairn_engine::backup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression: i32,
+    /// The file (%p).
+    path: PathBuf,
+}
+
+/// Restore one WAL file (restore_command = 'cairn wal fetch %f %p').
+///
+/// Exit 0: delivered, verified and durable at DEST (written to a temporary
+/// name, fsynced, renamed). Exit 1: the archive does not have this file (the
+/// normal end of recovery, or a .history probe; nothing is created). Exit
+/// 126 for every other failure (storage unreachable, corrupt object, wrong
+/// key, unknown stanza, bad arguments), so that PostgreSQL stops instead of
+/// ending recovery early.
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    stanza: StanzaArg,
+    /// The WAL file name (%f).
+    name: String,
+    /// Where to write it (%p).
+    dest: PathBuf,
+}
+
+/// Show what a stanza's archive holds: per timeline, the archived ranges, gaps,
+/// the earliest and latest commit times, restore points, backups and history.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Only this stanza [default: every stanza].
+    #[arg(long, env = "CAIRN_STANZA")]
+    stanza: Option<String>,
+    /// Also list every archived file name.
+    #[arg(long)]
+    list: bool,
+}
+
+/// Read back every archived file of a stanza and check it: authentication,
+/// blob ids, size and BLAKE3, and the segment facts recorded at push.
+/// Exits 5 if anything is wrong.
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    stanza: StanzaArg,
+}
+
+/// Exit status of `wal fetch` for anything but "not archived".
+pub const FETCH_FAILED: i32 = 126;
+
+pub async fn run(g: &Global, c: Command) -> Result<i32> {
+    match c {
+        Command::Push(a) => push(g, a).await,
+        Command::Fetch(a) => fetch(g, a).await,
+        Command::Show(a) => show(g, a).await,
+        Command::Verify(a) => verify(g, a).await,
+    }
+}
+
+fn require_key_file(g: &Global) -> Result<()> {
+    if g.key_file.is_none() && g.password_file.is_some() {
+        anyhow::bail!(
+            "wal push/fetch need a key file (--key-file, CAIRN_KEY_FILE or key_file in --config): a password would run \
+             Argon2 on every archive_command call; create one with `cairn key add --new-key-file FILE`"
+        );
+    }
+    Ok(())
+}
+
+async fn push(g: &Global, a: PushArgs) -> Result<i32> {
+    let stanza = a.stanza.get(g)?;
+    require_key_file(g)?;
+    let repo = g.open().await?;
+    let opts = PushOptions { compression_level: a.compression };
+    let r = wal::push(&repo, &stanza, &a.path, &opts).await?;
+    if g.json {
+        super::print_json(&r);
+    } else if g.verbose > 0 {
+        let what = if r.already_archived { "already archived" } else { "archived" };
+        eprintln!("{} {what} ({}, {} stored)", r.name, human_bytes(r.size), human_bytes(r.stored_bytes));
+    }
+    Ok(exit::OK)
+}
+
+async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
+    let stanza = a.stanza.get(g)?;
+    require_key_file(g)?;
+    let repo = g.open().await?;
+    match wal::fetch(&repo, &stanza, &a.name, &a.dest).await? {
+        FetchOutcome::Delivered { size, .. } => {
+            if g.json {
+                super::print_json(&serde_json::json!({ "name": a.name, "delivered": true, "size": size }));
+            }
+            Ok(exit::OK)
+        }
+        FetchOutcome::NotArchived => {
+            if g.json {
+                super::print_json(&serde_json::json!({ "name": a.name, "delivered": false }));
+            }
+            tracing::info!(name = %a.name, "not in the archive");
+            Ok(exit::FAILURE)
+        }
+    }
+}
+
+async fn show(g: &Global, a: ShowArgs) -> Result<i32> {
+    let repo = g.open().await?;
+    let stanzas = match a.stanza.or_else(|| g.stanza_from_config.clone()) {
+        Some(s) => vec![s],
+        None => wal::list_stanzas(&repo).await?,
+    };
+    let mut reports = Vec::new();
+    for s in &stanzas {
+        reports.push(wal::show(&repo, s, a.list).await?);
+    }
+    if g.json {
+        super::print_json(&reports);
+        return Ok(exit::OK);
+    }
+    if reports.is_empty() {
+        println!("no WAL archived in this repository");
+    }
+    for r in &reports {
+        print_stanza(r);
+    }
+    Ok(exit::OK)
+}
+
+fn print_stanza(r: &wal::StanzaReport) {
+    match &r.cluster {
+        Some(c) => println!(
+            "stanza {}: PostgreSQL {}, system {}, {} segments; {} files, {}",
+            r.stanza,
+            c.postgresql,
+            c.system_id,
+            human_bytes(c.segment_size.into()),
+            r.files,
+            human_bytes(r.bytes)
+        ),
+        None => println!("stanza {}: {} files, {}", r.stanza, r.files, human_bytes(r.bytes)),
+    }
+    for t in &r.timelines {
+        println!("  timeline {}: {} segments", t.timeline, t.segments);
+        for h in &t.history {
+            println!("    from timeline {} at {} ({})", h.timeline, h.switchpoint, h.reason);
+        }
+        for x in &t.ranges {
+            println!("    {} .. {} ({} segments, {} .. {})", x.first, x.last, x.segments, x.start_lsn, x.end_lsn);
+        }
+        for gap in &t.gaps {
+            println!("    GAP: {} segment(s) missing after {} (before {})", gap.missing, gap.after, gap.before);
+        }
+        if let (Some(a), Some(b)) = (&t.earliest_commit, &t.latest_commit) {
+            println!("    commits from {a} to {b}");
+        }
+        for p in &t.restore_points {
+            println!("    restore point {:?} at {} ({})", p.name, p.lsn, p.time.as_deref().unwrap_or("?"));
+        }
+        for b in &t.backups {
+            let get = |k: &str| b.get(k).map(String::as_str).unwrap_or("?");
+            println!(
+                "    base backup {:?}: start {}, stop {}",
+                get("LABEL"),
+                get("START WAL LOCATION"),
+                get("STOP WAL LOCATION")
+            );
+        }
+        for p in &t.partial {
+            println!("    partial: {p}");
+        }
+        for s in &t.stopped_early {
+            println!("    note: valid WAL ends before the end of {s}");
+        }
+    }
+    for p in &r.problems {
+        println!("  PROBLEM {}: {}", p.object, p.message);
+    }
+    if let Some(names) = &r.names {
+        for n in names {
+            println!("  {n}");
+        }
+    }
+}
+
+async fn verify(g: &Global, a: VerifyArgs) -> Result<i32> {
+    let stanza = a.stanza.get(g)?;
+    let repo = g.open().await?;
+    let r = wal::verify(&repo, &stanza).await?;
+    if g.json {
+        super::print_json(&r);
+    } else {
+        for p in &r.problems {
+            println!("{}: {}", p.object, p.message);
+        }
+        g.info(format!(
+            "{}: {} files, {} read back, {} problem(s)",
+            r.stanza,
+            r.files,
+            human_bytes(r.bytes),
+            r.problems.len()
+        ));
+    }
+    if r.problems.is_empty() {
+        Ok(exit::OK)
+    } else {
+        Err(cairn_engine::Error::CheckFailed(r.problems.len()).into())
+    }
+}

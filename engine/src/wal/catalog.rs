@@ -1,0 +1,324 @@
+//! The WAL catalogue: what a stanza's archive holds (`cairn wal show`) and
+//! whether every archived file still reads back intact (`cairn wal verify`).
+//!
+//! Everything here comes from the sealed manifests, so answering "what can
+//! I restore to" reads a few hundred bytes per segment, never the WAL.
+
+use std::collections::BTreeMap;
+
+use cairn_formats::pg::{Lsn, SegmentScanner, SegmentSize, WalFileName};
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::push::facts_of;
+use super::{get_named, load_stanza, validate_stanza, StanzaRecord, WalFileKind, WalManifest};
+use crate::check::Problem;
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+/// A contiguous run of archived segments.
+#[derive(Debug, Clone, Serialize)]
+pub struct Range {
+    /// First segment's name.
+    pub first: String,
+    /// Last segment's name.
+    pub last: String,
+    /// Segments in the run.
+    pub segments: u64,
+    /// Start LSN of the first segment.
+    pub start_lsn: String,
+    /// End LSN of the last segment.
+    pub end_lsn: String,
+    /// Time of the first commit in the run (RFC 3339).
+    pub first_commit: Option<String>,
+    /// Time of the last commit in the run.
+    pub last_commit: Option<String>,
+}
+
+/// Segments missing between two ranges.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gap {
+    /// The last segment before the gap.
+    pub after: String,
+    /// The first segment after it.
+    pub before: String,
+    /// How many segments are missing.
+    pub missing: u64,
+}
+
+/// A restore point.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestorePointInfo {
+    /// Its name.
+    pub name: String,
+    /// Its LSN.
+    pub lsn: String,
+    /// Its time.
+    pub time: Option<String>,
+}
+
+/// One ancestor in a timeline's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ancestor {
+    /// The parent timeline.
+    pub timeline: u32,
+    /// Where WAL left it.
+    pub switchpoint: String,
+    /// PostgreSQL's reason.
+    pub reason: String,
+}
+
+/// One timeline of a stanza.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TimelineReport {
+    /// Timeline id.
+    pub timeline: u32,
+    /// Complete segments archived.
+    pub segments: u64,
+    /// Contiguous runs of segments.
+    pub ranges: Vec<Range>,
+    /// Holes between runs.
+    pub gaps: Vec<Gap>,
+    /// Earliest commit time on the timeline.
+    pub earliest_commit: Option<String>,
+    /// Latest commit time on the timeline.
+    pub latest_commit: Option<String>,
+    /// Named restore points.
+    pub restore_points: Vec<RestorePointInfo>,
+    /// `.partial` files.
+    pub partial: Vec<String>,
+    /// `.backup` files with their `KEY: value` lines.
+    pub backups: Vec<BTreeMap<String, String>>,
+    /// Ancestors, from this timeline's `.history` file.
+    pub history: Vec<Ancestor>,
+    /// Segments in which valid WAL stops before the end.
+    pub stopped_early: Vec<String>,
+}
+
+/// What one stanza's archive holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StanzaReport {
+    /// Stanza name.
+    pub stanza: String,
+    /// The cluster it belongs to.
+    pub cluster: Option<StanzaRecord>,
+    /// Archived files of every kind.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Per timeline, ascending.
+    pub timelines: Vec<TimelineReport>,
+    /// Every archived file name, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// Manifests that could not be read.
+    pub problems: Vec<Problem>,
+}
+
+/// The result of `wal verify`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Stanza name.
+    pub stanza: String,
+    /// Files read back.
+    pub files: u64,
+    /// Bytes read back.
+    pub bytes: u64,
+    /// Anything here means verification failed.
+    pub problems: Vec<Problem>,
+}
+
+fn time(us: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+}
+
+fn lsn(v: u64) -> String {
+    Lsn(v).to_string()
+}
+
+/// Every manifest of a stanza, opened; failures become problems.
+async fn manifests(repo: &Repository, stanza: &str) -> Result<(Vec<(String, WalManifest)>, Vec<Problem>)> {
+    let keys: Vec<String> = repo
+        .store()
+        .list(&format!("wal/{stanza}"))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k.split('/').count() == 4)
+        .collect();
+    let mut out = Vec::with_capacity(keys.len());
+    let mut problems = Vec::new();
+    let mut fetched = futures::stream::iter(keys)
+        .map(|k| async move {
+            let r = get_named::<WalManifest>(repo, &k).await;
+            (k, r)
+        })
+        .buffered(32);
+    while let Some((k, r)) = fetched.next().await {
+        match r {
+            Ok(Some(m)) if k.ends_with(&format!("/{}", m.name)) => out.push((k, m)),
+            Ok(Some(m)) => problems.push(Problem { object: k, message: format!("manifest names {:?}", m.name) }),
+            Ok(None) => {}
+            Err(e) => problems.push(Problem { object: k, message: e.to_string() }),
+        }
+    }
+    Ok((out, problems))
+}
+
+/// Summarises a stanza's archive; `names` adds every file name.
+pub async fn show(repo: &Repository, stanza: &str, names: bool) -> Result<StanzaReport> {
+    validate_stanza(stanza)?;
+    let cluster = load_stanza(repo, stanza).await?;
+    let (all, problems) = manifests(repo, stanza).await?;
+    if cluster.is_none() && all.is_empty() && problems.is_empty() {
+        return Err(Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") });
+    }
+    let size = SegmentSize::new(cluster.as_ref().map_or(16 << 20, |c| u64::from(c.segment_size)))
+        .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
+    let mut by_tli: BTreeMap<u32, Vec<&WalManifest>> = BTreeMap::new();
+    for (_, m) in &all {
+        if let Ok(n) = WalFileName::parse(&m.name, size) {
+            by_tli.entry(n.timeline()).or_default().push(m);
+        }
+    }
+    let timelines = by_tli.into_iter().map(|(tli, files)| timeline_report(tli, files, size)).collect();
+    Ok(StanzaReport {
+        stanza: stanza.to_string(),
+        cluster,
+        files: all.len() as u64,
+        bytes: all.iter().map(|(_, m)| m.size).sum(),
+        timelines,
+        names: names.then(|| all.iter().map(|(_, m)| m.name.clone()).collect()),
+        problems,
+    })
+}
+
+fn timeline_report(tli: u32, files: Vec<&WalManifest>, size: SegmentSize) -> TimelineReport {
+    let mut r = TimelineReport { timeline: tli, ..Default::default() };
+    let mut segs: Vec<(u64, &WalManifest)> = Vec::new();
+    for m in files {
+        match m.kind {
+            WalFileKind::Segment => {
+                if let Ok(WalFileName::Segment(s)) = WalFileName::parse(&m.name, size) {
+                    segs.push((s.segno, m));
+                }
+            }
+            WalFileKind::Partial => r.partial.push(m.name.clone()),
+            WalFileKind::Backup => {
+                let mut b = m.backup.clone().unwrap_or_default();
+                b.insert("FILE".into(), m.name.clone());
+                r.backups.push(b);
+            }
+            WalFileKind::History => {
+                r.history = m
+                    .history
+                    .iter()
+                    .flatten()
+                    .map(|h| Ancestor {
+                        timeline: h.timeline,
+                        switchpoint: lsn(h.switchpoint),
+                        reason: h.reason.clone(),
+                    })
+                    .collect();
+            }
+        }
+    }
+    segs.sort_by_key(|(n, _)| *n);
+    r.segments = segs.len() as u64;
+    let seg_bytes = u64::from(size.bytes());
+    let mut i = 0;
+    while i < segs.len() {
+        let mut j = i + 1;
+        while j < segs.len() && segs[j].0 == segs[j - 1].0 + 1 {
+            j += 1;
+        }
+        let run = &segs[i..j];
+        let commits = run.iter().filter_map(|(_, m)| m.facts.as_ref());
+        let first_commit = commits.clone().find_map(|f| f.first_commit).map(|c| c.time_us);
+        let last_commit = commits.clone().filter_map(|f| f.last_commit).next_back().map(|c| c.time_us);
+        r.ranges.push(Range {
+            first: run[0].1.name.clone(),
+            last: run[run.len() - 1].1.name.clone(),
+            segments: run.len() as u64,
+            start_lsn: lsn(run[0].0 * seg_bytes),
+            end_lsn: lsn((run[run.len() - 1].0 + 1) * seg_bytes),
+            first_commit: first_commit.and_then(time),
+            last_commit: last_commit.and_then(time),
+        });
+        if j < segs.len() {
+            r.gaps.push(Gap {
+                after: run[run.len() - 1].1.name.clone(),
+                before: segs[j].1.name.clone(),
+                missing: segs[j].0 - segs[j - 1].0 - 1,
+            });
+        }
+        i = j;
+    }
+    let facts: Vec<_> = segs.iter().filter_map(|(_, m)| m.facts.as_ref().map(|f| (m, f))).collect();
+    r.earliest_commit = facts.iter().find_map(|(_, f)| f.first_commit).and_then(|c| time(c.time_us));
+    r.latest_commit = facts.iter().filter_map(|(_, f)| f.last_commit).next_back().and_then(|c| time(c.time_us));
+    for (m, f) in &facts {
+        r.restore_points.extend(f.restore_points.iter().map(|p| RestorePointInfo {
+            name: p.name.clone(),
+            lsn: lsn(p.lsn),
+            time: time(p.time_us),
+        }));
+        if f.stopped.is_some() {
+            r.stopped_early.push(m.name.clone());
+        }
+    }
+    r.partial.sort();
+    r
+}
+
+/// Reads back every archived file of a stanza: every blob authenticates and
+/// hashes to its id, every file to its recorded size and BLAKE3, and every
+/// segment's header and facts match what was recorded at push time.
+pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
+    validate_stanza(stanza)?;
+    let cluster = load_stanza(repo, stanza).await?;
+    let (all, problems) = manifests(repo, stanza).await?;
+    if cluster.is_none() && all.is_empty() && problems.is_empty() {
+        return Err(Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") });
+    }
+    let mut report = VerifyReport { stanza: stanza.into(), problems, ..Default::default() };
+    let cluster = &cluster;
+    let mut checks = futures::stream::iter(all)
+        .map(|(k, m)| async move {
+            let r = verify_one(repo, &k, &m, cluster.as_ref()).await;
+            (k, m.size, r)
+        })
+        .buffer_unordered(4);
+    while let Some((k, size, r)) = checks.next().await {
+        report.files += 1;
+        report.bytes += size;
+        if let Err(e) = r {
+            report.problems.push(Problem { object: k, message: e.to_string() });
+        }
+    }
+    report.problems.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok(report)
+}
+
+async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Option<&StanzaRecord>) -> Result<()> {
+    let Some(expected) = &m.facts else {
+        return super::fetch::read_verified(repo, key, m, |_| Ok(())).await;
+    };
+    if let Some(c) = cluster {
+        if c.system_id != expected.system_id {
+            return Err(Error::corrupt(key, None, format!("system id {} is not the stanza's", expected.system_id)));
+        }
+    }
+    let mut scanner = SegmentScanner::new(Default::default());
+    read_verified_scan(repo, key, m, &mut scanner).await?;
+    let facts = facts_of(&scanner.finish().map_err(|e| Error::corrupt(key, None, e.to_string()))?);
+    if &facts != expected {
+        return Err(Error::corrupt(key, None, "re-scanned facts differ from those recorded at push"));
+    }
+    Ok(())
+}
+
+async fn read_verified_scan(repo: &Repository, key: &str, m: &WalManifest, scanner: &mut SegmentScanner) -> Result<()> {
+    super::fetch::read_verified(repo, key, m, |p| scanner.push(p).map_err(|e| Error::corrupt(key, None, e.to_string())))
+        .await
+}

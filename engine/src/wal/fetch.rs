@@ -1,0 +1,146 @@
+//! `cairn wal fetch`: one archived WAL file back to where PostgreSQL wants it.
+//!
+//! "Not archived" ([`FetchOutcome::NotArchived`]) is only ever the answer
+//! when the repository opened, the stanza exists and the manifest object is
+//! absent. Every other failure is an error, which `restore_command` turns
+//! into an exit status that stops recovery instead of ending it early.
+//!
+//! The file is written to a temporary name beside the destination, checked
+//! (every blob's id and the whole file's BLAKE3 and size), fsynced and only
+//! then renamed into place, so PostgreSQL never sees a partial file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
+use crate::ids::pack_key;
+use crate::pack::open_blob;
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+/// What a fetch did.
+#[derive(Debug, Clone, Serialize)]
+pub enum FetchOutcome {
+    /// The file was written, durable, to the destination.
+    Delivered {
+        /// Its kind.
+        kind: WalFileKind,
+        /// Its size.
+        size: u64,
+    },
+    /// The archive does not have this file.
+    NotArchived,
+}
+
+/// The timeline in a WAL file name's first eight hex digits.
+fn timeline_of(name: &str) -> Result<u32> {
+    let bad = || Error::Config(format!("{name:?} is not a WAL file name"));
+    let t = name.get(..8).ok_or_else(bad)?;
+    if !t.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) || name.contains('/') {
+        return Err(bad());
+    }
+    match u32::from_str_radix(t, 16) {
+        Ok(0) | Err(_) => Err(bad()),
+        Ok(t) => Ok(t),
+    }
+}
+
+/// Reads an archived file's content, verified, passing it on in order.
+pub(crate) async fn read_verified(
+    repo: &Repository,
+    key: &str,
+    m: &WalManifest,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut hasher = blake3::Hasher::new();
+    let mut total = 0u64;
+    let mut i = 0;
+    while i < m.pieces.len() {
+        // Pieces of one pack are contiguous: one ranged read per pack.
+        let pack = &m.pieces[i].pack;
+        let j = i + m.pieces[i..].iter().take_while(|p| &p.pack == pack).count();
+        let mut entries = Vec::with_capacity(j - i);
+        for p in &m.pieces[i..j] {
+            let (pid, e) = p.entry().ok_or_else(|| Error::corrupt(key, None, "malformed piece reference"))?;
+            entries.push((pid, e));
+        }
+        let pid = entries[0].0;
+        let object = pack_key(&pid);
+        let start = u64::from(entries.iter().map(|(_, e)| e.offset).min().unwrap_or(0));
+        let end = entries.iter().map(|(_, e)| u64::from(e.offset) + u64::from(e.stored_len)).max().unwrap_or(start);
+        let bytes = repo.store().get_range(&object, start..end).await?;
+        let keys = repo.keys();
+        let plains: Vec<Vec<u8>> = tokio::task::block_in_place(|| {
+            entries
+                .par_iter()
+                .map(|(_, e)| {
+                    let s = (u64::from(e.offset) - start) as usize;
+                    open_blob(keys, &object, e, &bytes[s..s + e.stored_len as usize])
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for p in &plains {
+            hasher.update(p);
+            total += p.len() as u64;
+            sink(p)?;
+        }
+        i = j;
+    }
+    if total != m.size || hasher.finalize().to_hex().as_str() != m.blake3 {
+        return Err(Error::corrupt(
+            key,
+            None,
+            format!("content does not match the manifest (size {total}, manifest says {})", m.size),
+        ));
+    }
+    Ok(())
+}
+
+/// Fetches WAL file `name` of `stanza` to `dest`.
+pub async fn fetch(repo: &Repository, stanza: &str, name: &str, dest: &Path) -> Result<FetchOutcome> {
+    validate_stanza(stanza)?;
+    let key = manifest_key(stanza, timeline_of(name)?, name);
+    let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
+        // "Not archived" only for a stanza that exists: a typo in the stanza
+        // must stop recovery, not end it.
+        if load_stanza(repo, stanza).await?.is_none() {
+            return Err(Error::Config(format!(
+                "stanza {stanza:?} has no archived WAL in {} (check --stanza)",
+                repo.store().location()
+            )));
+        }
+        return Ok(FetchOutcome::NotArchived);
+    };
+    if m.name != name {
+        return Err(Error::corrupt(&key, None, format!("manifest names {:?}", m.name)));
+    }
+    let tmp = temp_path(dest)?;
+    let result = write_verified(repo, &key, &m, &tmp, dest).await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
+}
+
+fn temp_path(dest: &Path) -> Result<PathBuf> {
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Config(format!("{}: not a file path", dest.display())))?;
+    Ok(dest.with_file_name(format!(".{name}.cairn-{}.tmp", std::process::id())))
+}
+
+async fn write_verified(repo: &Repository, key: &str, m: &WalManifest, tmp: &Path, dest: &Path) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+    read_verified(repo, key, m, |piece| f.write_all(piece).map_err(|e| Error::io(tmp, e))).await?;
+    f.sync_all().map_err(|e| Error::io(tmp, e))?;
+    drop(f);
+    std::fs::rename(tmp, dest).map_err(|e| Error::io(dest, e))?;
+    let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    Ok(())
+}

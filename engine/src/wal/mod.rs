@@ -1,0 +1,349 @@
+//! PostgreSQL continuous archiving: `archive_command` ([`push`]),
+//! `restore_command` ([`fetch`]) and the WAL catalogue ([`catalog`]).
+//!
+//! # Why WAL bypasses the index and the snapshot machinery
+//! `archive_command` runs once per 16 MiB segment, often every few seconds,
+//! while a backup may hold the local index. So WAL commands never touch the
+//! index (design principle 3): a pushed file becomes one pack of its own plus
+//! one sealed manifest at `wal/<stanza>/<TLI>/<file name>`, written
+//! create-only *after* the pack is durable. The manifest is the commit point:
+//! a killed push leaves at most an unreferenced pack, never a name that
+//! serves partial content.
+//!
+//! WAL content does not repeat between segments, so content-defined chunking
+//! would cost CPU for no dedup; files are split at fixed [`PIECE`] boundaries
+//! instead, which lets compression and encryption run in parallel.
+//!
+//! # The stanza
+//! A stanza is one cluster's archive. The first segment pushed records the
+//! cluster's system identifier, segment size, page size and WAL version in
+//! `wal/<stanza>/stanza` (create-only); every later segment's long page
+//! header must agree, so WAL from another cluster is refused before anything
+//! is stored.
+//!
+//! # Sealing
+//! Manifests and the stanza record are sealed with their own object key as
+//! associated data: a manifest copied or renamed to another WAL name fails
+//! authentication instead of serving the wrong segment.
+
+pub mod catalog;
+pub mod fetch;
+pub mod push;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use cairn_formats::repo::{BlobEntry, BlobKind, Compression};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Id;
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+pub use catalog::{show, verify, StanzaReport, VerifyReport};
+pub use fetch::{fetch, FetchOutcome};
+pub use push::{push, PushOptions, PushReport};
+
+/// WAL files are stored in pieces of this many bytes (the last may be shorter).
+pub const PIECE: usize = 2 * 1024 * 1024;
+/// Version of the WAL manifest and stanza record.
+pub const WAL_MANIFEST_VERSION: u32 = 1;
+const SEALED_VERSION: u8 = 1;
+const AAD_PREFIX: &[u8] = b"cairn wal v1\0";
+
+/// Checks a stanza name: 1–64 of `[A-Za-z0-9._-]`, not starting with a dot.
+pub fn validate_stanza(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "invalid stanza name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
+        )))
+    }
+}
+
+/// The key of the stanza record.
+pub fn stanza_key(stanza: &str) -> String {
+    format!("wal/{stanza}/stanza")
+}
+
+/// The key of a WAL file's manifest.
+pub fn manifest_key(stanza: &str, timeline: u32, name: &str) -> String {
+    format!("wal/{stanza}/{timeline:08X}/{name}")
+}
+
+/// The four kinds of file PostgreSQL archives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WalFileKind {
+    /// A complete segment.
+    Segment,
+    /// The unfinished last segment of a timeline left by a promotion.
+    Partial,
+    /// A timeline history file.
+    History,
+    /// A backup history file.
+    Backup,
+}
+
+/// What the first segment of a stanza recorded about its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StanzaRecord {
+    /// [`WAL_MANIFEST_VERSION`].
+    pub version: u32,
+    /// The stanza name.
+    pub stanza: String,
+    /// The cluster's system identifier (a string: JSON numbers lose 64-bit precision).
+    pub system_id: String,
+    /// WAL segment size in bytes.
+    pub segment_size: u32,
+    /// WAL page size in bytes.
+    pub block_size: u32,
+    /// The WAL page magic.
+    pub wal_magic: u16,
+    /// PostgreSQL major version the magic belongs to.
+    pub postgresql: u32,
+    /// RFC 3339 time of the first push.
+    pub created: String,
+    /// Host of the first push.
+    pub host: String,
+}
+
+/// One stored piece of a WAL file: a blob in a pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    /// Pack id (hex).
+    pub pack: String,
+    /// Blob id (hex).
+    pub id: String,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Whether the blob is zstd-compressed.
+    pub zstd: bool,
+}
+
+impl Piece {
+    /// The pack id and blob entry this piece names; `None` when malformed.
+    pub fn entry(&self) -> Option<(Id, BlobEntry)> {
+        let pack = Id::from_hex(&self.pack)?;
+        let id = Id::from_hex(&self.id)?;
+        let compression = if self.zstd { Compression::Zstd } else { Compression::None };
+        let entry = BlobEntry {
+            id: id.0,
+            kind: BlobKind::Data,
+            compression,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+        };
+        Some((pack, entry))
+    }
+}
+
+/// A commit's position and time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitPoint {
+    /// LSN of the commit record.
+    pub lsn: u64,
+    /// `xact_time` as microseconds since the Unix epoch.
+    pub time_us: i64,
+    /// The transaction id.
+    pub xid: u32,
+}
+
+/// A named restore point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPoint {
+    /// The name given to `pg_create_restore_point`.
+    pub name: String,
+    /// LSN of the record.
+    pub lsn: u64,
+    /// Microseconds since the Unix epoch.
+    pub time_us: i64,
+}
+
+/// Facts parsed from a segment's records while it was pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentFacts {
+    /// PostgreSQL major version (from the page magic).
+    pub postgresql: u32,
+    /// System identifier (string for 64-bit safety).
+    pub system_id: String,
+    /// Timeline of the first page.
+    pub timeline: u32,
+    /// First LSN of the segment.
+    pub start_lsn: u64,
+    /// First record starting here.
+    pub first_record: Option<u64>,
+    /// Last record starting here.
+    pub last_record: Option<u64>,
+    /// Where the next record after the last complete one would start.
+    pub end_of_records: u64,
+    /// Complete, CRC-checked records starting here.
+    pub records: u64,
+    /// Commits (including commit-prepared).
+    pub commits: u64,
+    /// Aborts (including abort-prepared).
+    pub aborts: u64,
+    /// The first commit.
+    pub first_commit: Option<CommitPoint>,
+    /// The last commit.
+    pub last_commit: Option<CommitPoint>,
+    /// Smallest and largest committed xid, for `--target-xid` planning.
+    pub commit_xids: Option<(u32, u32)>,
+    /// Restore points.
+    pub restore_points: Vec<NamedPoint>,
+    /// `complete`, `switch` or `stopped`.
+    pub end: String,
+    /// Why valid WAL stopped early, for `stopped`.
+    pub stopped: Option<String>,
+}
+
+/// One line of a timeline history file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryLine {
+    /// The ancestor timeline.
+    pub timeline: u32,
+    /// The LSN at which WAL left it.
+    pub switchpoint: u64,
+    /// PostgreSQL's reason text.
+    pub reason: String,
+}
+
+/// The sealed manifest of one archived WAL file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalManifest {
+    /// [`WAL_MANIFEST_VERSION`].
+    pub version: u32,
+    /// The file name PostgreSQL gave it.
+    pub name: String,
+    /// Segment, partial, history or backup.
+    pub kind: WalFileKind,
+    /// Size in bytes.
+    pub size: u64,
+    /// BLAKE3 of the content (hex), checked on every fetch.
+    pub blake3: String,
+    /// RFC 3339 time of the push.
+    pub pushed: String,
+    /// Host that pushed it.
+    pub host: String,
+    /// Where the content is, in order.
+    pub pieces: Vec<Piece>,
+    /// Parsed segment facts (segments and partials).
+    pub facts: Option<SegmentFacts>,
+    /// Parsed history (history files).
+    pub history: Option<Vec<HistoryLine>>,
+    /// `KEY: value` lines (backup history files).
+    pub backup: Option<BTreeMap<String, String>>,
+}
+
+fn aad(key: &str) -> Vec<u8> {
+    [AAD_PREFIX, key.as_bytes()].concat()
+}
+
+/// Seals a WAL record bound to its key.
+pub(crate) fn seal_named(repo: &Repository, key: &str, value: &impl Serialize) -> Bytes {
+    let json = serde_json::to_vec(value).expect("WAL records serialize");
+    let mut out = Vec::with_capacity(json.len() + 64);
+    out.push(SEALED_VERSION);
+    repo.keys().seal_into(&aad(key), &json, &mut out);
+    Bytes::from(out)
+}
+
+/// Opens a WAL record read from `key`.
+pub(crate) fn open_named<T: serde::de::DeserializeOwned>(repo: &Repository, key: &str, bytes: &[u8]) -> Result<T> {
+    match bytes.first() {
+        Some(&SEALED_VERSION) => {}
+        Some(&v) => {
+            return Err(Error::UnsupportedVersion { object: key.into(), got: v.into(), known: SEALED_VERSION.into() })
+        }
+        None => return Err(Error::corrupt(key, Some(0), "empty object")),
+    }
+    let plain = repo.keys().open(&aad(key), &bytes[1..]).ok_or_else(|| {
+        Error::corrupt(
+            key,
+            None,
+            "authentication failed (tampered, moved from another name, or sealed with another key)",
+        )
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key, None, format!("not JSON: {e}")))?;
+    let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
+    if version != u64::from(WAL_MANIFEST_VERSION) {
+        return Err(Error::UnsupportedVersion { object: key.into(), got: version, known: WAL_MANIFEST_VERSION.into() });
+    }
+    serde_json::from_value(v).map_err(|e| Error::corrupt(key, None, format!("bad field: {e}")))
+}
+
+/// Reads a sealed WAL record; `Ok(None)` when it does not exist.
+pub(crate) async fn get_named<T: serde::de::DeserializeOwned>(repo: &Repository, key: &str) -> Result<Option<T>> {
+    match repo.store().get(key).await {
+        Ok(bytes) => open_named(repo, key, &bytes).map(Some),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The stanza record, if the stanza has archived a segment.
+pub async fn load_stanza(repo: &Repository, stanza: &str) -> Result<Option<StanzaRecord>> {
+    validate_stanza(stanza)?;
+    get_named(repo, &stanza_key(stanza)).await
+}
+
+/// Stanzas with anything archived, sorted.
+pub async fn list_stanzas(repo: &Repository) -> Result<Vec<String>> {
+    let mut out: Vec<String> = repo
+        .store()
+        .list("wal")
+        .await?
+        .into_iter()
+        .filter_map(|o| o.key.split('/').nth(1).map(str::to_string))
+        .collect();
+    out.dedup();
+    Ok(out)
+}
+
+/// Pack ids that WAL manifests reference, over every stanza; for `check`
+/// and `index rebuild`, which must not call WAL packs unreferenced.
+/// Manifests that do not open are returned as problems `(key, message)`.
+pub async fn referenced_packs(
+    repo: &Repository,
+) -> Result<(std::collections::HashSet<Id>, u64, Vec<(String, String)>)> {
+    use futures::StreamExt;
+    let keys: Vec<String> =
+        repo.store().list("wal").await?.into_iter().map(|o| o.key).filter(|k| k.split('/').count() == 4).collect();
+    let count = keys.len() as u64;
+    let mut packs = std::collections::HashSet::new();
+    let mut problems = Vec::new();
+    let mut fetched = futures::stream::iter(keys)
+        .map(|k| async move {
+            let r = get_named::<WalManifest>(repo, &k).await;
+            (k, r)
+        })
+        .buffer_unordered(16);
+    while let Some((k, r)) = fetched.next().await {
+        match r {
+            Ok(Some(m)) => {
+                for p in &m.pieces {
+                    match Id::from_hex(&p.pack) {
+                        Some(id) => {
+                            packs.insert(id);
+                        }
+                        None => problems.push((k.clone(), format!("malformed pack id {:?}", p.pack))),
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => problems.push((k, e.to_string())),
+        }
+    }
+    Ok((packs, count, problems))
+}

@@ -1,0 +1,425 @@
+//! `cairn wal push`: one WAL file into the archive, acknowledged only when
+//! durable.
+//!
+//! Order of work, each step a gate for the next:
+//! 1. The name must be a WAL file name; a segment's long page header must
+//!    agree with the stanza (system id, segment size, page size, version) and
+//!    its size must be the segment size.
+//! 2. If the name is already archived, the file is only hashed: identical
+//!    content succeeds without writing, different content is refused
+//!    ([`Error::Conflict`]) and the stored copy is untouched.
+//! 3. Otherwise the file is read once: hashed and scanned for facts on one
+//!    thread while its pieces are compressed and sealed on the others; the
+//!    pack is written durably, then the manifest create-only.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use cairn_formats::pg::{
+    parse_timeline_history, ScanEnd, ScanOptions, SegmentHeader, SegmentScanner, SegmentSize, SegmentSummary,
+    WalFileName,
+};
+use cairn_formats::repo::BlobKind;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{
+    get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
+    NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
+};
+use crate::pack::{seal_blob, PackBuilder, SealedPack};
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+/// Pieces sealed in parallel per step (16 MiB).
+const BATCH: usize = 8;
+/// History and backup history files are a few hundred bytes; anything this
+/// large is not one.
+const MAX_TEXT_FILE: u64 = 1 << 20;
+const DEFAULT_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
+
+/// How to push.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// zstd level for the pieces.
+    pub compression_level: i32,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions { compression_level: crate::backup::DEFAULT_COMPRESSION_LEVEL }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PushReport {
+    /// The file name.
+    pub name: String,
+    /// Its kind.
+    pub kind: WalFileKind,
+    /// Its size.
+    pub size: u64,
+    /// True when the same content was already archived (nothing written).
+    pub already_archived: bool,
+    /// Bytes written to the store (pack and manifest).
+    pub stored_bytes: u64,
+    /// The manifest's key.
+    pub object: String,
+}
+
+/// The kind of a WAL file from its name's suffix.
+pub fn kind_of(name: &str) -> WalFileKind {
+    if name.ends_with(".partial") {
+        WalFileKind::Partial
+    } else if name.ends_with(".history") {
+        WalFileKind::History
+    } else if name.ends_with(".backup") {
+        WalFileKind::Backup
+    } else {
+        WalFileKind::Segment
+    }
+}
+
+fn read_piece(f: &mut File, path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(PIECE);
+    f.by_ref().take(PIECE as u64).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+    Ok(buf)
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Refuses a segment whose long header disagrees with the stanza.
+fn check_against_stanza(rec: &StanzaRecord, h: &SegmentHeader, path: &Path) -> Result<()> {
+    let mut diffs = Vec::new();
+    if rec.system_id != h.system_id.to_string() {
+        diffs.push(format!("system identifier {} (the stanza's is {})", h.system_id, rec.system_id));
+    }
+    if rec.segment_size != h.segment_size {
+        diffs.push(format!("segment size {} (the stanza's is {})", h.segment_size, rec.segment_size));
+    }
+    if rec.block_size != h.block_size {
+        diffs.push(format!("page size {} (the stanza's is {})", h.block_size, rec.block_size));
+    }
+    if rec.wal_magic != h.version.magic() {
+        diffs.push(format!("WAL magic {:#06X} (the stanza's is {:#06X})", h.version.magic(), rec.wal_magic));
+    }
+    if diffs.is_empty() {
+        return Ok(());
+    }
+    Err(Error::conflict(
+        shown(path),
+        format!(
+            "this WAL is from another cluster than stanza {:?} was created for: {}; nothing was stored",
+            rec.stanza,
+            diffs.join(", ")
+        ),
+    ))
+}
+
+fn new_record(stanza: &str, h: &SegmentHeader) -> StanzaRecord {
+    StanzaRecord {
+        version: WAL_MANIFEST_VERSION,
+        stanza: stanza.to_string(),
+        system_id: h.system_id.to_string(),
+        segment_size: h.segment_size,
+        block_size: h.block_size,
+        wal_magic: h.version.magic(),
+        postgresql: h.version.major(),
+        created: chrono::Utc::now().to_rfc3339(),
+        host: crate::hostname(),
+    }
+}
+
+/// Archives the WAL file at `path` under `stanza`. Returns only once the
+/// file is durable in the store (or already was).
+pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptions) -> Result<PushReport> {
+    validate_stanza(stanza)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Config(format!("{}: not a WAL file name", shown(path))))?
+        .to_string();
+    let kind = kind_of(&name);
+    let record = load_stanza(repo, stanza).await?;
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let first = read_piece(&mut file, path)?;
+
+    // 1. What is this file, and does it belong to the stanza?
+    let header = match kind {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            let h = SegmentHeader::parse(&first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
+            if let Some(rec) = &record {
+                check_against_stanza(rec, &h, path)?;
+            }
+            Some(h)
+        }
+        WalFileKind::History | WalFileKind::Backup => {
+            if size > MAX_TEXT_FILE {
+                return Err(Error::corrupt(
+                    shown(path),
+                    None,
+                    format!("{size} bytes is too large for a {kind:?} file"),
+                ));
+            }
+            None
+        }
+    };
+    let seg_bytes =
+        header.map(|h| h.segment_size).or(record.as_ref().map(|r| r.segment_size)).unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let seg_size = SegmentSize::new(seg_bytes.into())
+        .map_err(|e| Error::corrupt(shown(path), Some(0), format!("segment size: {e}")))?;
+    let parsed = WalFileName::parse(&name, seg_size).map_err(|e| Error::Config(format!("{}: {e}", shown(path))))?;
+    match kind {
+        WalFileKind::Segment if size != u64::from(seg_bytes) => {
+            return Err(Error::corrupt(
+                shown(path),
+                None,
+                format!("{size} bytes, but this cluster's segments are {seg_bytes} bytes"),
+            ));
+        }
+        WalFileKind::Partial if size > u64::from(seg_bytes) => {
+            return Err(Error::corrupt(shown(path), None, format!("{size} bytes, more than a segment ({seg_bytes})")));
+        }
+        _ => {}
+    }
+    let key = manifest_key(stanza, parsed.timeline(), &name);
+
+    // 2. Already archived?
+    if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&first);
+        let mut buf = first;
+        loop {
+            buf.clear();
+            let n = file.by_ref().take(PIECE as u64).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf);
+        }
+        let hash = hasher.finalize().to_hex().to_string();
+        return same_or_conflict(&existing, &key, size, &hash, path, kind, name);
+    }
+
+    // 3. Read once: hash and scan on one thread, seal on the others.
+    let scan_opts = ScanOptions {
+        start: parsed.segment().and_then(|s| s.start_lsn(seg_size)),
+        timeline: Some(parsed.timeline()),
+        system_id: header.map(|h| h.system_id),
+        segment_size: Some(seg_bytes),
+        block_size: header.map(|h| h.block_size),
+    };
+    let mut scanner = header.map(|_| SegmentScanner::new(scan_opts));
+    let mut hasher = blake3::Hasher::new();
+    let mut text = Vec::new();
+    let keys = repo.keys();
+    let level = opts.compression_level;
+    let target = repo.config().pack_target as usize;
+    let mut builder = PackBuilder::new(target.min(size as usize + 4096));
+    let mut packs: Vec<SealedPack> = Vec::new();
+    let mut batch = vec![first];
+    let mut eof = false;
+    while !batch.is_empty() {
+        while !eof && batch.len() < BATCH {
+            let p = read_piece(&mut file, path)?;
+            eof = p.len() < PIECE;
+            if !p.is_empty() {
+                batch.push(p);
+            }
+        }
+        let (scanned, sealed) = tokio::task::block_in_place(|| {
+            rayon::join(
+                || -> Result<()> {
+                    for p in &batch {
+                        hasher.update(p);
+                        if let Some(s) = scanner.as_mut() {
+                            s.push(p).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
+                        } else {
+                            text.extend_from_slice(p);
+                        }
+                    }
+                    Ok(())
+                },
+                || {
+                    batch
+                        .par_iter()
+                        .map(|p| seal_blob(keys, keys.blob_id(p), BlobKind::Data, level, p))
+                        .collect::<Vec<_>>()
+                },
+            )
+        });
+        scanned?;
+        for b in sealed {
+            if !builder.is_empty() && builder.len() + b.sealed.len() > target {
+                let full = std::mem::replace(&mut builder, PackBuilder::new(target));
+                packs.push(full.finish(keys));
+            }
+            builder.push(&b);
+        }
+        batch.clear();
+    }
+    if !builder.is_empty() {
+        packs.push(builder.finish(keys));
+    }
+    let hash = hasher.finalize().to_hex().to_string();
+
+    let mut manifest = WalManifest {
+        version: WAL_MANIFEST_VERSION,
+        name: name.clone(),
+        kind,
+        size,
+        blake3: hash.clone(),
+        pushed: chrono::Utc::now().to_rfc3339(),
+        host: crate::hostname(),
+        pieces: Vec::new(),
+        facts: None,
+        history: None,
+        backup: None,
+    };
+    match kind {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            let scanner = scanner.expect("segments are scanned");
+            match scanner.finish() {
+                Ok(s) => manifest.facts = Some(facts_of(&s)),
+                Err(e) if kind == WalFileKind::Segment => {
+                    return Err(Error::corrupt(shown(path), None, e.to_string()));
+                }
+                Err(e) => tracing::warn!(file = %shown(path), error = %e, "partial segment: no facts recorded"),
+            }
+            if let Some(f) = &manifest.facts {
+                if let Some(reason) = &f.stopped {
+                    if kind == WalFileKind::Segment {
+                        tracing::warn!(file = %shown(path), %reason, "valid WAL ends before the end of this segment; archived as is");
+                    }
+                }
+            }
+        }
+        WalFileKind::History => {
+            let lines = parse_timeline_history(&text, Some(parsed.timeline()))
+                .map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
+            manifest.history = Some(
+                lines
+                    .into_iter()
+                    .map(|l| HistoryLine { timeline: l.timeline, switchpoint: l.switchpoint.0, reason: l.reason })
+                    .collect(),
+            );
+        }
+        WalFileKind::Backup => manifest.backup = Some(parse_backup_history(&text)),
+    }
+
+    // The stanza record comes with the first segment.
+    if let (None, Some(h)) = (&record, &header) {
+        let rec = new_record(stanza, h);
+        let skey = stanza_key(stanza);
+        match repo.store().put_create(&skey, seal_named(repo, &skey, &rec)).await {
+            Ok(()) => {}
+            Err(Error::AlreadyExists { .. }) => {
+                let now = load_stanza(repo, stanza).await?.ok_or_else(|| Error::NotFound { what: skey.clone() })?;
+                check_against_stanza(&now, h, path)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // Packs durable first, then the manifest: the manifest is the commit.
+    let mut stored = 0u64;
+    for p in &packs {
+        let pid = p.id.to_hex();
+        repo.store().put(&crate::ids::pack_key(&p.id), p.bytes.clone()).await?;
+        stored += p.bytes.len() as u64;
+        manifest.pieces.extend(p.entries.iter().map(|e| Piece {
+            pack: pid.clone(),
+            id: hex::encode(e.id),
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
+        }));
+    }
+    let sealed = seal_named(repo, &key, &manifest);
+    stored += sealed.len() as u64;
+    match repo.store().put_create(&key, sealed).await {
+        Ok(()) => Ok(PushReport { name, kind, size, already_archived: false, stored_bytes: stored, object: key }),
+        Err(Error::AlreadyExists { .. }) => {
+            // Another push of the same name won the race.
+            let existing =
+                get_named::<WalManifest>(repo, &key).await?.ok_or_else(|| Error::NotFound { what: key.clone() })?;
+            same_or_conflict(&existing, &key, size, &hash, path, kind, name)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn same_or_conflict(
+    existing: &WalManifest,
+    key: &str,
+    size: u64,
+    hash: &str,
+    path: &Path,
+    kind: WalFileKind,
+    name: String,
+) -> Result<PushReport> {
+    if existing.size == size && existing.blake3 == hash {
+        return Ok(PushReport { name, kind, size, already_archived: true, stored_bytes: 0, object: key.to_string() });
+    }
+    Err(Error::conflict(
+        shown(path),
+        format!(
+            "{key} is already archived with different content (stored: {} bytes, BLAKE3 {}…; offered: {size} bytes, BLAKE3 {}…); the stored copy is unchanged",
+            existing.size,
+            &existing.blake3[..16.min(existing.blake3.len())],
+            &hash[..16],
+        ),
+    ))
+}
+
+/// The facts a manifest keeps from a scan.
+pub(crate) fn facts_of(s: &SegmentSummary) -> SegmentFacts {
+    let to_us = |t: i64| cairn_formats::pg::timestamptz_to_unix_micros(t).unwrap_or(i64::MIN);
+    let commits: Vec<_> = s.xacts.iter().filter(|x| x.kind.is_commit()).collect();
+    let point = |x: &&cairn_formats::pg::XactEvent| CommitPoint { lsn: x.lsn.0, time_us: to_us(x.time), xid: x.xid };
+    let xids = commits.iter().map(|x| x.xid);
+    let commit_xids = xids.clone().min().zip(xids.max());
+    let (end, stopped) = match &s.end {
+        ScanEnd::Complete => ("complete", None),
+        ScanEnd::Switch { .. } => ("switch", None),
+        ScanEnd::Stopped { error } => ("stopped", Some(error.to_string())),
+    };
+    SegmentFacts {
+        postgresql: s.header.version.major(),
+        system_id: s.header.system_id.to_string(),
+        timeline: s.header.timeline,
+        start_lsn: s.header.start.0,
+        first_record: s.first_record.map(|l| l.0),
+        last_record: s.last_record.map(|l| l.0),
+        end_of_records: s.end_of_records.0,
+        records: s.records,
+        commits: commits.len() as u64,
+        aborts: (s.xacts.len() - commits.len()) as u64,
+        first_commit: commits.first().map(point),
+        last_commit: commits.last().map(point),
+        commit_xids,
+        restore_points: s
+            .restore_points
+            .iter()
+            .map(|r| NamedPoint { name: r.name.clone(), lsn: r.lsn.0, time_us: to_us(r.time) })
+            .collect(),
+        end: end.to_string(),
+        stopped,
+    }
+}
+
+/// `KEY: value` lines of a backup history file (`START WAL LOCATION`,
+/// `STOP WAL LOCATION`, `LABEL`, …).
+pub(crate) fn parse_backup_history(text: &[u8]) -> std::collections::BTreeMap<String, String> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
