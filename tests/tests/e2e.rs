@@ -6,6 +6,8 @@ mod cli;
 mod conformance;
 mod crash;
 mod index_cache;
+mod pg_harness;
 mod producer;
 mod roundtrip;
 mod tamper;
+mod wal;

@@ -1,0 +1,352 @@
+//! `cairn wal push` / `wal fetch` as PostgreSQL 15's archive_command and
+//! restore_command, against a real server, on a local repository and on S3
+//! (moto): everything PostgreSQL archives is in the catalogue, and a
+//! recovery from a file-level copy fetches every segment it needs.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use cairn_tests::moto::Moto;
+use cairn_tests::pg::{self, Cluster};
+use cairn_tests::repo::{cairn_bin, code};
+use cairn_tests::TestRepo;
+use rand::{Rng, SeedableRng};
+
+/// A repository, a key file and a config file that the PostgreSQL user can
+/// read, and a copy of the binary it can execute.
+struct Archive {
+    repo: TestRepo,
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Archive {
+    fn new(s3: Option<&Moto>) -> Archive {
+        let shared = pg::shared_dir();
+        let (url, env) = match s3 {
+            None => (shared.path().join("repo").to_string_lossy().into_owned(), Vec::new()),
+            Some(m) => {
+                let bucket = format!("wal{}", rand::random::<u32>());
+                m.create_bucket(&bucket);
+                (format!("s3://{bucket}/cairn"), m.env())
+            }
+        };
+        let repo = TestRepo::at(shared, url, env);
+        repo.ok(&["init"]);
+        let root = repo.dir.path().to_path_buf();
+        let bin = root.join("cairn");
+        std::fs::copy(cairn_bin(), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let config = root.join("cairn.toml");
+        std::fs::write(
+            &config,
+            format!("repo = {:?}\nkey_file = {:?}\nstanza = \"main\"\n", repo.url, repo.key.to_str().unwrap()),
+        )
+        .unwrap();
+        pg::chown_to_user(&root);
+        assert_eq!(std::fs::metadata(&repo.key).unwrap().permissions().mode() & 0o777, 0o600);
+        Archive { repo, bin, config }
+    }
+
+    fn root(&self) -> &Path {
+        self.repo.dir.path()
+    }
+
+    fn conf(&self) -> String {
+        let push = format!("{} --config {} wal push %p", self.bin.display(), self.config.display());
+        let fetch = format!("{} --config {} wal fetch %f %p", self.bin.display(), self.config.display());
+        format!(
+            "archive_mode = on\narchive_command = {}\nrestore_command = {}\n",
+            pg::conf_string(&push),
+            pg::conf_string(&fetch)
+        )
+    }
+
+    fn show(&self) -> serde_json::Value {
+        let v = self.repo.json(&["wal", "show", "--stanza", "main", "--list"]);
+        v.as_array().unwrap()[0].clone()
+    }
+}
+
+fn b3(path: &Path) -> String {
+    blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
+}
+
+fn archive_and_recover(s3: Option<&Moto>) {
+    let a = Archive::new(s3);
+    let env: Vec<(&str, String)> = a.repo.env.clone();
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf());
+    src.start(&env);
+    src.sql("CREATE TABLE marker (id int primary key, at timestamptz default clock_timestamp())");
+    src.pgbench(&["-i", "-s", "4", "-q"]);
+    let copy = a.root().join("copy");
+    src.hot_copy(&copy);
+    src.pgbench(&["-c", "2", "-t", "1500", "-n"]);
+    for i in 0..3 {
+        src.sql(&format!("INSERT INTO marker (id) SELECT g FROM generate_series({}, {}) g", i * 100, i * 100 + 99));
+        src.switch_wal();
+    }
+    src.sql("INSERT INTO marker (id) VALUES (1000)");
+    let last = src.switch_wal();
+    let arch = src.wait_archived(&last, Duration::from_secs(120));
+    assert_eq!(arch.failed_count, 0, "archive_command failed: {}", src.log_tail(40));
+    let history = src.sql("SELECT count(*) FROM pgbench_history");
+    let balance = src.sql("SELECT sum(abalance) FROM pgbench_accounts");
+    let markers = src.sql("SELECT count(*) FROM marker");
+    assert_eq!(markers, "301");
+
+    // Every file PostgreSQL reports archived is in the catalogue, and the
+    // archive of timeline 1 has no gap.
+    let show = a.show();
+    let names: Vec<String> = show["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().into()).collect();
+    assert_eq!(names.len() as u64, arch.archived_count, "catalogue {names:?} vs pg_stat_archiver {arch:?}");
+    assert!(names.contains(&last), "{last} missing from {names:?}");
+    assert_eq!(show["cluster"]["system_id"], src.system_id().to_string());
+    let tl1 = &show["timelines"][0];
+    assert_eq!(tl1["timeline"], 1);
+    assert_eq!(tl1["gaps"].as_array().unwrap().len(), 0, "{tl1}");
+    assert!(tl1["latest_commit"].is_string(), "{tl1}");
+    let backups = tl1["backups"].as_array().unwrap();
+    assert_eq!(backups.len(), 1, "the hot copy's .backup file: {tl1}");
+    assert_eq!(backups[0]["LABEL"], "cairn-test");
+    src.stop();
+    a.repo.ok(&["wal", "verify", "--stanza", "main"]);
+
+    // Recovery from the copy, whose pg_wal is empty: every segment comes
+    // through restore_command, up to the end of the archive.
+    let mut rec = Cluster::from_copy(copy, a.root(), "recovery_target_timeline = 'latest'\n");
+    rec.touch_recovery_signal();
+    rec.start(&env);
+    rec.wait_until_promoted(Duration::from_secs(300));
+    assert_eq!(rec.sql("SELECT count(*) FROM pgbench_history"), history);
+    assert_eq!(rec.sql("SELECT sum(abalance) FROM pgbench_accounts"), balance);
+    assert_eq!(rec.sql("SELECT count(*) FROM marker"), markers);
+    let log = rec.log_text();
+    let restored: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.split("restored log file \"").nth(1))
+        .filter_map(|r| r.split('"').next())
+        .collect();
+    let segments: Vec<&String> = names.iter().filter(|n| n.len() == 24).collect();
+    let first_needed = restored.iter().min().expect("nothing restored from the archive");
+    for s in segments.iter().filter(|s| s.as_str() >= *first_needed) {
+        assert!(restored.contains(&s.as_str()), "{s} was not restored; restored {restored:?}");
+    }
+    assert!(restored.contains(&last.as_str()), "recovery did not reach the last archived segment {last}");
+    assert!(log.contains("archive recovery complete"), "{}", rec.log_tail(40));
+
+    // The promoted cluster archives timeline 2's history file to the same stanza.
+    rec.sql("SELECT pg_switch_wal()");
+    rec.wait_for("00000002.history in the archive", Duration::from_secs(60), |_| {
+        a.show()["names"].as_array().unwrap().iter().any(|n| n == "00000002.history")
+    });
+    let show = a.show();
+    let tl2 = show["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 2).cloned().unwrap();
+    assert_eq!(tl2["history"][0]["timeline"], 1, "{tl2}");
+    rec.stop();
+    a.repo.ok(&["wal", "verify", "--stanza", "main"]);
+    let check = a.repo.json(&["check"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+    assert_eq!(check["unreferenced_packs"].as_array().unwrap().len(), 0, "{check}");
+    assert!(check["wal_files"].as_u64().unwrap() >= arch.archived_count);
+}
+
+#[test]
+fn archive_command_and_recovery_local() {
+    archive_and_recover(None);
+}
+
+#[test]
+fn archive_command_and_recovery_s3() {
+    let moto = Moto::start();
+    archive_and_recover(Some(&moto));
+}
+
+/// A cluster initialised but never started: initdb leaves a complete first
+/// segment in pg_wal, which is all the refusal tests need.
+fn first_segment(root: &Path, name: &str) -> PathBuf {
+    let c = Cluster::init(root, name, 16, "");
+    c.data.join("pg_wal/000000010000000000000001")
+}
+
+fn wal(a: &Archive, args: &[&str]) -> Output {
+    a.repo.run(&[&["wal"], args].concat())
+}
+
+#[test]
+fn push_is_idempotent_and_refuses_conflicts() {
+    let a = Archive::new(None);
+    let seg = first_segment(a.root(), "one");
+    let other = first_segment(a.root(), "two");
+    let seg_s = seg.to_str().unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", seg_s]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wal(&a, &["push", "--stanza", "main", "--json", seg_s]);
+    assert_eq!(code(&out), 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["already_archived"], true, "{r}");
+    let stored = a.repo.objects("wal/main/00000001");
+    let stored_bytes: Vec<Vec<u8>> = stored.iter().map(|p| std::fs::read(p).unwrap()).collect();
+
+    // Same name, one byte changed: refused, stored copy untouched.
+    let dir = a.root().join("modified");
+    std::fs::create_dir(&dir).unwrap();
+    let modified = dir.join("000000010000000000000001");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[8 << 20] ^= 1;
+    std::fs::write(&modified, &bytes).unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", modified.to_str().unwrap()]);
+    assert_eq!(code(&out), 8, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already archived with different content"));
+    let now: Vec<Vec<u8>> = stored.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(now, stored_bytes);
+    let dest = a.root().join("fetched");
+    let out = wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", dest.to_str().unwrap()]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(b3(&dest), b3(&seg));
+
+    // Another cluster's segment under a new name: refused by the stanza check.
+    let dir = a.root().join("other");
+    std::fs::create_dir(&dir).unwrap();
+    let foreign = dir.join("000000010000000000000002");
+    std::fs::copy(&other, &foreign).unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", foreign.to_str().unwrap()]);
+    assert_eq!(code(&out), 8);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("system identifier") && err.contains("another cluster"), "{err}");
+    assert!(!a.root().join("repo/wal/main/00000001/000000010000000000000002").exists());
+
+    // A truncated segment is refused; a .partial of any length is accepted.
+    let short = a.root().join("short");
+    std::fs::create_dir(&short).unwrap();
+    std::fs::write(short.join("000000010000000000000003"), &bytes[..1 << 20]).unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", short.join("000000010000000000000003").to_str().unwrap()]);
+    assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stderr));
+    let partial = a.root().join("000000010000000000000001.partial");
+    std::fs::copy(&seg, &partial).unwrap();
+    assert_eq!(code(&wal(&a, &["push", "--stanza", "main", partial.to_str().unwrap()])), 0);
+    let dest = a.root().join("partial.out");
+    assert_eq!(
+        code(&wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001.partial", dest.to_str().unwrap()])),
+        0
+    );
+    assert_eq!(b3(&dest), b3(&seg));
+
+    // A timeline history file is parsed and kept.
+    let hist = a.root().join("00000002.history");
+    std::fs::write(&hist, "1\t0/1000028\tno recovery target specified\n").unwrap();
+    assert_eq!(code(&wal(&a, &["push", "--stanza", "main", hist.to_str().unwrap()])), 0);
+    let show = a.show();
+    let tl2 = show["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 2).cloned().unwrap();
+    assert_eq!(tl2["history"][0]["switchpoint"], "0/1000028");
+}
+
+#[test]
+fn fetch_exit_codes_tell_missing_from_failure() {
+    let a = Archive::new(None);
+    let seg = first_segment(a.root(), "one");
+    assert_eq!(code(&wal(&a, &["push", "--stanza", "main", seg.to_str().unwrap()])), 0);
+    let out_dir = a.root().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let dest = out_dir.join("RECOVERYHISTORY");
+    let d = dest.to_str().unwrap();
+
+    // Not archived: exit 1, and nothing is created.
+    assert_eq!(code(&wal(&a, &["fetch", "--stanza", "main", "00000002.history", d])), 1);
+    assert_eq!(code(&wal(&a, &["fetch", "--stanza", "main", "000000010000000000000009", d])), 1);
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0);
+
+    // Everything else: ≥ 126, so PostgreSQL stops instead of promoting.
+    let failing = |what: &str, out: Output| {
+        assert!(code(&out) >= 126, "{what}: exit {} ({})", code(&out), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 0, "{what} left a file");
+    };
+    failing("unknown stanza", wal(&a, &["fetch", "--stanza", "mian", "000000010000000000000001", d]));
+    failing("missing argument", wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001"]));
+    let mut c = a.repo.cmd(&["wal", "fetch", "--stanza", "main", "000000010000000000000001", d]);
+    c.env("CAIRN_REPO", a.root().join("no-such-repo"));
+    failing("missing repository", c.output().unwrap());
+
+    // S3 endpoint where nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut c = a.repo.cmd(&["wal", "fetch", "--stanza", "main", "000000010000000000000001", d]);
+    c.env("CAIRN_REPO", "s3://nowhere/cairn")
+        .env("AWS_ACCESS_KEY_ID", "x")
+        .env("AWS_SECRET_ACCESS_KEY", "x")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"));
+    let t = Instant::now();
+    failing("unreachable store", c.output().unwrap());
+    eprintln!("unreachable store failed after {:?}", t.elapsed());
+
+    // Wrong key.
+    let other_key = a.root().join("other.key");
+    let mut c = a.repo.cmd(&["init"]);
+    c.env("CAIRN_REPO", a.root().join("other-repo")).env("CAIRN_KEY_FILE", &other_key);
+    assert!(c.output().unwrap().status.success());
+    let mut c = a.repo.cmd(&["wal", "fetch", "--stanza", "main", "000000010000000000000001", d]);
+    c.env("CAIRN_KEY_FILE", &other_key);
+    failing("wrong key", c.output().unwrap());
+
+    // A corrupted pack: caught, nothing delivered.
+    for p in a.repo.objects("packs") {
+        let mut b = std::fs::read(&p).unwrap();
+        b[100] ^= 0xff;
+        std::fs::write(&p, b).unwrap();
+    }
+    failing("corrupt pack", wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", d]));
+    let out = wal(&a, &["verify", "--stanza", "main"]);
+    assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn sigkill_during_push_never_serves_partial_content() {
+    let a = Archive::new(None);
+    let root = a.root().to_path_buf();
+    let seg = first_segment(&root, "one");
+    let want = std::fs::read(&seg).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
+    // Each round pushes the same content under a new segment name of a
+    // fresh stanza, so the first push of every round is a real write.
+    let t = Instant::now();
+    assert_eq!(code(&wal(&a, &["push", "--stanza", "probe", seg.to_str().unwrap()])), 0);
+    let full = t.elapsed().as_millis() as u64;
+    let mut interrupted = 0;
+    for round in 0..15 {
+        let stanza = format!("kill{round}");
+        let delay = Duration::from_millis(rng.gen_range(1..full.max(3)));
+        let mut child = a
+            .repo
+            .cmd(&["wal", "push", "--stanza", &stanza, seg.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let dest = root.join(format!("after-kill-{round}"));
+        let out = wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest.to_str().unwrap()]);
+        match code(&out) {
+            0 => assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content served"),
+            // Killed before the stanza record: the stanza does not exist yet.
+            1 | 126 => assert!(!dest.exists(), "round {round}: a file was created"),
+            c => panic!("round {round}: fetch exit {c}: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+        assert_eq!(code(&wal(&a, &["push", "--stanza", &stanza, seg.to_str().unwrap()])), 0, "round {round}");
+        let dest2 = root.join(format!("after-repush-{round}"));
+        assert_eq!(
+            code(&wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest2.to_str().unwrap()])),
+            0
+        );
+        assert!(std::fs::read(&dest2).unwrap() == want);
+    }
+    assert!(interrupted >= 5, "only {interrupted} of 15 kills landed mid-push (push takes {full} ms)");
+    let check = a.repo.json(&["check", "--read-data"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}
