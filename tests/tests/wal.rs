@@ -54,9 +54,14 @@ impl Archive {
         self.repo.dir.path()
     }
 
-    fn conf(&self) -> String {
+    fn conf(&self, prefetch: bool) -> String {
         let push = format!("{} --config {} wal push %p", self.bin.display(), self.config.display());
-        let fetch = format!("{} --config {} wal fetch %f %p", self.bin.display(), self.config.display());
+        let spool = if prefetch {
+            format!("--spool {} --prefetch 4 ", self.root().join("spool").display())
+        } else {
+            String::new()
+        };
+        let fetch = format!("{} --config {} wal fetch {spool}%f %p", self.bin.display(), self.config.display());
         format!(
             "archive_mode = on\narchive_command = {}\nrestore_command = {}\n",
             pg::conf_string(&push),
@@ -74,10 +79,10 @@ fn b3(path: &Path) -> String {
     blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
 }
 
-fn archive_and_recover(s3: Option<&Moto>) {
+fn archive_and_recover(s3: Option<&Moto>, prefetch: bool) {
     let a = Archive::new(s3);
     let env: Vec<(&str, String)> = a.repo.env.clone();
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf());
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(prefetch));
     src.start(&env);
     src.sql("CREATE TABLE marker (id int primary key, at timestamptz default clock_timestamp())");
     src.pgbench(&["-i", "-s", "4", "-q"]);
@@ -155,13 +160,14 @@ fn archive_and_recover(s3: Option<&Moto>) {
 
 #[test]
 fn archive_command_and_recovery_local() {
-    archive_and_recover(None);
+    archive_and_recover(None, false);
 }
 
+/// On S3, and with restore_command prefetching into a spool directory.
 #[test]
-fn archive_command_and_recovery_s3() {
+fn archive_command_and_recovery_s3_with_prefetch() {
     let moto = Moto::start();
-    archive_and_recover(Some(&moto));
+    archive_and_recover(Some(&moto), true);
 }
 
 /// A cluster initialised but never started: initdb leaves a complete first
@@ -349,4 +355,89 @@ fn sigkill_during_push_never_serves_partial_content() {
     assert!(interrupted >= 5, "only {interrupted} of 15 kills landed mid-push (push takes {full} ms)");
     let check = a.repo.json(&["check", "--read-data"]);
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}
+
+#[test]
+fn prefetch_serves_only_what_the_archive_holds() {
+    let a = Archive::new(None);
+    let root = a.root().to_path_buf();
+    let arch = root.join("arch");
+    std::fs::create_dir(&arch).unwrap();
+    pg::chown_to_user(&arch);
+    let copy = format!("cp %p {}/%f", arch.display());
+    let mut c =
+        Cluster::init(&root, "src", 1, &format!("archive_mode = on\narchive_command = {}\n", pg::conf_string(&copy)));
+    c.start(&[]);
+    c.pgbench(&["-i", "-s", "1", "-q"]);
+    let last = c.switch_wal();
+    c.wait_archived(&last, Duration::from_secs(60));
+    c.stop();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(&arch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().len() == 24)
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 6, "{segs:?}");
+    for s in &segs {
+        assert_eq!(code(&wal(&a, &["push", "--stanza", "main", s.to_str().unwrap()])), 0);
+    }
+    let spool = root.join("spool");
+    let out = root.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let name = |p: &PathBuf| p.file_name().unwrap().to_str().unwrap().to_string();
+    let fetch = |n: &str| {
+        let dest = out.join(n);
+        let o = wal(
+            &a,
+            &[
+                "fetch",
+                "--stanza",
+                "main",
+                "--spool",
+                spool.to_str().unwrap(),
+                "--prefetch",
+                "3",
+                n,
+                dest.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(dest).unwrap()
+    };
+    // The first fetch starts a prefetcher for the next three segments.
+    assert!(fetch(&name(&segs[0])) == std::fs::read(&segs[0]).unwrap());
+    let next = spool.join(name(&segs[1]));
+    let t = Instant::now();
+    while !spool.join(name(&segs[3])).exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the prefetcher did not fill the spool");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A spooled copy is served by rename...
+    assert!(fetch(&name(&segs[1])) == std::fs::read(&segs[1]).unwrap());
+    assert!(!next.exists(), "the spooled copy was not moved into place");
+    // ...but only when it matches the archive: a planted file is discarded.
+    let planted = spool.join(name(&segs[2]));
+    let mut wrong = std::fs::read(&planted).unwrap();
+    wrong[4096] ^= 1;
+    std::fs::write(&planted, &wrong).unwrap();
+    assert!(fetch(&name(&segs[2])) == std::fs::read(&segs[2]).unwrap(), "a stale spool file was served");
+    // Segments recovery has moved past are pruned from the spool.
+    assert!(!spool.join(name(&segs[0])).exists());
+    // The spool may not be inside the data directory.
+    let mut cmd = a.repo.cmd(&[
+        "wal",
+        "fetch",
+        "--stanza",
+        "main",
+        "--spool",
+        "pg_wal/spool",
+        "--prefetch",
+        "2",
+        &name(&segs[4]),
+        "pg_wal/RECOVERYXLOG",
+    ]);
+    let o = cmd.current_dir(&c.data).output().unwrap();
+    assert!(code(&o) >= 126, "{}", String::from_utf8_lossy(&o.stderr));
 }

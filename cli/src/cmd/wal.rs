@@ -30,6 +30,8 @@ pub enum Command {
     Fetch(FetchArgs),
     Show(ShowArgs),
     Verify(VerifyArgs),
+    #[command(hide = true)]
+    Prefetch(PrefetchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,7 +65,7 @@ pub struct PushArgs {
     #[command(flatten)]
     stanza: StanzaArg,
     /// zstd level, 1..=19.
-    #[arg(long, default_value_t = cairn_engine::backup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = cairn_engine::wal::push::DEFAULT_WAL_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
     /// The file (%p).
     path: PathBuf,
@@ -81,10 +83,30 @@ pub struct PushArgs {
 pub struct FetchArgs {
     #[command(flatten)]
     stanza: StanzaArg,
+    /// Spool directory for prefetched segments; must be outside the data
+    /// directory, and on the same file system as pg_wal so that serving a
+    /// spooled segment is a rename [env: CAIRN_WAL_SPOOL].
+    #[arg(long, env = "CAIRN_WAL_SPOOL", value_name = "DIR", requires = "prefetch")]
+    spool: Option<PathBuf>,
+    /// After each fetch, make sure a background `cairn` is fetching the next
+    /// N segments into --spool. A spooled segment is served only after its
+    /// size and BLAKE3 match the archive's manifest.
+    #[arg(long, value_name = "N", requires = "spool", value_parser = clap::value_parser!(u32).range(1..=256))]
+    prefetch: Option<u32>,
     /// The WAL file name (%f).
     name: String,
     /// Where to write it (%p).
     dest: PathBuf,
+}
+
+/// Fetch segments into a spool directory (started by `wal fetch --prefetch`).
+#[derive(Debug, clap::Args)]
+pub struct PrefetchArgs {
+    #[command(flatten)]
+    stanza: StanzaArg,
+    #[arg(long)]
+    spool: PathBuf,
+    names: Vec<String>,
 }
 
 /// Show what a stanza's archive holds: per timeline, the archived ranges, gaps,
@@ -117,6 +139,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
         Command::Fetch(a) => fetch(g, a).await,
         Command::Show(a) => show(g, a).await,
         Command::Verify(a) => verify(g, a).await,
+        Command::Prefetch(a) => prefetch(g, a).await,
     }
 }
 
@@ -148,11 +171,23 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
 async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
     let stanza = a.stanza.get(g)?;
     require_key_file(g)?;
+    let spool = match &a.spool {
+        Some(dir) => Some(open_spool(dir)?),
+        None => None,
+    };
     let repo = g.open().await?;
-    match wal::fetch(&repo, &stanza, &a.name, &a.dest).await? {
+    match wal::fetch(&repo, &stanza, &a.name, &a.dest, spool.as_ref()).await? {
         FetchOutcome::Delivered { size, .. } => {
             if g.json {
                 super::print_json(&serde_json::json!({ "name": a.name, "delivered": true, "size": size }));
+            }
+            if let (Some(s), Some(n)) = (&spool, a.prefetch) {
+                s.prune_before(&a.name);
+                if s.prefetcher().is_none() {
+                    if let Err(e) = start_prefetcher(g, &repo, &stanza, s, &a, n).await {
+                        tracing::warn!(error = %e, "could not start the prefetcher");
+                    }
+                }
             }
             Ok(exit::OK)
         }
@@ -164,6 +199,79 @@ async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
             Ok(exit::FAILURE)
         }
     }
+}
+
+/// Opens the spool, refusing one inside the data directory (the working
+/// directory PostgreSQL runs restore_command in).
+fn open_spool(dir: &std::path::Path) -> Result<wal::Spool> {
+    let spool = wal::Spool::open(dir)?;
+    let (Ok(d), Ok(cwd)) = (dir.canonicalize(), std::env::current_dir().and_then(|c| c.canonicalize())) else {
+        return Ok(spool);
+    };
+    if cwd.join("PG_VERSION").exists() && d.starts_with(&cwd) {
+        anyhow::bail!("--spool {} is inside the data directory {}; put it outside PGDATA", d.display(), cwd.display());
+    }
+    Ok(spool)
+}
+
+/// Starts `cairn wal prefetch` in the background for the `n` segments after
+/// the one just fetched. It runs detached (own process group, no stdio) and
+/// outlives this process.
+async fn start_prefetcher(
+    g: &Global,
+    repo: &cairn_engine::repo::Repository,
+    stanza: &str,
+    spool: &wal::Spool,
+    a: &FetchArgs,
+    n: u32,
+) -> Result<()> {
+    use cairn_formats::pg::{SegmentSize, WalFileName};
+    use std::os::unix::process::CommandExt;
+    let Some(rec) = wal::load_stanza(repo, stanza).await? else { return Ok(()) };
+    let size = SegmentSize::new(rec.segment_size.into())?;
+    let Ok(WalFileName::Segment(mut seg)) = WalFileName::parse(&a.name, size) else { return Ok(()) };
+    let mut names = Vec::new();
+    for _ in 0..n {
+        let Some(next) = seg.next() else { break };
+        names.push(next.format(size));
+        seg = next;
+    }
+    let mut c = std::process::Command::new(std::env::current_exe()?);
+    if let Some(cfg) = &g.config {
+        c.arg("--config").arg(cfg);
+    }
+    if let Some(r) = &g.repo {
+        c.arg("--repo").arg(r);
+    }
+    if let Some(k) = &g.key_file {
+        c.arg("--key-file").arg(k);
+    }
+    c.args(["wal", "prefetch", "--stanza", stanza, "--spool"])
+        .arg(a.spool.as_ref().expect("spool is set"))
+        .args(&names)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    let _ = spool;
+    c.spawn()?;
+    Ok(())
+}
+
+async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
+    let stanza = a.stanza.get(g)?;
+    let spool = wal::Spool::open(&a.spool)?;
+    if !spool.lock()? {
+        return Ok(exit::OK);
+    }
+    let r = async {
+        let repo = g.open().await?;
+        spool.fill(&repo, &stanza, &a.names, 2).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    spool.unlock();
+    r.map(|_| exit::OK)
 }
 
 async fn show(g: &Global, a: ShowArgs) -> Result<i32> {

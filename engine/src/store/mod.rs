@@ -2,7 +2,8 @@
 //!
 //! # Contract
 //! - `put` returns only when the object is durable: on a local directory the
-//!   file and its parent directories are fsynced (object_store's
+//!   file, its directory and the parent of any directory the put created are
+//!   fsynced (object_store's
 //!   `LocalFileSystem` renames a staged file into place but does not fsync);
 //!   on S3 the PUT has completed.
 //! - `put` of a whole object is atomic: readers see the old object, no
@@ -115,11 +116,12 @@ impl Store {
 
     async fn put_mode(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<()> {
         let opts = PutOptions { mode, ..Default::default() };
+        // Directories the put is about to create must reach the disk too.
+        let created = self.local_root.as_ref().map(|root| missing_dirs(root, key)).unwrap_or_default();
         self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await.map_err(|e| map_err(key, e))?;
         if let Some(root) = &self.local_root {
-            let root = root.clone();
-            let key_owned = key.to_string();
-            tokio::task::spawn_blocking(move || fsync_local(&root, &key_owned)).await.expect("fsync task panicked")?;
+            let path = root.join(key);
+            tokio::task::spawn_blocking(move || fsync_local(&path, &created)).await.expect("fsync task panicked")?;
         }
         Ok(())
     }
@@ -182,21 +184,34 @@ impl Store {
     }
 }
 
-/// Makes a just-renamed local object durable: the file's data, then every
-/// directory from its parent up to the repository root (a new `packs/ab/`
-/// directory entry must reach the disk too).
-fn fsync_local(root: &FsPath, key: &str) -> Result<()> {
-    let path = root.join(key);
-    let f = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-    f.sync_all().map_err(|e| Error::io(&path, e))?;
-    let mut dir = path.parent();
+/// Ancestor directories of `key` (below `root`) that do not exist yet,
+/// deepest first.
+fn missing_dirs(root: &FsPath, key: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut dir = root.join(key).parent().map(FsPath::to_path_buf);
     while let Some(d) = dir {
-        let df = std::fs::File::open(d).map_err(|e| Error::io(d, e))?;
-        df.sync_all().map_err(|e| Error::io(d, e))?;
-        if d == root {
+        if d.starts_with(root) && d != root && !d.exists() {
+            dir = d.parent().map(FsPath::to_path_buf);
+            out.push(d);
+        } else {
             break;
         }
-        dir = d.parent();
+    }
+    out
+}
+
+/// Makes a just-renamed local object durable: the file's data, its parent
+/// directory (the new entry), and the parent of every directory the put
+/// created (their entries). Directories that already existed are durable
+/// from earlier puts.
+fn fsync_local(path: &FsPath, created: &[PathBuf]) -> Result<()> {
+    let sync = |p: &FsPath| std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e));
+    sync(path)?;
+    let mut dirs: Vec<&FsPath> = path.parent().into_iter().collect();
+    dirs.extend(created.iter().filter_map(|d| d.parent()));
+    dirs.dedup();
+    for d in dirs {
+        sync(d)?;
     }
     Ok(())
 }

@@ -6,8 +6,9 @@
 //! into an exit status that stops recovery instead of ending it early.
 //!
 //! The file is written to a temporary name beside the destination, checked
-//! (every blob's id and the whole file's BLAKE3 and size), fsynced and only
-//! then renamed into place, so PostgreSQL never sees a partial file.
+//! (every piece authenticates and hashes to the id the manifest lists, and
+//! the total size matches), fsynced and only then renamed into place, so
+//! PostgreSQL never sees a partial or wrong file.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::spool::Spool;
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::ids::pack_key;
 use crate::pack::open_blob;
@@ -49,10 +51,16 @@ fn timeline_of(name: &str) -> Result<u32> {
 }
 
 /// Reads an archived file's content, verified, passing it on in order.
+///
+/// Every piece is authenticated and hashes to the id the (authenticated)
+/// manifest lists, in order, so the content is proven piece by piece; with
+/// `whole_file` the file's BLAKE3 is also recomputed (`wal verify`), which
+/// restore_command's latency budget does without.
 pub(crate) async fn read_verified(
     repo: &Repository,
     key: &str,
     m: &WalManifest,
+    whole_file: bool,
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
@@ -83,13 +91,15 @@ pub(crate) async fn read_verified(
                 .collect::<Result<Vec<_>>>()
         })?;
         for p in &plains {
-            hasher.update(p);
+            if whole_file {
+                hasher.update(p);
+            }
             total += p.len() as u64;
             sink(p)?;
         }
         i = j;
     }
-    if total != m.size || hasher.finalize().to_hex().as_str() != m.blake3 {
+    if total != m.size || (whole_file && hasher.finalize().to_hex().as_str() != m.blake3) {
         return Err(Error::corrupt(
             key,
             None,
@@ -99,8 +109,15 @@ pub(crate) async fn read_verified(
     Ok(())
 }
 
-/// Fetches WAL file `name` of `stanza` to `dest`.
-pub async fn fetch(repo: &Repository, stanza: &str, name: &str, dest: &Path) -> Result<FetchOutcome> {
+/// Fetches WAL file `name` of `stanza` to `dest`, from `spool` when a
+/// prefetcher already put a verified copy there.
+pub async fn fetch(
+    repo: &Repository,
+    stanza: &str,
+    name: &str,
+    dest: &Path,
+    spool: Option<&Spool>,
+) -> Result<FetchOutcome> {
     validate_stanza(stanza)?;
     let key = manifest_key(stanza, timeline_of(name)?, name);
     let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
@@ -117,12 +134,14 @@ pub async fn fetch(repo: &Repository, stanza: &str, name: &str, dest: &Path) -> 
     if m.name != name {
         return Err(Error::corrupt(&key, None, format!("manifest names {:?}", m.name)));
     }
-    let tmp = temp_path(dest)?;
-    let result = write_verified(repo, &key, &m, &tmp, dest).await;
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    if let Some(s) = spool {
+        if s.take(&key, &m, dest).await? {
+            return Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size });
+        }
     }
-    result?;
+    let tmp = temp_path(dest)?;
+    fetch_to_temp(repo, &key, &m, &tmp).await?;
+    deliver_from(&tmp, dest)?;
     Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
 }
 
@@ -134,12 +153,38 @@ fn temp_path(dest: &Path) -> Result<PathBuf> {
     Ok(dest.with_file_name(format!(".{name}.cairn-{}.tmp", std::process::id())))
 }
 
-async fn write_verified(repo: &Repository, key: &str, m: &WalManifest, tmp: &Path, dest: &Path) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
-    read_verified(repo, key, m, |piece| f.write_all(piece).map_err(|e| Error::io(tmp, e))).await?;
-    f.sync_all().map_err(|e| Error::io(tmp, e))?;
-    drop(f);
-    std::fs::rename(tmp, dest).map_err(|e| Error::io(dest, e))?;
+/// Writes the verified content of `m` to a new file `tmp` and fsyncs it;
+/// removes `tmp` on failure.
+pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest, tmp: &Path) -> Result<()> {
+    let r = async {
+        let mut f =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+        read_verified(repo, key, m, false, |piece| f.write_all(piece).map_err(|e| Error::io(tmp, e))).await?;
+        f.sync_all().map_err(|e| Error::io(tmp, e))
+    }
+    .await;
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
+}
+
+/// Moves a complete, fsynced file to `dest` (copying when `dest` is on
+/// another file system) and makes the new name durable.
+pub(crate) fn deliver_from(src: &Path, dest: &Path) -> Result<()> {
+    if let Err(e) = std::fs::rename(src, dest) {
+        if e.kind() != std::io::ErrorKind::CrossesDevices {
+            return Err(Error::io(dest, e));
+        }
+        let tmp = temp_path(dest)?;
+        let copied = std::fs::copy(src, &tmp).and_then(|_| std::fs::File::open(&tmp)?.sync_all());
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        let _ = std::fs::remove_file(src);
+    }
     let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
     Ok(())

@@ -29,6 +29,7 @@
 pub mod catalog;
 pub mod fetch;
 pub mod push;
+pub mod spool;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,7 @@ use crate::{Error, Result};
 pub use catalog::{show, verify, StanzaReport, VerifyReport};
 pub use fetch::{fetch, FetchOutcome};
 pub use push::{push, PushOptions, PushReport};
+pub use spool::Spool;
 
 /// WAL files are stored in pieces of this many bytes (the last may be shorter).
 pub const PIECE: usize = 2 * 1024 * 1024;

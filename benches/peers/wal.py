@@ -1,0 +1,420 @@
+"""WAL archiving: cairn `wal push`/`wal fetch` against pgBackRest `archive-push`/`archive-get`.
+
+Same machine, same segments for both tools. A PostgreSQL 15 cluster runs
+pgbench and archives its WAL into a staging directory with `cp`; then, in each
+of --runs passes (tool order rotated, a new repository each time), each tool
+archives every staged segment with one process per segment, in name order, the
+way PostgreSQL's archive_command would call it, pushes the first segment once
+more (the idempotent re-push), and fetches every segment back into an empty
+directory, the way restore_command would. Fetched bytes are compared with the
+originals; a mismatch aborts the run. The table shows medians over passes.
+Process start (`cairn --version`, `pgbackrest version`) and reading a segment
+(`cat`) are timed as the floor a one-process-per-segment design cannot beat.
+
+Durability is not the same on fetch: strace of pgBackRest 2.45 here shows
+archive-push writing a temp file, fsync, rename, fsync of the directory (as
+cairn does), but archive-get writing the destination with no fsync, while
+`cairn wal fetch` fsyncs the file and its directory before exit 0. The fetch
+ratio therefore includes cairn's fsync of 16 MiB; system CPU shows it.
+
+Latency is wall clock around one whole process (start, work, exit); CPU is
+user+sys of that process and its children (RUSAGE_CHILDREN deltas).
+Throughput is segment bytes / summed wall time of the sequential calls.
+Percentiles are nearest-rank over the N segments. Ratios are only meaningful
+within one run: /work/shared/peers.md explains why.
+
+We run as root; PostgreSQL and pgBackRest refuse that (or check ownership), so
+both run as the unprivileged user `cairntest`. cairn runs as the current user.
+"""
+import argparse, hashlib, json, math, os, pwd, re, resource, secrets, shutil, signal, socket, statistics
+import subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+WORK = os.path.join(ROOT, ".work", "bench")
+PGBIN = "/usr/lib/postgresql/15/bin"
+PGUSER = "cairntest"
+STANZA = "bench"
+SEG_BYTES = 16 << 20
+SEG_NAME = re.compile(r"^[0-9A-F]{24}$")
+CALL_TIMEOUT_S = 300
+
+
+def die(msg):
+    sys.exit(f"wal bench: {msg}")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def as_pg(cmd, **kw):
+    """Runs an untimed setup command as the PostgreSQL user; returns stdout."""
+    r = subprocess.run(["runuser", "-u", PGUSER, "--"] + cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, **kw)
+    if r.returncode != 0:
+        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
+    return r.stdout
+
+
+def timed(cmd, stdout=subprocess.PIPE, **kw):
+    """Runs cmd once; returns (wall, user CPU, system CPU) seconds, CPU of it and its waited-for children.
+    Non-zero exit aborts. System time includes the kernel's work for the process's fsync and page cache writes.
+
+    Output goes to a pipe read by us (the tools print a few lines at most) unless stdout says otherwise."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+                       timeout=CALL_TIMEOUT_S, **kw)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        out = ((r.stdout or b"") + r.stderr).decode(errors="replace")[-3000:]
+        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{out}")
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def du_bytes(path):
+    return int(subprocess.run(["du", "-sb", path], check=True, capture_output=True, text=True).stdout.split()[0])
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nearest_rank(xs, p):
+    s = sorted(xs)
+    return s[max(1, math.ceil(p / 100 * len(s))) - 1]
+
+
+class Cluster:
+    """A throwaway PostgreSQL 15 cluster, unix socket only, archiving with `cp` into a staging directory."""
+
+    def __init__(self, tmp):
+        self.data = os.path.join(tmp, "pgdata")
+        self.sock = os.path.join(tmp, "pgsock")
+        self.staging = os.path.join(tmp, "wal-staging")
+        self.logfile = os.path.join(tmp, "postgres.log")
+        self.port = free_port()
+        self.running = False
+
+    def start(self):
+        for d in (self.sock, self.staging):
+            os.makedirs(d)
+            shutil.chown(d, PGUSER, PGUSER)
+        as_pg([f"{PGBIN}/initdb", "-D", self.data, "--auth=trust", "--encoding=UTF8", "--locale=C",
+               "--no-instructions"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+# cairn WAL benchmark
+listen_addresses = ''
+unix_socket_directories = '{self.sock}'
+port = {self.port}
+wal_level = replica
+archive_mode = on
+archive_command = 'cp %p {self.staging}/%f'
+synchronous_commit = off
+autovacuum = off
+""")
+        as_pg([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "120", "start"])
+        self.running = True
+
+    def stop(self):
+        if not self.running:
+            return
+        for mode in ("fast", "immediate"):
+            r = subprocess.run(["runuser", "-u", PGUSER, "--", f"{PGBIN}/pg_ctl", "-D", self.data, "-m", mode,
+                                "-w", "-t", "60", "stop"], capture_output=True)
+            if r.returncode == 0:
+                break
+        self.running = False
+
+    def sql(self, query):
+        return as_pg([f"{PGBIN}/psql", "-h", self.sock, "-p", str(self.port), "-d", "postgres", "-X", "-A", "-t",
+                      "-q", "-v", "ON_ERROR_STOP=1", "-c", query]).strip()
+
+    def segno(self):
+        return int(self.sql("select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")) // SEG_BYTES
+
+    def pgbench(self, *args):
+        return as_pg([f"{PGBIN}/pgbench", "-h", self.sock, "-p", str(self.port)] + list(args) + ["postgres"])
+
+    def generate(self, n, scale, max_s):
+        """Makes at least n complete WAL segments, archives them; returns (names, number made by pgbench -i)."""
+        first = self.segno()
+        t0 = time.monotonic()
+        log(f"pgbench -i -s {scale} ...")
+        self.pgbench("-i", "-s", str(scale), "-q")
+        after_init = self.segno()
+        while self.segno() - first + 1 < n:
+            if time.monotonic() - t0 > max_s:
+                die(f"only {self.segno() - first + 1} of {n} segments after {max_s} s of pgbench")
+            self.pgbench("-n", "-M", "prepared", "-c", "4", "-j", "2", "-T", "10")
+            log(f"  {self.segno() - first + 1}/{n} segments")
+        last = self.sql("select pg_walfile_name(pg_switch_wal())")
+        deadline = time.monotonic() + 300
+        while True:
+            row = self.sql("select coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') "
+                           "from pg_stat_archiver").split("|")
+            if row[0] >= last:
+                break
+            if time.monotonic() > deadline:
+                die(f"archiver stuck: last archived {row[0]!r}, want {last}, failed {row[1]} ({row[2]})")
+            time.sleep(0.2)
+        # Leave nothing running that competes with the timed calls: no dirty buffers left for a spread-out
+        # checkpoint to write (autovacuum is off in postgresql.conf).
+        self.sql("checkpoint")
+        names = sorted(f for f in os.listdir(self.staging)
+                       if SEG_NAME.match(f) and os.path.getsize(os.path.join(self.staging, f)) == SEG_BYTES)
+        if len(names) < n:
+            die(f"only {len(names)} archived segments in {self.staging}, want {n}")
+        log(f"WAL: {len(names)} segments archived in {time.monotonic() - t0:.0f} s; using the first {n}")
+        return names[:n], min(n, after_init - first)
+
+
+def summarize(calls, nbytes):
+    """Figures over one pass of timed() results, one per segment."""
+    walls, users, syss = zip(*calls)
+    return dict(p50_ms=nearest_rank(walls, 50) * 1e3, p99_ms=nearest_rank(walls, 99) * 1e3,
+                mean_ms=statistics.fmean(walls) * 1e3, mb_s=nbytes / 1e6 / sum(walls),
+                cpu_ms=statistics.fmean(u + s for u, s in zip(users, syss)) * 1e3,
+                user_ms=statistics.fmean(users) * 1e3, sys_ms=statistics.fmean(syss) * 1e3, total_s=sum(walls))
+
+
+def run_pgbackrest(base, cluster, segs, digests, _args):
+    """stanza-create, then one archive-push per segment, then one archive-get per segment into an empty dir."""
+    dirs = {k: os.path.join(base, k) for k in ("repo", "lock", "log", "spool", "fetched")}
+    for d in [base] + list(dirs.values()):
+        os.makedirs(d, exist_ok=True)
+        shutil.chown(d, PGUSER, PGUSER)
+    conf = os.path.join(base, "pgbackrest.conf")
+    async_get = "" if not _args.async_fetch else (
+        f"\n[global:archive-get]\narchive-async=y\narchive-get-queue-max={_args.async_fetch * 16}MiB\nprocess-max=2\n")
+    with open(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(f"""[global]
+repo1-path={dirs['repo']}
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass={secrets.token_urlsafe(48)}
+compress-type=zst
+log-level-console=warn
+lock-path={dirs['lock']}
+log-path={dirs['log']}
+spool-path={dirs['spool']}
+archive-async=n
+{async_get}
+[{STANZA}]
+pg1-path={cluster.data}
+pg1-socket-path={cluster.sock}
+pg1-port={cluster.port}
+""")
+    shutil.chown(conf, PGUSER, PGUSER)
+    base_cmd = ["pgbackrest", f"--config={conf}", f"--stanza={STANZA}"]
+    as_pg(base_cmd + ["stanza-create"])
+    pw = pwd.getpwnam(PGUSER)
+    # setuid in the child (no runuser/PAM process in between), so the timing is pgBackRest's own.
+    kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], cwd=base,
+              env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": base, "LANG": "C"})
+    staging = cluster.staging
+    push = [timed(base_cmd + ["archive-push", os.path.join(staging, s)], **kw) for s in segs]
+    repo_bytes = du_bytes(dirs["repo"])
+    repush = timed(base_cmd + ["archive-push", os.path.join(staging, segs[0])], **kw)
+    fetch = [timed(base_cmd + ["archive-get", s, os.path.join(dirs["fetched"], s)], **kw) for s in segs]
+    verify(dirs["fetched"], segs, digests, "pgbackrest")
+    return push, fetch, repush, repo_bytes, {}
+
+
+def run_cairn(base, cluster, segs, digests, args):
+    """init with a new key file, then one `wal push` per segment, then one `wal fetch` per segment."""
+    repo, key, cache, fetched = (os.path.join(base, k) for k in ("repo", "key", "cache", "fetched"))
+    os.makedirs(fetched)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
+    env["CAIRN_CACHE_DIR"] = cache
+    kw = dict(env=env, cwd=base)
+    r = subprocess.run([CAIRN, "--repo", repo, "--key-file", key, "init"], capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        die(f"cairn init failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    mode = os.stat(key).st_mode & 0o777
+    if mode != 0o600:
+        die(f"cairn init wrote the key file with mode {mode:o}, want 600")
+    base_cmd = [CAIRN, "--repo", repo, "--key-file", key, "wal"]
+    push_cmd = base_cmd + ["push", "--stanza", STANZA]
+    if args.cairn_compression is not None:
+        push_cmd += ["--compression", str(args.cairn_compression)]
+    staging = cluster.staging
+    push = [timed(push_cmd + [os.path.join(staging, s)], **kw) for s in segs]
+    repo_bytes = du_bytes(repo)
+    repush = timed(push_cmd + [os.path.join(staging, segs[0])], **kw)
+    fetch_cmd = base_cmd + ["fetch", "--stanza", STANZA]
+    if args.async_fetch:
+        fetch_cmd += ["--spool", os.path.join(base, "spool"), "--prefetch", str(args.async_fetch)]
+    fetch = [timed(fetch_cmd + [s, os.path.join(fetched, s)], **kw) for s in segs]
+    verify(fetched, segs, digests, "cairn")
+    extra = {"cache_bytes": du_bytes(cache) if os.path.exists(cache) else 0,
+             "repo_bytes_after_repush": du_bytes(repo)}
+    return push, fetch, repush, repo_bytes, extra
+
+
+def verify(fetched, segs, digests, tool):
+    for s in segs:
+        p = os.path.join(fetched, s)
+        if not os.path.isfile(p):
+            die(f"{tool}: fetch exited 0 but {p} does not exist")
+        if sha256(p) != digests[s]:
+            die(f"{tool}: fetched {s} differs from the archived original")
+    log(f"{tool}: all {len(segs)} fetched segments match the originals")
+
+
+def check_cairn():
+    if not os.access(CAIRN, os.X_OK):
+        die(f"{CAIRN} is missing: run `make build` first (or pass --tools pgbackrest)")
+    r = subprocess.run([CAIRN, "wal", "push", "--help"], capture_output=True)
+    if r.returncode != 0:
+        die(f"{CAIRN} has no `wal push` command (rebuild it, or pass --tools pgbackrest)")
+
+
+def null_costs(cluster, segs):
+    """The floor a per-segment process cannot beat: process start, and reading the segment."""
+    pw = pwd.getpwnam(PGUSER)
+    out = {}
+    out["true (fork+exec)"] = [timed(["/bin/true"])[0] for _ in range(20)]
+    if os.access(CAIRN, os.X_OK):
+        out["cairn --version"] = [timed([CAIRN, "--version"])[0] for _ in range(20)]
+    out["pgbackrest version"] = [timed(["pgbackrest", "version"], user=pw.pw_uid, group=pw.pw_gid,
+                                       extra_groups=[])[0] for _ in range(20)]
+    out["cat segment > /dev/null"] = [timed(["cat", os.path.join(cluster.staging, s)], stdout=subprocess.DEVNULL)[0]
+                                      for s in segs]
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--segments", type=int, default=40, help="16 MiB WAL segments to archive (default 40)")
+    ap.add_argument("--scale", type=int, default=20, help="pgbench -i scale (default 20)")
+    ap.add_argument("--tools", default="cairn,pgbackrest", help="comma list of cairn, pgbackrest")
+    ap.add_argument("--max-pgbench-s", type=int, default=1800, help="give up generating WAL after this long")
+    ap.add_argument("--runs", type=int, default=3, help="push+fetch passes per tool, medians reported (default 3)")
+    ap.add_argument("--cairn-compression", type=int, help="pass --compression N to `cairn wal push`")
+    ap.add_argument("--async-fetch", type=int, metavar="N",
+                    help="fetch ahead N segments: cairn `wal fetch --spool --prefetch N`, pgBackRest "
+                         "archive-get with archive-async=y, archive-get-queue-max=N*16MiB, process-max=2")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (cluster stopped) for inspection")
+    a = ap.parse_args()
+    tools = [t.strip() for t in a.tools.split(",") if t.strip()]
+    if a.segments < 1 or a.runs < 1 or not tools or any(t not in ("cairn", "pgbackrest") for t in tools):
+        die("--segments and --runs must be >= 1 and --tools a comma list of cairn, pgbackrest")
+    if os.geteuid() != 0:
+        die("run as root: PostgreSQL and pgBackRest are switched to the user cairntest")
+    try:
+        pwd.getpwnam(PGUSER)
+    except KeyError:
+        die(f"no user {PGUSER}: run benches/peers/wal.sh, or `useradd --system --no-create-home {PGUSER}`")
+    if not os.access(f"{PGBIN}/postgres", os.X_OK) or not shutil.which("pgbackrest"):
+        die("PostgreSQL 15 or pgbackrest missing: run benches/peers/wal.sh")
+    if "cairn" in tools:
+        check_cairn()
+    os.makedirs(WORK, exist_ok=True)
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"wal bench: interrupted by signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    tmp = tempfile.mkdtemp(prefix="cairn-walbench-", dir="/tmp")
+    shutil.chown(tmp, PGUSER, PGUSER)
+    cluster = Cluster(tmp)
+    try:
+        cluster.start()
+        segs, from_init = cluster.generate(a.segments, a.scale, a.max_pgbench_s)
+        paths = [os.path.join(cluster.staging, s) for s in segs]
+        digests = {s: sha256(p) for s, p in zip(segs, paths)}  # also warms the page cache
+        nbytes = sum(os.path.getsize(p) for p in paths)
+        version = lambda cmd: subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+        versions = {"pgbackrest": version(["pgbackrest", "version"]), "postgres": version([f"{PGBIN}/postgres", "-V"])}
+        if "cairn" in tools:
+            versions["cairn"] = version([CAIRN, "--version"])
+        results = {"segments": segs, "segment_bytes": nbytes, "segments_from_pgbench_init": from_init,
+                   "scale": a.scale, "cpus": os.cpu_count(), "versions": versions,
+                   "cairn_compression": a.cairn_compression, "async_fetch": a.async_fetch, "runs": []}
+        # Before the tools, so that their binaries and libraries are in the page cache for the first timed call.
+        results["null_s"] = null_costs(cluster, segs)
+        for i in range(a.runs):
+            run = {}
+            # Rotate the order from run to run so that neither tool always goes first.
+            for t in tools[i % len(tools):] + tools[:i % len(tools)]:
+                log(f"run {i + 1}/{a.runs}: {t}: {len(segs)} pushes, then {len(segs)} fetches ...")
+                base = os.path.join(tmp, f"run{i}-{t}")
+                os.makedirs(base)
+                fn = run_cairn if t == "cairn" else run_pgbackrest
+                push, fetch, repush, repo_bytes, extra = fn(base, cluster, segs, digests, a)
+                run[t] = dict(push=summarize(push, nbytes), fetch=summarize(fetch, nbytes),
+                              repush_ms=repush[0] * 1e3, repush_cpu_ms=(repush[1] + repush[2]) * 1e3,
+                              repo_bytes=repo_bytes, push_s=[c[0] for c in push], push_user_s=[c[1] for c in push],
+                              push_sys_s=[c[2] for c in push], fetch_s=[c[0] for c in fetch],
+                              fetch_user_s=[c[1] for c in fetch], fetch_sys_s=[c[2] for c in fetch], **extra)
+                shutil.rmtree(base)  # the fetched copies alone are as big as the WAL
+            results["runs"].append(dict(sorted(run.items(), key=lambda kv: tools.index(kv[0]))))
+        results["tools"] = {t: medians([r[t] for r in results["runs"]]) for t in tools}
+    finally:
+        cluster.stop()
+        if a.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    report(results)
+    out = os.path.join(WORK, "wal-results.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nraw figures: {out}")
+
+
+def medians(per_run):
+    """The median over runs of every summary figure of one tool."""
+    med = lambda xs: statistics.median(xs)
+    out = {k: {m: med([r[k][m] for r in per_run]) for m in per_run[0][k]} for k in ("push", "fetch")}
+    for k in ("repush_ms", "repush_cpu_ms", "repo_bytes"):
+        out[k] = med([r[k] for r in per_run])
+    return out
+
+
+def report(r):
+    n, mb = len(r["segments"]), r["segment_bytes"] / 1e6
+    print(f"\n{n} WAL segments ({mb:.0f} MB; {r['segments_from_pgbench_init']} from pgbench -i -s {r['scale']}, "
+          f"the rest from a pgbench run), one process per segment, {r['cpus']} CPUs; "
+          f"medians of {len(r['runs'])} run(s) of {n} pushes then {n} fetches into a new repository; "
+          f"pgBackRest zst level 3 (its default), cairn zstd level "
+          f"{r['cairn_compression'] if r['cairn_compression'] is not None else '(its default)'}; "
+          f"{'fetch ahead ' + str(r['async_fetch']) + ' segments (both tools); ' if r.get('async_fetch') else 'synchronous fetch; '}"
+          f"p50/p99 nearest-rank over {n}{' (p99 = max)' if n < 100 else ''}, throughput = bytes / summed wall time\n")
+    print("| tool | push p50 ms | push p99 ms | push mean ms | push MB/s | push CPU ms (u+s) | re-push ms "
+          "| fetch p50 ms | fetch p99 ms | fetch mean ms | fetch MB/s | fetch CPU ms (u+s) | repo MB | repo / WAL |")
+    print("|---|" + "---|" * 13)
+    for t, x in r["tools"].items():
+        p, f = x["push"], x["fetch"]
+        cpu = lambda y: f"{y['cpu_ms']:.0f} ({y['user_ms']:.0f}+{y['sys_ms']:.0f})"
+        print(f"| {t} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | {p['mean_ms']:.1f} | {p['mb_s']:.0f} | {cpu(p)} | "
+              f"{x['repush_ms']:.1f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['mean_ms']:.1f} | {f['mb_s']:.0f} | "
+              f"{cpu(f)} | {x['repo_bytes'] / 1e6:.1f} | {x['repo_bytes'] / r['segment_bytes']:.3f} |")
+    print("\nfloor, median ms: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f}" for k, v in r["null_s"].items()))
+    if "cairn" in r["tools"] and "pgbackrest" in r["tools"]:
+        c, p = r["tools"]["cairn"], r["tools"]["pgbackrest"]
+        print(f"\ncairn / pgBackRest: push throughput {c['push']['mb_s'] / p['push']['mb_s']:.2f}x, "
+              f"fetch throughput {c['fetch']['mb_s'] / p['fetch']['mb_s']:.2f}x, "
+              f"push CPU {c['push']['cpu_ms'] / p['push']['cpu_ms']:.2f}x, "
+              f"repo size {c['repo_bytes'] / p['repo_bytes']:.3f}x")
+        print("note: cairn fetch fsyncs the delivered segment and its directory; pgBackRest 2.45 archive-get does not "
+              "(both fsync on push)")
+
+
+if __name__ == "__main__":
+    main()
