@@ -21,14 +21,13 @@ use cairn_formats::pg::{
     WalFileName,
 };
 use cairn_formats::repo::BlobKind;
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
-use crate::pack::{seal_blob, PackBuilder, SealedPack};
+use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -193,6 +192,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         _ => {}
     }
     let key = manifest_key(stanza, parsed.timeline(), &name);
+    tracing::debug!(%key, "checked header and name");
 
     // 2. Already archived?
     if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
@@ -227,51 +227,59 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let target = repo.config().pack_target as usize;
     let mut builder = PackBuilder::new(target.min(size as usize + 4096));
     let mut packs: Vec<SealedPack> = Vec::new();
-    let mut batch = vec![first];
+    // Per batch, one rayon scope: the scope's own thread reads each piece,
+    // hands it to a sealing task, then hashes and scans it, so reading,
+    // scanning and compression overlap.
+    let mut pending = Some(first);
     let mut eof = false;
-    while !batch.is_empty() {
-        while !eof && batch.len() < BATCH {
-            let p = read_piece(&mut file, path)?;
-            eof = p.len() < PIECE;
-            if !p.is_empty() {
-                batch.push(p);
-            }
-        }
-        let (scanned, sealed) = tokio::task::block_in_place(|| {
-            rayon::join(
-                || -> Result<()> {
-                    for p in &batch {
-                        hasher.update(p);
-                        if let Some(s) = scanner.as_mut() {
-                            s.push(p).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
-                        } else {
-                            text.extend_from_slice(p);
-                        }
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob)>();
+    let mut next_index = 0usize;
+    while !eof {
+        tokio::task::block_in_place(|| {
+            rayon::scope(|sc| -> Result<()> {
+                for _ in 0..BATCH {
+                    let p = match pending.take() {
+                        Some(p) => p,
+                        None => read_piece(&mut file, path)?,
+                    };
+                    eof = p.len() < PIECE;
+                    if p.is_empty() {
+                        break;
                     }
-                    Ok(())
-                },
-                || {
-                    batch
-                        .par_iter()
-                        .map(|p| seal_blob(keys, keys.blob_id(p), BlobKind::Data, level, p))
-                        .collect::<Vec<_>>()
-                },
-            )
-        });
-        scanned?;
-        for b in sealed {
+                    let p = std::sync::Arc::new(p);
+                    let (tx, piece, i) = (tx.clone(), p.clone(), next_index);
+                    sc.spawn(move |_| {
+                        let b = seal_blob(keys, keys.blob_id(&piece), BlobKind::Data, level, &piece);
+                        let _ = tx.send((i, b));
+                    });
+                    next_index += 1;
+                    hasher.update(&p);
+                    match scanner.as_mut() {
+                        Some(s) => s.push(&p).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
+                        None => text.extend_from_slice(&p),
+                    }
+                    if eof {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        let mut sealed: Vec<(usize, SealedBlob)> = rx.try_iter().collect();
+        sealed.sort_by_key(|(i, _)| *i);
+        for (_, b) in sealed {
             if !builder.is_empty() && builder.len() + b.sealed.len() > target {
                 let full = std::mem::replace(&mut builder, PackBuilder::new(target));
                 packs.push(full.finish(keys));
             }
             builder.push(&b);
         }
-        batch.clear();
     }
     if !builder.is_empty() {
         packs.push(builder.finish(keys));
     }
     let hash = hasher.finalize().to_hex().to_string();
+    tracing::debug!(packs = packs.len(), "read, scanned and sealed");
 
     let mut manifest = WalManifest {
         version: WAL_MANIFEST_VERSION,
@@ -346,6 +354,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             zstd: e.compression == cairn_formats::repo::Compression::Zstd,
         }));
     }
+    tracing::debug!(stored, "packs durable");
     let sealed = seal_named(repo, &key, &manifest);
     stored += sealed.len() as u64;
     match repo.store().put_create(&key, sealed).await {
