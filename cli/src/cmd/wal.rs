@@ -266,7 +266,7 @@ async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
     }
     let r = async {
         let repo = g.open().await?;
-        spool.fill(&repo, &stanza, &a.names, 2).await?;
+        spool.fill(repo, &stanza, &a.names, 2).await?;
         anyhow::Ok(())
     }
     .await;

@@ -132,20 +132,33 @@ impl Spool {
         }
     }
 
-    /// Fetches `names` into the spool, `concurrency` at a time, stopping at
-    /// the first one the archive does not have. Files are fsynced before
-    /// they are renamed into the spool, so a later fetch only renames them.
-    pub async fn fill(&self, repo: &Repository, stanza: &str, names: &[String], concurrency: usize) -> Result<u64> {
+    /// Fetches `names` into the spool, `concurrency` at a time (each on its
+    /// own task, so one file's fsync overlaps the next one's decoding),
+    /// stopping at the first one the archive does not have. Files are fsynced
+    /// before they are renamed into the spool, so a later fetch only renames.
+    pub async fn fill(
+        &self,
+        repo: std::sync::Arc<Repository>,
+        stanza: &str,
+        names: &[String],
+        concurrency: usize,
+    ) -> Result<u64> {
         let mut done = 0;
         let mut jobs = futures::stream::iter(names.iter().cloned())
-            .map(|name| async move { (self.fill_one(repo, stanza, &name).await, name) })
+            .map(|name| {
+                let (spool, repo, stanza) = (self.clone(), repo.clone(), stanza.to_string());
+                async move {
+                    let r = tokio::spawn(async move { spool.fill_one(&repo, &stanza, &name).await }).await;
+                    r.unwrap_or_else(|e| Err(Error::Config(format!("prefetch task failed: {e}"))))
+                }
+            })
             .buffered(concurrency.max(1));
-        while let Some((r, name)) = jobs.next().await {
+        while let Some(r) = jobs.next().await {
             match r {
                 Ok(true) => done += 1,
                 Ok(false) => break,
                 Err(e) => {
-                    tracing::warn!(%name, error = %e, "prefetch failed");
+                    tracing::warn!(error = %e, "prefetch failed");
                     break;
                 }
             }
