@@ -12,8 +12,8 @@ use clap::Parser;
 /// there every failure other than "not archived" must exit ≥ 126, including
 /// usage errors and panics, or PostgreSQL would end recovery early.
 fn is_wal_fetch() -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    args.windows(2).any(|w| w[0] == "wal" && w[1] == "fetch")
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    args.iter().position(|a| a == "wal").is_some_and(|i| args[i + 1..].iter().any(|a| a == "fetch"))
 }
 
 fn main() {

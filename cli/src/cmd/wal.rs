@@ -183,7 +183,7 @@ async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
             }
             if let (Some(s), Some(n)) = (&spool, a.prefetch) {
                 s.prune_before(&a.name);
-                if s.prefetcher().is_none() {
+                if !s.prefetcher_running() {
                     if let Err(e) = start_prefetcher(g, &repo, &stanza, s, &a, n).await {
                         tracing::warn!(error = %e, "could not start the prefetcher");
                     }
@@ -261,17 +261,12 @@ async fn start_prefetcher(
 async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
     let stanza = a.stanza.get(g)?;
     let spool = wal::Spool::open(&a.spool)?;
-    if !spool.lock()? {
+    let Some(_lock) = spool.lock()? else {
         return Ok(exit::OK);
-    }
-    let r = async {
-        let repo = g.open().await?;
-        spool.fill(repo, &stanza, &a.names, 2).await?;
-        anyhow::Ok(())
-    }
-    .await;
-    spool.unlock();
-    r.map(|_| exit::OK)
+    };
+    let repo = g.open().await?;
+    spool.fill(repo, &stanza, &a.names, 2).await?;
+    Ok(exit::OK)
 }
 
 async fn show(g: &Global, a: ShowArgs) -> Result<i32> {

@@ -118,7 +118,12 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     }
     // WAL packs belong to WAL manifests, not to the dedup index: a backup
     // must never reference a blob that WAL retention may delete.
-    let (wal_packs, _, _) = crate::wal::referenced_packs(repo).await?;
+    // A WAL manifest that cannot be read could hide WAL packs: stop rather
+    // than register them as orphans.
+    let (wal_packs, _, wal_problems) = crate::wal::referenced_packs(repo).await?;
+    if let Some((object, message)) = wal_problems.into_iter().next() {
+        return Err(Error::corrupt(object, None, format!("{message} (index rebuild needs every WAL manifest)")));
+    }
     let mut orphans = Vec::new();
     let mut trailers = futures::stream::iter(packs.iter().filter(|o| {
         let name = o.key.rsplit('/').next().unwrap_or_default();

@@ -2,9 +2,9 @@
 //!
 //! # Contract
 //! - `put` returns only when the object is durable: on a local directory the
-//!   file, its directory and the parent of any directory the put created are
-//!   fsynced (object_store's
-//!   `LocalFileSystem` renames a staged file into place but does not fsync);
+//!   bytes are written to a staging file and fsynced before the name appears
+//!   (object_store's `LocalFileSystem` does not fsync, so local puts are done
+//!   here), then the directories up to the root are fsynced;
 //!   on S3 the PUT has completed.
 //! - `put` of a whole object is atomic: readers see the old object, no
 //!   object, or the new object, never a prefix (staged file + rename locally,
@@ -115,13 +115,25 @@ impl Store {
     }
 
     async fn put_mode(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            let (root, key) = (root.clone(), key.to_string());
+            let create = matches!(mode, PutMode::Create);
+            return tokio::task::spawn_blocking(move || put_local(&root, &key, &bytes, create))
+                .await
+                .expect("local put task panicked");
+        }
         let opts = PutOptions { mode, ..Default::default() };
-        // Directories the put is about to create must reach the disk too.
-        let created = self.local_root.as_ref().map(|root| missing_dirs(root, key)).unwrap_or_default();
         self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await.map_err(|e| map_err(key, e))?;
+        Ok(())
+    }
+
+    /// Makes sure an object some other process wrote is durable before it is
+    /// relied on (a local put by another process may not have fsynced yet).
+    pub async fn sync_existing(&self, key: &str) -> Result<()> {
         if let Some(root) = &self.local_root {
             let path = root.join(key);
-            tokio::task::spawn_blocking(move || fsync_local(&path, &created)).await.expect("fsync task panicked")?;
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || fsync_local(&root, &path)).await.expect("fsync task panicked")?;
         }
         Ok(())
     }
@@ -184,34 +196,52 @@ impl Store {
     }
 }
 
-/// Ancestor directories of `key` (below `root`) that do not exist yet,
-/// deepest first.
-fn missing_dirs(root: &FsPath, key: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut dir = root.join(key).parent().map(FsPath::to_path_buf);
-    while let Some(d) = dir {
-        if d.starts_with(root) && d != root && !d.exists() {
-            dir = d.parent().map(FsPath::to_path_buf);
-            out.push(d);
-        } else {
-            break;
-        }
+/// A local put: the bytes go to a staging file beside the target (named
+/// `…#<digits>`, which object_store's listing ignores), which is fsynced and
+/// only then renamed into place (overwrite) or hard-linked (create-only:
+/// fails if the name exists). So a crash never leaves a torn or empty object
+/// under its final name, and a create-only name is never replaced.
+fn put_local(root: &FsPath, key: &str, bytes: &[u8], create: bool) -> Result<()> {
+    use std::io::Write;
+    let path = root.join(key);
+    let dir = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut staged = path.clone().into_os_string();
+    staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
+    let staged = PathBuf::from(staged);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staged);
+        return Err(Error::io(&staged, e));
     }
-    out
+    let placed = if create { std::fs::hard_link(&staged, &path) } else { std::fs::rename(&staged, &path) };
+    if create || placed.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    match placed {
+        Ok(()) => fsync_local(root, &path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists { what: key.to_string() }),
+        Err(e) => Err(Error::io(&path, e)),
+    }
 }
 
-/// Makes a just-renamed local object durable: the file's data, its parent
-/// directory (the new entry), and the parent of every directory the put
-/// created (their entries). Directories that already existed are durable
-/// from earlier puts.
-fn fsync_local(path: &FsPath, created: &[PathBuf]) -> Result<()> {
+/// Makes a local object's name durable: the file, then every directory from
+/// its parent up to the repository root (a new `packs/ab/` entry must reach
+/// the disk too; fsync of an unchanged directory costs next to nothing).
+fn fsync_local(root: &FsPath, path: &FsPath) -> Result<()> {
     let sync = |p: &FsPath| std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e));
     sync(path)?;
-    let mut dirs: Vec<&FsPath> = path.parent().into_iter().collect();
-    dirs.extend(created.iter().filter_map(|d| d.parent()));
-    dirs.dedup();
-    for d in dirs {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
         sync(d)?;
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
     }
     Ok(())
 }

@@ -141,7 +141,10 @@ pub async fn fetch(
     }
     let tmp = temp_path(dest)?;
     fetch_to_temp(repo, &key, &m, &tmp).await?;
-    deliver_from(&tmp, dest)?;
+    if let Err(e) = deliver_from(&tmp, dest) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
 }
 
@@ -150,7 +153,7 @@ fn temp_path(dest: &Path) -> Result<PathBuf> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::Config(format!("{}: not a file path", dest.display())))?;
-    Ok(dest.with_file_name(format!(".{name}.cairn-{}.tmp", std::process::id())))
+    Ok(dest.with_file_name(format!(".{name}.cairn-{}-{:08x}.tmp", std::process::id(), rand::random::<u32>())))
 }
 
 /// Writes the verified content of `m` to a new file `tmp` and fsyncs it;
@@ -182,7 +185,10 @@ pub(crate) fn deliver_from(src: &Path, dest: &Path) -> Result<()> {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::io(&tmp, e));
         }
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        if let Err(e) = std::fs::rename(&tmp, dest) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(dest, e));
+        }
         let _ = std::fs::remove_file(src);
     }
     let dir = dest.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -208,7 +208,10 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             hasher.update(&buf);
         }
         let hash = hasher.finalize().to_hex().to_string();
-        return same_or_conflict(&existing, &key, size, &hash, path, kind, name);
+        let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
+        // Another process may have linked it and not yet fsynced it.
+        repo.store().sync_existing(&key).await?;
+        return Ok(r);
     }
 
     // 3. Read once: hash and scan on one thread, seal on the others.
@@ -234,6 +237,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let mut eof = false;
     let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob)>();
     let mut next_index = 0usize;
+    let mut read_bytes = 0u64;
     while !eof {
         tokio::task::block_in_place(|| {
             rayon::scope(|sc| -> Result<()> {
@@ -253,6 +257,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                         let _ = tx.send((i, b));
                     });
                     next_index += 1;
+                    read_bytes += p.len() as u64;
                     hasher.update(&p);
                     match scanner.as_mut() {
                         Some(s) => s.push(&p).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
@@ -277,6 +282,12 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     }
     if !builder.is_empty() {
         packs.push(builder.finish(keys));
+    }
+    if read_bytes != size {
+        return Err(Error::Input {
+            offset: read_bytes,
+            source: std::io::Error::other(format!("{} changed while it was read ({size} bytes before)", shown(path))),
+        });
     }
     let hash = hasher.finalize().to_hex().to_string();
     tracing::debug!(packs = packs.len(), "read, scanned and sealed");
@@ -363,7 +374,9 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             // Another push of the same name won the race.
             let existing =
                 get_named::<WalManifest>(repo, &key).await?.ok_or_else(|| Error::NotFound { what: key.clone() })?;
-            same_or_conflict(&existing, &key, size, &hash, path, kind, name)
+            let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
+            repo.store().sync_existing(&key).await?;
+            Ok(r)
         }
         Err(e) => Err(e),
     }

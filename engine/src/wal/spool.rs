@@ -10,10 +10,15 @@
 //! directly.
 //!
 //! # One prefetcher at a time
-//! `.prefetch.pid` is created with `create_new`; a prefetcher whose process
-//! no longer exists is replaced. A fetch that finds the segment it wants
-//! being written (`.NAME.tmp`) by a live prefetcher waits for it instead of
-//! fetching it twice.
+//! A prefetcher holds an exclusive lock on `.prefetch.lock` for its whole
+//! life (released by the kernel when it exits, however it exits). A fetch
+//! that finds the segment it wants being written (`.NAME.tmp`) while a
+//! prefetcher holds the lock waits for it instead of fetching it twice.
+//!
+//! # Trust
+//! The spool must belong to this user and not be writable by others; only
+//! regular files are served (a symbolic link or FIFO planted there is
+//! discarded), and spooled files are created 0600.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,7 +30,7 @@ use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
-const LOCK: &str = ".prefetch.pid";
+const LOCK: &str = ".prefetch.lock";
 /// How long a fetch waits for a prefetcher that is writing its segment.
 const WAIT_FOR_PREFETCHER: Duration = Duration::from_secs(60);
 
@@ -35,15 +40,24 @@ pub struct Spool {
     dir: PathBuf,
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
+/// Held by the running prefetcher; dropping it releases the lock.
+#[derive(Debug)]
+pub struct PrefetchLock(#[allow(dead_code)] std::fs::File);
 
 impl Spool {
-    /// Opens (creating, mode 0700) a spool directory.
+    /// Opens (creating, mode 0700) a spool directory; refuses one that
+    /// belongs to another user or that others can write to.
     pub fn open(dir: &Path) -> Result<Spool> {
-        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(dir, e))?;
+        let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(meta.uid());
+        if meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(Error::Config(format!(
+                "spool {} must belong to this user and not be writable by group or others",
+                dir.display()
+            )));
+        }
         Ok(Spool { dir: dir.to_path_buf() })
     }
 
@@ -55,38 +69,34 @@ impl Spool {
         self.dir.join(format!(".{name}.tmp"))
     }
 
-    /// The pid of a live prefetcher, if any.
-    pub fn prefetcher(&self) -> Option<u32> {
-        let pid: u32 = std::fs::read_to_string(self.dir.join(LOCK)).ok()?.trim().parse().ok()?;
-        pid_alive(pid).then_some(pid)
+    fn lock_file(&self) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let p = self.dir.join(LOCK);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))
     }
 
-    /// Takes the prefetcher lock for this process; `false` if another live
-    /// prefetcher holds it.
-    pub fn lock(&self) -> Result<bool> {
-        let lock = self.dir.join(LOCK);
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&lock) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    write!(f, "{}", std::process::id()).map_err(|e| Error::io(&lock, e))?;
-                    return Ok(true);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if self.prefetcher().is_some() {
-                        return Ok(false);
-                    }
-                    let _ = std::fs::remove_file(&lock);
-                }
-                Err(e) => return Err(Error::io(&lock, e)),
-            }
+    /// Whether a prefetcher is running (holds the lock).
+    pub fn prefetcher_running(&self) -> bool {
+        match self.lock_file() {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
         }
-        Ok(false)
     }
 
-    /// Releases the lock taken by [`Spool::lock`].
-    pub fn unlock(&self) {
-        let _ = std::fs::remove_file(self.dir.join(LOCK));
+    /// Takes the prefetcher lock; `None` if another prefetcher holds it.
+    pub fn lock(&self) -> Result<Option<PrefetchLock>> {
+        let f = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(PrefetchLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(self.dir.join(LOCK), e)),
+        }
     }
 
     /// Serves `name` from the spool when a verified copy is there (waiting
@@ -95,14 +105,20 @@ impl Spool {
     pub async fn take(&self, key: &str, m: &WalManifest, dest: &Path) -> Result<bool> {
         let spooled = self.path(&m.name);
         let t = Instant::now();
-        while !spooled.exists() && self.temp(&m.name).exists() && self.prefetcher().is_some() {
+        while !spooled.exists() && self.temp(&m.name).exists() && self.prefetcher_running() {
             if t.elapsed() > WAIT_FOR_PREFETCHER {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if !spooled.exists() {
-            return Ok(false);
+        match std::fs::symlink_metadata(&spooled) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => {
+                tracing::warn!(file = %spooled.display(), "not a regular file; discarded");
+                let _ = std::fs::remove_file(&spooled);
+                return Ok(false);
+            }
+            Err(_) => return Ok(false),
         }
         let ok = tokio::task::block_in_place(|| -> std::io::Result<bool> {
             let mut h = blake3::Hasher::new();
@@ -120,13 +136,15 @@ impl Spool {
     }
 
     /// Removes spooled segments that sort before `name` (recovery has moved
-    /// past them) and leftovers of killed prefetchers that are not in use.
+    /// past them) and, when no prefetcher runs, leftovers of killed ones.
     pub fn prune_before(&self, name: &str) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        let idle = !self.prefetcher_running();
         for e in rd.flatten() {
             let f = e.file_name();
             let Some(f) = f.to_str() else { continue };
-            if f.len() == 24 && f < name {
+            let stale_tmp = idle && f.starts_with('.') && f.ends_with(".tmp");
+            if (f.len() == 24 && f < name) || stale_tmp {
                 let _ = std::fs::remove_file(e.path());
             }
         }

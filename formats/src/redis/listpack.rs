@@ -290,7 +290,7 @@ pub(crate) fn validate(lp: &[u8], tuple: u64, unique: bool) -> Result<u64, Conta
         }
         n += 1;
     }
-    if n % tuple != 0 {
+    if !n.is_multiple_of(tuple) {
         return Err(ContainerError::new(0, "whole records", format!("{n} elements for records of {tuple}")));
     }
     Ok(n)

@@ -100,7 +100,7 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
         if prevlen != prev_size {
             return Err(bad("a prevlen equal to the previous entry's size", format!("{prevlen} for {prev_size}")));
         }
-        if pairs && count % 2 == 0 {
+        if pairs && count.is_multiple_of(2) {
             let data = &zl[p + header..next];
             let elem = match enc {
                 0x00..=0xbf => Elem::Str(data),
@@ -135,7 +135,7 @@ pub(crate) fn validate_ziplist(zl: &[u8], pairs: bool) -> Result<u64, ContainerE
             format!("{header_count} for {count}"),
         ));
     }
-    if pairs && count % 2 != 0 {
+    if pairs && !count.is_multiple_of(2) {
         return Err(ContainerError::new(0, "field/value pairs", format!("{count} elements")));
     }
     Ok(count)

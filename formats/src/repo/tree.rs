@@ -54,7 +54,7 @@ mod tests {
     fn entry(i: u8, offset: u32) -> BlobEntry {
         BlobEntry {
             id: [i; 32],
-            kind: if i % 2 == 0 { BlobKind::Data } else { BlobKind::Tree },
+            kind: if i.is_multiple_of(2) { BlobKind::Data } else { BlobKind::Tree },
             compression: Compression::Zstd,
             offset,
             stored_len: 100,

@@ -53,7 +53,7 @@ impl WalBuilder {
             return;
         }
         let off = page * BLCKSZ;
-        let long = off % self.seg_size == 0;
+        let long = off.is_multiple_of(self.seg_size);
         let mut info: u16 = extra_flags;
         if rem_len > 0 {
             info |= 0x0001;
@@ -76,7 +76,7 @@ impl WalBuilder {
     }
 
     fn header_size(&self, page: usize) -> usize {
-        if (page * BLCKSZ) % self.seg_size == 0 {
+        if (page * BLCKSZ).is_multiple_of(self.seg_size) {
             40
         } else {
             24
@@ -90,7 +90,7 @@ impl WalBuilder {
         if self.pos >= self.bytes.len() {
             return false;
         }
-        if self.pos % BLCKSZ == 0 {
+        if self.pos.is_multiple_of(BLCKSZ) {
             let page = self.pos / BLCKSZ;
             self.page_header(page, 0, 0);
             self.pos += self.header_size(page);
@@ -145,7 +145,7 @@ impl WalBuilder {
             if self.pos >= self.bytes.len() {
                 break;
             }
-            if self.pos % BLCKSZ == 0 {
+            if self.pos.is_multiple_of(BLCKSZ) {
                 let page = self.pos / BLCKSZ;
                 self.page_header(page, remaining.len() as u32, 0);
                 self.pos += self.header_size(page);
