@@ -278,6 +278,19 @@ async fn upload(repo: &Repository, p: SealedPack, progress: &Progress) -> Result
     Ok(PackEntries { pack_id: p.id.0, pack_len: len, blobs: p.entries })
 }
 
+/// Caller-given metadata, with what the source learnt added (the source
+/// wins on a clash: it read the bytes).
+fn merge_metadata(given: serde_json::Value, learnt: Option<serde_json::Value>) -> serde_json::Value {
+    match (given, learnt) {
+        (g, None) => g,
+        (serde_json::Value::Object(mut g), Some(serde_json::Value::Object(l))) => {
+            g.extend(l);
+            serde_json::Value::Object(g)
+        }
+        (_, Some(l)) => l,
+    }
+}
+
 /// Backs up one stream and writes its snapshot. Returns the snapshot id.
 ///
 /// Durability order: packs, then the index segment naming them, then the
@@ -298,7 +311,7 @@ pub async fn backup_stream(
     let reader_progress = progress.clone();
     let reader = std::thread::Builder::new()
         .name("cairn-reader".into())
-        .spawn(move || -> Result<u64> {
+        .spawn(move || -> Result<(u64, Option<serde_json::Value>)> {
             let mut ch = StreamChunker::new(source, params, seed);
             loop {
                 let batch = match ch.next_batch(BATCH_BYTES) {
@@ -318,8 +331,9 @@ pub async fn backup_stream(
             }
             drop(batch_tx);
             let n = ch.bytes_read();
-            ch.into_inner().finish()?;
-            Ok(n)
+            let mut source = ch.into_inner();
+            source.finish()?;
+            Ok((n, source.metadata()))
         })
         .expect("spawn reader thread");
 
@@ -393,7 +407,7 @@ pub async fn backup_stream(
     let (packer_result, reader_result) = joined;
     // The reader's error is the root cause when both failed (the packer then
     // only saw a closed channel), so it is reported first.
-    let bytes_read = reader_result.expect("reader thread panicked")?;
+    let (bytes_read, learnt) = reader_result.expect("reader thread panicked")?;
     packer_result.expect("packer thread panicked")?;
     if let Some(e) = failure {
         return Err(e);
@@ -407,7 +421,7 @@ pub async fn backup_stream(
         host: crate::hostname(),
         source: opts.source,
         tags: opts.tags,
-        metadata: opts.metadata,
+        metadata: merge_metadata(opts.metadata, learnt),
         entries: vec![Entry {
             name: opts.entry_name,
             kind: "file".into(),

@@ -100,39 +100,13 @@ pub fn backup_manifest(path: &Path) -> Result<Value> {
 /// A Redis RDB file: version, AUX fields, keys and expiries per database,
 /// checksum status. Structure and the CRC-64 trailer are verified.
 pub fn rdb(path: &Path) -> Result<Value> {
-    use cairn_formats::redis::{ChecksumStatus, RdbParser};
+    use cairn_formats::redis::RdbParser;
     let mut p = RdbParser::new();
     stream(path, |piece| p.feed(piece).map_err(|e| bad(path, e)))?;
     let s = p.finish().map_err(|e| bad(path, e))?;
-    let checksum = match s.checksum {
-        ChecksumStatus::Valid(c) => json!({ "status": "valid", "crc64": format!("{c:016x}") }),
-        ChecksumStatus::Disabled => json!({ "status": "disabled" }),
-        ChecksumStatus::Absent => json!({ "status": "absent" }),
-        ChecksumStatus::Pending => json!({ "status": "pending" }),
-    };
-    let dbs: serde_json::Map<String, Value> = s
-        .dbs
-        .iter()
-        .map(|(db, d)| {
-            let k = &d.kinds;
-            (
-                db.to_string(),
-                json!({ "keys": d.keys, "expires": d.expires, "strings": k.strings, "lists": k.lists, "sets": k.sets,
-                        "sorted_sets": k.sorted_sets, "hashes": k.hashes, "streams": k.streams, "modules": k.modules }),
-            )
-        })
-        .collect();
-    let aux: serde_json::Map<String, Value> =
-        s.aux.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    Ok(json!({
-        "file": path.display().to_string(),
-        "bytes": s.rdb_len,
-        "rdb_version": s.version,
-        "aux": aux,
-        "databases": dbs,
-        "keys": s.dbs.values().map(|d| d.keys).sum::<u64>(),
-        "checksum": checksum,
-    }))
+    let mut v = crate::redis::summary_json(s);
+    v["file"] = Value::String(path.display().to_string());
+    Ok(v)
 }
 
 /// A tar stream: each member's path, kind, size, mode, mtime and the byte

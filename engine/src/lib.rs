@@ -41,6 +41,7 @@ pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod pack;
+pub mod redis;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

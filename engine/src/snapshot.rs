@@ -135,15 +135,26 @@ impl Snapshot {
     /// optionally among snapshots of one source. A prefix loads only the
     /// snapshot it names, so one unreadable manifest does not block others.
     pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
+        Self::resolve_kind(repo, spec, source, None).await
+    }
+
+    /// [`Snapshot::resolve`] among snapshots of one source kind
+    /// (`redis-rdb`, …); a prefix naming another kind is refused.
+    pub async fn resolve_kind(
+        repo: &Repository,
+        spec: &str,
+        source: Option<&str>,
+        kind: Option<&str>,
+    ) -> Result<(Id, Snapshot)> {
+        let wanted = |s: &Snapshot| source.is_none_or(|n| s.source.name == n) && kind.is_none_or(|k| s.source.kind == k);
         if spec == "latest" {
             let all = Self::list(repo).await?;
-            return all.into_iter().rfind(|(_, s)| source.is_none_or(|n| s.source.name == n)).ok_or_else(|| {
-                Error::NotFound {
-                    what: match source {
-                        Some(n) => format!("a snapshot of source {n:?}"),
-                        None => "any snapshot".into(),
-                    },
-                }
+            return all.into_iter().rfind(|(_, s)| wanted(s)).ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "a {}snapshot{}",
+                    kind.map(|k| format!("{k} ")).unwrap_or_default(),
+                    source.map(|n| format!(" of source {n:?}")).unwrap_or_default()
+                ),
             });
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -163,9 +174,18 @@ impl Snapshot {
             [] => Err(Error::NotFound { what: format!("snapshot {spec}") }),
             [id] => {
                 let snap = Snapshot::load(repo, id).await?;
-                if source.is_some_and(|n| snap.source.name != n) {
+                if !wanted(&snap) {
                     return Err(Error::NotFound {
-                        what: format!("snapshot {spec} of source {:?}", source.unwrap_or_default()),
+                        what: format!(
+                            "snapshot {spec} of {} (it is a {} snapshot of {:?})",
+                            [kind.map(|k| format!("kind {k}")), source.map(|n| format!("source {n:?}"))]
+                                .into_iter()
+                                .flatten()
+                                .collect::<Vec<_>>()
+                                .join(" and "),
+                            snap.source.kind,
+                            snap.source.name
+                        ),
                     });
                 }
                 Ok((*id, snap))

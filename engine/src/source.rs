@@ -15,6 +15,22 @@ pub trait StreamSource: Read + Send {
     fn finish(&mut self) -> Result<()> {
         Ok(())
     }
+
+    /// Facts learnt from the bytes (RDB version, key counts, …), recorded in
+    /// the snapshot's metadata; asked for after a successful `finish`.
+    fn metadata(&self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+impl StreamSource for Box<dyn StreamSource> {
+    fn finish(&mut self) -> Result<()> {
+        (**self).finish()
+    }
+
+    fn metadata(&self) -> Option<serde_json::Value> {
+        (**self).metadata()
+    }
 }
 
 impl StreamSource for std::fs::File {}

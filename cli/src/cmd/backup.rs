@@ -35,12 +35,27 @@ pub struct Args {
     /// Packs uploaded concurrently (each holds one 16 MiB pack in memory).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
     uploads: u16,
+    /// What the stream is: `stream` (any bytes) or `redis-rdb` (validated
+    /// while it streams: magic, version, structure, CRC-64; a truncated or
+    /// corrupt dump fails the backup and leaves no snapshot; the RDB
+    /// version, redis-ver and per-database key counts go into the snapshot).
+    #[arg(long, value_enum, default_value_t = Kind::Stream)]
+    kind: Kind,
     /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
     #[arg(value_name = "FILE")]
     input: Option<PathBuf>,
     /// Producer command and its arguments.
     #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+/// Stream kinds `backup` understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// Any byte stream.
+    Stream,
+    /// A Redis RDB dump.
+    RedisRdb,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
@@ -72,6 +87,13 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
                 (Box::new(f), name, o)
             }
         };
+    let source: Box<dyn StreamSource> = match a.kind {
+        Kind::Stream => source,
+        Kind::RedisRdb => {
+            opts.source.kind = cairn_engine::redis::KIND.into();
+            Box::new(cairn_engine::redis::RdbSource::new(source))
+        }
+    };
     opts.source.name = a.source.clone().unwrap_or(name);
     opts.tags = a.tags;
     opts.compression_level = a.compression;

@@ -6,6 +6,7 @@ mod index;
 mod init;
 mod inspect;
 mod key;
+mod redis;
 mod restore;
 mod snapshots;
 mod stats;
@@ -68,6 +69,9 @@ pub enum Command {
     Inspect(inspect::Command),
     #[command(subcommand)]
     Wal(wal::Command),
+    /// Redis: restore RDB snapshots.
+    #[command(subcommand)]
+    Redis(redis::Command),
 }
 
 pub async fn run(mut cli: Cli) -> Result<i32> {
@@ -84,6 +88,7 @@ pub async fn run(mut cli: Cli) -> Result<i32> {
         Command::Stats(a) => stats::run(g, a).await,
         Command::Inspect(c) => inspect::run(g, c).await,
         Command::Wal(c) => wal::run(g, c).await,
+        Command::Redis(c) => redis::run(g, c).await,
     }
 }
 

@@ -34,13 +34,25 @@ pub struct Args {
     reads: u16,
 }
 
+impl Args {
+    /// Restore of a whole single-entry snapshot.
+    pub fn whole(snapshot: String, source: Option<String>, to: PathBuf) -> Args {
+        Args { snapshot, source, to, entry: None, reads: 8 }
+    }
+}
+
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    run_kind(g, a, None).await
+}
+
+/// Restores, accepting only snapshots of source kind `kind` when given.
+pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     let to_stdout = a.to.as_os_str() == "-";
     if to_stdout && std::io::stdout().is_terminal() {
         bail!("refusing to write binary data to a terminal: use --to FILE or redirect stdout");
     }
     let repo = g.open().await?;
-    let (id, snap) = Snapshot::resolve(&repo, &a.snapshot, a.source.as_deref()).await?;
+    let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
     let entry = match &a.entry {
         Some(n) => snap.entries.iter().find(|e| &e.name == n),
         None if snap.entries.len() == 1 => snap.entries.first(),
