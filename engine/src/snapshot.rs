@@ -146,7 +146,8 @@ impl Snapshot {
         source: Option<&str>,
         kind: Option<&str>,
     ) -> Result<(Id, Snapshot)> {
-        let wanted = |s: &Snapshot| source.is_none_or(|n| s.source.name == n) && kind.is_none_or(|k| s.source.kind == k);
+        let wanted =
+            |s: &Snapshot| source.is_none_or(|n| s.source.name == n) && kind.is_none_or(|k| s.source.kind == k);
         if spec == "latest" {
             let all = Self::list(repo).await?;
             return all.into_iter().rfind(|(_, s)| wanted(s)).ok_or_else(|| Error::NotFound {

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod moto;
 pub mod pg;
+pub mod redis;
 pub mod repo;
 
 pub use repo::TestRepo;

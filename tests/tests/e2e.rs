@@ -8,6 +8,7 @@ mod crash;
 mod index_cache;
 mod pg_harness;
 mod producer;
+mod redis;
 mod roundtrip;
 mod tamper;
 mod wal;
