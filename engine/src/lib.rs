@@ -42,6 +42,7 @@ pub mod inspect;
 pub mod keys;
 pub mod pack;
 pub mod redis;
+pub mod redis_sync;
 pub mod repo;
 pub mod restore;
 pub mod snapshot;

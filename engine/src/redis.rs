@@ -52,7 +52,13 @@ impl<S: StreamSource> StreamSource for RdbSource<S> {
     }
 
     fn metadata(&self) -> Option<Value> {
-        self.parser.finish().ok().map(summary_json)
+        let mut v = self.parser.finish().ok().map(summary_json)?;
+        // What the source knows (replication id and offset from a live
+        // pull) adds to, and wins over, what the file says.
+        if let (Some(obj), Some(Value::Object(inner))) = (v.as_object_mut(), self.inner.metadata()) {
+            obj.extend(inner);
+        }
+        Some(v)
     }
 }
 

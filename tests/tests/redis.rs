@@ -131,3 +131,117 @@ fn damaged_rdb_leaves_no_snapshot() {
     std::fs::write(&path, &rdb).unwrap();
     repo.ok(&["backup", "--kind", "redis-rdb", path.to_str().unwrap()]);
 }
+
+fn restore_and_compare(repo: &TestRepo, src_digest: &str, src_keyspace: &[(u64, u64, u64)]) {
+    let dir = tempfile::tempdir().unwrap();
+    let restored = dir.path().join("dump.rdb");
+    repo.ok(&["redis", "restore", "latest", "--to", restored.to_str().unwrap()]);
+    let check = std::process::Command::new("redis-check-rdb").arg(&restored).output().unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && report.contains("RDB looks OK"), "{report}");
+    let fresh = RedisServer::start_in(dir, &[]);
+    assert_eq!(digest(&fresh), src_digest);
+    assert_eq!(fresh.keyspace(), src_keyspace);
+}
+
+#[test]
+fn live_pull_disk_based_and_diskless() {
+    let repo = TestRepo::new();
+    let src = RedisServer::start(&["--repl-diskless-sync-delay", "0", "--requirepass", "s3cret-pw"]);
+    let auth = |args: &[&str]| src.cli(&[&["--no-auth-warning", "-a", "s3cret-pw"], args].concat());
+    // Populate through an authenticated pipe: requirepass is set.
+    assert_eq!(auth(&["DEBUG", "POPULATE", "300000"]).trim(), "OK");
+    assert_eq!(auth(&["SET", "ttl", "v", "EX", "100000"]).trim(), "OK");
+    assert_eq!(auth(&["-n", "3", "RPUSH", "l", "a", "b"]).trim(), "2");
+    let want = auth(&["DEBUG", "DIGEST"]).trim().to_string();
+    let url = format!("redis://127.0.0.1:{}", src.port);
+    let pwfile = repo.dir.path().join("redis-password");
+    std::fs::write(&pwfile, "s3cret-pw\n").unwrap();
+    for (diskless, transfer) in [("yes", "diskless"), ("no", "disk")] {
+        assert_eq!(auth(&["CONFIG", "SET", "repl-diskless-sync", diskless]).trim(), "OK");
+        let keyspace: Vec<(u64, u64, u64)> = {
+            let info = auth(&["INFO", "keyspace"]);
+            info.lines()
+                .filter_map(|l| l.trim().strip_prefix("db"))
+                .map(|rest| {
+                    let (db, f) = rest.split_once(':').unwrap();
+                    let get = |n: &str| f.split(',').find_map(|x| x.strip_prefix(n)).unwrap()[1..].parse().unwrap();
+                    (db.parse().unwrap(), get("keys"), get("expires"))
+                })
+                .collect()
+        };
+        let mut c =
+            repo.cmd(&["--json", "redis", "backup", "--url", &url, "--password-file", pwfile.to_str().unwrap()]);
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{transfer}: {text}");
+        assert!(!text.contains("s3cret-pw"), "the password was printed");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["metadata"]["transfer"], transfer, "{v}");
+        assert_eq!(v["metadata"]["repl_id"].as_str().unwrap().len(), 40, "{v}");
+        assert_eq!(v["metadata"]["keys"].as_u64().unwrap(), 300_002);
+        // A fresh server without requirepass loads the restored dump.
+        restore_and_compare(&repo, &want, &keyspace);
+    }
+
+    // Wrong or missing password: a clear error, no snapshot.
+    let before = repo.json(&["snapshots"]).as_array().unwrap().len();
+    let out = repo.run(&["redis", "backup", "--url", &url]);
+    assert_ne!(code(&out), 0);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires a password"));
+    let mut c = repo.cmd(&["redis", "backup", "--url", &url]);
+    let out = c.env("REDISCLI_AUTH", "wrong-pw").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("authentication failed"), "{err}");
+    assert!(!err.contains("wrong-pw"));
+    let mut c = repo.cmd(&["redis", "backup", "--url", &url]);
+    assert!(c.env("REDISCLI_AUTH", "s3cret-pw").output().unwrap().status.success());
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), before + 1);
+}
+
+/// A server that completes the handshake, sends part of a real RDB and
+/// drops the connection, the way a server killed mid-transfer does; in
+/// both payload forms.
+#[test]
+fn server_dying_mid_transfer_leaves_no_snapshot() {
+    use std::io::{BufRead, BufReader, Write};
+    let repo = TestRepo::new();
+    let src = RedisServer::start(&[]);
+    populate(&src, 20_000);
+    let rdb = src.save();
+    for form in ["length", "eof-mark"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let bytes = rdb.clone();
+        let server = std::thread::spawn(move || {
+            let (sock, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(sock.try_clone().unwrap());
+            let mut w = sock;
+            // AUTH-less handshake: PING, REPLCONF ×2, PSYNC; each command is a RESP array.
+            for reply in ["+PONG", "+OK", "+OK", "+FULLRESYNC 0123456789012345678901234567890123456789 42"] {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let n: usize = line.trim()[1..].parse().unwrap();
+                for _ in 0..2 * n {
+                    line.clear();
+                    r.read_line(&mut line).unwrap();
+                }
+                write!(w, "{reply}\r\n").unwrap();
+            }
+            w.write_all(b"\n\n").unwrap(); // keepalives
+            if form == "length" {
+                write!(w, "${}\r\n", bytes.len()).unwrap();
+            } else {
+                w.write_all(b"$EOF:abcdefghijabcdefghijabcdefghijabcdefghij\r\n").unwrap();
+            }
+            w.write_all(&bytes[..bytes.len() / 2]).unwrap();
+            // Dropping the socket here is the server dying.
+        });
+        let out = repo.run(&["redis", "backup", "--url", &format!("redis://127.0.0.1:{port}")]);
+        server.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 7, "{form}: {err}");
+        assert!(err.contains("connection closed") || err.contains("not a valid RDB"), "{form}: {err}");
+    }
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
