@@ -7,150 +7,13 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-/// Panics with an install hint unless `tool` runs.
-pub fn require_tool(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "`{tool}` is required by this oracle test and was not found; install it with \
-         `apt-get install -y redis-server` (Debian's package ships redis-server, \
-         redis-cli and redis-check-rdb)"
-    );
-}
-
-/// A `redis-server` child in its own temporary directory, killed on drop.
-pub struct RedisServer {
-    child: Child,
-    /// The port it listens on (loopback only).
-    pub port: u16,
-    /// Its working directory, where `dump.rdb` is written.
-    pub dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    /// Starts a server with persistence off and the given extra arguments
-    /// (for example `["--rdbchecksum", "no"]`), and waits until it answers.
-    pub fn start(extra: &[&str]) -> RedisServer {
-        require_tool("redis-server");
-        require_tool("redis-cli");
-        let dir = tempfile::tempdir().expect("temp dir");
-        // Ask the kernel for a free port; the tiny race with other
-        // processes is acceptable for a test.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--enable-debug-command", "yes"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn redis-server");
-        let server = RedisServer { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if server.try_cli(&["PING"]).is_some_and(|o| o.trim() == "PONG") {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}: {}", server.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The server's log, for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
-    }
-
-    fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Runs one command with `redis-cli` and returns its output.
-    pub fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args).unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
-    }
-
-    /// Sends many commands at once through `redis-cli --pipe`, which is
-    /// much faster than one process per command, and checks that none
-    /// failed.
-    pub fn pipe(&self, commands: &[Vec<Vec<u8>>]) {
-        let mut resp = Vec::new();
-        for cmd in commands {
-            write!(resp, "*{}\r\n", cmd.len()).unwrap();
-            for arg in cmd {
-                write!(resp, "${}\r\n", arg.len()).unwrap();
-                resp.extend_from_slice(arg);
-                resp.extend_from_slice(b"\r\n");
-            }
-        }
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--pipe"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn redis-cli --pipe");
-        child.stdin.take().unwrap().write_all(&resp).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success() && text.contains("errors: 0"), "redis-cli --pipe: {text}");
-    }
-
-    /// Runs `SAVE` and returns the bytes of the dump.
-    pub fn save(&self) -> Vec<u8> {
-        assert_eq!(self.cli(&["SAVE"]).trim(), "OK");
-        std::fs::read(self.dir.path().join("dump.rdb")).expect("read dump.rdb")
-    }
-
-    /// `(keys, expires)` per database, from `INFO keyspace`.
-    pub fn keyspace(&self) -> Vec<(u64, u64, u64)> {
-        let info = self.cli(&["INFO", "keyspace"]);
-        let mut out = Vec::new();
-        for line in info.lines() {
-            let Some(rest) = line.trim().strip_prefix("db") else { continue };
-            let (db, fields) = rest.split_once(':').unwrap();
-            let field = |name: &str| -> u64 {
-                let f = fields.split(',').find_map(|f| f.strip_prefix(name)).unwrap();
-                f.trim_start_matches('=').parse().unwrap()
-            };
-            out.push((db.parse().unwrap(), field("keys"), field("expires")));
-        }
-        out
-    }
-
-    /// `DBSIZE` of database `db`.
-    pub fn dbsize(&self, db: u64) -> u64 {
-        let out = self.cli(&["-n", &db.to_string(), "DBSIZE"]);
-        out.trim().parse().unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+// The server harness is shared with the end-to-end tests.
+#[path = "../../../tests/src/redis.rs"]
+mod server;
+pub use server::{cmd, require_tool, RedisServer};
 
 /// What `redis-check-rdb` said about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,15 +51,6 @@ pub fn check_rdb(dir: &Path, name: &str, bytes: &[u8], limit_secs: u32) -> Check
             text.lines().skip_while(|l| !l.contains("RDB ERROR")).take(3).collect::<Vec<_>>().join(" | "),
         ),
     }
-}
-
-/// Builds a command from string-like arguments.
-pub fn cmd<I, A>(args: I) -> Vec<Vec<u8>>
-where
-    I: IntoIterator<Item = A>,
-    A: AsRef<[u8]>,
-{
-    args.into_iter().map(|a| a.as_ref().to_vec()).collect()
 }
 
 /// A small deterministic generator (splitmix64), so that data sets and
