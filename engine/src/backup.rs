@@ -8,6 +8,11 @@
 //! async:          sealed packs → bounded concurrent PUTs → index segment (after its packs)
 //!                 → local index → snapshot manifest (last)
 //! ```
+//! The reader hands the packer [`Piece`]s: chunks of the current entry,
+//! then the entry's metadata when it ends, so one pass can store a stream
+//! (one entry, plus a member index for a tar), or a directory (an entry per
+//! file, with files the files cache knows passed through unread).
+//!
 //! Memory is bounded by the channel depths (the chunker's 16 MiB buffer, one
 //! 8 MiB batch queued and one being sealed, one pack filling, one sealed pack
 //! queued, `upload_concurrency` packs in flight) and
@@ -24,13 +29,14 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use rayon::prelude::*;
 
-use crate::chunker::StreamChunker;
+use crate::chunker::{ChunkerParams, StreamChunker};
 use crate::ids::{pack_key, Id};
 use crate::index::LocalIndex;
 use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::{ObjectKind, Repository};
-use crate::snapshot::{BackupStats, Entry, Snapshot, SourceInfo, TreeRef, SNAPSHOT_VERSION};
+use crate::snapshot::{BackupStats, Entry, MembersRef, Snapshot, SourceInfo, TreeRef, SNAPSHOT_VERSION};
 use crate::source::StreamSource;
+use crate::tarstream::{TarHints, TarMode};
 use crate::{Error, Result};
 
 /// Bytes per batch handed from the reader to the packer.
@@ -75,6 +81,9 @@ pub struct BackupOptions {
     pub mode: u32,
     /// Modification time.
     pub mtime: Option<i64>,
+    /// Whether the stream is chunked as tar (cut at member boundaries, with
+    /// a member index).
+    pub tar: TarMode,
 }
 
 impl BackupOptions {
@@ -89,13 +98,149 @@ impl BackupOptions {
             metadata: serde_json::Value::Null,
             mode: 0o644,
             mtime: None,
+            tar: TarMode::Detect,
         }
+    }
+}
+
+/// What the reader hands the packer, in stream order.
+pub enum Piece {
+    /// A chunk of the current entry's content.
+    Chunk(Vec<u8>),
+    /// The current entry ends here: the packer fills in its content, size
+    /// and BLAKE3 and keeps the rest of this metadata.
+    End(Box<Entry>),
+    /// The content since the last `End` is the member index of the entry
+    /// that ended there.
+    EndMembers {
+        /// Members listed.
+        count: u64,
+    },
+    /// An entry whose content is already stored (files cache): kept as is.
+    Reuse(Box<Entry>),
+}
+
+/// Batches pieces for the packer; handed to a [`Feed`].
+pub struct PieceSink {
+    tx: mpsc::SyncSender<Result<Vec<Piece>>>,
+    cur: Vec<Piece>,
+    cur_bytes: usize,
+    total: u64,
+    /// Bytes pushed that were not read from the source (member indexes).
+    overhead: u64,
+    progress: Arc<Progress>,
+}
+
+impl PieceSink {
+    /// Queues one piece; a full batch goes to the packer (blocking while
+    /// the packer is busy: that is the pipeline's back-pressure).
+    pub fn push(&mut self, p: Piece) -> Result<()> {
+        if let Piece::Chunk(c) = &p {
+            self.cur_bytes += c.len();
+            self.total += c.len() as u64;
+            self.progress.bytes_read.store(self.total, Ordering::Relaxed);
+        }
+        self.cur.push(p);
+        if self.cur_bytes >= BATCH_BYTES || self.cur.len() >= 4096 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Chunks `source` to its end as the current entry's content, with tar
+    /// hints when `tar` says so; returns the hints (for the member index).
+    pub fn chunk_stream<R: std::io::Read>(
+        &mut self,
+        source: R,
+        params: ChunkerParams,
+        seed: u64,
+        tar: TarMode,
+    ) -> Result<(R, Option<TarHints>)> {
+        let mut ch = StreamChunker::new(source, params, seed);
+        if tar != TarMode::Off {
+            ch = ch.with_hints(Box::new(TarHints::new(tar, u64::from(params.min_size))));
+        }
+        loop {
+            let batch = ch.next_batch(BATCH_BYTES)?;
+            if batch.is_empty() {
+                break;
+            }
+            for c in batch {
+                self.push(Piece::Chunk(c))?;
+            }
+        }
+        let hints = ch.take_hints().and_then(|h| h.into_any().downcast::<TarHints>().ok()).map(|h| *h);
+        Ok((ch.into_inner(), hints))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.cur.is_empty() {
+            return Ok(());
+        }
+        self.cur_bytes = 0;
+        let batch = std::mem::take(&mut self.cur);
+        self.tx.send(Ok(batch)).map_err(|_| cancelled())
+    }
+
+    /// Plaintext bytes pushed so far.
+    pub fn bytes(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Produces the pieces of one backup on the reader thread. Returns what
+/// it learnt for the snapshot metadata. It must end every entry it starts
+/// with `End` (and may follow one with its member index).
+pub trait Feed: Send + 'static {
+    /// Pushes everything into `sink`.
+    fn feed(
+        self: Box<Self>,
+        sink: &mut PieceSink,
+        params: ChunkerParams,
+        seed: u64,
+    ) -> Result<Option<serde_json::Value>>;
+}
+
+/// One stream as one entry (with a member index when it is tar).
+struct StreamFeed {
+    source: Box<dyn StreamSource>,
+    entry: Entry,
+    tar: TarMode,
+}
+
+impl Feed for StreamFeed {
+    fn feed(
+        self: Box<Self>,
+        sink: &mut PieceSink,
+        params: ChunkerParams,
+        seed: u64,
+    ) -> Result<Option<serde_json::Value>> {
+        let StreamFeed { source, entry, tar } = *self;
+        let (mut source, hints) = sink.chunk_stream(source, params, seed, tar)?;
+        source.finish()?;
+        sink.push(Piece::End(Box::new(entry)))?;
+        let learnt = merge_learnt(source.metadata(), hints.as_ref().and_then(|h| h.metadata()));
+        if let Some(index) = hints.and_then(|h| h.into_index()) {
+            let count = index.members.len() as u64;
+            let bytes = index.encode();
+            sink.overhead += bytes.len() as u64;
+            sink.chunk_stream(std::io::Cursor::new(bytes), params, seed, TarMode::Off)?;
+            sink.push(Piece::EndMembers { count })?;
+        }
+        Ok(learnt)
+    }
+}
+
+fn merge_learnt(a: Option<serde_json::Value>, b: Option<serde_json::Value>) -> Option<serde_json::Value> {
+    match (a, b) {
+        (None, x) | (x, None) => x,
+        (Some(a), Some(b)) => Some(merge_metadata(a, Some(b))),
     }
 }
 
 enum PackerMsg {
     Pack(SealedPack),
-    Done { blake3: String, content: Vec<TreeRef>, chunks: u64, new_chunks: u64, new_bytes: u64 },
+    Done { entries: Vec<Entry>, chunks: u64, new_chunks: u64, new_bytes: u64 },
 }
 
 /// Blobs added during this backup whose index segment is not yet written.
@@ -126,10 +271,14 @@ struct Packer {
     refs: Vec<ChunkRef>,
     refs_bytes: u64,
     trees: Vec<TreeRef>,
+    entry_bytes: u64,
+    entries: Vec<Entry>,
     chunks: u64,
     new_chunks: u64,
     new_bytes: u64,
-    stream_hash: blake3::Hasher,
+    /// The current entry's plain BLAKE3, and those of entries that ended
+    /// in the batch being processed.
+    entry_hash: blake3::Hasher,
     progress: Arc<Progress>,
 }
 
@@ -144,47 +293,88 @@ impl Packer {
         Ok(())
     }
 
-    fn add_batch(&mut self, batch: Vec<Vec<u8>>) -> Result<()> {
+    fn add_batch(&mut self, batch: Vec<Piece>) -> Result<()> {
         let keys = self.repo.keys();
-        // The plain stream hash (for `b3sum` comparisons and the restore
+        // The plain per-entry hash (for `b3sum` comparisons and the restore
         // check) runs beside the chunk ids instead of on the reader thread,
         // which is the pipeline's only serial stage.
-        let stream_hash = &mut self.stream_hash;
+        let entry_hash = &mut self.entry_hash;
         let (index, session, level) = (&*self.index, &self.session, self.level);
         // One parallel pass per chunk: id, dedup decision, compress and seal.
         // The session insert is atomic, so a chunk repeated within the batch
         // is sealed once.
-        let (_, results) = rayon::join(
+        let (hashes, results) = rayon::join(
             || {
-                batch.iter().for_each(|c| {
-                    stream_hash.update(c);
-                })
+                let mut ended = Vec::new();
+                for p in &batch {
+                    match p {
+                        Piece::Chunk(c) => {
+                            entry_hash.update(c);
+                        }
+                        Piece::End(_) | Piece::EndMembers { .. } => {
+                            ended.push(entry_hash.finalize().to_hex().to_string());
+                            entry_hash.reset();
+                        }
+                        Piece::Reuse(_) => {}
+                    }
+                }
+                ended
             },
             || {
                 batch
                     .par_iter()
                     .with_max_len(1)
-                    .map(|c| {
-                        let id = keys.blob_id(c);
-                        let new = is_new(index, session, &id)?;
-                        Ok((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c))))
+                    .map(|p| match p {
+                        Piece::Chunk(c) => {
+                            let id = keys.blob_id(c);
+                            let new = is_new(index, session, &id)?;
+                            Ok(Some((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c)))))
+                        }
+                        _ => Ok(None),
                     })
-                    .collect::<Result<Vec<(Id, Option<SealedBlob>)>>>()
+                    .collect::<Result<Vec<Option<(Id, Option<SealedBlob>)>>>>()
             },
         );
-        let (ids, sealed): (Vec<Id>, Vec<Option<SealedBlob>>) = results?.into_iter().unzip();
-        for ((chunk, id), s) in batch.iter().zip(&ids).zip(&sealed) {
-            self.chunks += 1;
-            if let Some(s) = s {
-                self.new_chunks += 1;
-                self.new_bytes += chunk.len() as u64;
-                self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                self.push_sealed(s)?;
-            }
-            self.refs.push(ChunkRef { id: id.0, len: chunk.len() as u32 });
-            self.refs_bytes += chunk.len() as u64;
-            if self.refs.len() == TREE_FANOUT {
-                self.flush_tree()?;
+        let mut hashes = hashes.into_iter();
+        for (piece, r) in batch.into_iter().zip(results?) {
+            match (piece, r) {
+                (Piece::Chunk(chunk), Some((id, s))) => {
+                    self.chunks += 1;
+                    if let Some(s) = s {
+                        self.new_chunks += 1;
+                        self.new_bytes += chunk.len() as u64;
+                        self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        self.push_sealed(&s)?;
+                    }
+                    self.refs.push(ChunkRef { id: id.0, len: chunk.len() as u32 });
+                    self.refs_bytes += chunk.len() as u64;
+                    self.entry_bytes += chunk.len() as u64;
+                    if self.refs.len() == TREE_FANOUT {
+                        self.flush_tree()?;
+                    }
+                }
+                (Piece::End(mut e), _) => {
+                    self.flush_tree()?;
+                    e.content = std::mem::take(&mut self.trees);
+                    e.size = std::mem::take(&mut self.entry_bytes);
+                    e.blake3 = hashes.next().expect("one hash per end");
+                    self.entries.push(*e);
+                }
+                (Piece::EndMembers { count }, _) => {
+                    self.flush_tree()?;
+                    let m = MembersRef {
+                        count,
+                        size: std::mem::take(&mut self.entry_bytes),
+                        blake3: hashes.next().expect("one hash per end"),
+                        content: std::mem::take(&mut self.trees),
+                    };
+                    let last = self.entries.last_mut().ok_or_else(|| {
+                        Error::Config("internal: a member index must follow the entry it describes".into())
+                    })?;
+                    last.members = Some(m);
+                }
+                (Piece::Reuse(e), _) => self.entries.push(*e),
+                (Piece::Chunk(_), None) => unreachable!("every chunk has an id"),
             }
         }
         Ok(())
@@ -208,15 +398,16 @@ impl Packer {
     }
 
     fn finish(mut self) -> Result<()> {
-        self.flush_tree()?;
+        if !self.refs.is_empty() || !self.trees.is_empty() {
+            return Err(Error::Config("internal: content after the last entry ended".into()));
+        }
         if !self.pack.is_empty() {
             let last = std::mem::replace(&mut self.pack, PackBuilder::new(0));
             let sealed = last.finish(self.repo.keys());
             self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
         }
         let done = PackerMsg::Done {
-            blake3: self.stream_hash.finalize().to_hex().to_string(),
-            content: std::mem::take(&mut self.trees),
+            entries: std::mem::take(&mut self.entries),
             chunks: self.chunks,
             new_chunks: self.new_chunks,
             new_bytes: self.new_bytes,
@@ -293,12 +484,28 @@ fn merge_metadata(given: serde_json::Value, learnt: Option<serde_json::Value>) -
 
 /// Backs up one stream and writes its snapshot. Returns the snapshot id.
 ///
-/// Durability order: packs, then the index segment naming them, then the
-/// snapshot. A crash at any point leaves only unreferenced objects.
+/// A tar stream (by `opts.tar`) is cut at member boundaries and gets a
+/// member index.
 pub async fn backup_stream(
     repo: Arc<Repository>,
     index: Arc<LocalIndex>,
     source: Box<dyn StreamSource>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<(Id, Snapshot)> {
+    let entry = Entry::new(opts.entry_name.clone(), "file", opts.mode, opts.mtime);
+    let feed = StreamFeed { source, entry, tar: opts.tar };
+    backup_feed(repo, index, Box::new(feed), opts, progress).await
+}
+
+/// Backs up what `feed` produces and writes the snapshot.
+///
+/// Durability order: packs, then the index segment naming them, then the
+/// snapshot. A crash at any point leaves only unreferenced objects.
+pub async fn backup_feed(
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    feed: Box<dyn Feed>,
     opts: BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<(Id, Snapshot)> {
@@ -307,33 +514,28 @@ pub async fn backup_stream(
     let params = repo.config().chunker;
     let seed = repo.keys().chunker_seed();
 
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Vec<u8>>>>(1);
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Piece>>>(1);
     let reader_progress = progress.clone();
     let reader = std::thread::Builder::new()
         .name("cairn-reader".into())
         .spawn(move || -> Result<(u64, Option<serde_json::Value>)> {
-            let mut ch = StreamChunker::new(source, params, seed);
-            loop {
-                let batch = match ch.next_batch(BATCH_BYTES) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = batch_tx.send(Err(Error::Config(e.to_string())));
-                        return Err(e);
-                    }
-                };
-                reader_progress.bytes_read.store(ch.bytes_read(), Ordering::Relaxed);
-                if batch.is_empty() {
-                    break;
+            let mut sink = PieceSink {
+                tx: batch_tx,
+                cur: Vec::new(),
+                cur_bytes: 0,
+                total: 0,
+                overhead: 0,
+                progress: reader_progress,
+            };
+            let learnt = match feed.feed(&mut sink, params, seed) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = sink.tx.send(Err(Error::Config(e.to_string())));
+                    return Err(e);
                 }
-                if batch_tx.send(Ok(batch)).is_err() {
-                    return Err(cancelled());
-                }
-            }
-            drop(batch_tx);
-            let n = ch.bytes_read();
-            let mut source = ch.into_inner();
-            source.finish()?;
-            Ok((n, source.metadata()))
+            };
+            sink.flush()?;
+            Ok((sink.total - sink.overhead, learnt))
         })
         .expect("spawn reader thread");
 
@@ -350,10 +552,12 @@ pub async fn backup_stream(
         refs: Vec::new(),
         refs_bytes: 0,
         trees: Vec::new(),
+        entry_bytes: 0,
+        entries: Vec::new(),
         chunks: 0,
         new_chunks: 0,
         new_bytes: 0,
-        stream_hash: blake3::Hasher::new(),
+        entry_hash: blake3::Hasher::new(),
         progress: progress.clone(),
     };
     let packer_thread = std::thread::Builder::new()
@@ -392,8 +596,8 @@ pub async fn backup_stream(
                 committer.uploaded += p.bytes.len() as u64;
                 inflight.push(upload(&repo, p, &progress));
             }
-            PackerMsg::Done { blake3, content, chunks, new_chunks, new_bytes } => {
-                done = Some((blake3, content, chunks, new_chunks, new_bytes));
+            PackerMsg::Done { entries, chunks, new_chunks, new_bytes } => {
+                done = Some((entries, chunks, new_chunks, new_bytes));
             }
         }
     }
@@ -413,7 +617,7 @@ pub async fn backup_stream(
         return Err(e);
     }
     committer.write_segment().await?;
-    let (blake3, content, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
+    let (entries, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
 
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
@@ -422,15 +626,7 @@ pub async fn backup_stream(
         source: opts.source,
         tags: opts.tags,
         metadata: merge_metadata(opts.metadata, learnt),
-        entries: vec![Entry {
-            name: opts.entry_name,
-            kind: "file".into(),
-            mode: opts.mode,
-            mtime: opts.mtime,
-            size: bytes_read,
-            blake3,
-            content,
-        }],
+        entries,
         stats: BackupStats {
             bytes_read,
             chunks,

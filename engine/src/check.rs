@@ -149,7 +149,8 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             }
         };
         for entry in &snap.entries {
-            for t in &entry.content {
+            let members = entry.members.iter().flat_map(|m| m.content.iter());
+            for t in entry.content.iter().chain(members) {
                 let Some(tid) = Id::from_hex(&t.tree) else {
                     problem(&mut report, snapshot_key(&id), format!("malformed tree id {:?}", t.tree));
                     continue;

@@ -51,9 +51,28 @@ impl ChunkerParams {
     }
 }
 
+/// Forced cut points learnt from the bytes as they are read (tar member
+/// boundaries). The chunker shows every byte to `observe`, in order, before
+/// it cuts anything after it; a hint source must report each cut no later
+/// than when the bytes before it have been observed.
+pub trait CutHints: Send {
+    /// Sees `data`, which starts at stream offset `offset`.
+    fn observe(&mut self, offset: u64, data: &[u8]) -> Result<()>;
+    /// The first forced cut strictly after `pos`, if one is known.
+    fn next_cut_after(&mut self, pos: u64) -> Option<u64>;
+    /// The stream ended at `offset`.
+    fn end(&mut self, offset: u64) -> Result<()>;
+    /// For taking a concrete hint source back after chunking.
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+
 /// Splits a reader into chunks. The whole-stream hash is computed by the
 /// caller (the backup pipeline does it in parallel with chunk ids), so this
 /// single-threaded stage does nothing but read and cut.
+///
+/// With [`CutHints`], a chunk never spans a forced cut: the bytes between
+/// two cuts are chunked exactly as if they were a stream of their own, so
+/// a tar member's content chunks the same wherever it sits.
 pub struct StreamChunker<R> {
     reader: R,
     params: ChunkerParams,
@@ -63,13 +82,35 @@ pub struct StreamChunker<R> {
     end: usize,
     eof: bool,
     read_total: u64,
+    hints: Option<Box<dyn CutHints>>,
 }
 
 impl<R: Read> StreamChunker<R> {
     /// A chunker over `reader` with the repository's seed.
     pub fn new(reader: R, params: ChunkerParams, seed: u64) -> Self {
         let cap = (params.max_size as usize * 4).max(16 << 20);
-        StreamChunker { reader, params, seed, buf: vec![0; cap], start: 0, end: 0, eof: false, read_total: 0 }
+        StreamChunker {
+            reader,
+            params,
+            seed,
+            buf: vec![0; cap],
+            start: 0,
+            end: 0,
+            eof: false,
+            read_total: 0,
+            hints: None,
+        }
+    }
+
+    /// Cuts also where `hints` says.
+    pub fn with_hints(mut self, hints: Box<dyn CutHints>) -> Self {
+        self.hints = Some(hints);
+        self
+    }
+
+    /// Takes the hint source back (after the last batch).
+    pub fn take_hints(&mut self) -> Option<Box<dyn CutHints>> {
+        self.hints.take()
     }
 
     /// Bytes read from the input so far.
@@ -90,8 +131,16 @@ impl<R: Read> StreamChunker<R> {
         }
         while !self.eof && self.end < self.buf.len() {
             match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
+                Ok(0) => {
+                    self.eof = true;
+                    if let Some(h) = self.hints.as_mut() {
+                        h.end(self.read_total)?;
+                    }
+                }
                 Ok(n) => {
+                    if let Some(h) = self.hints.as_mut() {
+                        h.observe(self.read_total, &self.buf[self.end..self.end + n])?;
+                    }
                     self.end += n;
                     self.read_total += n as u64;
                 }
@@ -114,7 +163,16 @@ impl<R: Read> StreamChunker<R> {
             if self.start == self.end {
                 break;
             }
-            let window = &self.buf[self.start..self.end];
+            // Stream offset of buf[start], and the forced cut that bounds
+            // this window if it is already in the buffer: up to it the
+            // bytes are chunked as a stream that ends there.
+            let base = self.read_total - (self.end - self.start) as u64;
+            let cut = self.hints.as_mut().and_then(|h| h.next_cut_after(base)).filter(|&c| c <= self.read_total);
+            let (stop, hard_end) = match cut {
+                Some(c) => (self.start + (c - base) as usize, true),
+                None => (self.end, self.eof),
+            };
+            let window = &self.buf[self.start..stop];
             let cdc = FastCDC::with_level_and_seed(
                 window,
                 self.params.min_size,
@@ -125,7 +183,7 @@ impl<R: Read> StreamChunker<R> {
             );
             let mut consumed = 0usize;
             for c in cdc {
-                if !self.eof && c.offset + max > window.len() {
+                if !hard_end && c.offset + max > window.len() {
                     break;
                 }
                 out.push(window[c.offset..c.offset + c.length].to_vec());
@@ -136,7 +194,7 @@ impl<R: Read> StreamChunker<R> {
                 }
             }
             self.start += consumed;
-            if consumed == 0 && self.eof {
+            if consumed == 0 && self.eof && cut.is_none() {
                 break;
             }
         }
@@ -200,6 +258,64 @@ mod tests {
             let want: Vec<Vec<u8>> = FastCDC::with_level_and_seed(&data, p.min_size, p.avg_size, p.max_size, Normalization::Level1, seed)
                 .map(|c| data[c.offset..c.offset + c.length].to_vec())
                 .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// Cuts at fixed offsets, as tar hints would report them.
+    struct FixedCuts(Vec<u64>);
+    impl CutHints for FixedCuts {
+        fn observe(&mut self, _: u64, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn next_cut_after(&mut self, pos: u64) -> Option<u64> {
+            self.0.iter().copied().find(|&c| c > pos)
+        }
+        fn end(&mut self, _: u64) -> Result<()> {
+            Ok(())
+        }
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+            self
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// With forced cuts, no chunk spans a cut, and the bytes between two
+        /// cuts chunk exactly as a stream of their own would.
+        #[test]
+        fn forced_cuts_chunk_segments_independently(
+            len in 1usize..300_000,
+            step in 1usize..70_000,
+            seed in any::<u64>(),
+            mut cuts in proptest::collection::vec(1u64..300_000, 0..6),
+        ) {
+            let data = pseudo_random(len, seed | 1);
+            let p = small();
+            cuts.sort_unstable();
+            cuts.dedup();
+            cuts.retain(|&c| (c as usize) < len);
+            let mut c = StreamChunker::new(Trickle(&data, step), p, seed).with_hints(Box::new(FixedCuts(cuts.clone())));
+            let mut got = Vec::new();
+            loop {
+                let b = c.next_batch(100_000).unwrap();
+                if b.is_empty() {
+                    break;
+                }
+                got.extend(b);
+            }
+            prop_assert_eq!(got.concat(), data.clone());
+            let mut bounds = vec![0u64];
+            bounds.extend(&cuts);
+            bounds.push(len as u64);
+            let mut want = Vec::new();
+            for w in bounds.windows(2) {
+                let seg = &data[w[0] as usize..w[1] as usize];
+                want.extend(
+                    FastCDC::with_level_and_seed(seg, p.min_size, p.avg_size, p.max_size, Normalization::Level1, seed)
+                        .map(|c| seg[c.offset..c.offset + c.length].to_vec()),
+                );
+            }
             prop_assert_eq!(got, want);
         }
     }

@@ -35,7 +35,9 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
+pub mod dirsource;
 mod error;
+pub mod files;
 pub mod ids;
 pub mod index;
 pub mod inspect;
@@ -49,6 +51,7 @@ pub mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod store;
+pub mod tarstream;
 pub mod wal;
 
 pub use error::{Error, Result};

@@ -38,6 +38,82 @@ pub struct Entry {
     pub blake3: String,
     /// The content, in order.
     pub content: Vec<TreeRef>,
+    /// Sub-second part of `mtime` (directory snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_nanos: Option<u32>,
+    /// Owner and group ids (directory snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
+    /// Symlink target, or for a `hardlink` entry the path of the entry it
+    /// links to (earlier in the same snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// What the files cache compares (inode, ctime seconds and nanos) to
+    /// decide that a file is unchanged without reading it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<FileStat>,
+    /// For a tar stream: the member index (path → byte range), stored as
+    /// a JSON stream of its own (see [`crate::members`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MembersRef>,
+}
+
+impl Entry {
+    /// An entry with no content yet (the pipeline fills in content, size
+    /// and hash).
+    pub fn new(name: impl Into<String>, kind: &str, mode: u32, mtime: Option<i64>) -> Entry {
+        Entry {
+            name: name.into(),
+            kind: kind.into(),
+            mode,
+            mtime,
+            size: 0,
+            blake3: String::new(),
+            content: Vec::new(),
+            mtime_nanos: None,
+            owner: None,
+            target: None,
+            stat: None,
+            members: None,
+        }
+    }
+}
+
+/// Change-detection facts of a file, for the files cache.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device id.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Status change time, seconds.
+    pub ctime: i64,
+    /// Status change time, nanoseconds.
+    pub ctime_nanos: u32,
+}
+
+/// Where a tar entry's member index is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembersRef {
+    /// Members listed.
+    pub count: u64,
+    /// Bytes of the encoded index.
+    pub size: u64,
+    /// Plain BLAKE3 of the encoded index.
+    pub blake3: String,
+    /// The encoded index's chunks.
+    pub content: Vec<TreeRef>,
+}
+
+impl MembersRef {
+    /// The index as an [`Entry`], so the ordinary restore pipeline reads it.
+    pub fn as_entry(&self, of: &str) -> Entry {
+        let mut e = Entry::new(format!("{of} (member index)"), "file", 0o600, None);
+        e.size = self.size;
+        e.blake3 = self.blake3.clone();
+        e.content = self.content.clone();
+        e
+    }
 }
 
 /// Where a snapshot came from.

@@ -5,10 +5,12 @@
 mod cli;
 mod conformance;
 mod crash;
+mod dirsnap;
 mod index_cache;
 mod pg_harness;
 mod producer;
 mod redis;
 mod roundtrip;
 mod tamper;
+mod tar;
 mod wal;

@@ -3,23 +3,36 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_engine::backup::{backup_stream, BackupOptions, Progress};
+use cairn_engine::backup::{backup_feed, backup_stream, BackupOptions, Progress};
+use cairn_engine::dirsource::DirFeed;
 use cairn_engine::index::LocalIndex;
+use cairn_engine::snapshot::Snapshot;
 use cairn_engine::source::{CommandSource, StreamSource};
+use cairn_engine::tarstream::TarMode;
 
 use crate::common::{human_bytes, Global, Ticker};
 use crate::exit;
 
-/// Back up one stream.
+/// Back up one stream, or a directory.
 ///
 /// The input is a file, `-` for stdin, or a producer command after `--`
 /// whose stdout is read. The snapshot is written only if the producer exits
 /// 0, so a truncated `pg_basebackup` never becomes a "successful" backup.
 ///
+/// A stream whose first block is a tar header is chunked as tar: cut where
+/// each large member's data starts and ends, so a file's content
+/// deduplicates wherever it sits in the archive, and a member index is
+/// stored so that `cairn ls`, `cairn diff` and `cairn restore --path` can
+/// reach one file without reading the rest. `--kind dir PATH` stores a
+/// directory tree; files unchanged since the previous snapshot of the same
+/// source (size, mtime, inode, ctime) are not read again.
+///
 /// Examples:
 ///   cairn backup --source db1 dump.sql
 ///   pg_dump db1 | cairn backup --source db1 -
 ///   cairn backup --source db1 -- pg_basebackup -D - -Ft -X none
+///   tar -cf - model/ | cairn backup --kind tar --source model -
+///   cairn backup --kind dir --source etc --exclude '*.swp' /etc
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -39,8 +52,15 @@ pub struct Args {
     /// while it streams: magic, version, structure, CRC-64; a truncated or
     /// corrupt dump fails the backup and leaves no snapshot; the RDB
     /// version, redis-ver and per-database key counts go into the snapshot).
+    /// `tar`: a tar stream (refused unless it parses as tar; a gzip or
+    /// zstd tarball is stored byte-exact and reported). `dir`: FILE is a
+    /// directory to snapshot.
     #[arg(long, value_enum, default_value_t = Kind::Stream)]
     kind: Kind,
+    /// With `--kind dir`: leave out paths matching this glob (matched
+    /// against the path under the root and against the file name; repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
     /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
     #[arg(value_name = "FILE")]
     input: Option<PathBuf>,
@@ -56,9 +76,19 @@ pub enum Kind {
     Stream,
     /// A Redis RDB dump.
     RedisRdb,
+    /// A tar archive.
+    Tar,
+    /// A directory tree.
+    Dir,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    if a.kind == Kind::Dir {
+        return run_dir(g, a).await;
+    }
+    if !a.excludes.is_empty() {
+        anyhow::bail!("--exclude applies to --kind dir only");
+    }
     let (source, name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) =
         match (&a.input, a.command.is_empty()) {
             (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
@@ -89,10 +119,17 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         };
     let source: Box<dyn StreamSource> = match a.kind {
         Kind::Stream => source,
+        Kind::Tar => {
+            opts.source.kind = "tar".into();
+            opts.tar = TarMode::Require;
+            source
+        }
         Kind::RedisRdb => {
             opts.source.kind = cairn_engine::redis::KIND.into();
+            opts.tar = TarMode::Off;
             Box::new(cairn_engine::redis::RdbSource::new(source))
         }
+        Kind::Dir => unreachable!("handled above"),
     };
     opts.source.name = a.source.clone().unwrap_or(name);
     opts.tags = a.tags;
@@ -110,10 +147,56 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     if let Some(t) = ticker {
         t.finish();
     }
-    let (id, snap) = result?;
+    report(g, result?);
+    Ok(exit::OK)
+}
+
+/// `--kind dir`: a directory tree, with the previous snapshot of the same
+/// source on this host as the files cache.
+async fn run_dir(g: &Global, a: Args) -> Result<i32> {
+    let root = match (&a.input, a.command.is_empty()) {
+        (Some(p), true) if p.as_os_str() != "-" => p.clone(),
+        _ => anyhow::bail!("--kind dir takes a directory path (not stdin or a command)"),
+    };
+    let root = std::fs::canonicalize(&root).with_context(|| format!("opening {}", root.display()))?;
+    let name = root.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
+    let mut opts = BackupOptions::stream(&name);
+    opts.source.kind = cairn_engine::dirsource::KIND.into();
+    opts.source.name = a.source.clone().unwrap_or(name);
+    opts.tags = a.tags;
+    opts.compression_level = a.compression;
+    opts.upload_concurrency = a.uploads.into();
+    let excludes = cairn_engine::dirsource::build_excludes(&a.excludes)?;
+
+    let repo = g.open().await?;
+    let host = cairn_engine::hostname();
+    let root_text = root.display().to_string();
+    let parent = Snapshot::list(&repo).await?.into_iter().rev().find(|(_, s)| {
+        s.source.kind == cairn_engine::dirsource::KIND
+            && s.source.name == opts.source.name
+            && s.host == host
+            && s.metadata.pointer("/dir/path").and_then(|p| p.as_str()) == Some(root_text.as_str())
+    });
+    if let Some((pid, _)) = &parent {
+        tracing::info!("files cache: snapshot {}", pid.short());
+    }
+    let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
+    let progress = Arc::new(Progress::default());
+    let p = progress.clone();
+    let ticker = Ticker::start(g.show_progress(), None, "backup", move || p.bytes_read.load(Ordering::Relaxed));
+    let feed = DirFeed::new(root, excludes, parent.map(|(_, s)| s));
+    let result = backup_feed(repo, index, Box::new(feed), opts, progress).await;
+    if let Some(t) = ticker {
+        t.finish();
+    }
+    report(g, result?);
+    Ok(exit::OK)
+}
+
+fn report(g: &Global, (id, snap): (cairn_engine::ids::Id, Snapshot)) {
     if g.json {
         super::print_json(
-            &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats, "blake3": snap.entries[0].blake3 }),
+            &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "kind": snap.source.kind, "time": snap.time, "stats": snap.stats, "blake3": snap.entries.first().map(|e| e.blake3.clone()), "metadata": snap.metadata }),
         );
     } else if !g.quiet {
         let s = &snap.stats;
@@ -129,5 +212,4 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             human_bytes((s.bytes_read as f64 / s.duration_s.max(1e-9)) as u64)
         );
     }
-    Ok(exit::OK)
 }

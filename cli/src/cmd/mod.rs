@@ -2,10 +2,12 @@
 
 mod backup;
 mod check;
+mod diff;
 mod index;
 mod init;
 mod inspect;
 mod key;
+mod ls;
 mod redis;
 mod restore;
 mod snapshots;
@@ -53,6 +55,8 @@ pub enum Command {
     Init(init::Args),
     Backup(backup::Args),
     Restore(restore::Args),
+    Ls(ls::Args),
+    Diff(diff::Args),
     /// List snapshots.
     Snapshots(snapshots::Args),
     Check(check::Args),
@@ -81,6 +85,8 @@ pub async fn run(mut cli: Cli) -> Result<i32> {
         Command::Init(a) => init::run(g, a).await,
         Command::Backup(a) => backup::run(g, a).await,
         Command::Restore(a) => restore::run(g, a).await,
+        Command::Ls(a) => ls::run(g, a).await,
+        Command::Diff(a) => diff::run(g, a).await,
         Command::Snapshots(a) => snapshots::run(g, a).await,
         Command::Check(a) => check::run(g, a).await,
         Command::Index(c) => index::run(g, c).await,
