@@ -362,8 +362,8 @@ pub struct DiffReport {
 }
 
 /// Compares two snapshots file by file. Content is compared by chunk ids
-/// (tar members that share chunks with their neighbours, and so cannot be
-/// told apart that way, are read and compared byte for byte when small).
+/// (tar members smaller than the minimum chunk, which share chunks with
+/// their neighbours, are read and compared byte for byte).
 pub async fn diff(repo: &Repository, index: &LocalIndex, a: &Layout, b: &Layout) -> Result<DiffReport> {
     let old: HashMap<&str, &FileInfo> = a.files.iter().map(|f| (f.path.as_str(), f)).collect();
     let new_paths: HashSet<&str> = b.files.iter().map(|f| f.path.as_str()).collect();
@@ -441,10 +441,6 @@ pub async fn diff(repo: &Repository, index: &LocalIndex, a: &Layout, b: &Layout)
     Ok(r)
 }
 
-/// Up to this size, members whose chunks are shared with neighbours are
-/// compared byte for byte.
-const COMPARE_BYTES_UP_TO: u64 = 8 << 20;
-
 async fn same_bytes(
     repo: &Repository,
     index: &LocalIndex,
@@ -459,14 +455,13 @@ async fn same_bytes(
     if let (Location::Entry(i), Location::Entry(j)) = (&fa.at, &fb.at) {
         return Ok(a.snapshot.entries[*i].blake3 == b.snapshot.entries[*j].blake3);
     }
-    let (ia, ib) = (a.chunk_ids(repo, index, fa).await?, b.chunk_ids(repo, index, fb).await?);
-    if ia != ib {
-        return Ok(false);
-    }
-    // Same chunks: the same bytes if the file starts at the same place in
-    // its first chunk, which holds whenever the chunks are the file's own.
-    if fa.size > COMPARE_BYTES_UP_TO {
-        return Ok(true);
+    // A member of at least the minimum chunk size has chunks of its own
+    // (forced cuts), so equal chunk lists mean equal bytes. A smaller one
+    // may share chunks with its neighbours, which can change while it does
+    // not: compare its bytes.
+    if fa.size >= u64::from(repo.config().chunker.min_size) {
+        let (ia, ib) = (a.chunk_ids(repo, index, fa).await?, b.chunk_ids(repo, index, fb).await?);
+        return Ok(ia == ib);
     }
     let (mut x, mut y) = (Vec::new(), Vec::new());
     a.read_file(repo, index, fa, &mut x).await?;
