@@ -493,10 +493,19 @@ pub async fn backup_stream(
     opts: BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<(Id, Snapshot)> {
-    let entry = Entry::new(opts.entry_name.clone(), "file", opts.mode, opts.mtime);
-    let feed = StreamFeed { source, entry, tar: opts.tar };
-    backup_feed(repo, index, Box::new(feed), opts, progress).await
+    backup_stream_gated(repo, index, source, opts, progress, None).await
 }
+
+/// Runs after every pack and index segment of a backup is durable and
+/// before its snapshot is written: it sees the snapshot's metadata and
+/// returns it, possibly amended (a base backup waits for its WAL here), or
+/// fails the backup.
+pub type CommitGate = Box<
+    dyn FnOnce(
+            serde_json::Value,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<serde_json::Value>> + Send>>
+        + Send,
+>;
 
 /// Backs up what `feed` produces and writes the snapshot.
 ///
@@ -508,6 +517,32 @@ pub async fn backup_feed(
     feed: Box<dyn Feed>,
     opts: BackupOptions,
     progress: Arc<Progress>,
+) -> Result<(Id, Snapshot)> {
+    backup_feed_gated(repo, index, feed, opts, progress, None).await
+}
+
+/// [`backup_stream`] with a [`CommitGate`].
+pub async fn backup_stream_gated(
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    source: Box<dyn StreamSource>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+    gate: Option<CommitGate>,
+) -> Result<(Id, Snapshot)> {
+    let entry = Entry::new(opts.entry_name.clone(), "file", opts.mode, opts.mtime);
+    let feed = StreamFeed { source, entry, tar: opts.tar };
+    backup_feed_gated(repo, index, Box::new(feed), opts, progress, gate).await
+}
+
+/// [`backup_feed`] with a [`CommitGate`].
+pub async fn backup_feed_gated(
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    feed: Box<dyn Feed>,
+    opts: BackupOptions,
+    progress: Arc<Progress>,
+    gate: Option<CommitGate>,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -618,6 +653,10 @@ pub async fn backup_feed(
     }
     committer.write_segment().await?;
     let (entries, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
+    let mut metadata = merge_metadata(opts.metadata, learnt);
+    if let Some(gate) = gate {
+        metadata = gate(metadata).await?;
+    }
 
     let snapshot = Snapshot {
         version: SNAPSHOT_VERSION,
@@ -625,7 +664,7 @@ pub async fn backup_feed(
         host: crate::hostname(),
         source: opts.source,
         tags: opts.tags,
-        metadata: merge_metadata(opts.metadata, learnt),
+        metadata,
         entries,
         stats: BackupStats {
             bytes_read,

@@ -43,6 +43,7 @@ pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod pack;
+pub mod pg;
 pub mod redis;
 pub mod redis_sync;
 pub mod repo;

@@ -122,7 +122,7 @@ pub fn conf_string(s: &str) -> String {
 }
 
 /// The directory holding PostgreSQL's programs, checked once.
-fn bin_dir() -> &'static Path {
+pub fn bin_dir() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = std::env::var_os("CAIRN_PG_BIN")
@@ -154,7 +154,7 @@ fn bin_dir() -> &'static Path {
 /// when we are root. Going through `env` keeps the variables intact whatever
 /// `runuser` does to the environment, and the postmaster inherits them from
 /// `pg_ctl`.
-fn pg_command(tool: &str, env: &[(&str, String)]) -> Command {
+pub fn pg_command(tool: &str, env: &[(&str, String)]) -> Command {
     let path = bin_dir().join(tool);
     let mut cmd = if running_as_root() {
         ensure_os_user();
@@ -385,7 +385,13 @@ impl Cluster {
 
     /// Adds the connection options (socket, port, superuser) to a client.
     fn connect(&self, cmd: &mut Command) {
-        cmd.arg("-h").arg(&self.socket_dir).args(["-p", &self.port.to_string(), "-U", "postgres"]);
+        cmd.args(self.connect_args());
+    }
+
+    /// `-h SOCKET_DIR -p PORT -U postgres`, for client programs.
+    pub fn connect_args(&self) -> Vec<String> {
+        let h = self.socket_dir.to_string_lossy().into_owned();
+        vec!["-h".into(), h, "-p".into(), self.port.to_string(), "-U".into(), "postgres".into()]
     }
 
     /// `psql` reading a script from stdin, stopping at the first error.

@@ -16,14 +16,14 @@ use rand::{Rng, SeedableRng};
 
 /// A repository, a key file and a config file that the PostgreSQL user can
 /// read, and a copy of the binary it can execute.
-struct Archive {
-    repo: TestRepo,
+pub(crate) struct Archive {
+    pub(crate) repo: TestRepo,
     bin: PathBuf,
     config: PathBuf,
 }
 
 impl Archive {
-    fn new(s3: Option<&Moto>) -> Archive {
+    pub(crate) fn new(s3: Option<&Moto>) -> Archive {
         let shared = pg::shared_dir();
         let (url, env) = match s3 {
             None => (shared.path().join("repo").to_string_lossy().into_owned(), Vec::new()),
@@ -50,11 +50,11 @@ impl Archive {
         Archive { repo, bin, config }
     }
 
-    fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.repo.dir.path()
     }
 
-    fn conf(&self, prefetch: bool) -> String {
+    pub(crate) fn conf(&self, prefetch: bool) -> String {
         let push = format!("{} --config {} wal push %p", self.bin.display(), self.config.display());
         let spool = if prefetch {
             format!("--spool {} --prefetch 4 ", self.root().join("spool").display())
@@ -69,7 +69,7 @@ impl Archive {
         )
     }
 
-    fn show(&self) -> serde_json::Value {
+    pub(crate) fn show(&self) -> serde_json::Value {
         let v = self.repo.json(&["wal", "show", "--stanza", "main", "--list"]);
         v.as_array().unwrap()[0].clone()
     }

@@ -3,7 +3,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_engine::backup::{backup_feed, backup_stream, BackupOptions, Progress};
+use cairn_engine::backup::{backup_feed, backup_stream_gated, BackupOptions, Progress};
 use cairn_engine::dirsource::DirFeed;
 use cairn_engine::index::LocalIndex;
 use cairn_engine::snapshot::Snapshot;
@@ -61,6 +61,12 @@ pub struct Args {
     /// against the path under the root and against the file name; repeatable).
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
+    /// With `--kind pg-base`: the stanza archiving the cluster's WAL [env: CAIRN_STANZA].
+    #[arg(long, env = "CAIRN_STANZA")]
+    stanza: Option<String>,
+    /// With `--kind pg-base`: seconds to wait for the backup's WAL to be archived.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    wal_timeout: u64,
     /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
     #[arg(value_name = "FILE")]
     input: Option<PathBuf>,
@@ -78,6 +84,10 @@ pub enum Kind {
     RedisRdb,
     /// A tar archive.
     Tar,
+    /// A PostgreSQL base backup as one tar stream (`pg_basebackup -D - -Ft
+    /// -X none`): checked against its backup_manifest while it streams;
+    /// needs --stanza, whose WAL archive must receive the backup's WAL.
+    PgBase,
     /// A directory tree.
     Dir,
 }
@@ -89,7 +99,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     if !a.excludes.is_empty() {
         anyhow::bail!("--exclude applies to --kind dir only");
     }
-    let (source, name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) =
+    let (source, mut name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) =
         match (&a.input, a.command.is_empty()) {
             (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
             (None, true) => anyhow::bail!("nothing to back up: give FILE, `-` for stdin, or `-- CMD ARGS`"),
@@ -129,6 +139,20 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             opts.tar = TarMode::Off;
             Box::new(cairn_engine::redis::RdbSource::new(source))
         }
+        Kind::PgBase => {
+            let stanza = a
+                .stanza
+                .clone()
+                .or_else(|| g.stanza_from_config.clone())
+                .context("--kind pg-base needs --stanza (the stanza archiving this cluster's WAL)")?;
+            cairn_engine::wal::validate_stanza(&stanza)?;
+            opts.source.kind = cairn_engine::pg::base::KIND.into();
+            opts.tar = TarMode::Require;
+            if a.source.is_none() {
+                name = stanza.clone();
+            }
+            Box::new(cairn_engine::pg::base::BaseTarSource::new(source, &stanza))
+        }
         Kind::Dir => unreachable!("handled above"),
     };
     opts.source.name = a.source.clone().unwrap_or(name);
@@ -143,11 +167,26 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
     let ticker = Ticker::start(g.show_progress(), size_hint, "backup", move || p.bytes_read.load(Ordering::Relaxed));
-    let result = backup_stream(repo, index, source, opts, progress).await;
+    let gate = match (a.kind, a.stanza.clone().or_else(|| g.stanza_from_config.clone())) {
+        (Kind::PgBase, Some(stanza)) => {
+            Some(cairn_engine::pg::wal_gate(repo.clone(), stanza, std::time::Duration::from_secs(a.wal_timeout)))
+        }
+        _ => None,
+    };
+    let result = backup_stream_gated(repo, index, source, opts, progress, gate).await;
     if let Some(t) = ticker {
         t.finish();
     }
-    report(g, result?);
+    let (id, snap) = result?;
+    let incomplete = snap.metadata.pointer("/pg/wal_complete") == Some(&serde_json::Value::Bool(false));
+    report(g, (id, snap));
+    if incomplete {
+        eprintln!(
+            "error: the base backup is stored (snapshot {}) but its WAL is not all archived yet: check archive_command              and `cairn wal show`; restores will refuse it until the WAL is there",
+            id.short()
+        );
+        return Ok(exit::FAILURE);
+    }
     Ok(exit::OK)
 }
 

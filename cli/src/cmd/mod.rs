@@ -8,6 +8,7 @@ mod init;
 mod inspect;
 mod key;
 mod ls;
+mod pg;
 mod redis;
 mod restore;
 mod snapshots;
@@ -73,6 +74,8 @@ pub enum Command {
     Inspect(inspect::Command),
     #[command(subcommand)]
     Wal(wal::Command),
+    #[command(subcommand)]
+    Pg(pg::Command),
     /// Redis: restore RDB snapshots.
     #[command(subcommand)]
     Redis(redis::Command),
@@ -95,6 +98,7 @@ pub async fn run(mut cli: Cli) -> Result<i32> {
         Command::Inspect(c) => inspect::run(g, c).await,
         Command::Wal(c) => wal::run(g, c).await,
         Command::Redis(c) => redis::run(g, c).await,
+        Command::Pg(c) => pg::run(g, c).await,
     }
 }
 

@@ -1,0 +1,97 @@
+//! PostgreSQL base backups and point-in-time restore.
+//!
+//! - [`base`]: a base backup's tar stream, checked against its
+//!   `backup_manifest` as it is stored, and the facts it records.
+//! - [`pitr`]: planning a restore from the catalogue and carrying it out.
+//!
+//! WAL archiving itself (`archive_command`, `restore_command`) is
+//! [`crate::wal`]; a base backup is usable only with the WAL from its start
+//! to its stop position, which [`wal_gate`] waits for before the snapshot
+//! is written.
+
+pub mod base;
+pub mod pitr;
+
+pub use cairn_formats::pg::Lsn;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_formats::pg::{SegmentName, SegmentSize};
+
+use crate::backup::CommitGate;
+use crate::repo::Repository;
+use crate::wal::{load_stanza, manifest_key};
+use crate::{Error, Result};
+use base::BaseFacts;
+
+/// A gate for base backups of `stanza`: checks that the backup comes from
+/// the stanza's cluster, then waits up to `timeout` for every WAL segment
+/// from the backup's start to its stop position to be archived, and
+/// records the stop time from the backup history file. The snapshot is
+/// written either way; `pg.wal_complete` says whether the WAL was there
+/// (a restore plan checks the archive again regardless).
+pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration) -> CommitGate {
+    Box::new(move |mut meta: serde_json::Value| {
+        Box::pin(async move {
+            let mut facts: BaseFacts = serde_json::from_value(meta.get("pg").cloned().unwrap_or_default())
+                .map_err(|e| Error::Config(format!("base backup facts missing: {e}")))?;
+            let cluster = load_stanza(&repo, &stanza).await?;
+            if let Some(c) = &cluster {
+                if c.system_id != facts.system_id {
+                    return Err(Error::conflict(
+                        crate::wal::stanza_key(&stanza),
+                        format!(
+                            "the base backup is of cluster {} but stanza {stanza:?} archives cluster {}",
+                            facts.system_id, c.system_id
+                        ),
+                    ));
+                }
+            }
+            let size = SegmentSize::new(cluster.as_ref().map_or(16 << 20, |c| u64::from(c.segment_size)))
+                .map_err(|e| Error::Config(e.to_string()))?;
+            let seg = u64::from(size.bytes());
+            let (first, last) = (facts.start().0 / seg, facts.stop().0.saturating_sub(1) / seg);
+            let started = Instant::now();
+            let mut next = first;
+            while next <= last {
+                let name = SegmentName { timeline: facts.timeline, segno: next }.format(size);
+                if repo.store().exists(&manifest_key(&stanza, facts.timeline, &name)).await? {
+                    next += 1;
+                    continue;
+                }
+                if started.elapsed() >= timeout {
+                    tracing::warn!(
+                        "WAL segment {name} (needed by this base backup) is not archived after {} s; \
+                         the backup cannot be restored until it is",
+                        timeout.as_secs()
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            facts.wal_complete = next > last;
+            facts.stop_time = stop_time(&repo, &stanza, &facts, size)
+                .await?
+                .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            meta["pg"] = serde_json::to_value(&facts).expect("facts serialize");
+            Ok(meta)
+        })
+    })
+}
+
+/// The `STOP TIME` of the backup history file that matches `facts`.
+async fn stop_time(repo: &Repository, stanza: &str, facts: &BaseFacts, size: SegmentSize) -> Result<Option<String>> {
+    let start = facts.start();
+    let seg = SegmentName::containing(facts.timeline, start, size);
+    let name = format!("{}.{:08X}.backup", seg.format(size), start.0 % u64::from(size.bytes()));
+    let key = manifest_key(stanza, facts.timeline, &name);
+    let Some(m) = crate::wal::get_named::<crate::wal::WalManifest>(repo, &key).await? else {
+        return Ok(None);
+    };
+    let Some(t) = m.backup.as_ref().and_then(|b| b.get("STOP TIME")) else { return Ok(None) };
+    // "2026-11-25 10:00:00 UTC" → RFC 3339.
+    let parsed = chrono::NaiveDateTime::parse_from_str(t.trim_end_matches(" UTC").trim(), "%Y-%m-%d %H:%M:%S")
+        .map(|n| n.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    Ok(parsed.ok())
+}

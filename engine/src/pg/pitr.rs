@@ -1,0 +1,414 @@
+//! Point-in-time restore: plan from the catalogue, then restore.
+//!
+//! [`plan`] reads only sealed manifests (snapshots and the WAL catalogue)
+//! and answers, before a byte is written: which base backup, which
+//! timeline path, and which WAL segments recovery will ask for — and
+//! whether every one of them is archived. A target the archive cannot
+//! reach (before the oldest usable backup, after the newest WAL, beyond a
+//! gap) is refused with the reason. [`restore`] then extracts the backup,
+//! checks every file against its `backup_manifest`, and writes
+//! `recovery.signal` and the recovery settings.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn_formats::pg::{BackupManifest, FileChecker, Lsn, SegmentName, SegmentSize, WalFileName};
+use serde::Serialize;
+
+use super::base::{BaseFacts, KIND};
+use crate::files::Layout;
+use crate::ids::Id;
+use crate::index::LocalIndex;
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::wal::{catalog, WalFileKind, WalManifest};
+use crate::{Error, Result};
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// After the last commit at or before this time (Unix microseconds).
+    Time(i64),
+    /// At this LSN.
+    Lsn(u64),
+    /// After this transaction's commit.
+    Xid(u32),
+    /// At this restore point.
+    Name(String),
+    /// The end of the archive.
+    Latest,
+}
+
+/// What to do when the target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// End recovery and open for writes on a new timeline.
+    Promote,
+    /// Pause (inspect with a read-only server, then promote by hand).
+    Pause,
+    /// Shut down.
+    Shutdown,
+}
+
+impl Action {
+    fn conf(self) -> &'static str {
+        match self {
+            Action::Promote => "promote",
+            Action::Pause => "pause",
+            Action::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A restore, decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// The stanza.
+    pub stanza: String,
+    /// The base backup's snapshot id.
+    pub snapshot: String,
+    /// What that backup recorded.
+    pub backup: BaseFacts,
+    /// The target.
+    pub target: Target,
+    /// The timeline recovery follows.
+    pub timeline: u32,
+    /// Timelines on the way and where each begins: `(timeline, begin LSN)`.
+    pub path: Vec<(u32, String)>,
+    /// First and last WAL file recovery will ask for.
+    pub first_wal: String,
+    /// The last one (for `latest`, the newest contiguous segment).
+    pub last_wal: String,
+    /// Segments recovery will fetch.
+    pub wal_segments: u64,
+    /// The settings written to `postgresql.auto.conf`.
+    pub settings: Vec<(String, String)>,
+}
+
+struct Archive {
+    size: SegmentSize,
+    segments: BTreeMap<(u32, u64), WalManifest>,
+    history: BTreeMap<u32, Vec<(u32, u64)>>,
+    backups: Vec<BTreeMap<String, String>>,
+}
+
+impl Archive {
+    async fn load(repo: &Repository, stanza: &str) -> Result<Archive> {
+        let (size, all) = catalog::archived(repo, stanza).await?;
+        let mut a = Archive { size, segments: BTreeMap::new(), history: BTreeMap::new(), backups: Vec::new() };
+        for (name, m) in all {
+            match (name, m.kind) {
+                (WalFileName::Segment(s), WalFileKind::Segment) => {
+                    a.segments.insert((s.timeline, s.segno), m);
+                }
+                (WalFileName::History { timeline }, WalFileKind::History) => {
+                    let h = m.history.iter().flatten().map(|l| (l.timeline, l.switchpoint)).collect();
+                    a.history.insert(timeline, h);
+                }
+                (_, WalFileKind::Backup) => a.backups.extend(m.backup.clone()),
+                _ => {}
+            }
+        }
+        Ok(a)
+    }
+
+    /// `(timeline, begin LSN)` from the oldest ancestor to `tli`.
+    fn path(&self, tli: u32) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        let mut begin = 0u64;
+        for &(t, switch) in self.history.get(&tli).map(Vec::as_slice).unwrap_or_default() {
+            out.push((t, begin));
+            begin = switch;
+        }
+        out.push((tli, begin));
+        out
+    }
+
+    /// The timeline recovery reads segment `segno` from on `path`: the
+    /// newest one that has begun by then and has the file.
+    fn timeline_of(&self, path: &[(u32, u64)], segno: u64) -> Option<u32> {
+        let seg_bytes = u64::from(self.size.bytes());
+        path.iter()
+            .rev()
+            .filter(|(_, begin)| begin / seg_bytes <= segno)
+            .map(|(t, _)| *t)
+            .find(|t| self.segments.contains_key(&(*t, segno)))
+    }
+
+    fn name(&self, tli: u32, segno: u64) -> String {
+        SegmentName { timeline: tli, segno }.format(self.size)
+    }
+
+    fn highest_timeline(&self) -> u32 {
+        let seg = self.segments.keys().map(|(t, _)| *t).max().unwrap_or(1);
+        seg.max(self.history.keys().copied().max().unwrap_or(1))
+    }
+}
+
+fn refused(detail: String) -> Error {
+    Error::NotFound { what: format!("a way to the target: {detail}") }
+}
+
+fn time_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// A time as PostgreSQL's settings take it (`YYYY-MM-DD HH:MM:SS.ffffff+00`).
+fn pg_time(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+        .unwrap_or_else(|| us.to_string())
+}
+
+/// Parses an RFC 3339 time (or `YYYY-MM-DD HH:MM:SS[.frac][+TZ]`).
+pub fn parse_time(s: &str) -> Result<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map_err(|e| Error::Config(format!("--target-time {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T10:00:00Z)")))?;
+    Ok(t.timestamp_micros())
+}
+
+/// When the backup became consistent, at the latest. PostgreSQL writes
+/// `STOP TIME` in whole seconds, truncated, so a second is added.
+fn stop_time_us(b: &BaseFacts) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(&b.stop_time).map(|t| t.timestamp_micros() + 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// Decides a restore without writing anything.
+pub async fn plan(
+    repo: &Repository,
+    stanza: &str,
+    target: Target,
+    timeline: Option<u32>,
+    action: Action,
+    restore_command: &str,
+) -> Result<(Plan, Snapshot)> {
+    let archive = Archive::load(repo, stanza).await?;
+    let tli = timeline.unwrap_or_else(|| archive.highest_timeline());
+    let path = archive.path(tli);
+    let seg_bytes = u64::from(archive.size.bytes());
+
+    // Base backups of this stanza on the path, newest first.
+    let mut backups: Vec<(Id, Snapshot, BaseFacts)> = Vec::new();
+    for (id, s) in Snapshot::list(repo).await? {
+        if s.source.kind != KIND {
+            continue;
+        }
+        let f = BaseFacts::of(&s)?;
+        if f.stanza != stanza {
+            continue;
+        }
+        // On the path: its timeline is there, and it ended before that
+        // timeline was left.
+        let on_path = path.iter().enumerate().any(|(i, (t, _))| {
+            *t == f.timeline && path.get(i + 1).is_none_or(|(_, next_begin)| f.stop().0 <= *next_begin)
+        });
+        if on_path {
+            backups.push((id, s, f));
+        }
+    }
+    backups.reverse();
+    if backups.is_empty() {
+        return Err(refused(format!("no base backup of stanza {stanza:?} lies on timeline {tli}'s history")));
+    }
+
+    // Pick the backup and the position recovery must reach.
+    let pick = |ok: &dyn Fn(&BaseFacts) -> bool, what: String| {
+        backups.iter().find(|(_, _, f)| ok(f)).cloned().ok_or_else(|| refused(what))
+    };
+    let (id, snap, facts) = match &target {
+        Target::Time(t) => {
+            let oldest = backups.last().map(|(_, _, f)| f.stop_time.clone()).unwrap_or_default();
+            pick(
+                &|f| stop_time_us(f) <= *t,
+                format!("{} is before the oldest usable base backup ended ({oldest})", time_text(*t)),
+            )?
+        }
+        Target::Lsn(l) => {
+            pick(&|f| f.stop().0 <= *l, format!("LSN {} is before the oldest base backup's consistent point", Lsn(*l)))?
+        }
+        _ => backups[0].clone(),
+    };
+    let start_seg = facts.start().0 / seg_bytes;
+    let stop_seg = facts.stop().0.saturating_sub(1) / seg_bytes;
+
+    // Walk the segments from the backup's start along the path.
+    let mut walked: Vec<(u32, u64)> = Vec::new();
+    let mut end: Option<u64> = None;
+    let mut segno = start_seg;
+    loop {
+        let Some(t) = archive.timeline_of(&path, segno) else {
+            let want = path.iter().rev().find(|(_, b)| b / seg_bytes <= segno).map_or(tli, |(t, _)| *t);
+            if matches!(target, Target::Latest) && segno > stop_seg {
+                let beyond =
+                    path.iter().any(|(t, _)| archive.segments.range((*t, segno)..(*t, u64::MAX)).next().is_some());
+                if beyond {
+                    return Err(refused(format!(
+                        "WAL segment {} is missing from the archive (a gap): recovery would stop there, short of the newest WAL",
+                        archive.name(want, segno)
+                    )));
+                }
+                break;
+            }
+            let missing = archive.name(want, segno);
+            let why = if archive.segments.range((want, segno)..(want, u64::MAX)).next().is_some() {
+                format!("WAL segment {missing} is missing from the archive (a gap), and recovery needs it")
+            } else {
+                match &target {
+                    Target::Time(t) => format!(
+                        "no commit after {} is archived on timeline {tli}: the newest archived WAL ends in {}",
+                        time_text(*t),
+                        walked.last().map_or("nothing".into(), |(t, s)| archive.name(*t, *s))
+                    ),
+                    _ => format!("WAL segment {missing} is not archived yet (the target is past the newest WAL)"),
+                }
+            };
+            return Err(refused(why));
+        };
+        walked.push((t, segno));
+        let m = &archive.segments[&(t, segno)];
+        let facts_here = m.facts.as_ref();
+        let seg_start = segno * seg_bytes;
+        let found = segno >= stop_seg
+            && match &target {
+                Target::Latest => false,
+                Target::Lsn(l) => *l < seg_start + seg_bytes,
+                Target::Time(tt) => facts_here.and_then(|f| f.last_commit).is_some_and(|c| c.time_us > *tt),
+                Target::Xid(x) => facts_here.and_then(|f| f.commit_xids).is_some_and(|(lo, hi)| lo <= *x && *x <= hi),
+                Target::Name(n) => facts_here.is_some_and(|f| f.restore_points.iter().any(|p| &p.name == n)),
+            };
+        if found {
+            end = Some(segno);
+            break;
+        }
+        segno += 1;
+    }
+    let last = end.unwrap_or_else(|| walked.last().map_or(start_seg, |(_, s)| *s));
+    if last < stop_seg {
+        return Err(refused(format!(
+            "the archive ends before the base backup's WAL does ({} is needed)",
+            archive.name(facts.timeline, stop_seg)
+        )));
+    }
+    let last_tli = walked.last().map_or(tli, |(t, _)| *t);
+
+    let mut settings = vec![
+        ("restore_command".to_string(), restore_command.to_string()),
+        ("recovery_target_timeline".to_string(), tli.to_string()),
+    ];
+    match &target {
+        Target::Time(t) => settings.push(("recovery_target_time".into(), pg_time(*t))),
+        Target::Lsn(l) => settings.push(("recovery_target_lsn".into(), Lsn(*l).to_string())),
+        Target::Xid(x) => settings.push(("recovery_target_xid".into(), x.to_string())),
+        Target::Name(n) => settings.push(("recovery_target_name".into(), n.clone())),
+        Target::Latest => {}
+    }
+    if target != Target::Latest {
+        settings.push(("recovery_target_action".into(), action.conf().into()));
+    }
+    let plan = Plan {
+        stanza: stanza.into(),
+        snapshot: id.to_hex(),
+        backup: facts.clone(),
+        target,
+        timeline: tli,
+        path: path.iter().map(|(t, b)| (*t, Lsn(*b).to_string())).collect(),
+        first_wal: archive.name(walked[0].0, start_seg),
+        last_wal: archive.name(last_tli, last),
+        wal_segments: walked.len() as u64,
+        settings,
+    };
+    Ok((plan, snap))
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    /// The plan carried out.
+    pub plan: Plan,
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Files checked against `backup_manifest`.
+    pub verified: u64,
+}
+
+/// Quotes a value for postgresql.conf.
+fn conf_quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// Carries out a plan into `pgdata`, which must be missing or empty.
+pub async fn restore(
+    repo: &Repository,
+    index: &LocalIndex,
+    plan: Plan,
+    snapshot: Snapshot,
+    pgdata: &Path,
+) -> Result<RestoreReport> {
+    if let Ok(mut rd) = std::fs::read_dir(pgdata) {
+        if rd.next().is_some() {
+            return Err(Error::Config(format!("{}: not empty; restore into a new directory", pgdata.display())));
+        }
+    }
+    let layout = Layout::load(repo, index, snapshot).await?;
+    let sum = layout.extract(repo, index, None, pgdata).await?;
+    let mut perms = std::fs::metadata(pgdata).map_err(|e| Error::io(pgdata, e))?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+    std::fs::set_permissions(pgdata, perms).map_err(|e| Error::io(pgdata, e))?;
+    for d in ["pg_wal", "pg_wal/archive_status"] {
+        let p = pgdata.join(d);
+        std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+    }
+
+    // Every file against backup_manifest.
+    let mpath = pgdata.join("backup_manifest");
+    let mbytes = std::fs::read(&mpath).map_err(|e| Error::io(&mpath, e))?;
+    let manifest =
+        BackupManifest::parse(&mbytes).map_err(|e| Error::corrupt("backup_manifest", None, e.to_string()))?;
+    let checked = tokio::task::block_in_place(|| -> Result<u64> {
+        use rayon::prelude::*;
+        manifest.files.par_iter().try_for_each(|f| -> Result<()> {
+            let p = pgdata.join(f.path_lossy());
+            let mut c = FileChecker::new(f);
+            let mut file = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io(&p, e))?;
+                if n == 0 {
+                    break;
+                }
+                c.update(&buf[..n]);
+            }
+            c.finish().map_err(|e| Error::corrupt(p.display().to_string(), None, e.to_string()))
+        })?;
+        Ok(manifest.files.len() as u64)
+    })?;
+
+    // Recovery settings last: a restore that failed above leaves no
+    // recovery.signal, so the directory cannot be started by mistake.
+    let auto = pgdata.join("postgresql.auto.conf");
+    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    text.push_str(&format!("\n# Added by cairn pg restore (snapshot {})\n", plan.snapshot));
+    for (k, v) in &plan.settings {
+        text.push_str(&format!("{k} = {}\n", conf_quote(v)));
+    }
+    std::fs::write(&auto, text).map_err(|e| Error::io(&auto, e))?;
+    let signal = pgdata.join("recovery.signal");
+    std::fs::write(&signal, b"").map_err(|e| Error::io(&signal, e))?;
+    if let Some(owner) = std::fs::metadata(pgdata.join("PG_VERSION")).ok().map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        (m.uid(), m.gid())
+    }) {
+        // The data directory itself is not a member of the archive.
+        for p in [pgdata, &auto, &signal, &pgdata.join("pg_wal"), &pgdata.join("pg_wal/archive_status")] {
+            let _ = std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1));
+        }
+    }
+    Ok(RestoreReport { plan, files: sum.items, bytes: sum.bytes_written, verified: checked })
+}
