@@ -11,17 +11,20 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Panics with an install hint unless `tool` runs.
-pub fn require_tool(tool: &str) {
-    let ok = Command::new(tool)
-        .arg("--version")
+fn runs(tool: &str, arg: &str) -> bool {
+    Command::new(tool)
+        .arg(arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
+        .unwrap_or(false)
+}
+
+/// Panics with an install hint unless `tool` runs.
+pub fn require_tool(tool: &str) {
     assert!(
-        ok,
+        runs(tool, "--version"),
         "`{tool}` is required by this oracle test and was not found; install it with \
          `apt-get install -y redis-server` (Debian's package ships redis-server, \
          redis-cli and redis-check-rdb)"
@@ -35,6 +38,11 @@ pub struct RedisServer {
     pub port: u16,
     /// Its working directory, where `dump.rdb` is written.
     pub dir: tempfile::TempDir,
+    /// How `redis-cli` reaches it.
+    conn: Vec<String>,
+    /// Set by [`RedisServer::set_password`]; passed to `redis-cli` in
+    /// `REDISCLI_AUTH`, never in argv.
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -51,9 +59,12 @@ impl RedisServer {
         // Ask the kernel for a free port; the tiny race with other
         // processes is acceptable for a test.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen: Vec<String> = vec!["--port".into(), port.to_string()];
+        let conn: Vec<String> = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
         let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--daemonize", "no", "--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(dir.path())
@@ -62,7 +73,7 @@ impl RedisServer {
             .stderr(log)
             .spawn()
             .expect("spawn redis-server");
-        let mut server = RedisServer { child, port, dir };
+        let mut server = RedisServer { child, port, dir, conn, password: None };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if server.try_cli(&["PING"]).is_some_and(|o| o.trim() == "PONG" || o.contains("NOAUTH")) {
@@ -81,13 +92,26 @@ impl RedisServer {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
+    /// `redis-cli` aimed at this server, authenticated if a password is set.
+    fn redis_cli(&self) -> Command {
+        let mut c = Command::new("redis-cli");
+        c.args(&self.conn);
+        if let Some(pw) = &self.password {
+            c.env("REDISCLI_AUTH", pw);
+        }
+        c
+    }
+
     fn try_cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
+        let out = self.redis_cli().args(args).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Sets `requirepass`; later [`RedisServer::cli`] and
+    /// [`RedisServer::pipe`] calls authenticate.
+    pub fn set_password(&mut self, password: &str) {
+        assert_eq!(self.cli(&["CONFIG", "SET", "requirepass", password]).trim(), "OK");
+        self.password = Some(password.to_string());
     }
 
     /// Runs one command with `redis-cli` and returns its output.
@@ -108,8 +132,9 @@ impl RedisServer {
                 resp.extend_from_slice(b"\r\n");
             }
         }
-        let mut child = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--pipe"])
+        let mut child = self
+            .redis_cli()
+            .arg("--pipe")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
