@@ -31,14 +31,85 @@ pub fn require_tool(tool: &str) {
     );
 }
 
+/// A throwaway PKI made with the `openssl` CLI: a CA, a server certificate
+/// it signs for `127.0.0.1` and `localhost`, a client certificate it signs,
+/// and an unrelated CA that signs nothing here.
+pub struct TlsFiles {
+    /// The directory holding the PEM files.
+    pub dir: tempfile::TempDir,
+}
+
+impl TlsFiles {
+    /// Generates the files (RSA 2048, valid for two days).
+    pub fn generate() -> TlsFiles {
+        assert!(
+            runs("openssl", "version"),
+            "`openssl` is required by the TLS tests and was not found; install it with `apt-get install -y openssl`"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        for ca in ["ca", "other-ca"] {
+            run(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=cairn test {ca}"),
+            ]
+            .into_iter()
+            .chain(["-keyout", &format!("{ca}.key"), "-out", &format!("{ca}.crt")])
+            .collect::<Vec<_>>());
+        }
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for who in ["server", "client"] {
+            let (key, csr, crt, ext) =
+                (format!("{who}.key"), format!("{who}.csr"), format!("{who}.crt"), format!("{who}.ext"));
+            run(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={who}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ]);
+            run(&["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"]
+                .into_iter()
+                .chain(["-days", "2", "-extfile", &ext, "-out", &crt])
+                .collect::<Vec<_>>());
+        }
+        TlsFiles { dir }
+    }
+
+    /// The path of one of the files, e.g. `ca.crt` or `client.key`.
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
 /// A `redis-server` child in its own temporary directory, killed on drop.
 pub struct RedisServer {
     child: Child,
-    /// The port it listens on (loopback only).
+    /// The port it listens on (loopback only); with TLS, the TLS port.
     pub port: u16,
     /// Its working directory, where `dump.rdb` is written.
     pub dir: tempfile::TempDir,
-    /// How `redis-cli` reaches it.
+    /// How `redis-cli` reaches it: host, port, TLS options.
     conn: Vec<String>,
     /// Set by [`RedisServer::set_password`]; passed to `redis-cli` in
     /// `REDISCLI_AUTH`, never in argv.
@@ -54,13 +125,34 @@ impl RedisServer {
 
     /// Starts a server in `dir`, loading `dir/dump.rdb` if there is one.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> RedisServer {
+        Self::launch(dir, None, extra)
+    }
+
+    /// Starts a server that speaks only TLS (`--port 0`), with the server
+    /// certificate from `tls` and clients not asked for certificates
+    /// (`CONFIG SET tls-auth-clients yes` changes that).
+    pub fn start_tls(tls: &TlsFiles, extra: &[&str]) -> RedisServer {
+        Self::launch(tempfile::tempdir().expect("temp dir"), Some(tls), extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, tls: Option<&TlsFiles>, extra: &[&str]) -> RedisServer {
         require_tool("redis-server");
         require_tool("redis-cli");
         // Ask the kernel for a free port; the tiny race with other
         // processes is acceptable for a test.
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let listen: Vec<String> = vec!["--port".into(), port.to_string()];
-        let conn: Vec<String> = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+        let mut listen: Vec<String> = vec!["--port".into(), port.to_string()];
+        let mut conn: Vec<String> = vec!["-h".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+        if let Some(t) = tls {
+            listen = ["--port", "0", "--tls-port", &port.to_string()]
+                .into_iter()
+                .chain(["--tls-cert-file", &t.path("server.crt"), "--tls-key-file", &t.path("server.key")])
+                .chain(["--tls-ca-cert-file", &t.path("ca.crt"), "--tls-auth-clients", "no"])
+                .map(String::from)
+                .collect();
+            conn.extend(["--tls", "--cacert", &t.path("ca.crt")].map(String::from));
+            conn.extend(["--cert", &t.path("client.crt"), "--key", &t.path("client.key")].map(String::from));
+        }
         let log = std::fs::File::create(dir.path().join("redis.log")).unwrap();
         let child = Command::new("redis-server")
             .args(&listen)

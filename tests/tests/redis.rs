@@ -3,9 +3,9 @@
 //! server loading it reports the same `DEBUG DIGEST` and per-database key
 //! counts as the source did at backup time; damaged dumps leave no snapshot.
 //! Live pulls (`cairn redis backup --url`) are checked the same way, with
-//! diskless and disk-based sync, and for deduplication.
+//! diskless and disk-based sync, over TLS, and for deduplication.
 
-use cairn_tests::redis::{cmd, RedisServer};
+use cairn_tests::redis::{cmd, RedisServer, TlsFiles};
 use cairn_tests::repo::code;
 use cairn_tests::TestRepo;
 
@@ -234,6 +234,66 @@ fn live_pull_disk_based_and_diskless() {
     let mut c = repo.cmd(&["redis", "backup", "--url", &url]);
     assert!(c.env("REDISCLI_AUTH", "s3cret-pw").output().unwrap().status.success());
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), before + 1);
+}
+
+/// `rediss://` against a server that speaks only TLS: the server's
+/// certificate is verified against `--tls-ca-file` and the host name, a
+/// client certificate is presented when the server demands one, and every
+/// refusal is a clear error that leaves no snapshot.
+#[test]
+fn live_pull_over_tls() {
+    let repo = TestRepo::new();
+    let tls = TlsFiles::generate();
+    let src = RedisServer::start_tls(&tls, &["--repl-diskless-sync-delay", "0"]);
+    populate(&src, 20_000);
+    let (want, keyspace) = (digest(&src), src.keyspace());
+    let url = format!("rediss://127.0.0.1:{}", src.port);
+    let ca = tls.path("ca.crt");
+
+    let v = repo.json(&["redis", "backup", "--url", &url, "--tls-ca-file", &ca]);
+    assert_counts(&v, &keyspace);
+    restore_and_compare(&repo, &want, &keyspace);
+    // --tls with a redis:// URL; the certificate's DNS name instead of its IP.
+    let plain_url = format!("redis://127.0.0.1:{}", src.port);
+    repo.ok(&["redis", "backup", "--url", &plain_url, "--tls", "--tls-ca-file", &ca, "--tls-server-name", "localhost"]);
+    let snapshots = || repo.json(&["snapshots"]).as_array().unwrap().len();
+    assert_eq!(snapshots(), 2);
+
+    let refused = |args: &[&str], want_err: &str| {
+        let out = repo.run(&[&["redis", "backup", "--url"], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(code(&out), 0, "{args:?}: {err}");
+        assert!(err.contains(want_err), "{args:?}: {err}");
+        eprintln!("refused as expected: {}", err.trim());
+    };
+    // A CA that did not sign the server's certificate, the system's roots
+    // (which know nothing of the test CA), a name the certificate does not
+    // carry, and plain text to a TLS-only port.
+    refused(&[&url, "--tls-ca-file", &tls.path("other-ca.crt")], "invalid peer certificate");
+    refused(&[&url], "TLS");
+    refused(&[&url, "--tls-ca-file", &ca, "--tls-server-name", "elsewhere.example"], "invalid peer certificate");
+    refused(&[&plain_url], &format!("redis 127.0.0.1:{}", src.port));
+    refused(&[&url, "--tls-ca-file", &tls.path("server.key")], "no CERTIFICATE section");
+
+    // The server now demands client certificates.
+    assert_eq!(src.cli(&["CONFIG", "SET", "tls-auth-clients", "yes"]).trim(), "OK");
+    refused(&[&url, "--tls-ca-file", &ca], "redis 127.0.0.1");
+    assert_eq!(snapshots(), 2);
+    let (cert, key) = (tls.path("client.crt"), tls.path("client.key"));
+    repo.ok(&[
+        "redis",
+        "backup",
+        "--url",
+        &url,
+        "--tls-ca-file",
+        &ca,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+    ]);
+    assert_eq!(snapshots(), 3);
+    restore_and_compare(&repo, &want, &keyspace);
 }
 
 /// A server that completes the handshake, sends part of a real RDB and
