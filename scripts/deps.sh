@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cairn's build, tests and demo need on a Debian machine, and
 # only what is missing: clang/libclang (RocksDB's bindings), PostgreSQL 15,
-# redis-server, zstd, b3sum, GNU time, and moto (a real S3 API) in .venv.
+# redis-server, zstd, b3sum, GNU time, openssl (test certificates for the
+# Redis TLS test), and moto (a real S3 API) in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ have clang || need+=(clang)
 have redis-server || need+=(redis-server)
 have redis-check-rdb || need+=(redis-tools)
 have zstd || need+=(zstd)
+have openssl || need+=(openssl)
 have b3sum || need+=(b3sum)
 [ -x /usr/bin/time ] || need+=(time)
 have tar || need+=(tar)

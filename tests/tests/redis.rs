@@ -2,8 +2,10 @@
 //! redis-server 7: the restored dump passes `redis-check-rdb`, and a fresh
 //! server loading it reports the same `DEBUG DIGEST` and per-database key
 //! counts as the source did at backup time; damaged dumps leave no snapshot.
+//! Live pulls (`cairn redis backup --url`) are checked the same way, with
+//! diskless and disk-based sync, over TLS, and for deduplication.
 
-use cairn_tests::redis::{cmd, RedisServer};
+use cairn_tests::redis::{cmd, RedisServer, TlsFiles};
 use cairn_tests::repo::code;
 use cairn_tests::TestRepo;
 
@@ -149,45 +151,75 @@ fn restore_and_compare(repo: &TestRepo, src_digest: &str, src_keyspace: &[(u64, 
     assert_eq!(fresh.keyspace(), src_keyspace);
 }
 
+/// Asserts that a live backup's snapshot metadata counts the keys and
+/// expiring keys of every database in `keyspace`.
+fn assert_counts(v: &serde_json::Value, keyspace: &[(u64, u64, u64)]) {
+    let meta = &v["metadata"];
+    let total: u64 = keyspace.iter().map(|(_, k, _)| k).sum();
+    assert_eq!(meta["keys"].as_u64().unwrap(), total, "{meta}");
+    for (db, keys, expires) in keyspace {
+        assert_eq!(meta["databases"][db.to_string()]["keys"].as_u64().unwrap(), *keys, "db {db}: {meta}");
+        assert_eq!(meta["databases"][db.to_string()]["expires"].as_u64().unwrap(), *expires, "db {db}: {meta}");
+    }
+}
+
+/// The full dataset (every type, TTLs, three databases, > 1M keys) pulled
+/// live from a password-protected server, once with diskless sync and once
+/// disk-based, each restored and checked against the source; then a few
+/// changed keys and a third pull, which must deduplicate against the first
+/// two. One server serves all three: populating it dominates the run time.
 #[test]
 fn live_pull_disk_based_and_diskless() {
     let repo = TestRepo::new();
-    let src = RedisServer::start(&["--repl-diskless-sync-delay", "0", "--requirepass", "s3cret-pw"]);
-    let auth = |args: &[&str]| src.cli(&[&["--no-auth-warning", "-a", "s3cret-pw"], args].concat());
-    // Populate through an authenticated pipe: requirepass is set.
-    assert_eq!(auth(&["DEBUG", "POPULATE", "300000"]).trim(), "OK");
-    assert_eq!(auth(&["SET", "ttl", "v", "EX", "100000"]).trim(), "OK");
-    assert_eq!(auth(&["-n", "3", "RPUSH", "l", "a", "b"]).trim(), "2");
-    let want = auth(&["DEBUG", "DIGEST"]).trim().to_string();
+    let mut src = RedisServer::start(&["--repl-diskless-sync-delay", "0"]);
+    populate(&src, 1_000_000);
+    src.set_password("s3cret-pw");
     let url = format!("redis://127.0.0.1:{}", src.port);
     let pwfile = repo.dir.path().join("redis-password");
     std::fs::write(&pwfile, "s3cret-pw\n").unwrap();
-    for (diskless, transfer) in [("yes", "diskless"), ("no", "disk")] {
-        assert_eq!(auth(&["CONFIG", "SET", "repl-diskless-sync", diskless]).trim(), "OK");
-        let keyspace: Vec<(u64, u64, u64)> = {
-            let info = auth(&["INFO", "keyspace"]);
-            info.lines()
-                .filter_map(|l| l.trim().strip_prefix("db"))
-                .map(|rest| {
-                    let (db, f) = rest.split_once(':').unwrap();
-                    let get = |n: &str| f.split(',').find_map(|x| x.strip_prefix(n)).unwrap()[1..].parse().unwrap();
-                    (db.parse().unwrap(), get("keys"), get("expires"))
-                })
-                .collect()
-        };
+    let live_backup = |what: &str| -> serde_json::Value {
         let mut c =
             repo.cmd(&["--json", "redis", "backup", "--url", &url, "--password-file", pwfile.to_str().unwrap()]);
         let out = c.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{transfer}: {text}");
+        assert!(out.status.success(), "{what}: {text}");
         assert!(!text.contains("s3cret-pw"), "the password was printed");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let (want, keyspace) = (digest(&src), src.keyspace());
+    assert!(keyspace.iter().map(|(_, k, _)| k).sum::<u64>() > 1_000_000, "{keyspace:?}");
+    assert_eq!(keyspace.len(), 3, "{keyspace:?}");
+    let mut first = None;
+    for (diskless, transfer) in [("yes", "diskless"), ("no", "disk")] {
+        assert_eq!(src.cli(&["CONFIG", "SET", "repl-diskless-sync", diskless]).trim(), "OK");
+        let v = live_backup(transfer);
         assert_eq!(v["metadata"]["transfer"], transfer, "{v}");
         assert_eq!(v["metadata"]["repl_id"].as_str().unwrap().len(), 40, "{v}");
-        assert_eq!(v["metadata"]["keys"].as_u64().unwrap(), 300_002);
+        assert!(v["metadata"]["redis_ver"].as_str().unwrap().starts_with('7'), "{v}");
+        assert_counts(&v, &keyspace);
+        first.get_or_insert(v["stats"]["new_bytes"].clone());
         // A fresh server without requirepass loads the restored dump.
         restore_and_compare(&repo, &want, &keyspace);
     }
+
+    // Successive live backups of a slowly changing dataset deduplicate,
+    // bounded as for files (rdb_round_trip_through_a_fresh_server): each
+    // changed key dirties its chunk and at most the next cut, and the
+    // header's AUX fields (repl-id, repl-offset, ctime) and the trailing
+    // CRC-64 dirty one chunk each.
+    let changes = 5;
+    src.pipe(&(0..changes).map(|i| cmd(["SET", &format!("key:{}", i * 199_999), "changed"])).collect::<Vec<_>>());
+    let (want, keyspace) = (digest(&src), src.keyspace());
+    let v = live_backup("after changes");
+    let (new_chunks, chunks) = (v["stats"]["new_chunks"].as_u64().unwrap(), v["stats"]["chunks"].as_u64().unwrap());
+    eprintln!(
+        "live RDB {} bytes, first pull new {} bytes; after {changes} changes new {} bytes, {new_chunks} of {chunks} chunks",
+        v["stats"]["bytes_read"], first.unwrap(), v["stats"]["new_bytes"]
+    );
+    assert!(new_chunks <= 2 * changes + 2 && new_chunks < chunks, "{new_chunks} of {chunks} chunks were new");
+    assert_counts(&v, &keyspace);
+    restore_and_compare(&repo, &want, &keyspace);
 
     // Wrong or missing password: a clear error, no snapshot.
     let before = repo.json(&["snapshots"]).as_array().unwrap().len();
@@ -202,6 +234,66 @@ fn live_pull_disk_based_and_diskless() {
     let mut c = repo.cmd(&["redis", "backup", "--url", &url]);
     assert!(c.env("REDISCLI_AUTH", "s3cret-pw").output().unwrap().status.success());
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), before + 1);
+}
+
+/// `rediss://` against a server that speaks only TLS: the server's
+/// certificate is verified against `--tls-ca-file` and the host name, a
+/// client certificate is presented when the server demands one, and every
+/// refusal is a clear error that leaves no snapshot.
+#[test]
+fn live_pull_over_tls() {
+    let repo = TestRepo::new();
+    let tls = TlsFiles::generate();
+    let src = RedisServer::start_tls(&tls, &["--repl-diskless-sync-delay", "0"]);
+    populate(&src, 20_000);
+    let (want, keyspace) = (digest(&src), src.keyspace());
+    let url = format!("rediss://127.0.0.1:{}", src.port);
+    let ca = tls.path("ca.crt");
+
+    let v = repo.json(&["redis", "backup", "--url", &url, "--tls-ca-file", &ca]);
+    assert_counts(&v, &keyspace);
+    restore_and_compare(&repo, &want, &keyspace);
+    // --tls with a redis:// URL; the certificate's DNS name instead of its IP.
+    let plain_url = format!("redis://127.0.0.1:{}", src.port);
+    repo.ok(&["redis", "backup", "--url", &plain_url, "--tls", "--tls-ca-file", &ca, "--tls-server-name", "localhost"]);
+    let snapshots = || repo.json(&["snapshots"]).as_array().unwrap().len();
+    assert_eq!(snapshots(), 2);
+
+    let refused = |args: &[&str], want_err: &str| {
+        let out = repo.run(&[&["redis", "backup", "--url"], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(code(&out), 0, "{args:?}: {err}");
+        assert!(err.contains(want_err), "{args:?}: {err}");
+        eprintln!("refused as expected: {}", err.trim());
+    };
+    // A CA that did not sign the server's certificate, the system's roots
+    // (which know nothing of the test CA), a name the certificate does not
+    // carry, and plain text to a TLS-only port.
+    refused(&[&url, "--tls-ca-file", &tls.path("other-ca.crt")], "invalid peer certificate");
+    refused(&[&url], "TLS");
+    refused(&[&url, "--tls-ca-file", &ca, "--tls-server-name", "elsewhere.example"], "invalid peer certificate");
+    refused(&[&plain_url], &format!("redis 127.0.0.1:{}", src.port));
+    refused(&[&url, "--tls-ca-file", &tls.path("server.key")], "no CERTIFICATE section");
+
+    // The server now demands client certificates.
+    assert_eq!(src.cli(&["CONFIG", "SET", "tls-auth-clients", "yes"]).trim(), "OK");
+    refused(&[&url, "--tls-ca-file", &ca], "redis 127.0.0.1");
+    assert_eq!(snapshots(), 2);
+    let (cert, key) = (tls.path("client.crt"), tls.path("client.key"));
+    repo.ok(&[
+        "redis",
+        "backup",
+        "--url",
+        &url,
+        "--tls-ca-file",
+        &ca,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+    ]);
+    assert_eq!(snapshots(), 3);
+    restore_and_compare(&repo, &want, &keyspace);
 }
 
 /// A server that completes the handshake, sends part of a real RDB and

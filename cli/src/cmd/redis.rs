@@ -22,11 +22,33 @@ pub enum Command {
 /// The password comes from REDISCLI_AUTH (as for redis-cli) or
 /// --password-file, so it need not be in argv; one in the URL works but is
 /// visible to other users of this machine.
+///
+/// TLS: a rediss:// URL or --tls. The server's certificate is checked
+/// against --tls-ca-file (or the system's roots) and the URL's host (or
+/// --tls-server-name); --tls-cert-file and --tls-key-file present a client
+/// certificate to servers with tls-auth-clients.
 #[derive(Debug, clap::Args)]
 pub struct BackupArgs {
-    /// redis://[user[:password]@]host:port
+    /// redis://[user[:password]@]host:port, or rediss:// for TLS
     #[arg(long)]
     url: String,
+    /// Connect with TLS (implied by rediss://).
+    #[arg(long)]
+    tls: bool,
+    /// PEM file of the CA certificates that sign the server's certificate
+    /// [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), for servers that authenticate clients.
+    #[arg(long, value_name = "FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Name the server's certificate must carry, and the SNI sent
+    /// [default: the URL's host].
+    #[arg(long, value_name = "NAME")]
+    tls_server_name: Option<String>,
     /// File holding the server's password (one trailing newline ignored).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
@@ -68,11 +90,17 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     use cairn_engine::backup::{backup_stream, BackupOptions, Progress};
     use cairn_engine::index::LocalIndex;
-    use cairn_engine::redis_sync::{ReplicationSource, SyncOptions};
+    use cairn_engine::redis_sync::{ReplicationSource, SyncOptions, TlsOptions};
     use std::sync::Arc;
 
     let url = url::Url::parse(&a.url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
-    anyhow::ensure!(url.scheme() == "redis", "--url must be redis://host:port (TLS is not supported yet)");
+    anyhow::ensure!(
+        matches!(url.scheme(), "redis" | "rediss"),
+        "--url must be redis://host:port or rediss://host:port (TLS)"
+    );
+    let tls_files = a.tls_ca_file.is_some() || a.tls_cert_file.is_some() || a.tls_server_name.is_some();
+    let tls = a.tls || url.scheme() == "rediss";
+    anyhow::ensure!(tls || !tls_files, "--tls-* options need --tls or a rediss:// URL");
     let host = url.host_str().ok_or_else(|| anyhow::anyhow!("--url has no host"))?;
     let addr = format!("{host}:{}", url.port().unwrap_or(6379));
     let mut password = url.password().map(|p| p.to_string());
@@ -86,7 +114,14 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         password = std::env::var("REDISCLI_AUTH").ok().filter(|p| !p.is_empty());
     }
     let user = (!url.username().is_empty()).then(|| url.username().to_string());
-    let opts = SyncOptions { addr: addr.clone(), user, password, timeout: std::time::Duration::from_secs(a.timeout) };
+    let tls = tls.then_some(TlsOptions {
+        ca_file: a.tls_ca_file,
+        cert_file: a.tls_cert_file,
+        key_file: a.tls_key_file,
+        server_name: a.tls_server_name,
+    });
+    let timeout = std::time::Duration::from_secs(a.timeout);
+    let opts = SyncOptions { addr: addr.clone(), user, password, timeout, tls };
 
     let repo = g.open().await?;
     let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
