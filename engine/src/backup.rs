@@ -84,6 +84,10 @@ pub struct BackupOptions {
     /// Whether the stream is chunked as tar (cut at member boundaries, with
     /// a member index).
     pub tar: TarMode,
+    /// Chunk sizes for this backup instead of the repository's (recorded
+    /// in the snapshot metadata as `chunker`). Data chunked with other
+    /// sizes does not deduplicate against it, so keep one setting per source.
+    pub chunker: Option<ChunkerParams>,
 }
 
 impl BackupOptions {
@@ -99,6 +103,7 @@ impl BackupOptions {
             mode: 0o644,
             mtime: None,
             tar: TarMode::Detect,
+            chunker: None,
         }
     }
 }
@@ -546,7 +551,13 @@ pub async fn backup_feed_gated(
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
     let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let params = repo.config().chunker;
+    let params = match opts.chunker {
+        Some(p) => {
+            p.validate()?;
+            p
+        }
+        None => repo.config().chunker,
+    };
     let seed = repo.keys().chunker_seed();
 
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Piece>>>(1);
@@ -654,6 +665,9 @@ pub async fn backup_feed_gated(
     committer.write_segment().await?;
     let (entries, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
     let mut metadata = merge_metadata(opts.metadata, learnt);
+    if let Some(p) = opts.chunker {
+        metadata = merge_metadata(metadata, Some(serde_json::json!({ "chunker": p })));
+    }
     if let Some(gate) = gate {
         metadata = gate(metadata).await?;
     }

@@ -138,10 +138,20 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     let ls = a.repo.json(&["ls", b["snapshot"].as_str().unwrap(), "global/pg_control"]);
     assert_eq!(ls["files"][0]["size"], 8192, "{ls}");
 
+    // Incremental by construction: a second base backup of the unchanged
+    // cluster stores a small fraction of its size.
+    let b2 = basebackup(&a, &src);
+    let (size, up) = (b2["stats"]["bytes_read"].as_u64().unwrap(), b2["stats"]["uploaded_bytes"].as_u64().unwrap());
+    eprintln!("second base backup: {up} bytes uploaded for {size} bytes read");
+    assert!(up * 10 < size, "a second base backup uploaded {up} of {size} bytes");
+
     std::thread::sleep(Duration::from_millis(1200)); // past the backup's STOP TIME second
     insert_markers(&src, 0..15);
     src.sql("SELECT pg_create_restore_point('after_14')");
-    insert_markers(&src, 15..21);
+    insert_markers(&src, 15..17);
+    let xid_17 = src.sql("BEGIN; INSERT INTO marker VALUES (17, clock_timestamp()); SELECT txid_current(); COMMIT;");
+    std::thread::sleep(Duration::from_millis(100));
+    insert_markers(&src, 18..21);
     let lsn_after_20 = src.sql("SELECT pg_current_wal_lsn()");
     insert_markers(&src, 21..30);
     src.switch_wal();
@@ -165,7 +175,7 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
         &t10,
         "--dry-run",
     ]);
-    assert_eq!(plan["snapshot"], b["snapshot"], "{plan}");
+    assert_eq!(plan["snapshot"], b2["snapshot"], "the newest backup before the target: {plan}");
     assert!(plan["settings"].to_string().contains("recovery_target_time"), "{plan}");
     assert!(!dry.exists());
 
@@ -178,6 +188,7 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     // To an LSN, a restore point, and the end of the archive.
     assert_eq!(r.run(&["--target-lsn", &lsn_after_20], false).1, ids(0..=20));
     assert_eq!(r.run(&["--target-name", "after_14"], false).1, ids(0..=14));
+    assert_eq!(r.run(&["--target-xid", &xid_17], false).1, ids(0..=17));
     assert_eq!(r.run(&["--latest"], false).1, ids(0..=30));
 
     // Unreachable targets are refused before anything is written.
@@ -208,6 +219,9 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     let victim = a.repo.repo_dir().join("wal/main/00000001").join(&seg_x);
     std::fs::remove_file(&victim).unwrap_or_else(|e| panic!("{}: {e}", victim.display()));
     r.refused(&["--latest", "--target-timeline", "1"], "(a gap)");
+    let show = a.show();
+    let tl1 = show["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 1).unwrap().clone();
+    assert_eq!(tl1["gaps"][0]["missing"], 1, "wal show reports the gap: {tl1}");
     r.refused(&["--target-time", &between(times[28].1, times[29].1), "--target-timeline", "1"], "(a gap)");
     drop(src);
 }

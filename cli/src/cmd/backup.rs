@@ -61,6 +61,14 @@ pub struct Args {
     /// against the path under the root and against the file name; repeatable).
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
+    /// Average chunk size in KiB for this source instead of the
+    /// repository's (1024); min and max are a quarter and four times it.
+    /// Smaller chunks cost more index entries but store less of a file
+    /// that changed in small scattered places (model weights after a
+    /// fine-tune: see README). Keep one value per source: data chunked
+    /// with another size does not deduplicate against it.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=4096))]
+    chunk_avg_kib: Option<u32>,
     /// With `--kind pg-base`: the stanza archiving the cluster's WAL [env: CAIRN_STANZA].
     #[arg(long, env = "CAIRN_STANZA")]
     stanza: Option<String>,
@@ -159,6 +167,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
+    opts.chunker = a.chunk_avg_kib.map(chunker_params);
     let size_hint =
         a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
 
@@ -205,6 +214,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
+    opts.chunker = a.chunk_avg_kib.map(chunker_params);
     let excludes = cairn_engine::dirsource::build_excludes(&a.excludes)?;
 
     let repo = g.open().await?;
@@ -230,6 +240,11 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     }
     report(g, result?);
     Ok(exit::OK)
+}
+
+fn chunker_params(avg_kib: u32) -> cairn_engine::chunker::ChunkerParams {
+    let avg = avg_kib * 1024;
+    cairn_engine::chunker::ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg * 4 }
 }
 
 fn report(g: &Global, (id, snap): (cairn_engine::ids::Id, Snapshot)) {
