@@ -17,7 +17,7 @@ borgbackup with apt when missing; results in .work/bench/models-results.json)
 import argparse, json, os, random, shutil, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench", "models")
 MIB = 1 << 20
 

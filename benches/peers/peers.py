@@ -7,7 +7,7 @@ within one run: peers.md explains why.
 import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench")
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench")
 
 

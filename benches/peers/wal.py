@@ -30,7 +30,7 @@ import argparse, hashlib, json, math, os, pwd, re, resource, secrets, shutil, si
 import subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CAIRN = os.path.join(ROOT, "target", "release", "cairn")
+CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench")
 PGBIN = "/usr/lib/postgresql/15/bin"
 PGUSER = "cairntest"

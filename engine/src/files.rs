@@ -249,6 +249,29 @@ impl Layout {
         let mut sum = ExtractSummary::default();
         let mut dirs = Vec::new();
         let mut done: HashSet<&str> = HashSet::new();
+        // A whole tar is read once, in order, through the restore pipeline
+        // (whole-stream hash checked), its members' bytes routed to their
+        // files; one file or subtree is read by ranges instead.
+        let streamed = want.is_none() && self.tar_entry.is_some();
+        if streamed {
+            for f in chosen.iter().filter(|f| f.kind == "dir") {
+                let dest = safe_join(to, &f.path)?;
+                std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+            }
+            let mut files = Vec::new();
+            for f in chosen.iter().filter(|f| f.kind == "file") {
+                let Location::Tar(start) = f.at else { continue };
+                files.push((start, f.size, safe_join(to, &f.path)?));
+            }
+            files.sort_by_key(|(s, _, _)| *s);
+            let e = &self.snapshot.entries[self.tar_entry.expect("tar layout")];
+            let demux = Demux { files, next: 0, pos: 0, cur: None };
+            let (s, d) = restore_entry(repo, index, e, demux, 8, std::sync::Arc::default()).await?;
+            d.finish()?;
+            sum.bytes_written += chosen.iter().filter(|f| f.kind == "file").map(|f| f.size).sum::<u64>();
+            sum.bytes_fetched += s.bytes_fetched;
+            sum.requests += s.requests;
+        }
         for f in &chosen {
             let dest = safe_join(to, &f.path)?;
             if let Some(parent) = dest.parent() {
@@ -280,6 +303,7 @@ impl Layout {
                         return Err(Error::NotFound { what: format!("hard link target {t:?} of {:?}", f.path) });
                     }
                 }
+                "file" if streamed => set_times_and_mode(&dest, f, false)?,
                 "file" => self.write_file(repo, index, f, &dest, &mut sum).await?,
                 other => {
                     tracing::warn!("{}: {other} members are not extracted", f.path);
@@ -323,6 +347,78 @@ impl Layout {
         sum.bytes_written += s.bytes_written;
         sum.bytes_fetched += s.bytes_fetched;
         sum.requests += s.requests;
+        Ok(())
+    }
+}
+
+/// Routes a tar stream's bytes to the files its members name: a member's
+/// data range, by stream offset, goes to its file; headers and padding go
+/// nowhere. Files are created when their first byte arrives (empty files
+/// at `finish`) and fsynced when their last has been written.
+struct Demux {
+    files: Vec<(u64, u64, PathBuf)>,
+    next: usize,
+    pos: u64,
+    cur: Option<(std::fs::File, u64, usize)>,
+}
+
+fn named(p: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+impl Write for Demux {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.pos + buf.len() as u64;
+        let mut at = self.pos;
+        while at < end {
+            if self.cur.is_none() {
+                while self.files.get(self.next).is_some_and(|(s, l, _)| *l == 0 || s + l <= at) {
+                    self.next += 1;
+                }
+                let Some((s, l, p)) = self.files.get(self.next) else { break };
+                if *s >= end {
+                    break;
+                }
+                let f = std::fs::File::create(p).map_err(|e| named(p, e))?;
+                self.cur = Some((f, s + l, self.next));
+                at = at.max(*s);
+                self.next += 1;
+            }
+            let (f, fend, i) = self.cur.as_mut().expect("a file is open");
+            let stop = (*fend).min(end);
+            let piece = &buf[(at - self.pos) as usize..(stop - self.pos) as usize];
+            f.write_all(piece).map_err(|e| named(&self.files[*i].2, e))?;
+            at = stop;
+            if at == *fend {
+                let (f, _, i) = self.cur.take().expect("open");
+                f.sync_all().map_err(|e| named(&self.files[i].2, e))?;
+            }
+        }
+        self.pos = end;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Demux {
+    /// Creates the empty files; fails if a member's bytes never came.
+    fn finish(self) -> Result<()> {
+        if let Some((_, _, i)) = self.cur {
+            let p = &self.files[i].2;
+            return Err(Error::corrupt(
+                p.display().to_string(),
+                Some(self.pos),
+                "the tar stream ended inside this file",
+            ));
+        }
+        for (_, l, p) in &self.files {
+            if *l == 0 {
+                std::fs::File::create(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e))?;
+            }
+        }
         Ok(())
     }
 }

@@ -138,6 +138,16 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     let ls = a.repo.json(&["ls", b["snapshot"].as_str().unwrap(), "global/pg_control"]);
     assert_eq!(ls["files"][0]["size"], 8192, "{ls}");
 
+    // One file, and the plain tar, straight from the snapshot.
+    let one = a.root().join("one");
+    a.repo.ok(&["restore", b["snapshot"].as_str().unwrap(), "--path", "PG_VERSION", "--to", one.to_str().unwrap()]);
+    assert_eq!(std::fs::read(one.join("PG_VERSION")).unwrap(), std::fs::read(src.data.join("PG_VERSION")).unwrap());
+    let base_tar = a.root().join("base.tar");
+    a.repo.ok(&["restore", b["snapshot"].as_str().unwrap(), "--to", base_tar.to_str().unwrap()]);
+    let listed = std::process::Command::new("tar").arg("-tf").arg(&base_tar).output().unwrap();
+    assert!(listed.status.success());
+    assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == "backup_manifest"));
+
     // Incremental by construction: a second base backup of the unchanged
     // cluster stores a small fraction of its size.
     let b2 = basebackup(&a, &src);
