@@ -51,9 +51,10 @@ PGBIN = "/usr/lib/postgresql/15/bin"
 PGUSER = "cairntest"
 STANZA = "bench"
 CALL_TIMEOUT_S = 3600
-# Files one tool's restore has and the other's has not, by design: cairn
-# restores pg_basebackup's backup_manifest (pg_verifybackup reads it).
-ONLY_CAIRN_OK = {"backup_manifest"}
+# Files that only cairn's restore has, by design: pg_basebackup's tar holds
+# backup_manifest (pg_verifybackup reads it) and an empty tablespace_map (no
+# tablespaces here); pgBackRest writes neither.
+ONLY_CAIRN_OK = {"backup_manifest", "tablespace_map"}
 
 
 def die(msg):
@@ -322,7 +323,10 @@ def restore_pair(tmp, i, cairn, pgbr, db_bytes, verify):
     if only_c or only_p:
         die(f"restored trees differ: only in cairn's {only_c[:20]} ({len(only_c)}), "
             f"only in pgBackRest's {only_p[:20]} ({len(only_p)})")
+    if os.path.getsize(os.path.join(cdir, "tablespace_map")) if "tablespace_map" in cf else 0:
+        die("cairn's restore has a non-empty tablespace_map, but the cluster has no tablespaces")
     rows["cairn"]["files"], rows["pgbackrest"]["files"] = len(cf), len(pf)
+    rows["cairn"]["common_files"] = len(cf & pf)
     if verify:
         subprocess.run(["chown", "-R", f"{PGUSER}:{PGUSER}", cdir], check=True)
         as_pg([f"{PGBIN}/pg_verifybackup", "-n", "-i", "postgresql.auto.conf", "-i", "recovery.signal", cdir])
@@ -433,7 +437,7 @@ def main():
             log("  " + ", ".join(f"{k} {v[-1]['wall_s']:.1f} s" for k, v in second.items()))
         results["second"] = {k: med(v) for k, v in second.items()}
 
-        cluster.drain()
+        last = cluster.drain()
         arch = cluster.archiver()
         results["archiver"] = arch
         if arch["failed"]:
@@ -442,10 +446,10 @@ def main():
         info = pgbr.info()
         results["cairn_wal_show"], results["pgbackrest_archive"] = show, info.get("archive")
         pg_max = max(x["max"] for x in info["archive"])
-        if pg_max < arch["last_archived"]:
-            die(f"pgBackRest's archive ends at {pg_max}, PostgreSQL archived {arch['last_archived']}")
-        if arch["last_archived"] not in json.dumps(show):
-            die(f"cairn wal show does not mention {arch['last_archived']}: {json.dumps(show)[:2000]}")
+        if pg_max < last:
+            die(f"pgBackRest's archive ends at {pg_max}, PostgreSQL archived {last}")
+        if last not in json.dumps(show):
+            die(f"cairn wal show does not mention {last}: {json.dumps(show)[:2000]}")
 
         restores = {"cairn": [], "pgbackrest": []}
         db = du_bytes(cluster.data, "pg_wal")
@@ -493,16 +497,19 @@ def report(r):
     row("cairn backup, 1st", r["cairn_first"], up(r["cairn_first"]))
     row("pgBackRest full, 1st", r["pgbackrest_first"],
         f"stored {mb(r['pgbackrest_first']['repo_delta'])} MB")
-    row(f"cairn backup, 2nd (x{s['cairn']['runs']})", s["cairn"], up(s["cairn"]))
+    row(f"cairn backup, 2nd (x{s['cairn']['runs']})", s["cairn"],
+        up(s["cairn"]) + f", {100 * s['cairn']['uploaded_bytes'] / r['cairn_first']['uploaded_bytes']:.0f} % "
+        f"of the 1st's upload")
     row(f"pgBackRest full, 2nd (x{s['pgbackrest_full']['runs']})", s["pgbackrest_full"],
         f"stored {mb(s['pgbackrest_full']['repo_delta'])} MB")
     row(f"pgBackRest incr, 2nd (x{s['pgbackrest_incr']['runs']})", s["pgbackrest_incr"],
         f"best case: stored {mb(s['pgbackrest_incr']['repo_delta'])} MB, "
         f"{mb(s['pgbackrest_incr']['backup_delta'])} MB of files changed")
     rc, rp = r["restore"]["cairn"], r["restore"]["pgbackrest"]
-    row(f"cairn pg restore --latest (x{rc['runs']})", rc, f"{rc['files']} files, {rc['verified']} checked against "
-        f"backup_manifest; pg_verifybackup ok")
-    row(f"pgBackRest restore (x{rp['runs']})", rp, f"{rp['files']} files")
+    row(f"cairn pg restore --latest (x{rc['runs']})", rc, f"{rc['files']:.0f} files ({rc['common_files']:.0f} also in "
+        f"pgBackRest's, + backup_manifest, empty tablespace_map), {rc['verified']} checked against backup_manifest; "
+        f"pg_verifybackup ok")
+    row(f"pgBackRest restore (x{rp['runs']})", rp, f"{rp['files']:.0f} files")
     fr = lambda c, p: f"{c['mb_s'] / p['mb_s']:.2f}x"
     print(f"\ncairn / pgBackRest throughput: 1st backup vs full {fr(r['cairn_first'], r['pgbackrest_first'])}, "
           f"2nd backup vs full {fr(s['cairn'], s['pgbackrest_full'])}, "

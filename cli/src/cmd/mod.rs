@@ -31,7 +31,8 @@ Exit codes:
   1  failure not listed below (storage unreachable, I/O error, bad option value)
   2  usage error
   3  wrong password or key, or no key given
-  4  repository, snapshot or object not found
+  4  repository, snapshot or object not found; `pg restore`: the archive
+     cannot reach the target (no backup before it, missing WAL)
   5  corrupt data found (restore refused, or `check` found problems)
   6  the local index is locked by another cairn process (see --lock-timeout)
   7  the input did not end cleanly (producer exited non-zero, read error);

@@ -93,33 +93,44 @@ struct Open {
     keep: Option<Vec<u8>>,
 }
 
-/// A tar stream of a data directory, checked as it passes.
-pub struct BaseTarSource {
-    inner: Box<dyn StreamSource>,
-    stanza: String,
+/// Follows the tar archives of a base backup as their bytes pass: a
+/// CRC-32C and size per file, and the small descriptive files kept whole.
+#[derive(Default)]
+pub struct TarChecker {
     parser: TarParser,
+    prefix: String,
     offset: u64,
     open: VecDeque<Open>,
     files: HashMap<String, (u64, u32)>,
     kept: HashMap<String, Vec<u8>>,
     failed: Option<String>,
-    facts: Option<BaseFacts>,
 }
 
-impl BaseTarSource {
-    /// Wraps a producer's stream.
-    pub fn new(inner: Box<dyn StreamSource>, stanza: &str) -> BaseTarSource {
-        BaseTarSource {
-            inner,
-            stanza: stanza.into(),
-            parser: TarParser::new(),
-            offset: 0,
-            open: VecDeque::new(),
-            files: HashMap::new(),
-            kept: HashMap::new(),
-            failed: None,
-            facts: None,
+impl TarChecker {
+    /// Starts on a new archive whose member paths sit under `prefix` in the
+    /// data directory (`""` for base.tar, `pg_tblspc/<oid>/` for a
+    /// tablespace's archive).
+    pub fn next_archive(&mut self, prefix: &str) -> Result<()> {
+        if self.offset > 0 {
+            self.end_archive()?;
         }
+        self.parser = TarParser::new();
+        self.prefix = prefix.to_string();
+        self.offset = 0;
+        Ok(())
+    }
+
+    fn end_archive(&mut self) -> Result<()> {
+        if let Some(f) = &self.failed {
+            return Err(self.bad(format!("not a valid tar stream: {f}")));
+        }
+        self.parser.finish().map_err(|e| self.bad(e.to_string()))
+    }
+
+    /// Keeps `bytes` as the content of `path` (the manifest, when it comes
+    /// apart from the archives).
+    pub fn keep(&mut self, path: &str, bytes: Vec<u8>) {
+        self.kept.insert(path.to_string(), bytes);
     }
 
     fn observe(&mut self, data: &[u8]) {
@@ -133,7 +144,7 @@ impl BaseTarSource {
                         if m.kind != EntryKind::File {
                             continue;
                         }
-                        let path = crate::files::normalize(&m.path_lossy());
+                        let path = format!("{}{}", self.prefix, crate::files::normalize(&m.path_lossy()));
                         let keep = KEEP.iter().find(|(p, _)| *p == path).map(|_| Vec::new());
                         self.open.push_back(Open {
                             path,
@@ -188,11 +199,11 @@ impl BaseTarSource {
         }
     }
 
-    fn check(&mut self) -> Result<BaseFacts> {
-        if let Some(f) = &self.failed {
-            return Err(self.bad(format!("not a valid tar stream: {f}")));
-        }
-        self.parser.finish().map_err(|e| self.bad(e.to_string()))?;
+    /// After the last archive (and the manifest): every file the manifest
+    /// lists must have been seen with its size and CRC-32C; returns what
+    /// the backup says about itself.
+    pub fn check(&mut self, stanza: &str) -> Result<BaseFacts> {
+        self.end_archive()?;
         let manifest = self.kept.get("backup_manifest").ok_or_else(|| {
             self.bad("the archive holds no backup_manifest (run pg_basebackup with its default --manifest-checksums, not --no-manifest)".into())
         })?;
@@ -228,7 +239,7 @@ impl BaseTarSource {
         let system_id = control.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")).to_string());
         let stop = manifest.wal_ranges.iter().map(|r| r.end).max().unwrap_or(Lsn(0));
         Ok(BaseFacts {
-            stanza: self.stanza.clone(),
+            stanza: stanza.to_string(),
             system_id: system_id.ok_or_else(|| self.bad("the archive holds no global/pg_control".into()))?,
             pg_version: self
                 .kept
@@ -249,10 +260,42 @@ impl BaseTarSource {
     }
 }
 
+/// A base backup as one tar stream (`pg_basebackup -D - -Ft`), checked as
+/// it passes.
+pub struct BaseTarSource {
+    inner: Box<dyn StreamSource>,
+    stanza: String,
+    checker: TarChecker,
+    facts: Option<BaseFacts>,
+}
+
+impl BaseTarSource {
+    /// Wraps a producer's stream.
+    pub fn new(inner: Box<dyn StreamSource>, stanza: &str) -> BaseTarSource {
+        BaseTarSource { inner, stanza: stanza.into(), checker: TarChecker::default(), facts: None }
+    }
+}
+
+/// A reader that shows every byte it passes to a [`TarChecker`].
+pub struct Checked<'a, R> {
+    /// The bytes.
+    pub inner: R,
+    /// Who sees them.
+    pub checker: &'a mut TarChecker,
+}
+
+impl<R: Read> Read for Checked<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.checker.observe(&buf[..n]);
+        Ok(n)
+    }
+}
+
 impl Read for BaseTarSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.observe(&buf[..n]);
+        self.checker.observe(&buf[..n]);
         Ok(n)
     }
 }
@@ -260,7 +303,7 @@ impl Read for BaseTarSource {
 impl StreamSource for BaseTarSource {
     fn finish(&mut self) -> Result<()> {
         self.inner.finish()?;
-        self.facts = Some(self.check()?);
+        self.facts = Some(self.checker.check(&self.stanza)?);
         Ok(())
     }
 
