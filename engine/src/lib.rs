@@ -12,6 +12,8 @@
 //! - [`index`]: the local index cache and its rebuild.
 //! - [`snapshot`]: manifests and tree references.
 //! - [`backup`], [`restore`], [`check`], [`stats`]: the commands.
+//! - [`pg`]: clients for a running PostgreSQL server (base backups over
+//!   the replication protocol).
 //! - [`wal`]: PostgreSQL `archive_command` / `restore_command` and the WAL
 //!   catalogue; WAL bypasses the index and snapshots entirely.
 //!
@@ -43,6 +45,7 @@ pub mod index;
 pub mod inspect;
 pub mod keys;
 pub mod pack;
+pub mod pg;
 pub mod redis;
 pub mod redis_sync;
 pub mod repo;

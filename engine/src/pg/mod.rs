@@ -1,0 +1,3 @@
+//! Clients for a running PostgreSQL server.
+
+pub mod replication;
