@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what cairn's build, tests and demo need on a Debian machine, and
 # only what is missing: clang/libclang (RocksDB's bindings), PostgreSQL 15,
-# redis-server, zstd, b3sum, GNU time, and moto (a real S3 API) in .venv.
+# redis-server, zstd, b3sum, GNU time, openssl (TLS test certificates), and
+# moto (a real S3 API) in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,7 @@ have zstd || need+=(zstd)
 have b3sum || need+=(b3sum)
 [ -x /usr/bin/time ] || need+=(time)
 have tar || need+=(tar)
+have openssl || need+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
