@@ -18,6 +18,7 @@ have openssl || need+=(openssl)
 have b3sum || need+=(b3sum)
 [ -x /usr/bin/time ] || need+=(time)
 have tar || need+=(tar)
+have openssl || need+=(openssl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

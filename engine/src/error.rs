@@ -121,6 +121,54 @@ pub enum Error {
     /// The repository location or configuration is not usable.
     #[error("{0}")]
     Config(String),
+    /// A database server answered a request with an error (PostgreSQL's
+    /// `ErrorResponse`), or reported one while it served it. The server's
+    /// own words are kept, with its SQLSTATE.
+    #[error("{server}: server error {sqlstate}: {message}{}", detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Server {
+        /// The server (`host:port` or the socket path).
+        server: String,
+        /// The five-character SQLSTATE, e.g. `57P01`.
+        sqlstate: String,
+        /// The primary message.
+        message: String,
+        /// The server's detail line, if it sent one.
+        detail: Option<String>,
+    },
+    /// A database server did not accept our credentials, or asked for a
+    /// method we do not speak. Never carries the password.
+    #[error("{server}: authentication failed: {detail}")]
+    AuthFailed {
+        /// The server.
+        server: String,
+        /// The SQLSTATE, when the server sent one (`28P01`: wrong password;
+        /// `28000`: no `pg_hba.conf` entry allows us).
+        sqlstate: Option<String>,
+        /// What went wrong, in the server's words where it gave any.
+        detail: String,
+    },
+    /// The connection to a database server could not be made or broke off
+    /// (a transfer cut short is never a complete backup).
+    #[error("{server}: {during}: {source}")]
+    Connection {
+        /// The server.
+        server: String,
+        /// What we were doing, e.g. `connecting` or `reading base.tar at byte 8192`.
+        during: String,
+        /// Whether trying again may help (refused, reset, timed out).
+        retryable: bool,
+        /// The OS or TLS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server sent something its protocol does not allow.
+    #[error("{server}: protocol violation: {detail}")]
+    Protocol {
+        /// The server.
+        server: String,
+        /// What was expected and what arrived.
+        detail: String,
+    },
     /// `check` found problems; details were reported.
     #[error("check found {0} problem(s)")]
     CheckFailed(usize),
@@ -153,6 +201,11 @@ impl Error {
 
     /// True when the failure may go away on retry (network, throttling).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Storage { retryable: true, .. } | Error::IndexBusy { .. })
+        matches!(
+            self,
+            Error::Storage { retryable: true, .. }
+                | Error::IndexBusy { .. }
+                | Error::Connection { retryable: true, .. }
+        )
     }
 }

@@ -12,6 +12,8 @@
 //! - [`index`]: the local index cache and its rebuild.
 //! - [`snapshot`]: manifests and tree references.
 //! - [`backup`], [`restore`], [`check`], [`stats`]: the commands.
+//! - [`pg`]: clients for a running PostgreSQL server (base backups over
+//!   the replication protocol).
 //! - [`wal`]: PostgreSQL `archive_command` / `restore_command` and the WAL
 //!   catalogue; WAL bypasses the index and snapshots entirely.
 //!

@@ -150,6 +150,14 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
+/// The path of one of PostgreSQL's programs (`pg_verifybackup`, say), for
+/// tools that may run as any user (they only read files).
+pub fn tool(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} not found — run scripts/deps.sh (or set CAIRN_PG_BIN)", path.display());
+    path
+}
+
 /// A PostgreSQL program with `env` in its environment, run as [`os_user`]
 /// when we are root. Going through `env` keeps the variables intact whatever
 /// `runuser` does to the environment, and the postmaster inherits them from

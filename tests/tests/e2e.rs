@@ -8,6 +8,7 @@ mod crash;
 mod dirsnap;
 mod index_cache;
 mod pg_harness;
+mod pg_replication;
 mod pitr;
 mod producer;
 mod redis;

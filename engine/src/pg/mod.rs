@@ -3,6 +3,8 @@
 //! - [`base`]: a base backup's tar stream, checked against its
 //!   `backup_manifest` as it is stored, and the facts it records.
 //! - [`pitr`]: planning a restore from the catalogue and carrying it out.
+//! - [`replication`]: a client for a running server's replication
+//!   protocol (`BASE_BACKUP`), for `cairn pg backup --connect`.
 //!
 //! WAL archiving itself (`archive_command`, `restore_command`) is
 //! [`crate::wal`]; a base backup is usable only with the WAL from its start
@@ -11,6 +13,7 @@
 
 pub mod base;
 pub mod pitr;
+pub mod replication;
 
 pub use cairn_formats::pg::Lsn;
 

@@ -1,0 +1,815 @@
+//! The `BASE_BACKUP` session: the command, the archives as byte streams,
+//! the manifest and the end position, for both wire forms.
+//!
+//! PostgreSQL 15 and later answer `BASE_BACKUP (...)` with two result sets
+//! (start position and timeline; one row per tablespace), then a single
+//! CopyOut stream whose CopyData messages start with a type byte: `n` (a
+//! new archive: name and tablespace location), `d` (archive or manifest
+//! bytes), `p` (bytes done so far), `m` (the manifest follows). After
+//! CopyDone comes a result set with the end position.
+//!
+//! PostgreSQL 13 and 14 send the same two result sets, then one CopyOut
+//! stream per tablespace, in the order of the tablespace rows, carrying
+//! raw tar bytes, then one more for the manifest, then the end position.
+//! Their tar archives lack the two zero blocks that end a tar file;
+//! [`BaseBackup`] appends them, so every archive it hands out is a
+//! well-formed tar whatever the server version.
+//!
+//! A server error (checksum failures are reported only at the very end)
+//! fails the session: [`BaseBackup::finish`] returns it, so a backup that
+//! did not end cleanly never looks complete.
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes, BytesMut};
+use cairn_formats::pg::Lsn;
+use postgres_protocol::message::backend::Message;
+use postgres_protocol::message::frontend;
+
+use super::conn::{log_notice, message_name, protocol_error, server_error, Conn};
+use super::conninfo::ConnInfo;
+use crate::{Error, Result};
+
+/// The oldest server spoken to: backup manifests appeared in 13.
+pub const MIN_SERVER_VERSION: u32 = 130000;
+
+/// The first server version with the single-stream protocol, the
+/// parenthesized option syntax, and properly terminated tar archives.
+const NEW_PROTOCOL_VERSION: u32 = 150000;
+
+/// Two 512-byte zero blocks: the end of a tar archive.
+const TAR_TRAILER: usize = 1024;
+
+/// Checksum algorithm for the files listed in `backup_manifest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ManifestChecksums {
+    /// No per-file checksums (sizes are still listed).
+    None,
+    /// CRC-32C: cheap, catches accidents (PostgreSQL's default).
+    #[default]
+    Crc32c,
+    /// SHA-224.
+    Sha224,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl ManifestChecksums {
+    fn keyword(self) -> &'static str {
+        match self {
+            ManifestChecksums::None => "NONE",
+            ManifestChecksums::Crc32c => "CRC32C",
+            ManifestChecksums::Sha224 => "SHA224",
+            ManifestChecksums::Sha256 => "SHA256",
+            ManifestChecksums::Sha384 => "SHA384",
+            ManifestChecksums::Sha512 => "SHA512",
+        }
+    }
+}
+
+/// What to ask the server for.
+#[derive(Debug, Clone)]
+pub struct BaseBackupOptions {
+    /// The backup label, recorded in `backup_label` (single quotes allowed).
+    pub label: String,
+    /// Start with an immediate checkpoint instead of a spread one (which
+    /// may take up to `checkpoint_timeout * checkpoint_completion_target`).
+    pub fast_checkpoint: bool,
+    /// Ask the server for a `backup_manifest`.
+    pub manifest: bool,
+    /// The manifest's per-file checksums.
+    pub manifest_checksums: ManifestChecksums,
+    /// Ask the server to estimate each tablespace's size first (one extra
+    /// directory walk), so that [`BaseBackup::progress`] has a total.
+    pub progress: bool,
+    /// Let the server wait, before it ends the backup, until the last WAL
+    /// segment the backup needs has been archived (`WAIT true`, the
+    /// server's default). Right when WAL is archived separately: the backup
+    /// only completes once it is restorable from the archive. With
+    /// `archive_mode = off` the server only logs a notice.
+    pub wait_for_wal_archive: bool,
+    /// Let the server verify page checksums as it reads (when the cluster
+    /// has them); failures fail the backup at its end.
+    pub verify_checksums: bool,
+    /// Put a `tablespace_map` file in `base.tar` instead of the
+    /// `pg_tblspc` symbolic links, as `pg_basebackup -Ft` does.
+    pub tablespace_map: bool,
+    /// Limit the server's send rate, in kB/s (32 to 1048576).
+    pub max_rate_kb: Option<u32>,
+}
+
+impl Default for BaseBackupOptions {
+    fn default() -> Self {
+        BaseBackupOptions {
+            label: "cairn base backup".to_owned(),
+            fast_checkpoint: false,
+            manifest: true,
+            manifest_checksums: ManifestChecksums::Crc32c,
+            progress: true,
+            wait_for_wal_archive: true,
+            verify_checksums: true,
+            tablespace_map: true,
+            max_rate_kb: None,
+        }
+    }
+}
+
+/// One archive of the backup: `base.tar` for the data directory, or
+/// `<oid>.tar` for a tablespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archive {
+    /// The archive's name as the server gives it (for 13–14, as
+    /// `pg_basebackup` computes it). Never empty, never holds `/`, never
+    /// starts with `.`.
+    pub name: String,
+    /// The tablespace's directory on the server; `None` for `base.tar`.
+    pub tablespace_location: Option<String>,
+    /// The server's size estimate in bytes, when progress was requested.
+    pub estimated_size: Option<u64>,
+}
+
+/// How the backup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupEnd {
+    /// The WAL position at which the backup becomes consistent.
+    pub end_lsn: u64,
+    /// The timeline of that position.
+    pub timeline: u32,
+}
+
+/// One tablespace row of the backup header.
+#[derive(Debug, Clone)]
+struct Tablespace {
+    oid: Option<String>,
+    location: Option<String>,
+    size: Option<u64>,
+}
+
+/// What the copy stream says next, with the two wire forms made one.
+enum Event {
+    ArchiveStart(Archive),
+    Data(Bytes),
+    ManifestStart,
+    /// All archives and the manifest are done; the end position follows.
+    CopyEnd,
+}
+
+/// The wire side: turns backend messages into [`Event`]s.
+struct Wire {
+    conn: Conn,
+    /// True for 15+ (type bytes in CopyData).
+    new_protocol: bool,
+    /// 13–14: whether a CopyOut stream is open, and how many tablespace
+    /// streams have begun.
+    legacy_in_copy: bool,
+    legacy_started: usize,
+    tablespaces: Vec<Tablespace>,
+    /// Bytes done as the server last reported them (15+).
+    server_done: u64,
+    manifest_requested: bool,
+    manifest_seen: bool,
+}
+
+impl Wire {
+    fn next_event(&mut self, during: &dyn Fn() -> String) -> Result<Event> {
+        loop {
+            let msg = self.conn.recv(during)?;
+            let server = &self.conn.server;
+            match msg {
+                Message::NoticeResponse(n) => log_notice(server, n.fields()),
+                Message::ErrorResponse(e) => return Err(server_error(server, e.fields())),
+                Message::CopyData(d) if self.new_protocol => {
+                    let mut data = d.into_bytes();
+                    if data.is_empty() {
+                        return Err(protocol_error(server, "empty CopyData message"));
+                    }
+                    let kind = data.get_u8();
+                    match kind {
+                        b'd' => return Ok(Event::Data(data)),
+                        b'n' => return self.new_archive(&data).map(Event::ArchiveStart),
+                        b'p' if data.len() == 8 => self.server_done = data.get_u64(),
+                        b'm' if data.is_empty() => {
+                            self.manifest_seen = true;
+                            return Ok(Event::ManifestStart);
+                        }
+                        _ => {
+                            return Err(protocol_error(
+                                server,
+                                format!(
+                                    "malformed CopyData message of type {:?}, {} bytes",
+                                    kind as char,
+                                    data.len() + 1
+                                ),
+                            ))
+                        }
+                    }
+                }
+                Message::CopyDone if self.new_protocol => return Ok(Event::CopyEnd),
+                Message::CopyData(d) if self.legacy_in_copy => return Ok(Event::Data(d.into_bytes())),
+                Message::CopyDone if self.legacy_in_copy => self.legacy_in_copy = false,
+                Message::CopyOutResponse(_) if !self.new_protocol && !self.legacy_in_copy => {
+                    self.legacy_in_copy = true;
+                    if let Some(t) = self.tablespaces.get(self.legacy_started).cloned() {
+                        self.legacy_started += 1;
+                        let name = match &t.oid {
+                            None => "base.tar".to_owned(),
+                            Some(oid) => format!("{oid}.tar"),
+                        };
+                        return Ok(Event::ArchiveStart(Archive {
+                            name,
+                            tablespace_location: t.location,
+                            estimated_size: t.size,
+                        }));
+                    }
+                    if self.manifest_requested && !self.manifest_seen {
+                        self.manifest_seen = true;
+                        return Ok(Event::ManifestStart);
+                    }
+                    return Err(protocol_error(server, "more CopyOut streams than tablespaces and manifest"));
+                }
+                // 13–14: the end-position result set begins after the last stream.
+                Message::RowDescription(_) if !self.new_protocol && !self.legacy_in_copy => return Ok(Event::CopyEnd),
+                other => {
+                    return Err(protocol_error(server, format!("{} during the backup stream", message_name(&other))))
+                }
+            }
+        }
+    }
+
+    /// Decodes an `n` message: archive name and tablespace location, both
+    /// NUL-terminated, and nothing after them.
+    fn new_archive(&self, data: &[u8]) -> Result<Archive> {
+        let server = &self.conn.server;
+        let malformed = || protocol_error(server, "malformed new-archive message");
+        let mut parts = data.splitn(3, |&b| b == 0);
+        let name = parts.next().ok_or_else(malformed)?;
+        let location = parts.next().ok_or_else(malformed)?;
+        if parts.next() != Some(&[][..]) {
+            return Err(malformed());
+        }
+        let name = String::from_utf8(name.to_vec()).map_err(|_| malformed())?;
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\']) {
+            return Err(protocol_error(server, format!("invalid archive name {name:?}")));
+        }
+        let location = (!location.is_empty()).then(|| String::from_utf8_lossy(location).into_owned());
+        let estimated_size = self
+            .tablespaces
+            .iter()
+            .find(|t| match &t.oid {
+                None => location.is_none(),
+                Some(oid) => t.location == location || name.strip_suffix(".tar") == Some(oid.as_str()),
+            })
+            .and_then(|t| t.size);
+        Ok(Archive { name, tablespace_location: location, estimated_size })
+    }
+}
+
+/// The archive being read.
+struct Current {
+    name: String,
+    /// Archive bytes handed out so far (the added trailer not counted).
+    offset: u64,
+    pending: Bytes,
+    ended: bool,
+    trailer_left: usize,
+}
+
+/// A running `BASE_BACKUP` on a replication connection.
+///
+/// Call [`BaseBackup::next_archive`] for each archive and read its bytes
+/// through `Read` (which returns `Ok(0)` at the archive's end), then
+/// [`BaseBackup::manifest`], then [`BaseBackup::finish`]. Unread bytes are
+/// skipped by the next call. Nothing is buffered beyond one protocol
+/// message. Dropping the value closes the connection, which makes the
+/// server abort the backup.
+///
+/// `Read` reports failures as `io::Error`s carrying the message of the
+/// typed [`Error`]; every later call (and `finish`) returns the typed error.
+pub struct BaseBackup {
+    wire: Wire,
+    system_id: u64,
+    timeline: u32,
+    start_lsn: u64,
+    server_version: u32,
+    progress_requested: bool,
+    current: Option<Current>,
+    lookahead: Option<Event>,
+    received: u64,
+    manifest_read: bool,
+    failed: Option<Error>,
+}
+
+impl std::fmt::Debug for BaseBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BaseBackup")
+            .field("server", &self.wire.conn.server)
+            .field("server_version", &self.server_version)
+            .field("system_id", &self.system_id)
+            .field("timeline", &self.timeline)
+            .field("start_lsn", &Lsn(self.start_lsn).to_string())
+            .field("received", &self.received)
+            .finish()
+    }
+}
+
+impl BaseBackup {
+    /// Connects (replication mode), runs `IDENTIFY_SYSTEM`, checks the
+    /// server version (13 or later) and sends `BASE_BACKUP`; returns once
+    /// the backup has started (after its checkpoint) and the first archive
+    /// is on its way.
+    pub fn start(conn: &ConnInfo, opts: &BaseBackupOptions) -> Result<BaseBackup> {
+        let mut conn = Conn::connect(conn)?;
+        let server = conn.server.clone();
+        let reported = conn.server_version.clone().unwrap_or_default();
+        let version = parse_server_version(&reported)
+            .ok_or_else(|| protocol_error(&server, format!("unreadable server_version {reported:?}")))?;
+        if version < MIN_SERVER_VERSION {
+            return Err(Error::Config(format!(
+                "{server}: PostgreSQL {reported} is too old: base backups need 13 or later (backup manifests)"
+            )));
+        }
+
+        let rows = conn.simple_query("IDENTIFY_SYSTEM")?;
+        let row = rows.first().ok_or_else(|| protocol_error(&server, "IDENTIFY_SYSTEM returned no row"))?;
+        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let system_id = col(0)
+            .parse()
+            .map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad system id {:?}", col(0))))?;
+        let mut timeline: u32 = col(1)
+            .parse()
+            .map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad timeline {:?}", col(1))))?;
+
+        let command = base_backup_command(opts, version);
+        tracing::debug!(server, command, "starting base backup");
+        let mut out = BytesMut::new();
+        frontend::query(&command, &mut out).map_err(|e| Error::Config(format!("BASE_BACKUP command: {e}")))?;
+        conn.send(&out, "sending BASE_BACKUP")?;
+
+        // The start position and the tablespace list, each ended by
+        // CommandComplete, then the first CopyOutResponse.
+        let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
+        loop {
+            match conn.recv(&|| "waiting for the backup to start (checkpoint)".into())? {
+                Message::RowDescription(_) => {}
+                Message::DataRow(r) => {
+                    let row = conn.data_row(&r)?;
+                    sets.last_mut().expect("never empty").push(row);
+                }
+                Message::CommandComplete(_) => sets.push(Vec::new()),
+                Message::NoticeResponse(n) => log_notice(&server, n.fields()),
+                Message::ErrorResponse(e) => return Err(server_error(&server, e.fields())),
+                Message::CopyOutResponse(_) => break,
+                other => {
+                    return Err(protocol_error(
+                        &server,
+                        format!("{} while waiting for the backup to start", message_name(&other)),
+                    ))
+                }
+            }
+        }
+        let start = sets.first().and_then(|s| s.first()).filter(|r| r.len() >= 2).ok_or_else(|| {
+            protocol_error(&server, "BASE_BACKUP sent no start position (expected one row of two columns)")
+        })?;
+        let start_lsn: Lsn = start[0]
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| protocol_error(&server, format!("BASE_BACKUP start position: {e}")))?;
+        if let Some(tli) = start[1].as_deref() {
+            timeline =
+                tli.parse().map_err(|_| protocol_error(&server, format!("BASE_BACKUP: bad timeline {tli:?}")))?;
+        }
+        let tablespaces: Vec<Tablespace> = sets
+            .get(1)
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Tablespace {
+                        oid: r.first().cloned().flatten(),
+                        location: r.get(1).cloned().flatten(),
+                        size: r.get(2).cloned().flatten().and_then(|kb| kb.parse::<u64>().ok()).map(|kb| kb * 1024),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if tablespaces.is_empty() {
+            return Err(protocol_error(&server, "BASE_BACKUP sent no tablespace list"));
+        }
+
+        let new_protocol = version >= NEW_PROTOCOL_VERSION;
+        let mut wire = Wire {
+            conn,
+            new_protocol,
+            // 13–14: the CopyOutResponse just read opened the first archive.
+            legacy_in_copy: false,
+            legacy_started: 0,
+            tablespaces,
+            server_done: 0,
+            manifest_requested: opts.manifest,
+            manifest_seen: false,
+        };
+        let lookahead = if new_protocol {
+            None
+        } else {
+            wire.legacy_in_copy = true;
+            let t = wire.tablespaces[0].clone();
+            wire.legacy_started = 1;
+            Some(Event::ArchiveStart(Archive {
+                name: t.oid.as_ref().map_or_else(|| "base.tar".to_owned(), |oid| format!("{oid}.tar")),
+                tablespace_location: t.location,
+                estimated_size: t.size,
+            }))
+        };
+        tracing::info!(server, system_id, timeline, start_lsn = %start_lsn, version, "base backup started");
+        Ok(BaseBackup {
+            wire,
+            system_id,
+            timeline,
+            start_lsn: start_lsn.0,
+            server_version: version,
+            progress_requested: opts.progress,
+            current: None,
+            lookahead,
+            received: 0,
+            manifest_read: false,
+            failed: None,
+        })
+    }
+
+    /// The cluster's system identifier (`pg_control`).
+    pub fn system_id(&self) -> u64 {
+        self.system_id
+    }
+
+    /// The timeline the backup starts on.
+    pub fn timeline(&self) -> u32 {
+        self.timeline
+    }
+
+    /// The WAL position of the backup's checkpoint redo point.
+    pub fn start_lsn(&self) -> u64 {
+        self.start_lsn
+    }
+
+    /// Whether the connection is encrypted (TLS).
+    pub fn encrypted(&self) -> bool {
+        self.wire.conn.tls
+    }
+
+    /// The server's version number (`150008` for 15.8).
+    pub fn server_version(&self) -> u32 {
+        self.server_version
+    }
+
+    /// Bytes of archive data done so far and, when progress was requested,
+    /// the server's estimate of the total (which may be exceeded: files
+    /// grow while they are copied).
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        let total = self.progress_requested.then(|| self.wire.tablespaces.iter().filter_map(|t| t.size).sum());
+        (self.received.max(self.wire.server_done), total)
+    }
+
+    /// Skips what is left of the current archive and returns the next one,
+    /// or `None` once every archive has been seen.
+    pub fn next_archive(&mut self) -> Result<Option<Archive>> {
+        self.check()?;
+        match self.advance() {
+            Ok(Event::ArchiveStart(a)) => {
+                let trailer_left = if self.wire.new_protocol { 0 } else { TAR_TRAILER };
+                self.current = Some(Current {
+                    name: a.name.clone(),
+                    offset: 0,
+                    pending: Bytes::new(),
+                    ended: false,
+                    trailer_left,
+                });
+                Ok(Some(a))
+            }
+            Ok(ev) => {
+                self.lookahead = Some(ev);
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// Reads the `backup_manifest` (skipping any archive bytes not read
+    /// yet). It comes after the last archive.
+    pub fn manifest(&mut self) -> Result<Vec<u8>> {
+        self.check()?;
+        let server = self.wire.conn.server.clone();
+        if !self.wire.manifest_requested {
+            return Err(Error::Config("no backup manifest was requested (BaseBackupOptions::manifest)".into()));
+        }
+        if self.manifest_read {
+            return Err(Error::Config("the backup manifest was already read".into()));
+        }
+        loop {
+            match self.advance() {
+                Ok(Event::ArchiveStart(a)) => {
+                    tracing::warn!(server, archive = %a.name, "skipping an archive that was not read");
+                    self.current =
+                        Some(Current { name: a.name, offset: 0, pending: Bytes::new(), ended: false, trailer_left: 0 });
+                }
+                Ok(Event::ManifestStart) => break,
+                Ok(Event::CopyEnd) => {
+                    return Err(self.fail(protocol_error(&server, "the backup ended without a manifest")));
+                }
+                Ok(Event::Data(_)) => {
+                    return Err(self.fail(protocol_error(&server, "backup data outside any archive")));
+                }
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        self.manifest_read = true;
+        let mut manifest = Vec::new();
+        loop {
+            let len = manifest.len();
+            match self.wire.next_event(&|| format!("reading backup_manifest at byte {len}")) {
+                Ok(Event::Data(d)) => manifest.extend_from_slice(&d),
+                // 15+: CopyDone; 13–14: the manifest's stream has ended and
+                // the end-position result set has begun.
+                Ok(Event::CopyEnd) => {
+                    self.lookahead = Some(Event::CopyEnd);
+                    return Ok(manifest);
+                }
+                Ok(_) => return Err(self.fail(protocol_error(&server, "archive data after the backup manifest"))),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// Reads the rest of the session (skipping whatever was not read) to
+    /// the end position and the server's final word. Fails if the server
+    /// reported an error at any point, checksum failures included.
+    pub fn finish(mut self) -> Result<BackupEnd> {
+        self.check()?;
+        loop {
+            match self.advance() {
+                Ok(Event::CopyEnd) => break,
+                Ok(Event::ArchiveStart(a)) => {
+                    self.current =
+                        Some(Current { name: a.name, offset: 0, pending: Bytes::new(), ended: false, trailer_left: 0 });
+                }
+                Ok(Event::ManifestStart) => self.manifest_read = true,
+                Ok(Event::Data(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let server = self.wire.conn.server.clone();
+        let mut end = None;
+        let mut failed = None;
+        loop {
+            match self.wire.conn.recv(&|| "waiting for the end of the backup".into())? {
+                Message::DataRow(r) if end.is_none() => {
+                    let row = self.wire.conn.data_row(&r)?;
+                    let lsn: Lsn = row
+                        .first()
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_default()
+                        .parse()
+                        .map_err(|e| protocol_error(&server, format!("BASE_BACKUP end position: {e}")))?;
+                    let tli = match row.get(1).cloned().flatten() {
+                        Some(t) => {
+                            t.parse().map_err(|_| protocol_error(&server, format!("BASE_BACKUP end timeline {t:?}")))?
+                        }
+                        None => self.timeline,
+                    };
+                    end = Some(BackupEnd { end_lsn: lsn.0, timeline: tli });
+                }
+                Message::RowDescription(_) | Message::CommandComplete(_) => {}
+                Message::NoticeResponse(n) => log_notice(&server, n.fields()),
+                Message::ErrorResponse(e) => {
+                    failed.get_or_insert_with(|| server_error(&server, e.fields()));
+                }
+                Message::ReadyForQuery(_) => break,
+                other => {
+                    return Err(protocol_error(&server, format!("{} after the backup stream", message_name(&other))))
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let end = end.ok_or_else(|| protocol_error(&server, "BASE_BACKUP sent no end position"))?;
+        tracing::info!(server, end_lsn = %Lsn(end.end_lsn), timeline = end.timeline, bytes = self.received, "base backup finished");
+        self.wire.conn.terminate();
+        Ok(end)
+    }
+
+    /// Returns the error that ended the session, if any, as a typed error.
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(duplicate(e)),
+        }
+    }
+
+    /// Records `e` as the session's failure and returns it.
+    fn fail(&mut self, e: Error) -> Error {
+        let copy = duplicate(&e);
+        self.failed.get_or_insert(e);
+        copy
+    }
+
+    /// Drains the current archive (if any) and returns the next event that
+    /// is not archive data.
+    fn advance(&mut self) -> Result<Event> {
+        if let Some(cur) = self.current.take() {
+            if !cur.ended {
+                let (name, mut offset) = (cur.name, cur.offset + cur.pending.len() as u64);
+                self.received += cur.pending.len() as u64;
+                loop {
+                    match self.wire.next_event(&|| format!("reading {name} at byte {offset}"))? {
+                        Event::Data(d) => {
+                            offset += d.len() as u64;
+                            self.received += d.len() as u64;
+                        }
+                        ev => return Ok(ev),
+                    }
+                }
+            }
+        }
+        match self.lookahead.take() {
+            Some(ev) => Ok(ev),
+            None => match self.wire.next_event(&|| "reading the backup stream".into())? {
+                Event::Data(_) => Err(protocol_error(&self.wire.conn.server, "backup data outside any archive")),
+                ev => Ok(ev),
+            },
+        }
+    }
+}
+
+impl Read for BaseBackup {
+    /// Reads the current archive; `Ok(0)` at its end (and when there is no
+    /// current archive).
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.failed {
+            return Err(to_io(e));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(cur) = self.current.as_mut() else { return Ok(0) };
+            if !cur.pending.is_empty() {
+                let n = buf.len().min(cur.pending.len());
+                buf[..n].copy_from_slice(&cur.pending[..n]);
+                cur.pending.advance(n);
+                cur.offset += n as u64;
+                self.received += n as u64;
+                return Ok(n);
+            }
+            if cur.ended {
+                let n = buf.len().min(cur.trailer_left);
+                buf[..n].fill(0);
+                cur.trailer_left -= n;
+                return Ok(n);
+            }
+            let (name, offset) = (&cur.name, cur.offset);
+            match self.wire.next_event(&|| format!("reading {name} at byte {offset}")) {
+                Ok(Event::Data(d)) => cur.pending = d,
+                Ok(ev) => {
+                    cur.ended = true;
+                    self.lookahead = Some(ev);
+                }
+                Err(e) => {
+                    let io = to_io(&e);
+                    self.failed = Some(e);
+                    return Err(io);
+                }
+            }
+        }
+    }
+}
+
+/// The `io::Error` a reader sees for `e`: same message, and
+/// `UnexpectedEof` where the connection ended early.
+fn to_io(e: &Error) -> io::Error {
+    let kind = match e {
+        Error::Connection { source, .. } => source.kind(),
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e.to_string())
+}
+
+/// A copy of a session error (errors are not `Clone`: their sources are
+/// OS errors), keeping the variant and fields.
+fn duplicate(e: &Error) -> Error {
+    match e {
+        Error::Server { server, sqlstate, message, detail } => Error::Server {
+            server: server.clone(),
+            sqlstate: sqlstate.clone(),
+            message: message.clone(),
+            detail: detail.clone(),
+        },
+        Error::Connection { server, during, retryable, source } => Error::Connection {
+            server: server.clone(),
+            during: during.clone(),
+            retryable: *retryable,
+            source: io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Protocol { server, detail } => Error::Protocol { server: server.clone(), detail: detail.clone() },
+        other => Error::Config(other.to_string()),
+    }
+}
+
+/// `server_version` as a number: "15.8 (Debian 15.8-1)" → 150008,
+/// "16beta1" → 160000, "9.6.24" → 90624.
+fn parse_server_version(v: &str) -> Option<u32> {
+    let token = v.split_whitespace().next()?;
+    let mut parts = token.split('.');
+    let num = |s: Option<&str>| -> Option<u32> {
+        let digits: String = s?.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    let major = num(parts.next())?;
+    if major >= 10 {
+        Some(major * 10000 + num(parts.next()).unwrap_or(0))
+    } else {
+        Some(major * 10000 + num(parts.next()).unwrap_or(0) * 100 + num(parts.next()).unwrap_or(0))
+    }
+}
+
+/// `s` as a single-quoted literal of the replication grammar, where a quote
+/// is doubled and a backslash is an ordinary character.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The `BASE_BACKUP` command in the syntax `version` understands.
+fn base_backup_command(opts: &BaseBackupOptions, version: u32) -> String {
+    let new = version >= NEW_PROTOCOL_VERSION;
+    let mut o: Vec<String> = vec![format!("LABEL {}", quote(&opts.label))];
+    if opts.progress {
+        o.push("PROGRESS".into());
+    }
+    if opts.fast_checkpoint {
+        o.push(if new { "CHECKPOINT 'fast'".into() } else { "FAST".into() });
+    }
+    if new {
+        o.push(format!("WAIT {}", opts.wait_for_wal_archive));
+    } else if !opts.wait_for_wal_archive {
+        o.push("NOWAIT".into());
+    }
+    if let Some(rate) = opts.max_rate_kb {
+        o.push(format!("MAX_RATE {rate}"));
+    }
+    if opts.tablespace_map {
+        o.push("TABLESPACE_MAP".into());
+    }
+    if !opts.verify_checksums {
+        o.push(if new { "VERIFY_CHECKSUMS false".into() } else { "NOVERIFY_CHECKSUMS".into() });
+    }
+    if opts.manifest {
+        o.push("MANIFEST 'yes'".into());
+        o.push(format!("MANIFEST_CHECKSUMS '{}'", opts.manifest_checksums.keyword()));
+    } else {
+        o.push("MANIFEST 'no'".into());
+    }
+    if new {
+        format!("BASE_BACKUP ({})", o.join(", "))
+    } else {
+        format!("BASE_BACKUP {}", o.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions() {
+        assert_eq!(parse_server_version("15.8 (Debian 15.8-1.pgdg120+1)"), Some(150008));
+        assert_eq!(parse_server_version("16beta1"), Some(160000));
+        assert_eq!(parse_server_version("13.0"), Some(130000));
+        assert_eq!(parse_server_version("9.6.24"), Some(90624));
+        assert_eq!(parse_server_version(""), None);
+    }
+
+    #[test]
+    fn commands_in_both_syntaxes() {
+        let opts = BaseBackupOptions { label: "it's".into(), fast_checkpoint: true, ..Default::default() };
+        assert_eq!(
+            base_backup_command(&opts, 150004),
+            "BASE_BACKUP (LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAIT true, TABLESPACE_MAP, MANIFEST 'yes', \
+             MANIFEST_CHECKSUMS 'CRC32C')"
+        );
+        let opts = BaseBackupOptions {
+            wait_for_wal_archive: false,
+            verify_checksums: false,
+            max_rate_kb: Some(1024),
+            manifest_checksums: ManifestChecksums::Sha256,
+            ..Default::default()
+        };
+        assert_eq!(
+            base_backup_command(&opts, 140010),
+            "BASE_BACKUP LABEL 'cairn base backup' PROGRESS NOWAIT MAX_RATE 1024 TABLESPACE_MAP NOVERIFY_CHECKSUMS \
+             MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'"
+        );
+    }
+}

@@ -1,0 +1,534 @@
+//! One blocking connection to a PostgreSQL server in physical replication
+//! mode: socket (TCP or Unix), TLS negotiation, the startup message,
+//! authentication (trust, password, md5, SCRAM-SHA-256), then framed
+//! backend messages and simple queries.
+//!
+//! Messages are decoded by `postgres-protocol`; this file only moves bytes
+//! and maps what the server says onto [`Error`]. The password is written to
+//! the socket (inside a password or SASL message) and nowhere else; the
+//! buffer that carried it is zeroed.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::md5_hash;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Header, Message};
+use postgres_protocol::message::frontend;
+use zeroize::Zeroize;
+
+use super::conninfo::{ConnInfo, SslMode};
+use super::tls;
+use crate::{Error, Result};
+
+/// The largest backend message accepted. Archive data arrives in messages
+/// of tens of KiB; anything near this is a broken or hostile server, and
+/// must not make us allocate gigabytes.
+const MAX_MESSAGE: usize = 64 << 20;
+
+/// How much is read from the socket at a time.
+const READ_CHUNK: usize = 128 << 10;
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// An `ErrorResponse` or `NoticeResponse`, decoded.
+#[derive(Debug, Default)]
+pub(crate) struct ServerMessage {
+    /// `ERROR`, `FATAL`, `WARNING`, `NOTICE`... (the non-localized form).
+    pub severity: String,
+    /// SQLSTATE.
+    pub sqlstate: String,
+    /// Primary message.
+    pub message: String,
+    /// Detail line.
+    pub detail: Option<String>,
+}
+
+impl ServerMessage {
+    fn parse(mut fields: ErrorFields<'_>) -> ServerMessage {
+        let mut m = ServerMessage::default();
+        let mut localized_severity = String::new();
+        // A malformed field list ends the walk; what was read is kept.
+        while let Ok(Some(f)) = fields.next() {
+            let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+            match f.type_() {
+                b'S' => localized_severity = value,
+                b'V' => m.severity = value,
+                b'C' => m.sqlstate = value,
+                b'M' => m.message = value,
+                b'D' => m.detail = Some(value),
+                _ => {}
+            }
+        }
+        if m.severity.is_empty() {
+            m.severity = localized_severity;
+        }
+        m
+    }
+
+    /// The typed error for this message from `server`.
+    pub fn into_error(self, server: &str) -> Error {
+        Error::Server { server: server.to_owned(), sqlstate: self.sqlstate, message: self.message, detail: self.detail }
+    }
+}
+
+/// An `ErrorResponse` as a typed error.
+pub(crate) fn server_error(server: &str, fields: ErrorFields<'_>) -> Error {
+    ServerMessage::parse(fields).into_error(server)
+}
+
+/// Logs a `NoticeResponse` (a `WARNING` as a warning, the rest as info).
+pub(crate) fn log_notice(server: &str, fields: ErrorFields<'_>) {
+    let m = ServerMessage::parse(fields);
+    let detail = m.detail.as_deref().unwrap_or("");
+    if m.severity == "WARNING" {
+        tracing::warn!(server, sqlstate = %m.sqlstate, detail, "{}", m.message);
+    } else {
+        tracing::info!(server, sqlstate = %m.sqlstate, detail, "{}", m.message);
+    }
+}
+
+pub(crate) fn connection_error(server: &str, during: impl Into<String>, source: io::Error) -> Error {
+    use io::ErrorKind as K;
+    let retryable = matches!(
+        source.kind(),
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::TimedOut
+            | K::UnexpectedEof
+            | K::BrokenPipe
+            | K::Interrupted
+            | K::NotFound
+    );
+    Error::Connection { server: server.to_owned(), during: during.into(), retryable, source }
+}
+
+pub(crate) fn protocol_error(server: &str, detail: impl Into<String>) -> Error {
+    Error::Protocol { server: server.to_owned(), detail: detail.into() }
+}
+
+/// A name for a message in protocol errors.
+pub(crate) fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::AuthenticationOk => "AuthenticationOk",
+        Message::BackendKeyData(_) => "BackendKeyData",
+        Message::CommandComplete(_) => "CommandComplete",
+        Message::CopyData(_) => "CopyData",
+        Message::CopyDone => "CopyDone",
+        Message::CopyInResponse(_) => "CopyInResponse",
+        Message::CopyOutResponse(_) => "CopyOutResponse",
+        Message::DataRow(_) => "DataRow",
+        Message::EmptyQueryResponse => "EmptyQueryResponse",
+        Message::ErrorResponse(_) => "ErrorResponse",
+        Message::NoticeResponse(_) => "NoticeResponse",
+        Message::ParameterStatus(_) => "ParameterStatus",
+        Message::ReadyForQuery(_) => "ReadyForQuery",
+        Message::RowDescription(_) => "RowDescription",
+        _ => "an unexpected message",
+    }
+}
+
+/// A live connection, authenticated and ready for replication commands.
+pub(crate) struct Conn {
+    stream: Stream,
+    buf: BytesMut,
+    /// `host:port` or the socket path, for messages.
+    pub server: String,
+    /// The `server_version` the server reported at startup.
+    pub server_version: Option<String>,
+    /// Whether the connection is encrypted.
+    pub tls: bool,
+}
+
+impl Conn {
+    /// Connects, negotiates TLS per `sslmode`, starts a physical
+    /// replication session and authenticates.
+    pub fn connect(ci: &ConnInfo) -> Result<Conn> {
+        let server = ci.server_name();
+        let mut conn = if ci.is_unix_socket() {
+            let path = ci.socket_path();
+            let s = UnixStream::connect(&path).map_err(|e| connection_error(&server, "connecting", e))?;
+            Conn::new(Stream::Unix(s), server, false)
+        } else if ci.sslmode == SslMode::Disable {
+            Conn::new(Stream::Tcp(connect_tcp(ci, &server)?), server, false)
+        } else {
+            match negotiate_tls(ci, connect_tcp(ci, &server)?, &server) {
+                Ok(stream) => {
+                    let tls = matches!(stream, Stream::Tls(_));
+                    Conn::new(stream, server, tls)
+                }
+                // libpq's `prefer` also falls back to plain when the handshake
+                // fails; that connection is spoilt, so a new one is made.
+                Err(e) if ci.sslmode == SslMode::Prefer => {
+                    tracing::warn!(server, error = %e, "TLS handshake failed; sslmode=prefer, so connecting without TLS");
+                    Conn::new(Stream::Tcp(connect_tcp(ci, &server)?), server, false)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        conn.startup(ci)?;
+        Ok(conn)
+    }
+
+    fn new(stream: Stream, server: String, tls: bool) -> Conn {
+        Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), server, server_version: None, tls }
+    }
+
+    fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
+        let params =
+            [("user", ci.user.as_str()), ("replication", "true"), ("application_name", ci.application_name.as_str())];
+        let mut out = BytesMut::new();
+        frontend::startup_message(params.iter().copied(), &mut out)
+            .map_err(|e| Error::Config(format!("connection parameters: {e}")))?;
+        self.send(&out, "sending the startup message")?;
+        self.authenticate(ci)?;
+        loop {
+            match self.recv(&|| "waiting for the server to accept the session".into())? {
+                Message::ParameterStatus(p) => {
+                    if p.name().ok() == Some("server_version") {
+                        self.server_version = p.value().ok().map(str::to_owned);
+                    }
+                }
+                Message::BackendKeyData(_) => {}
+                Message::NoticeResponse(n) => log_notice(&self.server, n.fields()),
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(e) => return Err(server_error(&self.server, e.fields())),
+                other => {
+                    return Err(protocol_error(
+                        &self.server,
+                        format!("{} while waiting for ReadyForQuery", message_name(&other)),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn authenticate(&mut self, ci: &ConnInfo) -> Result<()> {
+        let server = self.server.clone();
+        let no_password = || Error::AuthFailed {
+            server: server.clone(),
+            sqlstate: None,
+            detail: format!(
+                "the server asks for a password for user {:?} and none was given (set PGPASSWORD or a password file \
+                 with PGPASSFILE)",
+                ci.user
+            ),
+        };
+        let auth_failed = |detail: String| Error::AuthFailed { server: server.clone(), sqlstate: None, detail };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let mut out = BytesMut::new();
+            match self.recv(&|| "authenticating".into())? {
+                Message::AuthenticationOk => return Ok(()),
+                Message::AuthenticationCleartextPassword => {
+                    let pw = ci.password.as_ref().ok_or_else(no_password)?;
+                    frontend::password_message(pw.expose().as_bytes(), &mut out)
+                        .map_err(|_| auth_failed("the password contains a NUL byte".into()))?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let pw = ci.password.as_ref().ok_or_else(no_password)?;
+                    let mut hash = md5_hash(ci.user.as_bytes(), pw.expose().as_bytes(), body.salt());
+                    let written = frontend::password_message(hash.as_bytes(), &mut out);
+                    hash.zeroize();
+                    written.map_err(|_| auth_failed("the password contains a NUL byte".into()))?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = Vec::new();
+                    let mut it = body.mechanisms();
+                    while let Some(m) =
+                        it.next().map_err(|e| protocol_error(&server, format!("SASL mechanisms: {e}")))?
+                    {
+                        mechanisms.push(m.to_owned());
+                    }
+                    if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                        return Err(auth_failed(format!(
+                            "the server offers only SASL mechanisms {mechanisms:?}; cairn speaks SCRAM-SHA-256"
+                        )));
+                    }
+                    let pw = ci.password.as_ref().ok_or_else(no_password)?;
+                    // Channel binding is optional for the server; without it
+                    // the client says so ("n") and the exchange is plain
+                    // SCRAM-SHA-256, inside TLS where TLS is on.
+                    let s = ScramSha256::new(pw.expose().as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                        .map_err(|e| protocol_error(&server, format!("SASL initial response: {e}")))?;
+                    scram = Some(s);
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol_error(&server, "SASL continuation without a SASL exchange"))?;
+                    s.update(body.data()).map_err(|e| auth_failed(format!("SCRAM: the server's challenge: {e}")))?;
+                    frontend::sasl_response(s.message(), &mut out)
+                        .map_err(|e| protocol_error(&server, format!("SASL response: {e}")))?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| protocol_error(&server, "SASL final message without a SASL exchange"))?;
+                    // Checks the server's signature: a server that does not
+                    // know the password cannot forge it.
+                    s.finish(body.data()).map_err(|e| auth_failed(format!("SCRAM: the server's proof: {e}")))?;
+                    continue;
+                }
+                Message::ErrorResponse(body) => {
+                    let m = ServerMessage::parse(body.fields());
+                    return Err(if m.sqlstate.starts_with("28") {
+                        Error::AuthFailed { server, sqlstate: Some(m.sqlstate), detail: m.message }
+                    } else {
+                        m.into_error(&server)
+                    });
+                }
+                Message::NoticeResponse(n) => {
+                    log_notice(&server, n.fields());
+                    continue;
+                }
+                Message::AuthenticationGss
+                | Message::AuthenticationGssContinue(_)
+                | Message::AuthenticationSspi
+                | Message::AuthenticationKerberosV5
+                | Message::AuthenticationScmCredential => {
+                    return Err(auth_failed(
+                        "the server asks for GSSAPI/SSPI/Kerberos authentication, which cairn does not support; \
+                         use scram-sha-256, md5 or password in pg_hba.conf"
+                            .into(),
+                    ))
+                }
+                other => {
+                    return Err(protocol_error(&server, format!("{} during authentication", message_name(&other))))
+                }
+            }
+            let sent = self.send(&out, "authenticating");
+            out[..].zeroize();
+            sent?;
+        }
+    }
+
+    /// Writes `bytes` (one or more framed messages) and flushes.
+    pub fn send(&mut self, bytes: &[u8], during: &str) -> Result<()> {
+        self.stream
+            .write_all(bytes)
+            .and_then(|()| self.stream.flush())
+            .map_err(|e| connection_error(&self.server, during, e))
+    }
+
+    /// The next backend message. `during` names what we were doing, for
+    /// the error if the connection fails.
+    pub fn recv(&mut self, during: &dyn Fn() -> String) -> Result<Message> {
+        loop {
+            let header = Header::parse(&self.buf)
+                .map_err(|e| protocol_error(&self.server, format!("bad message header: {e}")))?;
+            if let Some(h) = header {
+                // `Header::parse` refuses lengths below 4, so this is positive.
+                let total = usize::try_from(h.len()).unwrap_or(usize::MAX).saturating_add(1);
+                if total > MAX_MESSAGE {
+                    return Err(protocol_error(
+                        &self.server,
+                        format!("a message of type {:?} of {total} bytes (limit {MAX_MESSAGE})", char::from(h.tag())),
+                    ));
+                }
+                if self.buf.len() >= total {
+                    return match Message::parse(&mut self.buf) {
+                        Ok(Some(m)) => Ok(m),
+                        Ok(None) => Err(protocol_error(&self.server, "incomplete message")),
+                        Err(e) => Err(protocol_error(
+                            &self.server,
+                            format!("cannot decode a message of type {:?}: {e}", char::from(h.tag())),
+                        )),
+                    };
+                }
+            }
+            self.fill(during)?;
+        }
+    }
+
+    /// Reads more bytes into the buffer; end of stream is an error.
+    fn fill(&mut self, during: &dyn Fn() -> String) -> Result<()> {
+        let start = self.buf.len();
+        self.buf.resize(start + READ_CHUNK, 0);
+        loop {
+            match self.stream.read(&mut self.buf[start..]) {
+                Ok(0) => {
+                    self.buf.truncate(start);
+                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
+                    return Err(connection_error(&self.server, during(), eof));
+                }
+                Ok(n) => {
+                    self.buf.truncate(start + n);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(connection_error(&self.server, during(), e));
+                }
+            }
+        }
+    }
+
+    /// Runs a simple query to its `ReadyForQuery` and returns the rows of
+    /// its result sets, text columns (NULL as `None`). The first
+    /// `ErrorResponse` is returned once the server is ready again.
+    pub fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        frontend::query(sql, &mut out).map_err(|e| Error::Config(format!("query {sql:?}: {e}")))?;
+        self.send(&out, sql)?;
+        let mut rows = Vec::new();
+        let mut failed = None;
+        loop {
+            match self.recv(&|| format!("waiting for the answer to {sql}"))? {
+                Message::DataRow(row) => rows.push(self.data_row(&row)?),
+                Message::RowDescription(_) | Message::CommandComplete(_) | Message::EmptyQueryResponse => {}
+                Message::ParameterStatus(_) => {}
+                Message::NoticeResponse(n) => log_notice(&self.server, n.fields()),
+                Message::ErrorResponse(e) => {
+                    failed.get_or_insert_with(|| server_error(&self.server, e.fields()));
+                }
+                Message::ReadyForQuery(_) => return failed.map_or(Ok(rows), Err),
+                other => {
+                    return Err(protocol_error(
+                        &self.server,
+                        format!("{} in the answer to {sql}", message_name(&other)),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The columns of a `DataRow` as text.
+    pub fn data_row(&self, row: &DataRowBody) -> Result<Vec<Option<String>>> {
+        let buf = row.buffer();
+        let mut ranges = row.ranges();
+        let mut cols = Vec::new();
+        while let Some(r) = ranges.next().map_err(|e| protocol_error(&self.server, format!("bad DataRow: {e}")))? {
+            cols.push(r.map(|r| String::from_utf8_lossy(&buf[r]).into_owned()));
+        }
+        Ok(cols)
+    }
+
+    /// Says goodbye (Terminate) and closes; errors are irrelevant by now.
+    pub fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = self.stream.write_all(&out).and_then(|()| self.stream.flush());
+        if let Stream::Tls(s) = &mut self.stream {
+            s.conn.send_close_notify();
+            let _ = s.conn.complete_io(&mut s.sock);
+        }
+    }
+}
+
+/// Connects to the first address of `hostaddr` or `host` that answers.
+fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = match &ci.hostaddr {
+        Some(a) => {
+            let ip: IpAddr =
+                a.parse().map_err(|_| Error::Config(format!("hostaddr {a:?} is not a numeric IP address")))?;
+            vec![SocketAddr::new(ip, ci.port)]
+        }
+        None => (ci.host.as_str(), ci.port)
+            .to_socket_addrs()
+            .map_err(|e| connection_error(server, "resolving the host name", e))?
+            .collect(),
+    };
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+    for addr in addrs {
+        let attempt = match ci.connect_timeout {
+            Some(t) => TcpStream::connect_timeout(&addr, t),
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(s) => {
+                // Small protocol messages must not wait for Nagle.
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(connection_error(server, "connecting", last))
+}
+
+/// Sends SSLRequest and returns the TLS stream, or the plain one when the
+/// server declines and `sslmode` allows that (the server then expects the
+/// startup message on the same connection).
+fn negotiate_tls(ci: &ConnInfo, mut tcp: TcpStream, server: &str) -> Result<Stream> {
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req).map_err(|e| connection_error(server, "requesting TLS", e))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).map_err(|e| connection_error(server, "requesting TLS", e))?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if ci.sslmode.requires_tls() => {
+            return Err(connection_error(
+                server,
+                "requesting TLS",
+                io::Error::other(format!(
+                    "the server does not accept TLS connections, and sslmode={} requires TLS",
+                    sslmode_name(ci.sslmode)
+                )),
+            ))
+        }
+        b'N' => return Ok(Stream::Tcp(tcp)),
+        other => {
+            return Err(protocol_error(
+                server,
+                format!("answer {:?} to SSLRequest (expected 'S' or 'N')", other as char),
+            ))
+        }
+    }
+    let config = tls::client_config(ci)?;
+    let mut conn = rustls::ClientConnection::new(config, tls::server_name(ci))
+        .map_err(|e| connection_error(server, "starting TLS", io::Error::other(e)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| connection_error(server, "TLS handshake", e))?;
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
+}
+
+fn sslmode_name(m: SslMode) -> &'static str {
+    match m {
+        SslMode::Disable => "disable",
+        SslMode::Prefer => "prefer",
+        SslMode::Require => "require",
+        SslMode::VerifyCa => "verify-ca",
+        SslMode::VerifyFull => "verify-full",
+    }
+}
