@@ -178,6 +178,18 @@ impl PieceSink {
         Ok((ch.into_inner(), hints))
     }
 
+    /// After a tar entry's `End`: its member index, if the stream was tar.
+    pub fn push_member_index(&mut self, hints: Option<TarHints>, params: ChunkerParams, seed: u64) -> Result<()> {
+        if let Some(index) = hints.and_then(|h| h.into_index()) {
+            let count = index.members.len() as u64;
+            let bytes = index.encode();
+            self.overhead += bytes.len() as u64;
+            self.chunk_stream(std::io::Cursor::new(bytes), params, seed, TarMode::Off)?;
+            self.push(Piece::EndMembers { count })?;
+        }
+        Ok(())
+    }
+
     fn flush(&mut self) -> Result<()> {
         if self.cur.is_empty() {
             return Ok(());
@@ -225,13 +237,7 @@ impl Feed for StreamFeed {
         source.finish()?;
         sink.push(Piece::End(Box::new(entry)))?;
         let learnt = merge_learnt(source.metadata(), hints.as_ref().and_then(|h| h.metadata()));
-        if let Some(index) = hints.and_then(|h| h.into_index()) {
-            let count = index.members.len() as u64;
-            let bytes = index.encode();
-            sink.overhead += bytes.len() as u64;
-            sink.chunk_stream(std::io::Cursor::new(bytes), params, seed, TarMode::Off)?;
-            sink.push(Piece::EndMembers { count })?;
-        }
+        sink.push_member_index(hints, params, seed)?;
         Ok(learnt)
     }
 }

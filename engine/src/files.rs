@@ -105,14 +105,22 @@ impl Layout {
                 .collect();
             return Ok(Layout { snapshot, files, tar_entry: None });
         }
-        let Some((i, e)) = snapshot.entries.iter().enumerate().find(|(_, e)| e.members.is_some()) else {
+        let Some(i) = snapshot.entries.iter().position(|e| e.members.is_some()) else {
             return Err(Error::Config(format!(
                 "this {} snapshot has no file list: only tar snapshots (backed up with --kind tar, or a stream \
                  recognised as tar) and directory snapshots have one",
                 snapshot.source.kind
             )));
         };
-        let m = e.members.as_ref().expect("checked");
+        Self::load_tar(repo, index, snapshot, i).await
+    }
+
+    /// The files of tar entry `i` of `snapshot` (from its member index).
+    pub async fn load_tar(repo: &Repository, index: &LocalIndex, snapshot: Snapshot, i: usize) -> Result<Layout> {
+        let e = &snapshot.entries[i];
+        let m = e.members.as_ref().ok_or_else(|| {
+            Error::Config(format!("entry {:?} has no member index (it was not stored as tar)", e.name))
+        })?;
         let (_, bytes) =
             restore_entry(repo, index, &m.as_entry(&e.name), Vec::new(), 4, std::sync::Arc::default()).await?;
         let idx = MemberIndex::decode(&format!("member index of entry {:?}", e.name), &bytes)?;

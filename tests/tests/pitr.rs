@@ -149,8 +149,12 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l == "backup_manifest"));
 
     // Incremental by construction: a second base backup of the unchanged
-    // cluster stores a small fraction of its size.
-    let b2 = basebackup(&a, &src);
+    // cluster, pulled over the replication protocol, stores a small
+    // fraction of its size.
+    let conninfo = format!("host={} port={} user=postgres", src.socket_dir.display(), src.port);
+    let b2 = a.repo.json(&["pg", "backup", "--stanza", "main", "--connect", &conninfo, "--fast"]);
+    assert_eq!(b2["metadata"]["pg"]["wal_complete"], true, "{b2}");
+    assert_eq!(b2["metadata"]["pg"]["system_id"], src.system_id().to_string(), "{b2}");
     let (size, up) = (b2["stats"]["bytes_read"].as_u64().unwrap(), b2["stats"]["uploaded_bytes"].as_u64().unwrap());
     eprintln!("second base backup: {up} bytes uploaded for {size} bytes read");
     assert!(up * 10 < size, "a second base backup uploaded {up} of {size} bytes");

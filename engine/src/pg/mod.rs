@@ -3,6 +3,8 @@
 //! - [`base`]: a base backup's tar stream, checked against its
 //!   `backup_manifest` as it is stored, and the facts it records.
 //! - [`pitr`]: planning a restore from the catalogue and carrying it out.
+//! - [`pull`]: a base backup pulled over the replication protocol into
+//!   the pipeline, one tar entry per archive.
 //! - [`replication`]: a client for a running server's replication
 //!   protocol (`BASE_BACKUP`), for `cairn pg backup --connect`.
 //!
@@ -13,6 +15,7 @@
 
 pub mod base;
 pub mod pitr;
+pub mod pull;
 pub mod replication;
 
 pub use cairn_formats::pg::Lsn;

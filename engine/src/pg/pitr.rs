@@ -356,8 +356,37 @@ pub async fn restore(
             return Err(Error::Config(format!("{}: not empty; restore into a new directory", pgdata.display())));
         }
     }
-    let layout = Layout::load(repo, index, snapshot).await?;
-    let sum = layout.extract(repo, index, None, pgdata).await?;
+    // A pulled backup has one tar per tablespace and the manifest apart.
+    let tablespaces: Vec<(String, String)> = snapshot
+        .metadata
+        .get("tablespaces")
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| Some((t["oid"].as_str()?.to_string(), t["location"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (oid, location) in &tablespaces {
+        if std::fs::read_dir(location).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::Config(format!("tablespace {oid}'s directory {location} is not empty")));
+        }
+    }
+    let manifest_entry = snapshot.entries.iter().find(|e| e.name == "backup_manifest" && e.members.is_none()).cloned();
+    let mut sum = Layout::load(repo, index, snapshot.clone()).await?.extract(repo, index, None, pgdata).await?;
+    for (oid, location) in &tablespaces {
+        let Some(i) = snapshot.entries.iter().position(|e| e.name == format!("{oid}.tar")) else {
+            return Err(Error::corrupt("snapshot", None, format!("tablespace {oid} has no archive")));
+        };
+        let l = Layout::load_tar(repo, index, snapshot.clone(), i).await?;
+        let s = l.extract(repo, index, None, Path::new(location)).await?;
+        sum.items += s.items;
+        sum.bytes_written += s.bytes_written;
+    }
+    if let Some(e) = manifest_entry {
+        let p = pgdata.join("backup_manifest");
+        crate::restore::restore_entry_to_path(repo, index, &e, &p, 4, std::sync::Arc::default()).await?;
+    }
     let mut perms = std::fs::metadata(pgdata).map_err(|e| Error::io(pgdata, e))?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
     std::fs::set_permissions(pgdata, perms).map_err(|e| Error::io(pgdata, e))?;
@@ -374,7 +403,14 @@ pub async fn restore(
     let checked = tokio::task::block_in_place(|| -> Result<u64> {
         use rayon::prelude::*;
         manifest.files.par_iter().try_for_each(|f| -> Result<()> {
-            let p = pgdata.join(f.path_lossy());
+            let rel = f.path_lossy();
+            // Tablespace files live in their own directories until
+            // PostgreSQL links them in from tablespace_map.
+            let in_tablespace =
+                rel.strip_prefix("pg_tblspc/").and_then(|r| r.split_once('/')).and_then(|(oid, rest)| {
+                    tablespaces.iter().find(|(o, _)| o == oid).map(|(_, loc)| Path::new(loc).join(rest))
+                });
+            let p = in_tablespace.unwrap_or_else(|| pgdata.join(&rel));
             let mut c = FileChecker::new(f);
             let mut file = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
             let mut buf = vec![0u8; 1 << 20];
@@ -406,7 +442,7 @@ pub async fn restore(
         (m.uid(), m.gid())
     }) {
         // The data directory itself is not a member of the archive.
-        for p in [pgdata, &auto, &signal, &pgdata.join("pg_wal"), &pgdata.join("pg_wal/archive_status")] {
+        for p in [pgdata, &auto, &signal, &mpath, &pgdata.join("pg_wal"), &pgdata.join("pg_wal/archive_status")] {
             let _ = std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1));
         }
     }
