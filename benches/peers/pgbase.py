@@ -410,7 +410,7 @@ def main():
         floor = []
         for i in range(a.runs):
             t, _ = timed(cluster.producer(), stdout=subprocess.DEVNULL)
-            floor.append(backup_row(t, db, 0))
+            floor.append(backup_row(t, db, None))
             log(f"pg_basebackup > /dev/null: {t['wall_s']:.1f} s")
         cluster.drain()
         results["pg_basebackup"] = med(floor)
@@ -486,7 +486,7 @@ def report(r):
     print("|---|---|---|---|---|---|")
 
     def row(name, x, notes=""):
-        growth = mb(x["repo_growth"]) if "repo_growth" in x and name.find("pg_basebackup") < 0 else "-"
+        growth = mb(x["repo_growth"]) if x.get("repo_growth") is not None else "-"
         print(f"| {name} | {x['wall_s']:.2f} | {x['mb_s']:.0f} | {x['cpu_s']:.2f} | {growth} | {notes} |")
 
     def up(x):
