@@ -38,7 +38,7 @@ pub const MIN_SERVER_VERSION: u32 = 130000;
 const NEW_PROTOCOL_VERSION: u32 = 150000;
 
 /// Two 512-byte zero blocks: the end of a tar archive.
-const TAR_TRAILER: usize = 1024;
+pub(super) const TAR_TRAILER: usize = 1024;
 
 /// Checksum algorithm for the files listed in `backup_manifest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

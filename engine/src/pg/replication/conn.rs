@@ -29,6 +29,13 @@ use crate::{Error, Result};
 /// must not make us allocate gigabytes.
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// TCP keepalive: first probe after this much silence...
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// ...then one probe this often...
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and the connection is dead after this many unanswered ones.
+const KEEPALIVE_RETRIES: u32 = 6;
+
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 128 << 10;
 
@@ -477,6 +484,16 @@ fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
             Ok(s) => {
                 // Small protocol messages must not wait for Nagle.
                 let _ = s.set_nodelay(true);
+                // A backup may sit idle for minutes (a spread checkpoint,
+                // waiting for WAL archiving); keepalives notice a peer that
+                // vanished without waiting for the OS default of two hours.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_RETRIES);
+                if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive) {
+                    tracing::debug!(server, error = %e, "cannot enable TCP keepalives");
+                }
                 return Ok(s);
             }
             Err(e) => last = e,

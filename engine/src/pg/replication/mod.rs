@@ -47,5 +47,8 @@ mod conn;
 mod conninfo;
 mod tls;
 
+#[cfg(test)]
+mod script_tests;
+
 pub use basebackup::{Archive, BackupEnd, BaseBackup, BaseBackupOptions, ManifestChecksums, MIN_SERVER_VERSION};
 pub use conninfo::{ConnInfo, Password, SslMode};
