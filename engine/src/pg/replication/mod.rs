@@ -13,7 +13,8 @@
 //!   file. [`Password`] redacts itself.
 //! - `conn.rs`: the connection: TCP or Unix socket, TLS per [`SslMode`]
 //!   (`tls.rs`, rustls), the startup message, authentication (trust,
-//!   password, md5, SCRAM-SHA-256), framed messages.
+//!   password, md5, SCRAM-SHA-256 with `tls-server-end-point` channel
+//!   binding over TLS), framed messages.
 //! - [`BaseBackup`] (`basebackup.rs`): the session.
 //!
 //! **Invariant:** the password is written to the server's socket and
@@ -51,4 +52,4 @@ mod tls;
 mod script_tests;
 
 pub use basebackup::{Archive, BackupEnd, BaseBackup, BaseBackupOptions, ManifestChecksums, MIN_SERVER_VERSION};
-pub use conninfo::{ConnInfo, Password, SslMode};
+pub use conninfo::{ChannelBindingMode, ConnInfo, Password, SslMode};
