@@ -242,6 +242,10 @@ fn pg_replication_md5_and_scram_passwords() {
             "{method} without a password: {err:?}"
         );
     }
+    // Channel binding needs TLS.
+    let s = format!("{} channel_binding=require", tcp_conn(&c, "127.0.0.1", "rep_scram", "disable"));
+    let err = BaseBackup::start(&conninfo(&s, &[("PGPASSWORD", &scram_pw)]), &options()).unwrap_err();
+    assert!(matches!(&err, Error::AuthFailed { detail, .. } if detail.contains("not encrypted")), "{err:?}");
     // No pg_hba.conf line for this role: also an authentication error.
     let err = BaseBackup::start(&conninfo(&socket_conn(&c, "postgres"), &[]), &options()).unwrap_err();
     assert!(matches!(&err, Error::AuthFailed { sqlstate: Some(s), .. } if s == "28000"), "{err:?}");
@@ -383,6 +387,7 @@ fn make_certificates(dir: &Path) {
 /// sslmode=require, verify-ca and verify-full against a server with
 /// `ssl = on`: the walsender reports TLS, a certificate for another name
 /// fails verify-full only, and an unknown CA fails both verify modes.
+/// SCRAM over TLS binds to the channel (SCRAM-SHA-256-PLUS).
 #[test]
 fn pg_replication_tls_modes() {
     let shared = pg::shared_dir();
@@ -394,7 +399,16 @@ fn pg_replication_tls_modes() {
         conf_string(&certs.join("server.key").to_string_lossy())
     );
     let mut c = Cluster::init(shared.path(), "tls", 16, &conf);
+    fs::write(
+        c.data.join("pg_hba.conf"),
+        "local all postgres trust\n\
+         hostssl replication rep_scram 127.0.0.1/32 scram-sha-256\n\
+         host replication postgres 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
     c.start(&[]);
+    let scram_pw = format!("scram-{:016x}", rand::random::<u64>());
+    c.sql(&format!("CREATE ROLE rep_scram LOGIN REPLICATION PASSWORD '{scram_pw}';"));
     let ca = certs.join("ca.crt").to_string_lossy().into_owned();
     let other = certs.join("other.crt").to_string_lossy().into_owned();
 
@@ -419,6 +433,20 @@ fn pg_replication_tls_modes() {
         let bb = BaseBackup::start(&conninfo(s, &[]), &options()).unwrap_or_else(|e| panic!("{s}: {e}"));
         assert!(bb.encrypted(), "{s}");
     }
+    // SCRAM-SHA-256-PLUS: bound to this TLS channel (the server checks the
+    // certificate hash we send), which channel_binding=require insists on.
+    let s = format!("{} channel_binding=require", tcp_conn(&c, "127.0.0.1", "rep_scram", "require"));
+    let bb = BaseBackup::start(&conninfo(&s, &[("PGPASSWORD", &scram_pw)]), &options())
+        .unwrap_or_else(|e| panic!("{s}: {e}"));
+    assert!(bb.encrypted());
+    drop(bb);
+    let s = format!("{} channel_binding=require", tcp_conn(&c, "127.0.0.1", "postgres", "require"));
+    let err = BaseBackup::start(&conninfo(&s, &[]), &options()).unwrap_err();
+    assert!(
+        matches!(&err, Error::AuthFailed { detail, .. } if detail.contains("without channel binding")),
+        "trust auth with channel_binding=require: {err:?}"
+    );
+
     let refused = [
         (format!("{} sslrootcert={ca}", tcp_conn(&c, "127.0.0.1", "postgres", "verify-full")), "name"),
         (format!("{} sslrootcert={other}", tcp_conn(&c, "127.0.0.1", "postgres", "verify-ca")), "issuer"),

@@ -154,6 +154,10 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
     let conninfo = format!("host={} port={} user=postgres", src.socket_dir.display(), src.port);
     let b2 = a.repo.json(&["pg", "backup", "--stanza", "main", "--connect", &conninfo, "--fast"]);
     assert_eq!(b2["metadata"]["pg"]["wal_complete"], true, "{b2}");
+    let o = a.repo.run(&["pg", "backup", "--stanza", "main", "--connect", &format!("{conninfo} password=hunter2")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(code(&o), 0);
+    assert!(err.contains("must not carry a password") && !err.contains("hunter2"), "{err}");
     assert_eq!(b2["metadata"]["pg"]["system_id"], src.system_id().to_string(), "{b2}");
     let (size, up) = (b2["stats"]["bytes_read"].as_u64().unwrap(), b2["stats"]["uploaded_bytes"].as_u64().unwrap());
     eprintln!("second base backup: {up} bytes uploaded for {size} bytes read");

@@ -142,6 +142,11 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         .or_else(|| g.stanza_from_config.clone())
         .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")?;
     cairn_engine::wal::validate_stanza(&stanza)?;
+    // A password in the connection string would sit in argv, visible to
+    // every user of the machine: refused, as every other secret is.
+    if ConnInfo::parse_with_env(&a.connect, &|_| None)?.password.is_some() {
+        bail!("--connect must not carry a password: use PGPASSWORD or PGPASSFILE");
+    }
     let conn = ConnInfo::parse(&a.connect)?;
     let bb = BaseBackupOptions {
         label: a.label.clone(),

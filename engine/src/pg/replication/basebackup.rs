@@ -28,95 +28,14 @@ use postgres_protocol::message::frontend;
 
 use super::conn::{log_notice, message_name, protocol_error, server_error, Conn};
 use super::conninfo::ConnInfo;
+use super::options::{base_backup_command, parse_server_version, BaseBackupOptions, NEW_PROTOCOL_VERSION};
 use crate::{Error, Result};
 
 /// The oldest server spoken to: backup manifests appeared in 13.
 pub const MIN_SERVER_VERSION: u32 = 130000;
 
-/// The first server version with the single-stream protocol, the
-/// parenthesized option syntax, and properly terminated tar archives.
-const NEW_PROTOCOL_VERSION: u32 = 150000;
-
 /// Two 512-byte zero blocks: the end of a tar archive.
-const TAR_TRAILER: usize = 1024;
-
-/// Checksum algorithm for the files listed in `backup_manifest`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ManifestChecksums {
-    /// No per-file checksums (sizes are still listed).
-    None,
-    /// CRC-32C: cheap, catches accidents (PostgreSQL's default).
-    #[default]
-    Crc32c,
-    /// SHA-224.
-    Sha224,
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
-}
-
-impl ManifestChecksums {
-    fn keyword(self) -> &'static str {
-        match self {
-            ManifestChecksums::None => "NONE",
-            ManifestChecksums::Crc32c => "CRC32C",
-            ManifestChecksums::Sha224 => "SHA224",
-            ManifestChecksums::Sha256 => "SHA256",
-            ManifestChecksums::Sha384 => "SHA384",
-            ManifestChecksums::Sha512 => "SHA512",
-        }
-    }
-}
-
-/// What to ask the server for.
-#[derive(Debug, Clone)]
-pub struct BaseBackupOptions {
-    /// The backup label, recorded in `backup_label` (single quotes allowed).
-    pub label: String,
-    /// Start with an immediate checkpoint instead of a spread one (which
-    /// may take up to `checkpoint_timeout * checkpoint_completion_target`).
-    pub fast_checkpoint: bool,
-    /// Ask the server for a `backup_manifest`.
-    pub manifest: bool,
-    /// The manifest's per-file checksums.
-    pub manifest_checksums: ManifestChecksums,
-    /// Ask the server to estimate each tablespace's size first (one extra
-    /// directory walk), so that [`BaseBackup::progress`] has a total.
-    pub progress: bool,
-    /// Let the server wait, before it ends the backup, until the last WAL
-    /// segment the backup needs has been archived (`WAIT true`, the
-    /// server's default). Right when WAL is archived separately: the backup
-    /// only completes once it is restorable from the archive. With
-    /// `archive_mode = off` the server only logs a notice.
-    pub wait_for_wal_archive: bool,
-    /// Let the server verify page checksums as it reads (when the cluster
-    /// has them); failures fail the backup at its end.
-    pub verify_checksums: bool,
-    /// Put a `tablespace_map` file in `base.tar` instead of the
-    /// `pg_tblspc` symbolic links, as `pg_basebackup -Ft` does.
-    pub tablespace_map: bool,
-    /// Limit the server's send rate, in kB/s (32 to 1048576).
-    pub max_rate_kb: Option<u32>,
-}
-
-impl Default for BaseBackupOptions {
-    fn default() -> Self {
-        BaseBackupOptions {
-            label: "cairn base backup".to_owned(),
-            fast_checkpoint: false,
-            manifest: true,
-            manifest_checksums: ManifestChecksums::Crc32c,
-            progress: true,
-            wait_for_wal_archive: true,
-            verify_checksums: true,
-            tablespace_map: true,
-            max_rate_kb: None,
-        }
-    }
-}
+pub(super) const TAR_TRAILER: usize = 1024;
 
 /// One archive of the backup: `base.tar` for the data directory, or
 /// `<oid>.tar` for a tablespace.
@@ -715,101 +634,5 @@ fn duplicate(e: &Error) -> Error {
         },
         Error::Protocol { server, detail } => Error::Protocol { server: server.clone(), detail: detail.clone() },
         other => Error::Config(other.to_string()),
-    }
-}
-
-/// `server_version` as a number: "15.8 (Debian 15.8-1)" → 150008,
-/// "16beta1" → 160000, "9.6.24" → 90624.
-fn parse_server_version(v: &str) -> Option<u32> {
-    let token = v.split_whitespace().next()?;
-    let mut parts = token.split('.');
-    let num = |s: Option<&str>| -> Option<u32> {
-        let digits: String = s?.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
-    };
-    let major = num(parts.next())?;
-    if major >= 10 {
-        Some(major * 10000 + num(parts.next()).unwrap_or(0))
-    } else {
-        Some(major * 10000 + num(parts.next()).unwrap_or(0) * 100 + num(parts.next()).unwrap_or(0))
-    }
-}
-
-/// `s` as a single-quoted literal of the replication grammar, where a quote
-/// is doubled and a backslash is an ordinary character.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// The `BASE_BACKUP` command in the syntax `version` understands.
-fn base_backup_command(opts: &BaseBackupOptions, version: u32) -> String {
-    let new = version >= NEW_PROTOCOL_VERSION;
-    let mut o: Vec<String> = vec![format!("LABEL {}", quote(&opts.label))];
-    if opts.progress {
-        o.push("PROGRESS".into());
-    }
-    if opts.fast_checkpoint {
-        o.push(if new { "CHECKPOINT 'fast'".into() } else { "FAST".into() });
-    }
-    if new {
-        o.push(format!("WAIT {}", opts.wait_for_wal_archive));
-    } else if !opts.wait_for_wal_archive {
-        o.push("NOWAIT".into());
-    }
-    if let Some(rate) = opts.max_rate_kb {
-        o.push(format!("MAX_RATE {rate}"));
-    }
-    if opts.tablespace_map {
-        o.push("TABLESPACE_MAP".into());
-    }
-    if !opts.verify_checksums {
-        o.push(if new { "VERIFY_CHECKSUMS false".into() } else { "NOVERIFY_CHECKSUMS".into() });
-    }
-    if opts.manifest {
-        o.push("MANIFEST 'yes'".into());
-        o.push(format!("MANIFEST_CHECKSUMS '{}'", opts.manifest_checksums.keyword()));
-    } else {
-        o.push("MANIFEST 'no'".into());
-    }
-    if new {
-        format!("BASE_BACKUP ({})", o.join(", "))
-    } else {
-        format!("BASE_BACKUP {}", o.join(" "))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_versions() {
-        assert_eq!(parse_server_version("15.8 (Debian 15.8-1.pgdg120+1)"), Some(150008));
-        assert_eq!(parse_server_version("16beta1"), Some(160000));
-        assert_eq!(parse_server_version("13.0"), Some(130000));
-        assert_eq!(parse_server_version("9.6.24"), Some(90624));
-        assert_eq!(parse_server_version(""), None);
-    }
-
-    #[test]
-    fn commands_in_both_syntaxes() {
-        let opts = BaseBackupOptions { label: "it's".into(), fast_checkpoint: true, ..Default::default() };
-        assert_eq!(
-            base_backup_command(&opts, 150004),
-            "BASE_BACKUP (LABEL 'it''s', PROGRESS, CHECKPOINT 'fast', WAIT true, TABLESPACE_MAP, MANIFEST 'yes', \
-             MANIFEST_CHECKSUMS 'CRC32C')"
-        );
-        let opts = BaseBackupOptions {
-            wait_for_wal_archive: false,
-            verify_checksums: false,
-            max_rate_kb: Some(1024),
-            manifest_checksums: ManifestChecksums::Sha256,
-            ..Default::default()
-        };
-        assert_eq!(
-            base_backup_command(&opts, 140010),
-            "BASE_BACKUP LABEL 'cairn base backup' PROGRESS NOWAIT MAX_RATE 1024 TABLESPACE_MAP NOVERIFY_CHECKSUMS \
-             MANIFEST 'yes' MANIFEST_CHECKSUMS 'SHA256'"
-        );
     }
 }

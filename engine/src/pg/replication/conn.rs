@@ -20,7 +20,7 @@ use postgres_protocol::message::backend::{DataRowBody, ErrorFields, Header, Mess
 use postgres_protocol::message::frontend;
 use zeroize::Zeroize;
 
-use super::conninfo::{ConnInfo, SslMode};
+use super::conninfo::{ChannelBindingMode, ConnInfo, SslMode};
 use super::tls;
 use crate::{Error, Result};
 
@@ -28,6 +28,13 @@ use crate::{Error, Result};
 /// of tens of KiB; anything near this is a broken or hostile server, and
 /// must not make us allocate gigabytes.
 const MAX_MESSAGE: usize = 64 << 20;
+
+/// TCP keepalive: first probe after this much silence...
+const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// ...then one probe this often...
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// ...and the connection is dead after this many unanswered ones.
+const KEEPALIVE_RETRIES: u32 = 6;
 
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 128 << 10;
@@ -174,6 +181,9 @@ pub(crate) struct Conn {
     pub server_version: Option<String>,
     /// Whether the connection is encrypted.
     pub tls: bool,
+    /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS, when TLS is on
+    /// and the certificate's signature algorithm allows it.
+    channel_binding: Option<Vec<u8>>,
 }
 
 impl Conn {
@@ -207,7 +217,13 @@ impl Conn {
     }
 
     fn new(stream: Stream, server: String, tls: bool) -> Conn {
-        Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), server, server_version: None, tls }
+        let channel_binding = match &stream {
+            Stream::Tls(s) => {
+                s.conn.peer_certificates().and_then(|c| c.first()).and_then(|c| tls::tls_server_end_point(c))
+            }
+            _ => None,
+        };
+        Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), server, server_version: None, tls, channel_binding }
     }
 
     fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
@@ -252,9 +268,23 @@ impl Conn {
         };
         let auth_failed = |detail: String| Error::AuthFailed { server: server.clone(), sqlstate: None, detail };
         let mut scram: Option<ScramSha256> = None;
+        let mut bound = false;
+        let mut scram_done = false;
         loop {
             let mut out = BytesMut::new();
             match self.recv(&|| "authenticating".into())? {
+                // libpq: with channel_binding=require, a server may not skip
+                // the bound exchange (trust, md5...), or it could be anyone.
+                Message::AuthenticationOk if ci.channel_binding == ChannelBindingMode::Require && !bound => {
+                    return Err(auth_failed(
+                        "channel_binding=require, but the server authenticated us without channel binding".into(),
+                    ))
+                }
+                // The server's SCRAM proof is what authenticates the server:
+                // it may not be skipped.
+                Message::AuthenticationOk if scram.is_some() && !scram_done => {
+                    return Err(auth_failed("the server ended SCRAM authentication without its proof".into()))
+                }
                 Message::AuthenticationOk => return Ok(()),
                 Message::AuthenticationCleartextPassword => {
                     let pw = ci.password.as_ref().ok_or_else(no_password)?;
@@ -276,18 +306,43 @@ impl Conn {
                     {
                         mechanisms.push(m.to_owned());
                     }
-                    if !mechanisms.iter().any(|m| m == "SCRAM-SHA-256") {
+                    let offered = |m: &str| mechanisms.iter().any(|o| o == m);
+                    let plus = offered("SCRAM-SHA-256-PLUS");
+                    // As libpq: bind when both sides can; say "y" (we could,
+                    // the server did not offer) over TLS so that a server
+                    // stripped of the -PLUS offer refuses; "n" otherwise.
+                    let (mechanism, binding) = match (ci.channel_binding, plus, &self.channel_binding) {
+                        (ChannelBindingMode::Disable, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                        (_, true, Some(data)) => {
+                            ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(data.clone()))
+                        }
+                        (ChannelBindingMode::Require, _, _) => {
+                            return Err(auth_failed(format!(
+                                "channel_binding=require, but {}",
+                                if !self.tls {
+                                    "the connection is not encrypted (TLS is needed for channel binding)"
+                                } else if !plus {
+                                    "the server does not offer SCRAM-SHA-256-PLUS"
+                                } else {
+                                    "the server certificate's signature algorithm has no tls-server-end-point hash"
+                                }
+                            )))
+                        }
+                        (ChannelBindingMode::Prefer, false, Some(_)) => {
+                            ("SCRAM-SHA-256", ChannelBinding::unrequested())
+                        }
+                        (ChannelBindingMode::Prefer, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+                    };
+                    if !offered(mechanism) {
                         return Err(auth_failed(format!(
                             "the server offers only SASL mechanisms {mechanisms:?}; cairn speaks SCRAM-SHA-256"
                         )));
                     }
                     let pw = ci.password.as_ref().ok_or_else(no_password)?;
-                    // Channel binding is optional for the server; without it
-                    // the client says so ("n") and the exchange is plain
-                    // SCRAM-SHA-256, inside TLS where TLS is on.
-                    let s = ScramSha256::new(pw.expose().as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                    let s = ScramSha256::new(pw.expose().as_bytes(), binding);
+                    frontend::sasl_initial_response(mechanism, s.message(), &mut out)
                         .map_err(|e| protocol_error(&server, format!("SASL initial response: {e}")))?;
+                    bound = mechanism == "SCRAM-SHA-256-PLUS";
                     scram = Some(s);
                 }
                 Message::AuthenticationSaslContinue(body) => {
@@ -305,6 +360,7 @@ impl Conn {
                     // Checks the server's signature: a server that does not
                     // know the password cannot forge it.
                     s.finish(body.data()).map_err(|e| auth_failed(format!("SCRAM: the server's proof: {e}")))?;
+                    scram_done = true;
                     continue;
                 }
                 Message::ErrorResponse(body) => {
@@ -477,6 +533,16 @@ fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
             Ok(s) => {
                 // Small protocol messages must not wait for Nagle.
                 let _ = s.set_nodelay(true);
+                // A backup may sit idle for minutes (a spread checkpoint,
+                // waiting for WAL archiving); keepalives notice a peer that
+                // vanished without waiting for the OS default of two hours.
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE_IDLE)
+                    .with_interval(KEEPALIVE_INTERVAL)
+                    .with_retries(KEEPALIVE_RETRIES);
+                if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive) {
+                    tracing::debug!(server, error = %e, "cannot enable TCP keepalives");
+                }
                 return Ok(s);
             }
             Err(e) => last = e,

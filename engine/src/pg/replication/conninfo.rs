@@ -81,12 +81,27 @@ impl SslMode {
     }
 }
 
+/// libpq's `channel_binding`: whether SCRAM authentication binds itself to
+/// the TLS connection (`SCRAM-SHA-256-PLUS` with `tls-server-end-point`),
+/// which proves that the server holding the password verifier is the one
+/// at the other end of the TLS channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelBindingMode {
+    /// Never.
+    Disable,
+    /// When TLS is on and the server offers it (the default).
+    Prefer,
+    /// Refuse to authenticate any other way: no TLS, no SCRAM (trust, md5,
+    /// password) or no `-PLUS` mechanism all fail.
+    Require,
+}
+
 /// Where and how to connect to a PostgreSQL server.
 ///
 /// Built by [`ConnInfo::parse`]; fields left out of the string come from
 /// libpq's environment variables (`PGHOST`, `PGPORT`, `PGUSER`,
 /// `PGDATABASE`, `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME`,
-/// `PGCONNECT_TIMEOUT`), then libpq's defaults.
+/// `PGCONNECT_TIMEOUT`, `PGCHANNELBINDING`), then libpq's defaults.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// A host name or IP address, or — starting with `/` — the directory
@@ -115,6 +130,8 @@ pub struct ConnInfo {
     pub application_name: String,
     /// Gives up connecting (per address) after this long.
     pub connect_timeout: Option<Duration>,
+    /// SCRAM channel binding policy.
+    pub channel_binding: ChannelBindingMode,
 }
 
 /// The keys [`ConnInfo::parse`] understands.
@@ -130,6 +147,7 @@ const KEYS: &[&str] = &[
     "sslrootcert",
     "application_name",
     "connect_timeout",
+    "channel_binding",
 ];
 
 fn bad(detail: impl fmt::Display) -> Error {
@@ -200,6 +218,15 @@ impl ConnInfo {
             },
         };
 
+        let channel_binding = match get("channel_binding", "PGCHANNELBINDING").as_deref() {
+            None | Some("prefer") => ChannelBindingMode::Prefer,
+            Some("disable") => ChannelBindingMode::Disable,
+            Some("require") => ChannelBindingMode::Require,
+            Some(other) => {
+                return Err(bad(format!("invalid channel_binding {other:?}: expected disable, prefer or require")))
+            }
+        };
+
         let mut ci = ConnInfo {
             host,
             hostaddr,
@@ -211,6 +238,7 @@ impl ConnInfo {
             sslrootcert,
             application_name,
             connect_timeout,
+            channel_binding,
         };
         ci.password = match given.iter().find(|(k, _)| k == "password") {
             Some((_, p)) => Some(Password::new(p.clone())),

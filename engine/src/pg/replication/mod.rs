@@ -13,7 +13,10 @@
 //!   file. [`Password`] redacts itself.
 //! - `conn.rs`: the connection: TCP or Unix socket, TLS per [`SslMode`]
 //!   (`tls.rs`, rustls), the startup message, authentication (trust,
-//!   password, md5, SCRAM-SHA-256), framed messages.
+//!   password, md5, SCRAM-SHA-256 with `tls-server-end-point` channel
+//!   binding over TLS), framed messages.
+//! - [`BaseBackupOptions`] (`options.rs`): what to ask for, and the
+//!   command text in both syntaxes.
 //! - [`BaseBackup`] (`basebackup.rs`): the session.
 //!
 //! **Invariant:** the password is written to the server's socket and
@@ -45,7 +48,12 @@
 mod basebackup;
 mod conn;
 mod conninfo;
+mod options;
 mod tls;
 
-pub use basebackup::{Archive, BackupEnd, BaseBackup, BaseBackupOptions, ManifestChecksums, MIN_SERVER_VERSION};
-pub use conninfo::{ConnInfo, Password, SslMode};
+#[cfg(test)]
+mod script_tests;
+
+pub use basebackup::{Archive, BackupEnd, BaseBackup, MIN_SERVER_VERSION};
+pub use conninfo::{ChannelBindingMode, ConnInfo, Password, SslMode};
+pub use options::{BaseBackupOptions, ManifestChecksums};

@@ -163,3 +163,104 @@ impl ServerCertVerifier for ChainOnly {
         self.0.supported_verify_schemes()
     }
 }
+
+/// The `tls-server-end-point` channel binding data (RFC 5929) for the
+/// server certificate `cert`: its hash with the hash function of its
+/// signature algorithm, SHA-256 standing in for MD5 and SHA-1. `None` for
+/// algorithms without a single hash (RSA-PSS, EdDSA) or a certificate we
+/// cannot read; SCRAM then runs without channel binding.
+pub(crate) fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    use sha2::Digest;
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm
+    // SEQUENCE { algorithm OID, ... }, signatureValue BIT STRING }
+    let (cert_body, _) = der_element(cert, 0x30)?;
+    let (_, rest) = der_element(cert_body, 0x30)?;
+    let (algorithm, _) = der_element(rest, 0x30)?;
+    let (oid, _) = der_element(algorithm, 0x06)?;
+    const RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01];
+    const ECDSA: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04];
+    enum H {
+        Sha256,
+        Sha384,
+        Sha512,
+    }
+    let hash = match oid {
+        // md5WithRSA, sha1WithRSA, sha256WithRSA; ecdsa-with-SHA1, -SHA256
+        [r @ .., 0x04 | 0x05 | 0x0b] if r == RSA => H::Sha256,
+        [r @ .., 0x01] if r == ECDSA => H::Sha256,
+        [r @ .., 0x03, 0x02] if r == ECDSA => H::Sha256,
+        [r @ .., 0x0c] if r == RSA => H::Sha384,
+        [r @ .., 0x03, 0x03] if r == ECDSA => H::Sha384,
+        [r @ .., 0x0d] if r == RSA => H::Sha512,
+        [r @ .., 0x03, 0x04] if r == ECDSA => H::Sha512,
+        _ => return None,
+    };
+    Some(match hash {
+        H::Sha256 => sha2::Sha256::digest(cert).to_vec(),
+        H::Sha384 => sha2::Sha384::digest(cert).to_vec(),
+        H::Sha512 => sha2::Sha512::digest(cert).to_vec(),
+    })
+}
+
+/// Splits one DER element with tag `tag` off the front of `der`: its
+/// contents and what follows it.
+fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = der.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A DER element with a long-form length where needed.
+    fn element(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut e = vec![tag];
+        if body.len() < 0x80 {
+            e.push(body.len() as u8);
+        } else {
+            e.push(0x82);
+            e.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        }
+        e.extend_from_slice(body);
+        e
+    }
+
+    fn cert_with_algorithm(oid: &[u8]) -> Vec<u8> {
+        let tbs = element(0x30, &[0u8; 300]);
+        let alg = element(0x30, &[element(0x06, oid), vec![0x05, 0x00]].concat());
+        element(0x30, &[tbs, alg, element(0x03, &[0, 1, 2])].concat())
+    }
+
+    #[test]
+    fn end_point_hash_follows_the_signature_algorithm() {
+        use sha2::Digest;
+        let rsa_sha256 = cert_with_algorithm(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]);
+        assert_eq!(tls_server_end_point(&rsa_sha256).unwrap(), sha2::Sha256::digest(&rsa_sha256).to_vec());
+        let rsa_sha1 = cert_with_algorithm(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05]);
+        assert_eq!(tls_server_end_point(&rsa_sha1).unwrap().len(), 32);
+        let ecdsa_sha384 = cert_with_algorithm(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03]);
+        assert_eq!(tls_server_end_point(&ecdsa_sha384).unwrap(), sha2::Sha384::digest(&ecdsa_sha384).to_vec());
+        let rsa_sha512 = cert_with_algorithm(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]);
+        assert_eq!(tls_server_end_point(&rsa_sha512).unwrap().len(), 64);
+        let ed25519 = cert_with_algorithm(&[0x2b, 0x65, 0x70]);
+        assert_eq!(tls_server_end_point(&ed25519), None);
+        for cut in 0..rsa_sha256.len() {
+            let _ = tls_server_end_point(&rsa_sha256[..cut]);
+        }
+    }
+}
