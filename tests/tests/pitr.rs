@@ -124,7 +124,8 @@ fn point_in_time_restores_hold_exactly_the_committed_rows() {
 
     // An unreachable target before any backup exists.
     let mut r = Restores { a: &a, n: 0 };
-    src.switch_wal();
+    let first = src.switch_wal();
+    src.wait_archived(&first, Duration::from_secs(120));
     r.refused(&["--latest"], "no base backup");
 
     let b = basebackup(&a, &src);
