@@ -45,6 +45,8 @@ def main():
     ap.add_argument("--value-size", type=int, default=64)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--diskless", choices=["yes", "no"], default="yes")
+    ap.add_argument("--change-every", type=int, default=1000, help="rewrite one key in N between backups")
+    ap.add_argument("--chunk-avg-kib", type=int, default=None, help="cairn backup --chunk-avg-kib")
     a = ap.parse_args()
     if not os.access(CAIRN, os.X_OK):
         raise SystemExit(f"{CAIRN} missing: run `make build`")
@@ -71,13 +73,14 @@ def main():
             env = dict(os.environ, CAIRN_REPO=repo, CAIRN_KEY_FILE=key, CAIRN_CACHE_DIR=os.path.join(tmp, f"cache{i}"))
             run([CAIRN, "init"], env=env)
             url = f"redis://127.0.0.1:{port}"
-            t_first, out = run([CAIRN, "--json", "redis", "backup", "--url", url], env=env)
+            chunk = ["--chunk-avg-kib", str(a.chunk_avg_kib)] if a.chunk_avg_kib else []
+            t_first, out = run([CAIRN, "--json", "redis", "backup", "--url", url] + chunk, env=env)
             first = json.loads(out)
-            # 0.1 % of the keys rewritten, spread over the keyspace.
-            step = 1000
+            # One key in `change_every` rewritten, spread over the keyspace.
+            step = a.change_every
             cmds = "".join(f"SET key:{k} changed-{i}\n" for k in range(0, a.keys, step))
             subprocess.run(cli, input=cmds, capture_output=True, text=True, check=True)
-            t_second, out = run([CAIRN, "--json", "redis", "backup", "--url", url], env=env)
+            t_second, out = run([CAIRN, "--json", "redis", "backup", "--url", url] + chunk, env=env)
             second = json.loads(out)
             rows.append(dict(rdb_bytes=size, cli_s=t_cli, cairn_first_s=t_first, cairn_second_s=t_second,
                              first_uploaded=first["stats"]["uploaded_bytes"],
@@ -107,7 +110,7 @@ def main():
     print("| | wall s | MB/s |\n|---|---|---|")
     print(f"| redis-cli --rdb FILE | {med('cli_s'):.2f} | {mb / med('cli_s'):.0f} |")
     print(f"| cairn redis backup (new repo) | {med('cairn_first_s'):.2f} | {mb / med('cairn_first_s'):.0f} |")
-    print(f"| cairn redis backup (0.1 % keys changed) | {med('cairn_second_s'):.2f} | {mb / med('cairn_second_s'):.0f} |")
+    print(f"| cairn redis backup ({100 / a.change_every:g} % keys changed) | {med('cairn_second_s'):.2f} | {mb / med('cairn_second_s'):.0f} |")
     print(f"\ncairn / redis-cli throughput: {med('cli_s') / med('cairn_first_s'):.2f}x; first backup uploaded "
           f"{med('first_uploaded') / 1e6:.1f} MB; second backup: new {med('second_new') / 1e6:.1f} MB, uploaded "
           f"{med('second_uploaded') / 1e6:.1f} MB = {100 * med('second_uploaded') / med('second_bytes'):.1f} % of the RDB")

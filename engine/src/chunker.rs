@@ -35,6 +35,13 @@ impl Default for ChunkerParams {
 }
 
 impl ChunkerParams {
+    /// Sizes around an average of `kib` KiB: a quarter of it at least,
+    /// four times it at most (the default's proportions).
+    pub fn with_average_kib(kib: u32) -> ChunkerParams {
+        let avg = kib.saturating_mul(1024);
+        ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg.saturating_mul(4) }
+    }
+
     /// Checks the bounds `fastcdc` enforces with panics.
     pub fn validate(&self) -> Result<()> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};

@@ -167,7 +167,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
-    opts.chunker = a.chunk_avg_kib.map(chunker_params);
+    opts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
     let size_hint =
         a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
 
@@ -214,7 +214,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
-    opts.chunker = a.chunk_avg_kib.map(chunker_params);
+    opts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
     let excludes = cairn_engine::dirsource::build_excludes(&a.excludes)?;
 
     let repo = g.open().await?;
@@ -240,11 +240,6 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     }
     report(g, result?);
     Ok(exit::OK)
-}
-
-fn chunker_params(avg_kib: u32) -> cairn_engine::chunker::ChunkerParams {
-    let avg = avg_kib * 1024;
-    cairn_engine::chunker::ChunkerParams { min_size: avg / 4, avg_size: avg, max_size: avg * 4 }
 }
 
 fn report(g: &Global, (id, snap): (cairn_engine::ids::Id, Snapshot)) {

@@ -61,6 +61,11 @@ pub struct BackupArgs {
     /// Tag the snapshot (repeatable).
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// Average chunk size in KiB for this source (default: the repository's,
+    /// 1024). Smaller chunks keep more of a dump whose keys change in
+    /// scattered places; keep one value per source.
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u32).range(64..=4096))]
+    chunk_avg_kib: Option<u32>,
 }
 
 /// Restore an RDB snapshot (taken with `cairn backup --kind redis-rdb`) to a
@@ -130,6 +135,8 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     bopts.source.kind = cairn_engine::redis::KIND.into();
     bopts.source.name = a.source.unwrap_or_else(|| addr.clone());
     bopts.tags = a.tags;
+    bopts.tar = cairn_engine::tarstream::TarMode::Off;
+    bopts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
     let ticker = crate::common::Ticker::start(g.show_progress(), None, "redis", move || {
