@@ -210,7 +210,13 @@ impl AheadState {
         let opts = PushOptions { no_follow: true, ..opts.clone() };
         let mut stored = 0;
         for name in names {
-            if !is_wal_file_name(name) || !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
+            if !is_wal_file_name(name) {
+                continue;
+            }
+            // Announced before the checks, so that archive_command's call for
+            // this name, arriving from now on, waits instead of storing it too.
+            self.set_current(name);
+            if !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
                 continue;
             }
             let path = pg_wal.join(name);
@@ -231,17 +237,18 @@ impl AheadState {
                     continue;
                 }
             }
-            self.set_current(name);
             match push(repo, stanza, &path, &opts).await {
                 Ok(r) if !r.already_archived => {
                     stored += 1;
                     tracing::info!(%name, "pushed ahead");
                 }
                 Ok(_) => {}
+                // PostgreSQL archived and recycled it meanwhile.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => tracing::warn!(%name, error = %e, "push ahead failed; archive_command will push it"),
             }
-            self.set_current("");
         }
+        self.set_current("");
         stored
     }
 }
