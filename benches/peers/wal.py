@@ -211,7 +211,9 @@ def run_pgbackrest(base, cluster, segs, digests, _args):
     async_get = "" if not _args.async_fetch else (
         f"\n[global:archive-get]\narchive-async=y\narchive-get-queue-max={_args.async_fetch * 16}MiB\nprocess-max=2\n")
     if _args.async_push:
-        async_get += f"\n[global:archive-push]\narchive-async=y\nprocess-max={_args.async_push}\n"
+        # pg1-path: the stand-in data directory push_dir() makes, for archive-push only.
+        async_get += (f"\n[global:archive-push]\narchive-async=y\nprocess-max={_args.async_push}\n"
+                      f"\n[{STANZA}:archive-push]\npg1-path={os.path.join(base, 'pgdata')}\n")
     with open(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(f"""[global]
 repo1-path={dirs['repo']}
@@ -278,16 +280,24 @@ def run_cairn(base, cluster, segs, digests, args):
 
 
 def push_dir(base, cluster, segs):
-    """A pg_wal-like directory for --async-push: hard links to the staged segments, and PostgreSQL's
-    archive_status/<name>.ready marker for every one of them (a backlog of len(segs) segments)."""
-    d = os.path.join(base, "pg_wal")
+    """A pg_wal directory for --async-push: hard links to the staged segments, and PostgreSQL's
+    archive_status/<name>.ready marker for every one of them (a backlog of len(segs) segments). It sits in a
+    stand-in data directory (PG_VERSION and global/pg_control copied from the cluster), because pgBackRest's
+    async push wants the WAL path under pg1-path."""
+    pgdata = os.path.join(base, "pgdata")
+    d = os.path.join(pgdata, "pg_wal")
     st = os.path.join(d, "archive_status")
     os.makedirs(st)
+    os.makedirs(os.path.join(pgdata, "global"))
+    for f in ("PG_VERSION", "global/pg_control"):
+        shutil.copyfile(os.path.join(cluster.data, f), os.path.join(pgdata, f))
+    for root, dirs, files in os.walk(pgdata):
+        for x in [root] + [os.path.join(root, f) for f in files]:
+            shutil.chown(x, PGUSER, PGUSER)
+    os.chmod(pgdata, 0o700)
     for s in segs:
         os.link(os.path.join(cluster.staging, s), os.path.join(d, s))
         open(os.path.join(st, s + ".ready"), "w").close()
-    for x in (d, st):
-        shutil.chown(x, PGUSER, PGUSER)
     return d
 
 

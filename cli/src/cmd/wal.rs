@@ -75,7 +75,7 @@ pub struct PushArgs {
     /// still exits 0 only when its file is durable and matches the archive;
     /// archive_status is never modified. The pusher's log is
     /// $XDG_RUNTIME_DIR/cairn/push-ahead-*.log (else /tmp/cairn-UID/)
-    /// [env: CAIRN_WAL_PUSH_AHEAD].
+    /// [env: CAIRN_WAL_PUSH_AHEAD, or `wal_push_ahead = N` in --config].
     #[arg(long, value_name = "N", env = "CAIRN_WAL_PUSH_AHEAD", hide_env = true, value_parser = clap::value_parser!(u32).range(1..=64))]
     ahead: Option<u32>,
     /// The file (%p).
@@ -181,7 +181,7 @@ fn require_key_file(g: &Global) -> Result<()> {
 async fn push(g: &Global, a: PushArgs) -> Result<i32> {
     let stanza = a.stanza.get(g)?;
     require_key_file(g)?;
-    if let Some(n) = a.ahead {
+    if let Some(n) = a.ahead.or(g.wal_push_ahead_from_config) {
         // Push-ahead is an optimisation: a failure to start it is logged,
         // never a failed archive_command.
         if let Err(e) = ahead(g, &stanza, &a, n) {
@@ -200,13 +200,14 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
     Ok(exit::OK)
 }
 
-/// Before `a.path` is pushed: waits if the background pusher is storing
-/// that very file (so it is verified, not stored twice), and starts a
-/// pusher for the next `n` ready files when none runs.
+/// Before `a.path` is pushed: claims it (a running pusher skips it), waits
+/// if the pusher is storing that very file (so it is verified, not stored
+/// twice), and starts a pusher for the next `n` ready files when none runs.
 fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let state = wal::AheadState::for_file(stanza, &a.path)?;
     let name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    state.claim(name);
     state.wait_while_pushing(name);
     if state.running() {
         return Ok(());

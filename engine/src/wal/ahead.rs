@@ -26,7 +26,10 @@
 //! exclusive lock on `push-ahead-<stanza>-<hash of pg_wal>.lock` for its whole
 //! life, writes the name it is pushing to `….current` (so a foreground push
 //! of that name waits for it instead of storing it twice) and appends its
-//! log to `….log`.
+//! log to `….log`. A foreground push writes its own name to `….claim` first,
+//! and the pusher skips a claimed name (skipping is always safe: the pusher
+//! acknowledges nothing). Each side writes its own file before it reads the
+//! other's, so at least one of them sees the other.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -186,6 +189,16 @@ impl AheadState {
         std::fs::read_to_string(self.with(".current")).ok()
     }
 
+    /// Marks `name` as being pushed by archive_command itself, so that the
+    /// pusher leaves it alone. Call before [`AheadState::wait_while_pushing`].
+    pub fn claim(&self, name: &str) {
+        let _ = std::fs::write(self.with(".claim"), name);
+    }
+
+    fn claimed(&self) -> Option<String> {
+        std::fs::read_to_string(self.with(".claim")).ok()
+    }
+
     /// Waits while a running pusher is storing `name`, so that the caller
     /// verifies its copy instead of storing the file a second time.
     pub fn wait_while_pushing(&self, name: &str) {
@@ -216,6 +229,9 @@ impl AheadState {
             // Announced before the checks, so that archive_command's call for
             // this name, arriving from now on, waits instead of storing it too.
             self.set_current(name);
+            if self.claimed().as_deref() == Some(name.as_str()) {
+                continue;
+            }
             if !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
                 continue;
             }
@@ -256,4 +272,58 @@ impl AheadState {
 /// The directory holding `wal_file` (`.` for a bare name).
 pub fn pg_wal_of(wal_file: &Path) -> PathBuf {
     wal_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_file_names() {
+        for ok in [
+            "000000010000000000000001",
+            "0000000A00000000000000FF.partial",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            assert!(is_wal_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "00000001000000000000000",
+            "0000000100000000000000011",
+            "000000010000000000000001x",
+            "00000001000000000000000a",
+            "../00000001000000000001",
+            "000000010000000000000001.ready",
+            "00000002.history.tmp",
+            "0000000100000000000000020.0000028.backup",
+            "RECOVERYXLOG",
+            ".000000010000000000000001",
+        ] {
+            assert!(!is_wal_file_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ready_names_in_order_without_the_current_file() {
+        let d = tempfile::tempdir().unwrap();
+        let st = d.path().join("archive_status");
+        std::fs::create_dir(&st).unwrap();
+        for n in [
+            "000000010000000000000003.ready",
+            "000000010000000000000001.ready",
+            "000000010000000000000002.ready",
+            "000000010000000000000004.done",
+            "junk.ready",
+            "000000010000000000000005.ready",
+        ] {
+            std::fs::write(st.join(n), "").unwrap();
+        }
+        assert_eq!(
+            ready_names(d.path(), "000000010000000000000001", 2),
+            vec!["000000010000000000000002".to_string(), "000000010000000000000003".to_string()]
+        );
+        assert!(ready_names(&d.path().join("nowhere"), "x", 4).is_empty());
+    }
 }
