@@ -17,6 +17,16 @@ cairn does), but archive-get writing the destination with no fsync, while
 `cairn wal fetch` fsyncs the file and its directory before exit 0. The fetch
 ratio therefore includes cairn's fsync of 16 MiB; system CPU shows it.
 
+With --async-push N each tool pushes ahead: cairn `wal push --ahead N`,
+pgBackRest archive-push with archive-async=y and process-max=N. Both then
+push from a pg_wal-like directory (hard links to the staged segments) whose
+archive_status/<name>.ready markers the bench creates for every segment
+before the first call (a backlog, as PostgreSQL leaves when archiving falls
+behind) and renames to .done only after that segment's call exited 0, as
+PostgreSQL does; so both tools see the same queue. Push CPU then counts only
+the foreground processes: the detached background pushers are not children
+the bench waits for.
+
 Latency is wall clock around one whole process (start, work, exit); CPU is
 user+sys of that process and its children (RUSAGE_CHILDREN deltas).
 Throughput is segment bytes / summed wall time of the sequential calls.
@@ -200,6 +210,10 @@ def run_pgbackrest(base, cluster, segs, digests, _args):
     conf = os.path.join(base, "pgbackrest.conf")
     async_get = "" if not _args.async_fetch else (
         f"\n[global:archive-get]\narchive-async=y\narchive-get-queue-max={_args.async_fetch * 16}MiB\nprocess-max=2\n")
+    if _args.async_push:
+        # pg1-path: the stand-in data directory push_dir() makes, for archive-push only.
+        async_get += (f"\n[global:archive-push]\narchive-async=y\nprocess-max={_args.async_push}\n"
+                      f"\n[{STANZA}:archive-push]\npg1-path={os.path.join(base, 'pgdata')}\n")
     with open(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(f"""[global]
 repo1-path={dirs['repo']}
@@ -224,8 +238,8 @@ pg1-port={cluster.port}
     # setuid in the child (no runuser/PAM process in between), so the timing is pgBackRest's own.
     kw = dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], cwd=base,
               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": base, "LANG": "C"})
-    staging = cluster.staging
-    push = [timed(base_cmd + ["archive-push", os.path.join(staging, s)], **kw) for s in segs]
+    staging = push_dir(base, cluster, segs) if _args.async_push else cluster.staging
+    push = push_all(lambda p: base_cmd + ["archive-push", p], staging, segs, **kw)
     repo_bytes = du_bytes(dirs["repo"])
     repush = timed(base_cmd + ["archive-push", os.path.join(staging, segs[0])], **kw)
     fetch = fetch_all(lambda s, dest: base_cmd + ["archive-get", s, dest], dirs["fetched"], segs, digests,
@@ -250,8 +264,10 @@ def run_cairn(base, cluster, segs, digests, args):
     push_cmd = base_cmd + ["push", "--stanza", STANZA]
     if args.cairn_compression is not None:
         push_cmd += ["--compression", str(args.cairn_compression)]
-    staging = cluster.staging
-    push = [timed(push_cmd + [os.path.join(staging, s)], **kw) for s in segs]
+    if args.async_push:
+        push_cmd += ["--ahead", str(args.async_push)]
+    staging = push_dir(base, cluster, segs) if args.async_push else cluster.staging
+    push = push_all(lambda p: push_cmd + [p], staging, segs, **kw)
     repo_bytes = du_bytes(repo)
     repush = timed(push_cmd + [os.path.join(staging, segs[0])], **kw)
     fetch_cmd = base_cmd + ["fetch", "--stanza", STANZA]
@@ -261,6 +277,44 @@ def run_cairn(base, cluster, segs, digests, args):
     extra = {"cache_bytes": du_bytes(cache) if os.path.exists(cache) else 0,
              "repo_bytes_after_repush": du_bytes(repo)}
     return push, fetch, repush, repo_bytes, extra
+
+
+def push_dir(base, cluster, segs):
+    """A pg_wal directory for --async-push: hard links to the staged segments, and PostgreSQL's
+    archive_status/<name>.ready marker for every one of them (a backlog of len(segs) segments). It sits in a
+    stand-in data directory (PG_VERSION and global/pg_control copied from the cluster), because pgBackRest's
+    async push wants the WAL path under pg1-path."""
+    pgdata = os.path.join(base, "pgdata")
+    d = os.path.join(pgdata, "pg_wal")
+    st = os.path.join(d, "archive_status")
+    os.makedirs(st)
+    os.makedirs(os.path.join(pgdata, "global"))
+    for f in ("PG_VERSION", "global/pg_control"):
+        shutil.copyfile(os.path.join(cluster.data, f), os.path.join(pgdata, f))
+    for root, dirs, files in os.walk(pgdata):
+        for x in [root] + [os.path.join(root, f) for f in files]:
+            shutil.chown(x, PGUSER, PGUSER)
+    os.chmod(pgdata, 0o700)
+    for s in segs:
+        os.link(os.path.join(cluster.staging, s), os.path.join(d, s))
+        open(os.path.join(st, s + ".ready"), "w").close()
+    return d
+
+
+def push_all(cmd_for, src, segs, **kw):
+    """One timed push per segment, in name order. In a pg_wal-like directory (--async-push), a segment's
+    .ready marker becomes .done only after its call exited 0 (timed() aborts on anything else), as
+    PostgreSQL's archiver does; then the background pushers get a moment to finish before anything else is
+    timed."""
+    st = os.path.join(src, "archive_status")
+    out = []
+    for s in segs:
+        out.append(timed(cmd_for(os.path.join(src, s)), **kw))
+        if os.path.isdir(st):
+            os.rename(os.path.join(st, s + ".ready"), os.path.join(st, s + ".done"))
+    if os.path.isdir(st):
+        time.sleep(1)
+    return out
 
 
 def fetch_all(cmd_for, fetched, segs, digests, tool, **kw):
@@ -318,6 +372,9 @@ def main():
     ap.add_argument("--async-fetch", type=int, metavar="N",
                     help="fetch ahead N segments: cairn `wal fetch --spool --prefetch N`, pgBackRest "
                          "archive-get with archive-async=y, archive-get-queue-max=N*16MiB, process-max=2")
+    ap.add_argument("--async-push", type=int, metavar="N",
+                    help="push ahead N segments: cairn `wal push --ahead N`, pgBackRest archive-push with "
+                         "archive-async=y, process-max=N; both push from a directory with archive_status/*.ready")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (cluster stopped) for inspection")
     a = ap.parse_args()
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
@@ -355,7 +412,7 @@ def main():
             versions["cairn"] = version([CAIRN, "--version"])
         results = {"segments": segs, "segment_bytes": nbytes, "segments_from_pgbench_init": from_init,
                    "scale": a.scale, "cpus": os.cpu_count(), "versions": versions,
-                   "cairn_compression": a.cairn_compression, "async_fetch": a.async_fetch, "runs": []}
+                   "cairn_compression": a.cairn_compression, "async_fetch": a.async_fetch, "async_push": a.async_push, "runs": []}
         # Before the tools, so that their binaries and libraries are in the page cache for the first timed call.
         results["null_s"] = null_costs(cluster, segs)
         for i in range(a.runs):
@@ -405,6 +462,7 @@ def report(r):
           f"medians of {len(r['runs'])} run(s) of {n} pushes then {n} fetches into a new repository; "
           f"pgBackRest zst level 3 (its default), cairn zstd level "
           f"{r['cairn_compression'] if r['cairn_compression'] is not None else '(its default)'}; "
+          f"{'push ahead ' + str(r['async_push']) + ' segments (both tools; push CPU = foreground only); ' if r.get('async_push') else 'synchronous push; '}"
           f"{'fetch ahead ' + str(r['async_fetch']) + ' segments (both tools); ' if r.get('async_fetch') else 'synchronous fetch; '}"
           f"p50/p99 nearest-rank over {n}{' (p99 = max)' if n < 100 else ''}, throughput = bytes / summed wall time\n")
     print("| tool | push p50 ms | push p99 ms | push mean ms | push MB/s | push CPU ms (u+s) | re-push ms "

@@ -4,7 +4,8 @@
 # from a throwaway PostgreSQL 15 cluster running pgbench; prints a table and
 # writes .work/bench/wal-results.json. Runs as root (PostgreSQL and pgBackRest
 # are switched to the user cairntest, created here if missing).
-# Usage: benches/peers/wal.sh [--segments N] [--tools cairn,pgbackrest] [--scale S] [--keep]
+# Usage: benches/peers/wal.sh [--segments N] [--tools cairn,pgbackrest] [--scale S] [--async-push N]
+#        [--async-fetch N] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "wal.sh: run as root (the cluster runs as cairntest via runuser)" >&2; exit 1; }

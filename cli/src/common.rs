@@ -14,8 +14,9 @@ use clap::Args;
 /// Global options.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// TOML file with defaults for repo, key_file, password_file, cache_dir
-    /// and stanza; options and environment variables take precedence.
+    /// TOML file with defaults for repo, key_file, password_file, cache_dir,
+    /// stanza and wal_push_ahead; options and environment variables take
+    /// precedence.
     #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Repository: a directory, file:///path, or s3://bucket/prefix (S3
@@ -49,6 +50,9 @@ pub struct Global {
     /// `stanza` from the config file.
     #[arg(skip)]
     pub stanza_from_config: Option<String>,
+    /// `wal_push_ahead` from the config file (`wal push --ahead`).
+    #[arg(skip)]
+    pub wal_push_ahead_from_config: Option<u32>,
 }
 
 /// The --config file.
@@ -60,6 +64,7 @@ struct ConfigFile {
     password_file: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     stanza: Option<String>,
+    wal_push_ahead: Option<u32>,
 }
 
 impl Global {
@@ -74,6 +79,10 @@ impl Global {
         self.password_file = self.password_file.take().or(c.password_file);
         self.cache_dir = self.cache_dir.take().or(c.cache_dir);
         self.stanza_from_config = c.stanza;
+        if let Some(n) = c.wal_push_ahead {
+            anyhow::ensure!((1..=64).contains(&n), "config file {}: wal_push_ahead must be 1 to 64", path.display());
+        }
+        self.wal_push_ahead_from_config = c.wal_push_ahead;
         Ok(())
     }
 

@@ -448,3 +448,230 @@ fn prefetch_serves_only_what_the_archive_holds() {
     let o = cmd.current_dir(&c.data).output().unwrap();
     assert!(code(&o) >= 126, "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// The files a stanza's repository holds a manifest for, by name (a
+/// directory repository: `repo/wal/<stanza>/<TLI>/<name>`).
+fn manifest_names(a: &Archive, stanza: &str) -> Vec<String> {
+    let mut out: Vec<String> = a
+        .repo
+        .objects(&format!("wal/{stanza}"))
+        .iter()
+        .filter(|p| p.parent().and_then(|d| d.file_name()).is_some_and(|d| d.len() == 8))
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A private runtime directory for the push-ahead state (lock, log), owned
+/// by the PostgreSQL user.
+fn runtime_dir(a: &Archive) -> PathBuf {
+    let d = a.root().join("run");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    pg::chown_to_user(&d);
+    d
+}
+
+/// `archive_command = 'cairn wal push --ahead 4 %p'` under pgbench and
+/// several segment switches: nothing fails, every archived file is in the
+/// catalogue exactly once, the archive verifies, and the background pusher
+/// did store files ahead of archive_command.
+#[test]
+fn push_ahead_archives_everything_once() {
+    let a = Archive::new(None);
+    let run = runtime_dir(&a);
+    let mut env: Vec<(&str, String)> = a.repo.env.clone();
+    env.push(("XDG_RUNTIME_DIR", run.to_str().unwrap().to_string()));
+    let push = format!("{} --config {} wal push --ahead 4 %p", a.bin.display(), a.config.display());
+    let conf = format!("archive_mode = on\narchive_command = {}\n", pg::conf_string(&push));
+    let mut src = Cluster::init(a.root(), "src", 1, &conf);
+    src.start(&env);
+    src.pgbench(&["-i", "-s", "2", "-q"]);
+    src.pgbench(&["-c", "2", "-t", "1000", "-n"]);
+    for _ in 0..5 {
+        src.sql("SELECT count(*) FROM pgbench_accounts");
+        src.pgbench(&["-c", "1", "-t", "200", "-n"]);
+        src.switch_wal();
+    }
+    let last = src.switch_wal();
+    let arch = src.wait_archived(&last, Duration::from_secs(180));
+    assert_eq!(arch.failed_count, 0, "archive_command failed: {}", src.log_tail(40));
+    src.stop();
+    let arch = arch.archived_count;
+    // Let a pusher still running finish.
+    let lock = std::fs::read_dir(run.join("cairn"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        .expect("no push-ahead lock file");
+    let t = Instant::now();
+    while std::fs::OpenOptions::new().write(true).open(&lock).unwrap().try_lock().is_err() {
+        assert!(t.elapsed() < Duration::from_secs(60), "the pusher did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = a.show();
+    let names: Vec<String> = show["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().into()).collect();
+    let mut dedup = names.clone();
+    dedup.dedup();
+    assert_eq!(dedup, names, "duplicate names in the catalogue");
+    assert!(names.contains(&last), "{last} missing from {names:?}");
+    // Everything PostgreSQL archived is there; the pusher may have stored a
+    // few more that were ready when the server stopped.
+    assert!(names.len() as u64 >= arch, "catalogue {names:?} vs {arch} archived");
+    assert_eq!(manifest_names(&a, "main"), names);
+    assert_eq!(show["timelines"][0]["gaps"].as_array().unwrap().len(), 0, "{show}");
+    a.repo.ok(&["wal", "verify", "--stanza", "main"]);
+    let check = a.repo.json(&["check"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+    // The background pusher's log: it stored files ahead, and nothing failed.
+    let logs: Vec<PathBuf> = std::fs::read_dir(run.join("cairn"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).unwrap();
+    assert!(log.contains("pushed ahead"), "nothing was pushed ahead:\n{log}");
+    assert!(!log.contains("push ahead failed") && !log.contains("ERROR"), "{log}");
+}
+
+/// A directory laid out like pg_wal holding the initdb segment, marked ready.
+fn ready_dir(a: &Archive, seg: &Path, name: &str) -> PathBuf {
+    let d = a.root().join(name);
+    std::fs::create_dir_all(d.join("archive_status")).unwrap();
+    std::fs::copy(seg, d.join("000000010000000000000001")).unwrap();
+    std::fs::write(d.join("archive_status/000000010000000000000001.ready"), "").unwrap();
+    d
+}
+
+fn push_ahead_cmd(a: &Archive, run: &Path, stanza: &str, dir: &Path) -> std::process::Command {
+    let mut c = a.repo.cmd(&[
+        "wal",
+        "push-ahead",
+        "--stanza",
+        stanza,
+        "--dir",
+        dir.to_str().unwrap(),
+        "000000010000000000000001",
+    ]);
+    c.env("XDG_RUNTIME_DIR", run).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c
+}
+
+/// The background pusher and archive_command store the same name at the
+/// same time: both succeed, one manifest wins, the content is right.
+#[test]
+fn push_ahead_races_archive_command() {
+    let a = Archive::new(None);
+    let run = runtime_dir(&a);
+    let seg = first_segment(a.root(), "one");
+    let want = std::fs::read(&seg).unwrap();
+    let dir = ready_dir(&a, &seg, "pg_wal");
+    let file = dir.join("000000010000000000000001");
+    for round in 0..8 {
+        let stanza = format!("race{round}");
+        let bg = push_ahead_cmd(&a, &run, &stanza, &dir).spawn().unwrap();
+        // Without --ahead: no waiting for the pusher, so both really store.
+        let fg = wal(&a, &["push", "--stanza", &stanza, file.to_str().unwrap()]);
+        let bg = bg.wait_with_output().unwrap();
+        assert_eq!(code(&fg), 0, "round {round}: {}", String::from_utf8_lossy(&fg.stderr));
+        assert_eq!(code(&bg), 0, "round {round}: {}", String::from_utf8_lossy(&bg.stderr));
+        let bg_log = String::from_utf8_lossy(&bg.stderr);
+        assert!(!bg_log.contains("failed") && !bg_log.contains("ERROR"), "{bg_log}");
+        assert_eq!(manifest_names(&a, &stanza), vec!["000000010000000000000001".to_string()]);
+        // archive_command's own call afterwards, with --ahead: verified.
+        let out = wal(&a, &["push", "--stanza", &stanza, "--ahead", "2", "--json", file.to_str().unwrap()]);
+        assert_eq!(code(&out), 0);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["already_archived"], true, "{r}");
+        let dest = a.root().join(format!("race-{round}"));
+        assert_eq!(
+            code(&wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest.to_str().unwrap()])),
+            0
+        );
+        assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content");
+    }
+    // The marker is PostgreSQL's: never touched.
+    assert!(dir.join("archive_status/000000010000000000000001.ready").exists());
+    a.repo.ok(&["wal", "verify", "--stanza", "race0"]);
+}
+
+/// Only WAL file names, only regular files: a symbolic link in pg_wal
+/// marked ready, and a ready file that is not named like WAL, are left alone.
+#[test]
+fn push_ahead_reads_only_wal_files_in_pg_wal() {
+    let a = Archive::new(None);
+    let run = runtime_dir(&a);
+    let seg = first_segment(a.root(), "one");
+    let dir = ready_dir(&a, &seg, "pg_wal");
+    let outside = a.root().join("outside");
+    std::fs::copy(&seg, &outside).unwrap();
+    std::fs::remove_file(dir.join("000000010000000000000001")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("000000010000000000000001")).unwrap();
+    std::fs::copy(&seg, dir.join("000000010000000000000002x")).unwrap();
+    std::fs::write(dir.join("archive_status/000000010000000000000002x.ready"), "").unwrap();
+    let mut c = push_ahead_cmd(&a, &run, "main", &dir);
+    c.arg("000000010000000000000002x");
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+    assert_eq!(manifest_names(&a, "main"), Vec::<String>::new());
+}
+
+/// The background pusher SIGKILLed at random points: nothing `wal fetch`
+/// would serve wrongly, the lock is released, and archive_command's push of
+/// the file succeeds.
+#[test]
+fn push_ahead_sigkill_leaves_nothing_served_wrongly() {
+    let a = Archive::new(None);
+    let run = runtime_dir(&a);
+    let root = a.root().to_path_buf();
+    let seg = first_segment(&root, "one");
+    let want = std::fs::read(&seg).unwrap();
+    let dir = ready_dir(&a, &seg, "pg_wal");
+    let file = dir.join("000000010000000000000001");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
+    let t = Instant::now();
+    assert_eq!(code(&push_ahead_cmd(&a, &run, "probe", &dir).output().unwrap()), 0);
+    let full = t.elapsed().as_millis() as u64;
+    assert_eq!(manifest_names(&a, "probe").len(), 1);
+    let mut interrupted = 0;
+    for round in 0..12 {
+        let stanza = format!("kill{round}");
+        let delay = Duration::from_millis(rng.gen_range(1..full.max(3)));
+        let mut child = push_ahead_cmd(&a, &run, &stanza, &dir).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(delay);
+        if child.try_wait().unwrap().is_none() {
+            interrupted += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let dest = root.join(format!("after-kill-{round}"));
+        let out = wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest.to_str().unwrap()]);
+        match code(&out) {
+            0 => assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content served"),
+            1 | 126 => assert!(!dest.exists(), "round {round}: a file was created"),
+            c => panic!("round {round}: fetch exit {c}: {}", String::from_utf8_lossy(&out.stderr)),
+        }
+        // archive_command's call: --ahead neither waits on the dead pusher
+        // nor fails; the file is durable and right afterwards.
+        let mut c = a.repo.cmd(&["wal", "push", "--stanza", &stanza, "--ahead", "2", file.to_str().unwrap()]);
+        c.env("XDG_RUNTIME_DIR", &run);
+        let out = c.output().unwrap();
+        assert_eq!(code(&out), 0, "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let dest2 = root.join(format!("after-repush-{round}"));
+        assert_eq!(
+            code(&wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest2.to_str().unwrap()])),
+            0
+        );
+        assert!(std::fs::read(&dest2).unwrap() == want);
+        // The lock died with the pusher: a new one runs and finds nothing to do.
+        assert_eq!(code(&push_ahead_cmd(&a, &run, &stanza, &dir).output().unwrap()), 0);
+    }
+    assert!(interrupted >= 4, "only {interrupted} of 12 kills landed mid-push (a push takes {full} ms)");
+    let check = a.repo.json(&["check", "--read-data"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}

@@ -32,6 +32,8 @@ pub enum Command {
     Verify(VerifyArgs),
     #[command(hide = true)]
     Prefetch(PrefetchArgs),
+    #[command(hide = true)]
+    PushAhead(PushAheadArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,8 +69,30 @@ pub struct PushArgs {
     /// zstd level, 1..=19.
     #[arg(long, default_value_t = cairn_engine::wal::push::DEFAULT_WAL_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
+    /// Also make sure a background `cairn` is pushing up to N other files
+    /// that PostgreSQL has marked ready (pg_wal/archive_status/*.ready), so
+    /// that their own archive_command calls only verify them. Every call
+    /// still exits 0 only when its file is durable and matches the archive;
+    /// archive_status is never modified. The pusher's log is
+    /// $XDG_RUNTIME_DIR/cairn/push-ahead-*.log (else /tmp/cairn-UID/)
+    /// [env: CAIRN_WAL_PUSH_AHEAD, or `wal_push_ahead = N` in --config].
+    #[arg(long, value_name = "N", env = "CAIRN_WAL_PUSH_AHEAD", hide_env = true, value_parser = clap::value_parser!(u32).range(1..=64))]
+    ahead: Option<u32>,
     /// The file (%p).
     path: PathBuf,
+}
+
+/// Push files marked ready in DIR (started by `wal push --ahead`).
+#[derive(Debug, clap::Args)]
+pub struct PushAheadArgs {
+    #[command(flatten)]
+    stanza: StanzaArg,
+    #[arg(long, default_value_t = cairn_engine::wal::push::DEFAULT_WAL_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    compression: i32,
+    /// The pg_wal directory.
+    #[arg(long)]
+    dir: PathBuf,
+    names: Vec<String>,
 }
 
 /// Restore one WAL file (restore_command = 'cairn wal fetch %f %p').
@@ -140,6 +164,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
         Command::Show(a) => show(g, a).await,
         Command::Verify(a) => verify(g, a).await,
         Command::Prefetch(a) => prefetch(g, a).await,
+        Command::PushAhead(a) => push_ahead(g, a).await,
     }
 }
 
@@ -156,8 +181,15 @@ fn require_key_file(g: &Global) -> Result<()> {
 async fn push(g: &Global, a: PushArgs) -> Result<i32> {
     let stanza = a.stanza.get(g)?;
     require_key_file(g)?;
+    if let Some(n) = a.ahead.or(g.wal_push_ahead_from_config) {
+        // Push-ahead is an optimisation: a failure to start it is logged,
+        // never a failed archive_command.
+        if let Err(e) = ahead(g, &stanza, &a, n) {
+            tracing::warn!(error = %e, "could not start the push-ahead process");
+        }
+    }
     let repo = g.open().await?;
-    let opts = PushOptions { compression_level: a.compression };
+    let opts = PushOptions { compression_level: a.compression, no_follow: false };
     let r = wal::push(&repo, &stanza, &a.path, &opts).await?;
     if g.json {
         super::print_json(&r);
@@ -165,6 +197,61 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
         let what = if r.already_archived { "already archived" } else { "archived" };
         eprintln!("{} {what} ({}, {} stored)", r.name, human_bytes(r.size), human_bytes(r.stored_bytes));
     }
+    Ok(exit::OK)
+}
+
+/// Before `a.path` is pushed: claims it (a running pusher skips it), waits
+/// if the pusher is storing that very file (so it is verified, not stored
+/// twice), and starts a pusher for the next `n` ready files when none runs.
+fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let state = wal::AheadState::for_file(stanza, &a.path)?;
+    let name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    state.claim(name);
+    state.wait_while_pushing(name);
+    if state.running() {
+        return Ok(());
+    }
+    let dir = wal::ahead::pg_wal_of(&a.path);
+    let names = wal::ahead::ready_names(&dir, name, n as usize);
+    if names.is_empty() {
+        return Ok(());
+    }
+    let log = state.open_log()?;
+    let mut c = std::process::Command::new(std::env::current_exe()?);
+    if let Some(cfg) = &g.config {
+        c.arg("--config").arg(cfg);
+    }
+    if let Some(r) = &g.repo {
+        c.arg("--repo").arg(r);
+    }
+    if let Some(k) = &g.key_file {
+        c.arg("--key-file").arg(k);
+    }
+    c.args(["-v", "wal", "push-ahead", "--stanza", stanza, "--compression"])
+        .arg(a.compression.to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--")
+        .args(&names)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    c.spawn()?;
+    Ok(())
+}
+
+async fn push_ahead(g: &Global, a: PushAheadArgs) -> Result<i32> {
+    let stanza = a.stanza.get(g)?;
+    let state = wal::AheadState::for_dir(&stanza, &a.dir)?;
+    let Some(_lock) = state.lock()? else {
+        return Ok(exit::OK);
+    };
+    let repo = g.open().await?;
+    let opts = PushOptions { compression_level: a.compression, no_follow: true };
+    let n = state.push_names(&repo, &stanza, &a.dir, &a.names, &opts).await;
+    tracing::info!(stored = n, of = a.names.len(), "push-ahead done");
     Ok(exit::OK)
 }
 

@@ -26,6 +26,7 @@
 //! associated data: a manifest copied or renamed to another WAL name fails
 //! authentication instead of serving the wrong segment.
 
+pub mod ahead;
 pub mod catalog;
 pub mod fetch;
 pub mod push;
@@ -41,6 +42,7 @@ use crate::ids::Id;
 use crate::repo::Repository;
 use crate::{Error, Result};
 
+pub use ahead::AheadState;
 pub use catalog::{show, verify, StanzaReport, VerifyReport};
 pub use fetch::{fetch, FetchOutcome};
 pub use push::{push, PushOptions, PushReport};

@@ -1,0 +1,329 @@
+//! Push-ahead for `archive_command` (`cairn wal push --ahead N`): a
+//! background `cairn` pushes the files PostgreSQL has marked ready
+//! (`pg_wal/archive_status/<name>.ready`) before PostgreSQL asks for them,
+//! so that its later `archive_command` call only verifies.
+//!
+//! # Acknowledgement is unchanged
+//! The background pusher acknowledges nothing: it never touches
+//! `archive_status` (PostgreSQL's), and PostgreSQL still calls
+//! `archive_command` for every file. That call finds the manifest and takes
+//! the "already archived" path: exit 0 only when the stored manifest is
+//! durable and its size and BLAKE3 match the file's bytes. A pusher killed
+//! mid-way leaves at most an unreferenced pack (the manifest is the commit
+//! point), and a foreground push racing the background one for the same
+//! name is settled by the create-only manifest.
+//!
+//! # What is read
+//! Only names that look like WAL files (segment, `.partial`, `.history`,
+//! `.backup`) are considered, only regular files directly in `pg_wal`
+//! (a symbolic link there is skipped, and files are opened with
+//! `O_NOFOLLOW`), and a file is skipped when its `.ready` marker is gone
+//! (PostgreSQL archived it already; the segment may be recycled).
+//!
+//! # One pusher per stanza and `pg_wal`
+//! State lives in a private directory (`$XDG_RUNTIME_DIR/cairn`, else
+//! `<tmp>/cairn-<uid>`, mode 0700, checked to be ours): the pusher holds an
+//! exclusive lock on `push-ahead-<stanza>-<hash of pg_wal>.lock` for its whole
+//! life, writes the name it is pushing to `….current` (so a foreground push
+//! of that name waits for it instead of storing it twice) and appends its
+//! log to `….log`. A foreground push writes its own name to `….claim` first,
+//! and the pusher skips a claimed name (skipping is always safe: the pusher
+//! acknowledges nothing). Each side writes its own file before it reads the
+//! other's, so at least one of them sees the other.
+
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::push::{push, PushOptions};
+use super::{get_named, manifest_key, WalManifest};
+use crate::repo::Repository;
+use crate::{Error, Result};
+
+/// How long a foreground push waits for the pusher that is storing its file.
+const WAIT_FOR_PUSHER: Duration = Duration::from_secs(60);
+/// The log is started over when it grows past this.
+const MAX_LOG: u64 = 1 << 20;
+
+fn hex_digits(s: &str, n: usize) -> bool {
+    s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+/// Whether `name` is named like a file PostgreSQL archives: a segment
+/// (24 upper-case hex digits), `<segment>.partial`, `<TLI>.history` or
+/// `<segment>.<8 hex>.backup`.
+pub fn is_wal_file_name(name: &str) -> bool {
+    if let Some(s) = name.strip_suffix(".partial") {
+        return hex_digits(s, 24);
+    }
+    if let Some(s) = name.strip_suffix(".history") {
+        return hex_digits(s, 8);
+    }
+    if let Some(s) = name.strip_suffix(".backup") {
+        return s.len() == 33 && hex_digits(&s[..24], 24) && s.as_bytes()[24] == b'.' && hex_digits(&s[25..], 8);
+    }
+    hex_digits(name, 24)
+}
+
+/// Up to `max` files of `pg_wal` that PostgreSQL has marked ready for
+/// archiving (`archive_status/<name>.ready`), other than `except`, in name
+/// order. Only WAL file names; nothing is modified.
+pub fn ready_names(pg_wal: &Path, except: &str, max: usize) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(pg_wal.join("archive_status")) else { return Vec::new() };
+    let mut names: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|f| f.strip_suffix(".ready").map(str::to_string))
+        .filter(|n| n != except && is_wal_file_name(n))
+        .collect();
+    // .history files sort after segments of the same timeline in byte
+    // order; PostgreSQL archives them first, but the order only decides what
+    // is pushed ahead, not correctness.
+    names.sort();
+    names.truncate(max);
+    names
+}
+
+/// The state files of the pusher for one stanza and `pg_wal` directory.
+#[derive(Debug, Clone)]
+pub struct AheadState {
+    base: PathBuf,
+}
+
+/// Held by the running pusher; dropping it releases the lock.
+#[derive(Debug)]
+pub struct AheadLock(#[allow(dead_code)] std::fs::File);
+
+fn private_dir() -> Result<PathBuf> {
+    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("cairn"),
+        None => std::env::temp_dir().join(format!("cairn-{uid}")),
+    };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| Error::io(&dir, e))?;
+    let meta = std::fs::symlink_metadata(&dir).map_err(|e| Error::io(&dir, e))?;
+    if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(Error::Config(format!(
+            "{} must be a directory of this user that nobody else can read or write",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+impl AheadState {
+    /// The state of the pusher for `stanza` and the `pg_wal` directory that
+    /// holds `wal_file`.
+    pub fn for_file(stanza: &str, wal_file: &Path) -> Result<AheadState> {
+        AheadState::for_dir(stanza, &pg_wal_of(wal_file))
+    }
+
+    /// The state of the pusher for `stanza` and the directory `dir`.
+    pub fn for_dir(stanza: &str, dir: &Path) -> Result<AheadState> {
+        super::validate_stanza(stanza)?;
+        let canon = dir.canonicalize().map_err(|e| Error::io(dir, e))?;
+        let h = blake3::hash(canon.as_os_str().as_encoded_bytes()).to_hex();
+        Ok(AheadState { base: private_dir()?.join(format!("push-ahead-{stanza}-{}", &h[..16])) })
+    }
+
+    fn with(&self, ext: &str) -> PathBuf {
+        let mut s = self.base.clone().into_os_string();
+        s.push(ext);
+        PathBuf::from(s)
+    }
+
+    /// The pusher's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.with(".log")
+    }
+
+    /// Opens the log for appending (0600), started over when it is large.
+    pub fn open_log(&self) -> Result<std::fs::File> {
+        let p = self.log_path();
+        let big = std::fs::metadata(&p).map(|m| m.len() > MAX_LOG).unwrap_or(false);
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        if big {
+            o.write(true).truncate(true);
+        } else {
+            o.append(true);
+        }
+        o.open(&p).map_err(|e| Error::io(&p, e))
+    }
+
+    fn lock_file(&self) -> Result<std::fs::File> {
+        let p = self.with(".lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&p)
+            .map_err(|e| Error::io(&p, e))
+    }
+
+    /// Whether a pusher is running (holds the lock).
+    pub fn running(&self) -> bool {
+        match self.lock_file() {
+            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+            Err(_) => false,
+        }
+    }
+
+    /// Takes the pusher lock; `None` if another pusher holds it.
+    pub fn lock(&self) -> Result<Option<AheadLock>> {
+        let f = self.lock_file()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(AheadLock(f))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(self.with(".lock"), e)),
+        }
+    }
+
+    fn set_current(&self, name: &str) {
+        let _ = std::fs::write(self.with(".current"), name);
+    }
+
+    fn current(&self) -> Option<String> {
+        std::fs::read_to_string(self.with(".current")).ok()
+    }
+
+    /// Marks `name` as being pushed by archive_command itself, so that the
+    /// pusher leaves it alone. Call before [`AheadState::wait_while_pushing`].
+    pub fn claim(&self, name: &str) {
+        let _ = std::fs::write(self.with(".claim"), name);
+    }
+
+    fn claimed(&self) -> Option<String> {
+        std::fs::read_to_string(self.with(".claim")).ok()
+    }
+
+    /// Waits while a running pusher is storing `name`, so that the caller
+    /// verifies its copy instead of storing the file a second time.
+    pub fn wait_while_pushing(&self, name: &str) {
+        let t = Instant::now();
+        while self.current().as_deref() == Some(name) && self.running() && t.elapsed() < WAIT_FOR_PUSHER {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Pushes `names` from `pg_wal` one after the other with the normal push
+    /// semantics, skipping files that are no longer marked ready, already
+    /// have a manifest, or are not regular files. Failures are logged and the
+    /// next file is tried. Returns how many files were stored.
+    pub async fn push_names(
+        &self,
+        repo: &Repository,
+        stanza: &str,
+        pg_wal: &Path,
+        names: &[String],
+        opts: &PushOptions,
+    ) -> u64 {
+        let opts = PushOptions { no_follow: true, ..opts.clone() };
+        let mut stored = 0;
+        for name in names {
+            if !is_wal_file_name(name) {
+                continue;
+            }
+            // Announced before the checks, so that archive_command's call for
+            // this name, arriving from now on, waits instead of storing it too.
+            self.set_current(name);
+            if self.claimed().as_deref() == Some(name.as_str()) {
+                continue;
+            }
+            if !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
+                continue;
+            }
+            let path = pg_wal.join(name);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => {
+                    tracing::warn!(file = %path.display(), "not a regular file; not pushed ahead");
+                    continue;
+                }
+                Err(_) => continue,
+            }
+            let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
+            match get_named::<WalManifest>(repo, &manifest_key(stanza, tli, name)).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%name, error = %e, "push ahead: could not read the manifest");
+                    continue;
+                }
+            }
+            match push(repo, stanza, &path, &opts).await {
+                Ok(r) if !r.already_archived => {
+                    stored += 1;
+                    tracing::info!(%name, "pushed ahead");
+                }
+                Ok(_) => {}
+                // PostgreSQL archived and recycled it meanwhile.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(%name, error = %e, "push ahead failed; archive_command will push it"),
+            }
+        }
+        self.set_current("");
+        stored
+    }
+}
+
+/// The directory holding `wal_file` (`.` for a bare name).
+pub fn pg_wal_of(wal_file: &Path) -> PathBuf {
+    wal_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_file_names() {
+        for ok in [
+            "000000010000000000000001",
+            "0000000A00000000000000FF.partial",
+            "00000002.history",
+            "000000010000000000000002.00000028.backup",
+        ] {
+            assert!(is_wal_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "00000001000000000000000",
+            "0000000100000000000000011",
+            "000000010000000000000001x",
+            "00000001000000000000000a",
+            "../00000001000000000001",
+            "000000010000000000000001.ready",
+            "00000002.history.tmp",
+            "0000000100000000000000020.0000028.backup",
+            "RECOVERYXLOG",
+            ".000000010000000000000001",
+        ] {
+            assert!(!is_wal_file_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ready_names_in_order_without_the_current_file() {
+        let d = tempfile::tempdir().unwrap();
+        let st = d.path().join("archive_status");
+        std::fs::create_dir(&st).unwrap();
+        for n in [
+            "000000010000000000000003.ready",
+            "000000010000000000000001.ready",
+            "000000010000000000000002.ready",
+            "000000010000000000000004.done",
+            "junk.ready",
+            "000000010000000000000005.ready",
+        ] {
+            std::fs::write(st.join(n), "").unwrap();
+        }
+        assert_eq!(
+            ready_names(d.path(), "000000010000000000000001", 2),
+            vec!["000000010000000000000002".to_string(), "000000010000000000000003".to_string()]
+        );
+        assert!(ready_names(&d.path().join("nowhere"), "x", 4).is_empty());
+    }
+}
