@@ -68,6 +68,17 @@ struct ConfigFile {
 }
 
 impl Global {
+    /// The stanza: the one given as an option (or CAIRN_STANZA), else the
+    /// --config file's; checked for a valid name.
+    pub fn stanza(&self, given: Option<&String>) -> Result<String> {
+        let s = given
+            .or(self.stanza_from_config.as_ref())
+            .cloned()
+            .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")?;
+        cairn_engine::wal::validate_stanza(&s)?;
+        Ok(s)
+    }
+
     /// Fills options not given on the command line or in the environment
     /// from the --config file.
     pub fn apply_config(&mut self) -> Result<()> {

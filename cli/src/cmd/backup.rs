@@ -148,12 +148,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             Box::new(cairn_engine::redis::RdbSource::new(source))
         }
         Kind::PgBase => {
-            let stanza = a
-                .stanza
-                .clone()
-                .or_else(|| g.stanza_from_config.clone())
-                .context("--kind pg-base needs --stanza (the stanza archiving this cluster's WAL)")?;
-            cairn_engine::wal::validate_stanza(&stanza)?;
+            let stanza = g.stanza(a.stanza.as_ref()).context("--kind pg-base archives into a stanza")?;
             opts.source.kind = cairn_engine::pg::base::KIND.into();
             opts.tar = TarMode::Require;
             if a.source.is_none() {

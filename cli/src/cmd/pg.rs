@@ -136,12 +136,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     use cairn_engine::backup::{backup_feed_gated, BackupOptions, Progress};
     use cairn_engine::pg::replication::{BaseBackupOptions, ConnInfo};
-    let stanza = a
-        .stanza
-        .clone()
-        .or_else(|| g.stanza_from_config.clone())
-        .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")?;
-    cairn_engine::wal::validate_stanza(&stanza)?;
+    let stanza = g.stanza(a.stanza.as_ref())?;
     // A password in the connection string would sit in argv, visible to
     // every user of the machine: refused, as every other secret is.
     if ConnInfo::parse_with_env(&a.connect, &|_| None)?.password.is_some() {
@@ -235,11 +230,7 @@ fn default_restore_command(g: &Global, stanza: &str) -> Result<String> {
 }
 
 async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
-    let stanza = a
-        .stanza
-        .clone()
-        .or_else(|| g.stanza_from_config.clone())
-        .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")?;
+    let stanza = g.stanza(a.stanza.as_ref())?;
     let target = if let Some(t) = &a.target_time {
         Target::Time(pitr::parse_time(t)?)
     } else if let Some(l) = &a.target_lsn {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cairn_engine::wal::{self, FetchOutcome, PushOptions};
 use clap::Subcommand;
 
@@ -45,10 +45,7 @@ pub struct StanzaArg {
 
 impl StanzaArg {
     fn get(&self, g: &Global) -> Result<String> {
-        self.stanza
-            .clone()
-            .or_else(|| g.stanza_from_config.clone())
-            .context("no stanza given: use --stanza, CAIRN_STANZA or `stanza = \"…\"` in the --config file")
+        g.stanza(self.stanza.as_ref())
     }
 }
 
