@@ -342,3 +342,30 @@ fn server_dying_mid_transfer_leaves_no_snapshot() {
     }
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 0);
 }
+
+/// A real redis-server killed (SIGKILL) while it streams the RDB to a live
+/// backup (diskless sync, so the dump goes straight to the socket): the
+/// backup fails with a clear error and leaves no snapshot.
+#[test]
+fn real_server_killed_mid_transfer_leaves_no_snapshot() {
+    let repo = TestRepo::new();
+    let src = RedisServer::start(&["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]);
+    populate(&src, 20_000);
+    // Slow the server's RDB writer down (50 µs a key: about a second for
+    // the dump), so the kill lands in the middle of the transfer.
+    src.cli(&["CONFIG", "SET", "rdb-key-save-delay", "50"]);
+    let url = format!("redis://127.0.0.1:{}", src.port);
+    let child = repo
+        .cmd(&["redis", "backup", "--url", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(src);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 7, "{err}");
+    assert!(err.contains("before the end of the RDB"), "{err}");
+    assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), 0);
+}
