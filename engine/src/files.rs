@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
-use crate::restore::{refs_in_range, restore_entry, restore_range, RestoreSummary};
+use crate::restore::{refs_in_range, restore_entry, restore_entry_to_path, restore_range, RestoreSummary};
 use crate::snapshot::Snapshot;
 use crate::tarstream::MemberIndex;
 use crate::{Error, Result};
@@ -148,7 +148,8 @@ impl Layout {
         self.files.iter().filter(|f| selected(&f.path, want.as_deref())).collect()
     }
 
-    /// Writes one file's bytes to `out`.
+    /// Writes one file's bytes to `out` (a directory entry is held in
+    /// memory on the way: extraction streams those to disk instead).
     pub async fn read_file<W: Write>(
         &self,
         repo: &Repository,
@@ -336,6 +337,17 @@ impl Layout {
         dest: &Path,
         sum: &mut ExtractSummary,
     ) -> Result<()> {
+        // A directory snapshot's file is an entry of its own: the restore
+        // pipeline streams it to disk (whole-file hash checked), whatever
+        // its size.
+        if let Location::Entry(i) = f.at {
+            let s = restore_entry_to_path(repo, index, &self.snapshot.entries[i], dest, 8, Default::default()).await?;
+            set_times_and_mode(dest, f, false)?;
+            sum.bytes_written += s.bytes_written;
+            sum.bytes_fetched += s.bytes_fetched;
+            sum.requests += s.requests;
+            return Ok(());
+        }
         let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = dest.with_file_name(format!(".{name}.cairn-partial"));
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
