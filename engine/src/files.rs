@@ -12,6 +12,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Serialize;
 
+use cairn_formats::repo::ChunkRef;
+
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
@@ -63,6 +65,8 @@ pub struct Layout {
     pub files: Vec<FileInfo>,
     /// For a tar snapshot, which entry is the tar stream.
     tar_entry: Option<usize>,
+    /// The tar entry's chunk list with offsets, read once when needed.
+    tar_refs: tokio::sync::OnceCell<Vec<(u64, ChunkRef)>>,
 }
 
 /// Strips `./`, leading and trailing slashes.
@@ -103,7 +107,7 @@ impl Layout {
                     at: if e.kind == "file" { Location::Entry(i) } else { Location::None },
                 })
                 .collect();
-            return Ok(Layout { snapshot, files, tar_entry: None });
+            return Ok(Layout { snapshot, files, tar_entry: None, tar_refs: Default::default() });
         }
         let Some(i) = snapshot.entries.iter().position(|e| e.members.is_some()) else {
             return Err(Error::Config(format!(
@@ -139,7 +143,7 @@ impl Layout {
                 at: if m.kind == "file" { Location::Tar(m.data) } else { Location::None },
             })
             .collect();
-        Ok(Layout { snapshot, files, tar_entry: Some(i) })
+        Ok(Layout { snapshot, files, tar_entry: Some(i), tar_refs: Default::default() })
     }
 
     /// Files at or under `path` (all with `None`).
@@ -174,14 +178,25 @@ impl Layout {
 
     /// The chunks (id, length) holding one file's bytes, in order.
     async fn chunk_ids(&self, repo: &Repository, index: &LocalIndex, f: &FileInfo) -> Result<Vec<(Id, u32)>> {
-        let (e, start) = match f.at {
-            Location::Tar(s) => (&self.snapshot.entries[self.tar_entry.expect("tar layout")], s),
-            Location::Entry(i) => (&self.snapshot.entries[i], 0),
-            Location::None => return Ok(Vec::new()),
-        };
         if f.size == 0 {
             return Ok(Vec::new());
         }
+        let (e, start) = match f.at {
+            Location::Tar(start) => {
+                // Every member's chunks come from one list, read once.
+                let e = &self.snapshot.entries[self.tar_entry.expect("tar layout")];
+                let all = self.tar_refs.get_or_try_init(|| refs_in_range(repo, index, e, 0, e.size)).await?;
+                let end = start + f.size;
+                let first = all.partition_point(|(at, r)| at + u64::from(r.len) <= start);
+                return Ok(all[first..]
+                    .iter()
+                    .take_while(|(at, _)| *at < end)
+                    .map(|(_, r)| (Id(r.id), r.len))
+                    .collect());
+            }
+            Location::Entry(i) => (&self.snapshot.entries[i], 0),
+            Location::None => return Ok(Vec::new()),
+        };
         Ok(refs_in_range(repo, index, e, start, start + f.size)
             .await?
             .into_iter()
