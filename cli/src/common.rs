@@ -68,6 +68,22 @@ struct ConfigFile {
 }
 
 impl Global {
+    /// This binary, with this invocation's --config, --repo and --key-file,
+    /// for the background helpers (`wal prefetch`, `wal push-ahead`).
+    pub fn self_command(&self) -> Result<std::process::Command> {
+        let mut c = std::process::Command::new(std::env::current_exe().context("locating the cairn binary")?);
+        if let Some(cfg) = &self.config {
+            c.arg("--config").arg(cfg);
+        }
+        if let Some(r) = &self.repo {
+            c.arg("--repo").arg(r);
+        }
+        if let Some(k) = &self.key_file {
+            c.arg("--key-file").arg(k);
+        }
+        Ok(c)
+    }
+
     /// The stanza: the one given as an option (or CAIRN_STANZA), else the
     /// --config file's; checked for a valid name.
     pub fn stanza(&self, given: Option<&String>) -> Result<String> {

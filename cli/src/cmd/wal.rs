@@ -215,16 +215,7 @@ fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
         return Ok(());
     }
     let log = state.open_log()?;
-    let mut c = std::process::Command::new(std::env::current_exe()?);
-    if let Some(cfg) = &g.config {
-        c.arg("--config").arg(cfg);
-    }
-    if let Some(r) = &g.repo {
-        c.arg("--repo").arg(r);
-    }
-    if let Some(k) = &g.key_file {
-        c.arg("--key-file").arg(k);
-    }
+    let mut c = g.self_command()?;
     c.args(["-v", "wal", "push-ahead", "--stanza", stanza, "--compression"])
         .arg(a.compression.to_string())
         .arg("--dir")
@@ -320,16 +311,7 @@ async fn start_prefetcher(
         names.push(next.format(size));
         seg = next;
     }
-    let mut c = std::process::Command::new(std::env::current_exe()?);
-    if let Some(cfg) = &g.config {
-        c.arg("--config").arg(cfg);
-    }
-    if let Some(r) = &g.repo {
-        c.arg("--repo").arg(r);
-    }
-    if let Some(k) = &g.key_file {
-        c.arg("--key-file").arg(k);
-    }
+    let mut c = g.self_command()?;
     c.args(["wal", "prefetch", "--stanza", stanza, "--spool"])
         .arg(a.spool.as_ref().expect("spool is set"))
         .args(&names)
