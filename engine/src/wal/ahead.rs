@@ -151,34 +151,18 @@ impl AheadState {
         o.open(&p).map_err(|e| Error::io(&p, e))
     }
 
-    fn lock_file(&self) -> Result<std::fs::File> {
-        let p = self.with(".lock");
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))
+    fn lock_file(&self) -> super::HelperLock {
+        super::HelperLock::new(self.with(".lock"), true)
     }
 
     /// Whether a pusher is running (holds the lock).
     pub fn running(&self) -> bool {
-        match self.lock_file() {
-            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        }
+        self.lock_file().held()
     }
 
     /// Takes the pusher lock; `None` if another pusher holds it.
     pub fn lock(&self) -> Result<Option<AheadLock>> {
-        let f = self.lock_file()?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(AheadLock(f))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(self.with(".lock"), e)),
-        }
+        Ok(self.lock_file().take()?.map(AheadLock))
     }
 
     fn set_current(&self, name: &str) {

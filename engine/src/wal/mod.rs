@@ -296,6 +296,45 @@ pub(crate) async fn get_named<T: serde::de::DeserializeOwned>(repo: &Repository,
     }
 }
 
+/// The lock file of a background helper (the prefetcher, the pusher):
+/// whoever holds an exclusive lock on it is the one running. `nofollow`
+/// refuses a symlink planted at `path`.
+pub(crate) struct HelperLock {
+    path: std::path::PathBuf,
+    nofollow: bool,
+}
+
+impl HelperLock {
+    pub(crate) fn new(path: std::path::PathBuf, nofollow: bool) -> HelperLock {
+        HelperLock { path, nofollow }
+    }
+
+    fn open(&self) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        o.create(true).truncate(false).write(true).mode(0o600);
+        if self.nofollow {
+            o.custom_flags(libc::O_NOFOLLOW);
+        }
+        o.open(&self.path).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Whether another process holds the lock.
+    pub(crate) fn held(&self) -> bool {
+        self.open().is_ok_and(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+    }
+
+    /// Takes the lock (kept while the file is open); `None` if it is held.
+    pub(crate) fn take(&self) -> Result<Option<std::fs::File>> {
+        let f = self.open()?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&self.path, e)),
+        }
+    }
+}
+
 /// The stanza record, if the stanza has archived a segment.
 pub async fn load_stanza(repo: &Repository, stanza: &str) -> Result<Option<StanzaRecord>> {
     validate_stanza(stanza)?;

@@ -69,34 +69,18 @@ impl Spool {
         self.dir.join(format!(".{name}.tmp"))
     }
 
-    fn lock_file(&self) -> Result<std::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let p = self.dir.join(LOCK);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&p)
-            .map_err(|e| Error::io(&p, e))
+    fn lock_file(&self) -> super::HelperLock {
+        super::HelperLock::new(self.dir.join(LOCK), false)
     }
 
     /// Whether a prefetcher is running (holds the lock).
     pub fn prefetcher_running(&self) -> bool {
-        match self.lock_file() {
-            Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-            Err(_) => false,
-        }
+        self.lock_file().held()
     }
 
     /// Takes the prefetcher lock; `None` if another prefetcher holds it.
     pub fn lock(&self) -> Result<Option<PrefetchLock>> {
-        let f = self.lock_file()?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(PrefetchLock(f))),
-            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(self.dir.join(LOCK), e)),
-        }
+        Ok(self.lock_file().take()?.map(PrefetchLock))
     }
 
     /// Serves `name` from the spool when a verified copy is there (waiting
