@@ -17,7 +17,7 @@ use cairn_formats::repo::ChunkRef;
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
-use crate::restore::{refs_in_range, restore_entry, restore_entry_to_path, restore_range, RestoreSummary};
+use crate::restore::{refs_in_range, restore_entry, restore_entry_to_path, restore_range, PartialFile, RestoreSummary};
 use crate::snapshot::Snapshot;
 use crate::tarstream::MemberIndex;
 use crate::{Error, Result};
@@ -363,21 +363,15 @@ impl Layout {
             sum.requests += s.requests;
             return Ok(());
         }
-        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dest.with_file_name(format!(".{name}.cairn-partial"));
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let r = self.read_file(repo, index, f, &mut w).await;
-        let s = match r {
+        let (partial, mut w) = PartialFile::create(dest, 1 << 20)?;
+        let s = match self.read_file(repo, index, f, &mut w).await {
             Ok(s) => s,
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                partial.abandon();
                 return Err(e);
             }
         };
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+        partial.commit(w)?;
         set_times_and_mode(dest, f, false)?;
         sum.bytes_written += s.bytes_written;
         sum.bytes_fetched += s.bytes_fetched;

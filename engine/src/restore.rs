@@ -264,25 +264,51 @@ pub async fn restore_entry_to_path(
     concurrency: usize,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreSummary> {
-    let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
-    let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result =
-        restore_entry(repo, index, entry, std::io::BufWriter::with_capacity(4 << 20, f), concurrency, progress).await;
-    let (summary, w) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+    let (partial, w) = PartialFile::create(path, 4 << 20)?;
+    match restore_entry(repo, index, entry, w, concurrency, progress).await {
+        Ok((summary, w)) => {
+            partial.commit(w)?;
+            Ok(summary)
         }
-    };
-    let f = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        Err(e) => {
+            partial.abandon();
+            Err(e)
+        }
     }
-    Ok(summary)
+}
+
+/// A file being written under a temporary name beside its target: it
+/// takes the target's name only once complete and fsynced, so the target
+/// is never left half-written.
+pub(crate) struct PartialFile {
+    tmp: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl PartialFile {
+    /// Creates `.<name>.cairn-partial` beside `path`, with a buffered writer.
+    pub(crate) fn create(path: &Path, buffer: usize) -> Result<(PartialFile, std::io::BufWriter<std::fs::File>)> {
+        let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+        let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
+        let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok((PartialFile { tmp, path: path.to_path_buf() }, std::io::BufWriter::with_capacity(buffer, f)))
+    }
+
+    /// Flushes and fsyncs the file, renames it into place, fsyncs the directory.
+    pub(crate) fn commit(self, w: std::io::BufWriter<std::fs::File>) -> Result<()> {
+        let f = w.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file after a failure.
+    pub(crate) fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
 }
 
 /// The chunk references of `entry` that overlap `start..end`, each with
