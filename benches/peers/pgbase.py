@@ -41,37 +41,23 @@ Usage: python3 benches/peers/pgbase.py [--scale 50] [--runs 1]
 [--pgbackrest-process-max 1] [--keep]   (installs postgresql-15 and
 pgbackrest with apt when missing; results in .work/bench/pgbase-results.json)
 """
-import argparse, json, os, pwd, resource, secrets, shutil, signal, socket, statistics, subprocess, sys, tempfile
+import argparse, json, os, pwd, resource, secrets, shutil, signal, statistics, subprocess, tempfile
 import time
+
+import pgcluster
+from pgcluster import PGBIN, PGUSER, as_pg, die, log
+
+pgcluster.NAME = "pgbase"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench")
-PGBIN = "/usr/lib/postgresql/15/bin"
-PGUSER = "cairntest"
 STANZA = "bench"
 CALL_TIMEOUT_S = 3600
 # Files that only cairn's restore has, by design: pg_basebackup's tar holds
 # backup_manifest (pg_verifybackup reads it) and an empty tablespace_map (no
 # tablespaces here); pgBackRest writes neither.
 ONLY_CAIRN_OK = {"backup_manifest", "tablespace_map"}
-
-
-def die(msg):
-    sys.exit(f"pgbase bench: {msg}")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def as_pg(cmd, **kw):
-    """Runs an untimed setup command as the PostgreSQL user; returns stdout."""
-    r = subprocess.run(["runuser", "-u", PGUSER, "--"] + cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, **kw)
-    if r.returncode != 0:
-        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
-    return r.stdout
 
 
 def timed(cmd, stdout=subprocess.PIPE, **kw):
@@ -106,12 +92,6 @@ def tree_files(root):
     return out
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def pg_kw(home):
     """subprocess arguments that run a timed call as the PostgreSQL user: setuid in the child, no runuser/PAM
     process in between, so the timing is the tool's own."""
@@ -120,54 +100,20 @@ def pg_kw(home):
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C"})
 
 
-class Cluster:
-    """A throwaway PostgreSQL 15 cluster, unix socket only, archiving to both tools."""
-
-    def __init__(self, tmp):
-        self.data = os.path.join(tmp, "pgdata")
-        self.sock = os.path.join(tmp, "pgsock")
-        self.logfile = os.path.join(tmp, "postgres.log")
-        self.port = free_port()
-        self.running = False
+class Cluster(pgcluster.Cluster):
+    """The benchmark's cluster, archiving to both tools."""
 
     def start(self, archive_command):
-        os.makedirs(self.sock)
-        shutil.chown(self.sock, PGUSER, PGUSER)
-        as_pg([f"{PGBIN}/initdb", "-D", self.data, "--auth=trust", "--encoding=UTF8", "--locale=C",
-               "--wal-segsize=16", "--no-instructions"])
         quoted = archive_command.replace("\\", "\\\\").replace("'", "''")
-        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
-            f.write(f"""
+        self.initdb_and_start(f"""
 # cairn base backup benchmark
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-port = {self.port}
 wal_level = replica
 archive_mode = on
 archive_command = '{quoted}'
 max_wal_senders = 4
 synchronous_commit = off
 autovacuum = off
-""")
-        as_pg([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "120", "start"])
-        self.running = True
-
-    def stop(self):
-        if not self.running:
-            return
-        for mode in ("fast", "immediate"):
-            r = subprocess.run(["runuser", "-u", PGUSER, "--", f"{PGBIN}/pg_ctl", "-D", self.data, "-m", mode,
-                                "-w", "-t", "60", "stop"], capture_output=True)
-            if r.returncode == 0:
-                break
-        self.running = False
-
-    def sql(self, query):
-        return as_pg([f"{PGBIN}/psql", "-h", self.sock, "-p", str(self.port), "-d", "postgres", "-X", "-A", "-t",
-                      "-q", "-v", "ON_ERROR_STOP=1", "-c", query]).strip()
-
-    def pgbench(self, *args):
-        return as_pg([f"{PGBIN}/pgbench", "-h", self.sock, "-p", str(self.port)] + list(args) + ["postgres"])
+""", initdb_args=["--wal-segsize=16"])
 
     def archiver(self):
         row = self.sql("select coalesce(last_archived_wal, ''), archived_count, failed_count, "

@@ -36,35 +36,21 @@ within one run: /work/shared/peers.md explains why.
 We run as root; PostgreSQL and pgBackRest refuse that (or check ownership), so
 both run as the unprivileged user `cairntest`. cairn runs as the current user.
 """
-import argparse, hashlib, json, math, os, pwd, re, resource, secrets, shutil, signal, socket, statistics
-import subprocess, sys, tempfile, time
+import argparse, hashlib, json, math, os, pwd, re, resource, secrets, shutil, signal, statistics
+import subprocess, tempfile, time
+
+import pgcluster
+from pgcluster import PGBIN, PGUSER, as_pg, die, log
+
+pgcluster.NAME = "wal"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CAIRN = os.environ.get("CAIRN_BIN") or os.path.join(ROOT, "target", "release", "cairn")
 WORK = os.path.join(ROOT, ".work", "bench")
-PGBIN = "/usr/lib/postgresql/15/bin"
-PGUSER = "cairntest"
 STANZA = "bench"
 SEG_BYTES = 16 << 20
 SEG_NAME = re.compile(r"^[0-9A-F]{24}$")
 CALL_TIMEOUT_S = 300
-
-
-def die(msg):
-    sys.exit(f"wal bench: {msg}")
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def as_pg(cmd, **kw):
-    """Runs an untimed setup command as the PostgreSQL user; returns stdout."""
-    r = subprocess.run(["runuser", "-u", PGUSER, "--"] + cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                       text=True, **kw)
-    if r.returncode != 0:
-        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
-    return r.stdout
 
 
 def timed(cmd, stdout=subprocess.PIPE, **kw):
@@ -96,68 +82,30 @@ def du_bytes(path):
     return int(subprocess.run(["du", "-sb", path], check=True, capture_output=True, text=True).stdout.split()[0])
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def nearest_rank(xs, p):
     s = sorted(xs)
     return s[max(1, math.ceil(p / 100 * len(s))) - 1]
 
 
-class Cluster:
-    """A throwaway PostgreSQL 15 cluster, unix socket only, archiving with `cp` into a staging directory."""
+class Cluster(pgcluster.Cluster):
+    """The benchmark's cluster, archiving with `cp` into a staging directory."""
 
     def __init__(self, tmp):
-        self.data = os.path.join(tmp, "pgdata")
-        self.sock = os.path.join(tmp, "pgsock")
+        super().__init__(tmp)
         self.staging = os.path.join(tmp, "wal-staging")
-        self.logfile = os.path.join(tmp, "postgres.log")
-        self.port = free_port()
-        self.running = False
 
     def start(self):
-        for d in (self.sock, self.staging):
-            os.makedirs(d)
-            shutil.chown(d, PGUSER, PGUSER)
-        as_pg([f"{PGBIN}/initdb", "-D", self.data, "--auth=trust", "--encoding=UTF8", "--locale=C",
-               "--no-instructions"])
-        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
-            f.write(f"""
+        self.initdb_and_start(f"""
 # cairn WAL benchmark
-listen_addresses = ''
-unix_socket_directories = '{self.sock}'
-port = {self.port}
 wal_level = replica
 archive_mode = on
 archive_command = 'cp %p {self.staging}/%f'
 synchronous_commit = off
 autovacuum = off
-""")
-        as_pg([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "120", "start"])
-        self.running = True
-
-    def stop(self):
-        if not self.running:
-            return
-        for mode in ("fast", "immediate"):
-            r = subprocess.run(["runuser", "-u", PGUSER, "--", f"{PGBIN}/pg_ctl", "-D", self.data, "-m", mode,
-                                "-w", "-t", "60", "stop"], capture_output=True)
-            if r.returncode == 0:
-                break
-        self.running = False
-
-    def sql(self, query):
-        return as_pg([f"{PGBIN}/psql", "-h", self.sock, "-p", str(self.port), "-d", "postgres", "-X", "-A", "-t",
-                      "-q", "-v", "ON_ERROR_STOP=1", "-c", query]).strip()
+""", dirs=(self.staging,))
 
     def segno(self):
         return int(self.sql("select pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")) // SEG_BYTES
-
-    def pgbench(self, *args):
-        return as_pg([f"{PGBIN}/pgbench", "-h", self.sock, "-p", str(self.port)] + list(args) + ["postgres"])
 
     def generate(self, n, scale, max_s):
         """Makes at least n complete WAL segments, archives them; returns (names, number made by pgbench -i)."""

@@ -1,0 +1,72 @@
+"""What the PostgreSQL benchmarks (wal.py, pgbase.py) share: running setup
+commands as the unprivileged PostgreSQL user, and a throwaway cluster on a
+unix socket. PostgreSQL refuses to run as root; the benchmarks run as root
+and switch to PGUSER for every PostgreSQL program."""
+import os, shutil, socket, subprocess, sys
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+PGUSER = "cairntest"
+NAME = "bench"  # the running benchmark's name, for messages
+
+
+def die(msg):
+    sys.exit(f"{NAME} bench: {msg}")
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def as_pg(cmd, **kw):
+    """Runs an untimed setup command as the PostgreSQL user; returns stdout."""
+    r = subprocess.run(["runuser", "-u", PGUSER, "--"] + cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, **kw)
+    if r.returncode != 0:
+        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
+    return r.stdout
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """A throwaway PostgreSQL 15 cluster, unix socket only. `start` runs initdb with `initdb_args`, appends
+    `conf` (plus the socket and port) to postgresql.conf and starts the server."""
+
+    def __init__(self, tmp):
+        self.data = os.path.join(tmp, "pgdata")
+        self.sock = os.path.join(tmp, "pgsock")
+        self.logfile = os.path.join(tmp, "postgres.log")
+        self.port = free_port()
+        self.running = False
+
+    def initdb_and_start(self, conf, initdb_args=(), dirs=()):
+        for d in (self.sock,) + tuple(dirs):
+            os.makedirs(d)
+            shutil.chown(d, PGUSER, PGUSER)
+        as_pg([f"{PGBIN}/initdb", "-D", self.data, "--auth=trust", "--encoding=UTF8", "--locale=C"]
+              + list(initdb_args) + ["--no-instructions"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"\nlisten_addresses = ''\nunix_socket_directories = '{self.sock}'\nport = {self.port}\n{conf}")
+        as_pg([f"{PGBIN}/pg_ctl", "-D", self.data, "-l", self.logfile, "-w", "-t", "120", "start"])
+        self.running = True
+
+    def stop(self):
+        if not self.running:
+            return
+        for mode in ("fast", "immediate"):
+            r = subprocess.run(["runuser", "-u", PGUSER, "--", f"{PGBIN}/pg_ctl", "-D", self.data, "-m", mode,
+                                "-w", "-t", "60", "stop"], capture_output=True)
+            if r.returncode == 0:
+                break
+        self.running = False
+
+    def sql(self, query):
+        return as_pg([f"{PGBIN}/psql", "-h", self.sock, "-p", str(self.port), "-d", "postgres", "-X", "-A", "-t",
+                      "-q", "-v", "ON_ERROR_STOP=1", "-c", query]).strip()
+
+    def pgbench(self, *args):
+        return as_pg([f"{PGBIN}/pgbench", "-h", self.sock, "-p", str(self.port)] + list(args) + ["postgres"])
