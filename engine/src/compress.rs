@@ -38,19 +38,35 @@ pub fn looks_incompressible(data: &[u8]) -> bool {
 
 /// Compresses `data` at `level`, or says it is not worth it.
 pub fn compress(level: i32, data: &[u8]) -> (Compression, Option<Vec<u8>>) {
-    if data.is_empty() || looks_incompressible(data) {
-        return (Compression::None, None);
+    let mut out = Vec::new();
+    match compress_into(level, data, &mut out) {
+        Compression::Zstd => (Compression::Zstd, Some(out)),
+        Compression::None => (Compression::None, None),
     }
+}
+
+/// Like [`compress`], writing the compressed bytes into `out` (replacing
+/// its content, reusing its capacity) so that a caller can seal them in
+/// place. `out` holds nothing useful when the answer is
+/// [`Compression::None`].
+pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression {
+    out.clear();
+    if data.is_empty() || looks_incompressible(data) {
+        return Compression::None;
+    }
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
     let packed = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
             *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
         }
-        c.as_mut().expect("just set").1.compress(data).ok()
+        c.as_mut().expect("just set").1.compress_to_buffer(data, out).is_ok()
     });
-    match packed {
-        Some(p) if p.len() * 100 <= data.len() * 98 => (Compression::Zstd, Some(p)),
-        _ => (Compression::None, None),
+    if packed && out.len() * 100 <= data.len() * 98 {
+        Compression::Zstd
+    } else {
+        out.clear();
+        Compression::None
     }
 }
 

@@ -99,6 +99,21 @@ impl Keys {
         out.extend_from_slice(&tag);
     }
 
+    /// Seals the content of `buf` in place as `nonce ‖ ciphertext ‖ tag`
+    /// (the nonce is inserted in front; spare capacity avoids a new
+    /// allocation).
+    pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) {
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        buf.reserve(SEAL_OVERHEAD);
+        buf.splice(0..0, nonce);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
+            .expect("XChaCha20-Poly1305 accepts any message shorter than 256 GiB");
+        buf.extend_from_slice(&tag);
+    }
+
     /// Opens `nonce ‖ ciphertext ‖ tag`. `None` means the bytes are not what
     /// this key sealed with this `aad`: tampered, truncated, or another key.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {

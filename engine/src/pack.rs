@@ -36,10 +36,14 @@ pub struct SealedBlob {
 
 /// Compresses (when worthwhile) and seals one blob.
 pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, level: i32, plaintext: &[u8]) -> SealedBlob {
-    let (compression, packed) = compress::compress(level, plaintext);
-    let body = packed.as_deref().unwrap_or(plaintext);
-    let mut sealed = Vec::with_capacity(body.len() + SEAL_OVERHEAD);
-    keys.seal_into(&id.0, body, &mut sealed);
+    // One buffer: compressed in, sealed in place.
+    let mut sealed = Vec::new();
+    let compression = compress::compress_into(level, plaintext, &mut sealed);
+    if compression == Compression::None {
+        sealed.reserve_exact(plaintext.len() + SEAL_OVERHEAD);
+        sealed.extend_from_slice(plaintext);
+    }
+    keys.seal_in_place(&id.0, &mut sealed);
     SealedBlob { id, kind, compression, raw_len: plaintext.len() as u32, sealed }
 }
 

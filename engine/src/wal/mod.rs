@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod fetch;
 pub mod push;
 pub mod spool;
+mod window;
 
 use std::collections::BTreeMap;
 

@@ -10,12 +10,11 @@
 //! 2. The name must be a WAL file name; a segment's long page header must
 //!    agree with the stanza (system id, segment size, page size, version) and
 //!    its size must be the segment size.
-//! 3. Otherwise the file is read once: hashed and scanned for facts on one
-//!    thread while its pieces are compressed and sealed on the others; the
-//!    pack is written durably, then the manifest create-only.
+//! 3. Otherwise the file is read once into a [`Window`], 16 MiB at a time:
+//!    scanned for facts on this thread while the pool seals its pieces and
+//!    hashes it; the pack is written durably, then the manifest create-only.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 
 use cairn_formats::pg::{
@@ -25,6 +24,7 @@ use cairn_formats::pg::{
 use cairn_formats::repo::BlobKind;
 use serde::Serialize;
 
+use super::window::{hash_file, merge_piece_hashes, read_full, PieceHash, Window};
 use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
@@ -33,8 +33,6 @@ use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
-/// Pieces sealed in parallel per step (16 MiB).
-const BATCH: usize = 8;
 /// History and backup history files are a few hundred bytes; anything this
 /// large is not one.
 const MAX_TEXT_FILE: u64 = 1 << 20;
@@ -101,32 +99,6 @@ fn open_file(path: &Path, no_follow: bool) -> Result<File> {
     o.open(path).map_err(|e| Error::io(path, e))
 }
 
-/// BLAKE3 (hex) of the rest of `f`, read through one reused buffer.
-fn hash_file(f: &mut File, path: &Path) -> Result<String> {
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; PIECE];
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        if n >= 1 << 20 {
-            hasher.update_rayon(&buf[..n]);
-        } else {
-            hasher.update(&buf[..n]);
-        }
-    }
-    Ok(hasher.finalize().to_hex().to_string())
-}
-
-fn read_piece(f: &mut File, path: &Path) -> Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(PIECE);
-    f.by_ref().take(PIECE as u64).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
-    Ok(buf)
-}
-
 fn shown(path: &Path) -> String {
     path.display().to_string()
 }
@@ -177,6 +149,8 @@ fn new_record(stanza: &str, h: &SegmentHeader) -> StanzaRecord {
 /// file is durable in the store (or already was).
 pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptions) -> Result<PushReport> {
     validate_stanza(stanza)?;
+    // Starts the pool's threads while the repository is read.
+    rayon::spawn(|| ());
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -194,7 +168,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
         let key = manifest_key(stanza, tli, &name);
         if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
-            let hash = tokio::task::block_in_place(|| hash_file(&mut file, path))?;
+            let hash = tokio::task::block_in_place(|| hash_file(&mut file, size, path))?;
             let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
             // Another process may have linked it and not yet fsynced it.
             repo.store().sync_existing(&key).await?;
@@ -203,12 +177,16 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     }
 
     let record = load_stanza(repo, stanza).await?;
-    let first = read_piece(&mut file, path)?;
+    // The first piece alone first: its header decides whether to go on.
+    let mut window = Window::for_size(size, path)?;
+    let head_len = PIECE.min(window.capacity());
+    let mut pre_read = read_full(&mut file, &mut window.as_mut_slice()[..head_len], path)?;
+    let first = window.data(pre_read);
 
     // Step 2: what is this file, and does it belong to the stanza?
     let header = match kind {
         WalFileKind::Segment | WalFileKind::Partial => {
-            let h = SegmentHeader::parse(&first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
+            let h = SegmentHeader::parse(first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
             if let Some(rec) = &record {
                 check_against_stanza(rec, &h, path)?;
             }
@@ -246,7 +224,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let key = manifest_key(stanza, parsed.timeline(), &name);
     tracing::debug!(%key, "checked header and name");
 
-    // Step 3: read once: hash and scan on one thread, seal on the others.
+    // Step 3: read once; scan here, seal and hash on the pool.
     let scan_opts = ScanOptions {
         start: parsed.segment().and_then(|s| s.start_lsn(seg_size)),
         timeline: Some(parsed.timeline()),
@@ -255,45 +233,49 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         block_size: header.map(|h| h.block_size),
     };
     let mut scanner = header.map(|_| SegmentScanner::new(scan_opts));
-    let mut hasher = blake3::Hasher::new();
     let mut text = Vec::new();
     let keys = repo.keys();
     let level = opts.compression_level;
     let target = repo.config().pack_target as usize;
     let mut builder = PackBuilder::new(target.min(size as usize + 4096));
     let mut packs: Vec<SealedPack> = Vec::new();
-    // Per batch, one rayon scope: the scope's own thread reads each piece,
-    // hands it to a sealing task, then hashes and scans it, so reading,
-    // scanning and compression overlap.
-    let mut pending = Some(first);
-    let mut eof = false;
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob)>();
+    let mut piece_hashes: Vec<PieceHash> = Vec::new();
+    // Per window, one rayon scope: this thread reads the window piece by
+    // piece and scans each piece while the pool seals it and hashes it as a
+    // BLAKE3 subtree, so reading, scanning, hashing and compression overlap.
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
     let mut next_index = 0usize;
     let mut read_bytes = 0u64;
+    let mut eof = false;
     while !eof {
         tokio::task::block_in_place(|| {
-            rayon::scope(|sc| -> Result<()> {
-                for _ in 0..BATCH {
-                    let p = match pending.take() {
-                        Some(p) => p,
-                        None => read_piece(&mut file, path)?,
+            rayon::in_place_scope(|sc| -> Result<()> {
+                let mut rest: &mut [u8] = window.as_mut_slice();
+                while !rest.is_empty() {
+                    let at = PIECE.min(rest.len());
+                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
+                    rest = tail;
+                    let want = head.len();
+                    let n = match std::mem::take(&mut pre_read) {
+                        0 => read_full(&mut file, head, path)?,
+                        n => n,
                     };
-                    eof = p.len() < PIECE;
-                    if p.is_empty() {
+                    eof = n < want;
+                    if n == 0 {
                         break;
                     }
-                    let p = std::sync::Arc::new(p);
-                    let (tx, piece, i) = (tx.clone(), p.clone(), next_index);
+                    let piece: &[u8] = &head[..n];
+                    let (tx, i) = (tx.clone(), next_index);
                     sc.spawn(move |_| {
-                        let b = seal_blob(keys, keys.blob_id(&piece), BlobKind::Data, level, &piece);
-                        let _ = tx.send((i, b));
+                        let h = PieceHash::of(piece, i, size);
+                        let b = seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece);
+                        let _ = tx.send((i, b, h));
                     });
                     next_index += 1;
-                    read_bytes += p.len() as u64;
-                    hasher.update(&p);
+                    read_bytes += n as u64;
                     match scanner.as_mut() {
-                        Some(s) => s.push(&p).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
-                        None => text.extend_from_slice(&p),
+                        Some(s) => s.push(piece).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
+                        None => text.extend_from_slice(piece),
                     }
                     if eof {
                         break;
@@ -302,26 +284,28 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                 Ok(())
             })
         })?;
-        let mut sealed: Vec<(usize, SealedBlob)> = rx.try_iter().collect();
-        sealed.sort_by_key(|(i, _)| *i);
-        for (_, b) in sealed {
+        let mut sealed: Vec<(usize, SealedBlob, PieceHash)> = rx.try_iter().collect();
+        sealed.sort_by_key(|(i, _, _)| *i);
+        for (_, b, h) in sealed {
             if !builder.is_empty() && builder.len() + b.sealed.len() > target {
                 let full = std::mem::replace(&mut builder, PackBuilder::new(target));
                 packs.push(full.finish(keys));
             }
             builder.push(&b);
+            piece_hashes.push(h);
         }
     }
     if !builder.is_empty() {
         packs.push(builder.finish(keys));
     }
+    let changed = || Error::Input {
+        offset: read_bytes,
+        source: std::io::Error::other(format!("{} changed while it was read ({size} bytes before)", shown(path))),
+    };
     if read_bytes != size {
-        return Err(Error::Input {
-            offset: read_bytes,
-            source: std::io::Error::other(format!("{} changed while it was read ({size} bytes before)", shown(path))),
-        });
+        return Err(changed());
     }
-    let hash = hasher.finalize().to_hex().to_string();
+    let hash = merge_piece_hashes(&piece_hashes, size).ok_or_else(changed)?.to_hex().to_string();
     tracing::debug!(packs = packs.len(), "read, scanned and sealed");
 
     let mut manifest = WalManifest {
