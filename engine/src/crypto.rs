@@ -114,6 +114,20 @@ impl Keys {
         buf.extend_from_slice(&tag);
     }
 
+    /// Like [`Keys::open`], writing the plaintext into `out`, which must be
+    /// exactly as long as it (`sealed.len() - SEAL_OVERHEAD`). `false` means
+    /// the bytes are not authentic (or `out` has the wrong length); `out`
+    /// then holds nothing useful.
+    pub fn open_to_slice(&self, aad: &[u8], sealed: &[u8], out: &mut [u8]) -> bool {
+        if sealed.len() < SEAL_OVERHEAD || out.len() != sealed.len() - SEAL_OVERHEAD {
+            return false;
+        }
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+        out.copy_from_slice(ct);
+        self.cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, out, Tag::from_slice(tag)).is_ok()
+    }
+
     /// Opens `nonce ‖ ciphertext ‖ tag`. `None` means the bytes are not what
     /// this key sealed with this `aad`: tampered, truncated, or another key.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {

@@ -65,6 +65,46 @@ pub fn open_blob(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8]) ->
     Ok(plain)
 }
 
+thread_local! {
+    /// Decrypted, still compressed bytes of the blob being opened.
+    static OPENED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Like [`open_blob`], writing the plaintext into `out`, which must be
+/// exactly `entry.raw_len` bytes: a caller decoding many blobs into one
+/// buffer (`wal fetch`) allocates nothing per blob.
+pub fn open_blob_into(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8], out: &mut [u8]) -> Result<()> {
+    let at = Some(u64::from(entry.offset));
+    let id = Id(entry.id);
+    if out.len() != entry.raw_len as usize {
+        return Err(Error::corrupt(object, at, format!("blob {} is not {} bytes", id.short(), out.len())));
+    }
+    let unauthentic = || Error::corrupt(object, at, format!("blob {} failed authentication", id.short()));
+    match entry.compression {
+        Compression::None => {
+            if !keys.open_to_slice(&entry.id, sealed, out) {
+                return Err(unauthentic());
+            }
+        }
+        Compression::Zstd => OPENED.with(|buf| {
+            let mut body = buf.borrow_mut();
+            body.resize(sealed.len().saturating_sub(SEAL_OVERHEAD), 0);
+            if !keys.open_to_slice(&entry.id, sealed, &mut body) {
+                return Err(unauthentic());
+            }
+            match zstd::bulk::decompress_to_buffer(&body, out) {
+                Ok(n) if n == out.len() => Ok(()),
+                Ok(n) => Err(Error::corrupt(object, at, format!("blob {}: decompressed to {n} bytes", id.short()))),
+                Err(e) => Err(Error::corrupt(object, at, format!("blob {}: {e}", id.short()))),
+            }
+        })?,
+    }
+    if keys.blob_id(out) != id {
+        return Err(Error::corrupt(object, at, format!("blob {} does not hash to its id", id.short())));
+    }
+    Ok(())
+}
+
 /// A pack being filled.
 pub struct PackBuilder {
     buf: Vec<u8>,

@@ -13,13 +13,13 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use super::spool::Spool;
+use super::window::Window;
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::ids::pack_key;
-use crate::pack::open_blob;
+use crate::pack::open_blob_into;
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -56,6 +56,10 @@ fn timeline_of(name: &str) -> Result<u32> {
 /// manifest lists, in order, so the content is proven piece by piece; with
 /// `whole_file` the file's BLAKE3 is also recomputed (`wal verify`), which
 /// restore_command's latency budget does without.
+///
+/// One ranged read per pack (the pieces of a pack are contiguous); the
+/// pieces are opened in parallel straight into a [`Window`] and handed to
+/// `sink` in order as soon as each is ready, so writing overlaps decoding.
 pub(crate) async fn read_verified(
     repo: &Repository,
     key: &str,
@@ -64,16 +68,24 @@ pub(crate) async fn read_verified(
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
+    let mut window = Window::for_size(m.size, Path::new(key))?;
     let mut total = 0u64;
     let mut i = 0;
     while i < m.pieces.len() {
-        // Pieces of one pack are contiguous: one ranged read per pack.
+        // Pieces of one pack, at most a window of plaintext.
         let pack = &m.pieces[i].pack;
-        let j = i + m.pieces[i..].iter().take_while(|p| &p.pack == pack).count();
-        let mut entries = Vec::with_capacity(j - i);
-        for p in &m.pieces[i..j] {
+        let mut entries = Vec::new();
+        let mut raw = 0usize;
+        for p in m.pieces[i..].iter().take_while(|p| &p.pack == pack) {
             let (pid, e) = p.entry().ok_or_else(|| Error::corrupt(key, None, "malformed piece reference"))?;
+            if !entries.is_empty() && raw + e.raw_len as usize > window.capacity() {
+                break;
+            }
+            raw += e.raw_len as usize;
             entries.push((pid, e));
+        }
+        if raw > window.capacity() {
+            return Err(Error::corrupt(key, None, format!("a piece of {raw} bytes is larger than a WAL piece")));
         }
         let pid = entries[0].0;
         let object = pack_key(&pid);
@@ -81,23 +93,44 @@ pub(crate) async fn read_verified(
         let end = entries.iter().map(|(_, e)| u64::from(e.offset) + u64::from(e.stored_len)).max().unwrap_or(start);
         let bytes = repo.store().get_range(&object, start..end).await?;
         let keys = repo.keys();
-        let plains: Vec<Vec<u8>> = tokio::task::block_in_place(|| {
-            entries
-                .par_iter()
-                .map(|(_, e)| {
-                    let s = (u64::from(e.offset) - start) as usize;
-                    open_blob(keys, &object, e, &bytes[s..s + e.stored_len as usize])
-                })
-                .collect::<Result<Vec<_>>>()
+        let (object, bytes, entries) = (&object, &bytes, &entries);
+        let (hasher, sink, total) = (&mut hasher, &mut sink, &mut total);
+        let window = &mut window;
+        tokio::task::block_in_place(move || {
+            rayon::in_place_scope(|sc| -> Result<()> {
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<&[u8]>)>();
+                let mut rest: &mut [u8] = window.as_mut_slice();
+                for (k, (_, e)) in entries.iter().enumerate() {
+                    let (slot, tail) = std::mem::take(&mut rest).split_at_mut(e.raw_len as usize);
+                    rest = tail;
+                    let tx = tx.clone();
+                    sc.spawn(move |_| {
+                        let s = (u64::from(e.offset) - start) as usize;
+                        let sealed = bytes.get(s..s + e.stored_len as usize).unwrap_or_default();
+                        let r = open_blob_into(keys, object, e, sealed, slot).map(|()| &*slot);
+                        let _ = tx.send((k, r));
+                    });
+                }
+                drop(tx);
+                // In order, as they come.
+                let mut ready = std::collections::BTreeMap::new();
+                let mut next = 0;
+                for (k, r) in rx {
+                    ready.insert(k, r);
+                    while let Some(r) = ready.remove(&next) {
+                        let piece = r?;
+                        if whole_file {
+                            hasher.update(piece);
+                        }
+                        *total += piece.len() as u64;
+                        sink(piece)?;
+                        next += 1;
+                    }
+                }
+                Ok(())
+            })
         })?;
-        for p in &plains {
-            if whole_file {
-                hasher.update(p);
-            }
-            total += p.len() as u64;
-            sink(p)?;
-        }
-        i = j;
+        i += entries.len();
     }
     if total != m.size || (whole_file && hasher.finalize().to_hex().as_str() != m.blake3) {
         return Err(Error::corrupt(
@@ -162,7 +195,14 @@ pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest,
     let r = async {
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
-        read_verified(repo, key, m, false, |piece| f.write_all(piece).map_err(|e| Error::io(tmp, e))).await?;
+        let mut written = 0u64;
+        read_verified(repo, key, m, false, |piece| {
+            f.write_all(piece).map_err(|e| Error::io(tmp, e))?;
+            start_writeback(&f, written, piece.len());
+            written += piece.len() as u64;
+            Ok(())
+        })
+        .await?;
         f.sync_all().map_err(|e| Error::io(tmp, e))
     }
     .await;
@@ -170,6 +210,15 @@ pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest,
         let _ = std::fs::remove_file(tmp);
     }
     r
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk
+/// now, so that the fsync at the end waits for less; the later pieces are
+/// decoded meanwhile. On Linux `POSIX_FADV_DONTNEED` starts writeback of
+/// dirty pages (and drops none of them: they are dirty); it is only a hint,
+/// so a failure is ignored.
+fn start_writeback(f: &std::fs::File, offset: u64, len: usize) {
+    let _ = rustix::fs::fadvise(f, offset, std::num::NonZeroU64::new(len as u64), rustix::fs::Advice::DontNeed);
 }
 
 /// Moves a complete, fsynced file to `dest` (copying when `dest` is on

@@ -104,10 +104,10 @@ impl Spool {
             }
             Err(_) => return Ok(false),
         }
-        let ok = tokio::task::block_in_place(|| -> std::io::Result<bool> {
-            let mut h = blake3::Hasher::new();
-            let n = h.update_reader(std::fs::File::open(&spooled)?)?.count();
-            Ok(n == m.size && h.finalize().to_hex().as_str() == m.blake3)
+        let ok = tokio::task::block_in_place(|| -> Result<bool> {
+            let mut f = std::fs::File::open(&spooled).map_err(|e| Error::io(&spooled, e))?;
+            let size = f.metadata().map_err(|e| Error::io(&spooled, e))?.len();
+            Ok(size == m.size && super::window::hash_file(&mut f, size, &spooled)? == m.blake3)
         })
         .unwrap_or(false);
         if !ok {
