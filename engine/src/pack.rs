@@ -109,6 +109,8 @@ pub fn open_blob_into(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8
 pub struct PackBuilder {
     buf: Vec<u8>,
     entries: Vec<BlobEntry>,
+    /// The pack's id so far: hashed as blobs arrive, not all at the end.
+    hasher: blake3::Hasher,
 }
 
 /// A finished pack.
@@ -124,7 +126,7 @@ pub struct SealedPack {
 impl PackBuilder {
     /// An empty pack with room for `target` bytes.
     pub fn new(target: usize) -> Self {
-        PackBuilder { buf: Vec::with_capacity(target + target / 4), entries: Vec::new() }
+        PackBuilder { buf: Vec::with_capacity(target + target / 4), entries: Vec::new(), hasher: blake3::Hasher::new() }
     }
 
     /// Bytes so far.
@@ -148,6 +150,7 @@ impl PackBuilder {
             raw_len: b.raw_len,
         });
         self.buf.extend_from_slice(&b.sealed);
+        self.hasher.update(&b.sealed);
     }
 
     /// Appends the encrypted trailer and tail and names the pack.
@@ -158,7 +161,9 @@ impl PackBuilder {
         let trailer_len = (self.buf.len() - before) as u32;
         self.buf.extend_from_slice(&trailer_len.to_le_bytes());
         self.buf.extend_from_slice(&PACK_MAGIC);
-        let id = Id::of_bytes(&self.buf);
+        self.hasher.update(&self.buf[before..]);
+        let id = Id(*self.hasher.finalize().as_bytes());
+        debug_assert_eq!(id, Id::of_bytes(&self.buf));
         SealedPack { id, bytes: Bytes::from(self.buf), entries: self.entries }
     }
 }

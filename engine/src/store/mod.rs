@@ -15,6 +15,7 @@
 //! - Keys are relative to the repository root (`packs/ab/…`, `index/…`).
 
 mod location;
+mod staged;
 
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
@@ -27,6 +28,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
 pub use location::Location;
+pub use staged::{start_writeback, Staged};
 
 use crate::{Error, Result};
 

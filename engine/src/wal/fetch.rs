@@ -198,7 +198,7 @@ pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest,
         let mut written = 0u64;
         read_verified(repo, key, m, false, |piece| {
             f.write_all(piece).map_err(|e| Error::io(tmp, e))?;
-            start_writeback(&f, written, piece.len());
+            crate::store::start_writeback(&f, written, piece.len());
             written += piece.len() as u64;
             Ok(())
         })
@@ -210,15 +210,6 @@ pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest,
         let _ = std::fs::remove_file(tmp);
     }
     r
-}
-
-/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk
-/// now, so that the fsync at the end waits for less; the later pieces are
-/// decoded meanwhile. On Linux `POSIX_FADV_DONTNEED` starts writeback of
-/// dirty pages (and drops none of them: they are dirty); it is only a hint,
-/// so a failure is ignored.
-fn start_writeback(f: &std::fs::File, offset: u64, len: usize) {
-    let _ = rustix::fs::fadvise(f, offset, std::num::NonZeroU64::new(len as u64), rustix::fs::Advice::DontNeed);
 }
 
 /// Moves a complete, fsynced file to `dest` (copying when `dest` is on

@@ -29,8 +29,10 @@ use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
+use crate::crypto::Keys;
 use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::Repository;
+use crate::store::Staged;
 use crate::{Error, Result};
 
 /// History and backup history files are a few hundred bytes; anything this
@@ -237,19 +239,20 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let keys = repo.keys();
     let level = opts.compression_level;
     let target = repo.config().pack_target as usize;
-    let mut builder = PackBuilder::new(target.min(size as usize + 4096));
-    let mut packs: Vec<SealedPack> = Vec::new();
+    let mut out = PackOut::new(repo, target, target.min(size as usize + 4096))?;
     let mut piece_hashes: Vec<PieceHash> = Vec::new();
     // Per window, one rayon scope: this thread reads the window piece by
     // piece and scans each piece while the pool seals it and hashes it as a
-    // BLAKE3 subtree, so reading, scanning, hashing and compression overlap.
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
+    // BLAKE3 subtree; then this thread takes the sealed pieces in order as
+    // they come and writes them out, so reading, scanning, hashing,
+    // compression and writing overlap.
     let mut next_index = 0usize;
     let mut read_bytes = 0u64;
     let mut eof = false;
     while !eof {
         tokio::task::block_in_place(|| {
             rayon::in_place_scope(|sc| -> Result<()> {
+                let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
                 let mut rest: &mut [u8] = window.as_mut_slice();
                 while !rest.is_empty() {
                     let at = PIECE.min(rest.len());
@@ -281,23 +284,20 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                         break;
                     }
                 }
+                drop(tx);
+                let mut ready = std::collections::BTreeMap::new();
+                for (i, b, h) in rx {
+                    ready.insert(i, (b, h));
+                    while let Some((b, h)) = ready.remove(&piece_hashes.len()) {
+                        out.push(keys, &b)?;
+                        piece_hashes.push(h);
+                    }
+                }
                 Ok(())
             })
         })?;
-        let mut sealed: Vec<(usize, SealedBlob, PieceHash)> = rx.try_iter().collect();
-        sealed.sort_by_key(|(i, _, _)| *i);
-        for (_, b, h) in sealed {
-            if !builder.is_empty() && builder.len() + b.sealed.len() > target {
-                let full = std::mem::replace(&mut builder, PackBuilder::new(target));
-                packs.push(full.finish(keys));
-            }
-            builder.push(&b);
-            piece_hashes.push(h);
-        }
     }
-    if !builder.is_empty() {
-        packs.push(builder.finish(keys));
-    }
+    let packs = out.finish(keys)?;
     let changed = || Error::Input {
         offset: read_bytes,
         source: std::io::Error::other(format!("{} changed while it was read ({size} bytes before)", shown(path))),
@@ -368,9 +368,13 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
 
     // Packs durable first, then the manifest: the manifest is the commit.
     let mut stored = 0u64;
-    for p in &packs {
+    for (p, staged) in packs {
         let pid = p.id.to_hex();
-        repo.store().put(&crate::ids::pack_key(&p.id), p.bytes.clone()).await?;
+        let pkey = crate::ids::pack_key(&p.id);
+        match staged {
+            Some(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
+            None => repo.store().put(&pkey, p.bytes.clone()).await?,
+        }
         stored += p.bytes.len() as u64;
         manifest.pieces.extend(p.entries.iter().map(|e| Piece {
             pack: pid.clone(),
@@ -395,6 +399,63 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             Ok(r)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// The packs of one pushed file, filled in piece order. On a local store
+/// each pack is also written to a staged file as its pieces come
+/// ([`Staged`]); nothing gets a pack's name before [`Staged::commit`], which
+/// the caller does only once the whole file checked out, so a refused push
+/// (that PostgreSQL will retry) leaves no pack behind.
+struct PackOut<'a> {
+    repo: &'a Repository,
+    target: usize,
+    builder: PackBuilder,
+    staged: Option<Staged>,
+    done: Vec<(SealedPack, Option<Staged>)>,
+}
+
+impl<'a> PackOut<'a> {
+    fn new(repo: &'a Repository, target: usize, first: usize) -> Result<Self> {
+        let staged = repo.store().stage("packs")?;
+        Ok(PackOut { repo, target, builder: PackBuilder::new(first), staged, done: Vec::new() })
+    }
+
+    fn push(&mut self, keys: &Keys, b: &SealedBlob) -> Result<()> {
+        if !self.builder.is_empty() && self.builder.len() + b.sealed.len() > self.target {
+            self.close(keys)?;
+        }
+        self.builder.push(b);
+        match &mut self.staged {
+            Some(s) => s.append(&b.sealed),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the current pack and starts another.
+    fn close(&mut self, keys: &Keys) -> Result<()> {
+        let full = std::mem::replace(&mut self.builder, PackBuilder::new(self.target));
+        let pack = full.finish(keys);
+        let mut staged = self.staged.take();
+        if let Some(s) = &mut staged {
+            s.append(&pack.bytes[s.len() as usize..])?;
+        }
+        self.done.push((pack, staged));
+        self.staged = self.repo.store().stage("packs")?;
+        Ok(())
+    }
+
+    /// The finished packs, each with its staged file (local stores).
+    fn finish(mut self, keys: &Keys) -> Result<Vec<(SealedPack, Option<Staged>)>> {
+        if !self.builder.is_empty() {
+            let pack = std::mem::replace(&mut self.builder, PackBuilder::new(0)).finish(keys);
+            let mut staged = self.staged.take();
+            if let Some(s) = &mut staged {
+                s.append(&pack.bytes[s.len() as usize..])?;
+            }
+            self.done.push((pack, staged));
+        }
+        Ok(self.done)
     }
 }
 

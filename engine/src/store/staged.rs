@@ -1,0 +1,119 @@
+//! An object written while it is produced, named only when it is complete:
+//! a pack is named by the hash of its bytes, known at the end.
+//!
+//! Only local directories stage: the bytes go to `<dir>/staged-<pid>#<digits>`
+//! (object_store's listing ignores `#<digits>` names, like [`super::Store::put`]'s
+//! staging files) as they come, and the kernel is asked to start writing
+//! them to disk at once, so the fsync in [`Staged::commit`] has little left
+//! to wait for. Nothing has the final name until `commit` (fsync, rename,
+//! directory fsyncs); a staged file that is never committed is removed when
+//! dropped, and one left by a killed process is never listed.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{fsync_local, Store};
+use crate::{Error, Result};
+
+/// A local object being written; see the module docs.
+#[derive(Debug)]
+pub struct Staged {
+    file: File,
+    path: PathBuf,
+    root: PathBuf,
+    written: u64,
+    committed: bool,
+}
+
+impl Store {
+    /// Starts a staged object under `dir` (a key prefix such as `packs`), or
+    /// `None` when the store is not a local directory (remote stores take
+    /// whole objects with [`Store::put`]).
+    pub fn stage(&self, dir: &str) -> Result<Option<Staged>> {
+        let Some(root) = &self.local_root else { return Ok(None) };
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
+        let file =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Some(Staged { file, path, root: root.clone(), written: 0, committed: false }))
+    }
+}
+
+impl Staged {
+    /// Appends `bytes` and starts writing them to disk.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file.write_all(bytes).map_err(|e| Error::io(&self.path, e))?;
+        start_writeback(&self.file, self.written, bytes.len());
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes appended so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    /// True when nothing was appended.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Makes the object durable under `key` (replacing an object of that
+    /// name: callers stage content-addressed objects, so a replaced one had
+    /// the same bytes).
+    pub fn commit(mut self, key: &str) -> Result<()> {
+        self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
+        let dest = self.root.join(key);
+        let dir = dest.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::rename(&self.path, &dest).map_err(|e| Error::io(&dest, e))?;
+        self.committed = true;
+        fsync_local(&self.root, &dest)
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` of `f` to disk
+/// now. On Linux `POSIX_FADV_DONTNEED` starts writeback of the dirty pages
+/// in the range (and drops none of them: they are dirty); it is only a
+/// hint, so a failure is ignored.
+pub fn start_writeback(f: &File, offset: u64, len: usize) {
+    let _ = rustix::fs::fadvise(f, offset, std::num::NonZeroU64::new(len as u64), rustix::fs::Advice::DontNeed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Location;
+
+    #[tokio::test]
+    async fn staged_objects_appear_only_when_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), true).unwrap();
+        let mut s = store.stage("packs").unwrap().expect("local stores stage");
+        s.append(b"hello ").unwrap();
+        s.append(b"world").unwrap();
+        assert_eq!(s.len(), 11);
+        assert!(store.list("packs").await.unwrap().is_empty(), "a staged file is not listed");
+        s.commit("packs/ab/abcdef").unwrap();
+        assert_eq!(store.get("packs/ab/abcdef").await.unwrap().as_ref(), b"hello world");
+        assert_eq!(store.list("packs").await.unwrap().len(), 1);
+
+        let mut dropped = store.stage("packs").unwrap().unwrap();
+        dropped.append(b"partial").unwrap();
+        let p = dropped.path.clone();
+        assert!(p.exists());
+        drop(dropped);
+        assert!(!p.exists(), "an uncommitted staged file is removed");
+        assert!(Store::memory().stage("packs").unwrap().is_none());
+    }
+}
