@@ -111,6 +111,8 @@ pub struct PackBuilder {
     entries: Vec<BlobEntry>,
     /// The pack's id so far: hashed as blobs arrive, not all at the end.
     hasher: blake3::Hasher,
+    /// For a streamed pack, the blob bytes pushed and not kept in `buf`.
+    streamed: Option<usize>,
 }
 
 /// A finished pack.
@@ -123,15 +125,40 @@ pub struct SealedPack {
     pub entries: Vec<BlobEntry>,
 }
 
+/// A finished streamed pack ([`PackBuilder::streaming`]): the caller wrote
+/// the blobs; `tail` (encrypted trailer, its length, magic) ends the pack.
+pub struct StreamedPack {
+    /// BLAKE3 of the whole pack.
+    pub id: Id,
+    /// What follows the blobs.
+    pub tail: Vec<u8>,
+    /// The whole pack's length.
+    pub len: u64,
+    /// Its blobs.
+    pub entries: Vec<BlobEntry>,
+}
+
 impl PackBuilder {
     /// An empty pack with room for `target` bytes.
     pub fn new(target: usize) -> Self {
-        PackBuilder { buf: Vec::with_capacity(target + target / 4), entries: Vec::new(), hasher: blake3::Hasher::new() }
+        PackBuilder {
+            buf: Vec::with_capacity(target + target / 4),
+            entries: Vec::new(),
+            hasher: blake3::Hasher::new(),
+            streamed: None,
+        }
+    }
+
+    /// An empty pack whose blobs the caller writes out itself as it pushes
+    /// them (`wal push` to a staged local file): only their entries and
+    /// the running hash are kept, not a second copy of the bytes.
+    pub fn streaming() -> Self {
+        PackBuilder { buf: Vec::new(), entries: Vec::new(), hasher: blake3::Hasher::new(), streamed: Some(0) }
     }
 
     /// Bytes so far.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.streamed.unwrap_or(0) + self.buf.len()
     }
 
     /// True when no blob was added.
@@ -145,16 +172,20 @@ impl PackBuilder {
             id: b.id.0,
             kind: b.kind,
             compression: b.compression,
-            offset: self.buf.len() as u32,
+            offset: self.len() as u32,
             stored_len: b.sealed.len() as u32,
             raw_len: b.raw_len,
         });
-        self.buf.extend_from_slice(&b.sealed);
+        match &mut self.streamed {
+            Some(n) => *n += b.sealed.len(),
+            None => self.buf.extend_from_slice(&b.sealed),
+        }
         self.hasher.update(&b.sealed);
     }
 
-    /// Appends the encrypted trailer and tail and names the pack.
-    pub fn finish(mut self, keys: &Keys) -> SealedPack {
+    /// Appends the encrypted trailer, its length and the magic to `buf`;
+    /// returns the pack's id.
+    fn seal_tail(&mut self, keys: &Keys) -> Id {
         let trailer = encode_trailer(&self.entries);
         let before = self.buf.len();
         keys.seal_into(TRAILER_AAD, &trailer, &mut self.buf);
@@ -162,9 +193,22 @@ impl PackBuilder {
         self.buf.extend_from_slice(&trailer_len.to_le_bytes());
         self.buf.extend_from_slice(&PACK_MAGIC);
         self.hasher.update(&self.buf[before..]);
-        let id = Id(*self.hasher.finalize().as_bytes());
+        Id(*self.hasher.finalize().as_bytes())
+    }
+
+    /// Appends the encrypted trailer and tail and names the pack.
+    pub fn finish(mut self, keys: &Keys) -> SealedPack {
+        assert!(self.streamed.is_none(), "a streamed pack ends with finish_streamed");
+        let id = self.seal_tail(keys);
         debug_assert_eq!(id, Id::of_bytes(&self.buf));
         SealedPack { id, bytes: Bytes::from(self.buf), entries: self.entries }
+    }
+
+    /// Ends a [`PackBuilder::streaming`] pack: its tail and name.
+    pub fn finish_streamed(mut self, keys: &Keys) -> StreamedPack {
+        assert!(self.streamed.is_some(), "finish_streamed is for streamed packs");
+        let id = self.seal_tail(keys);
+        StreamedPack { id, len: self.len() as u64, tail: self.buf, entries: self.entries }
     }
 }
 
@@ -236,5 +280,27 @@ mod tests {
             });
             assert!(!(trailer_ok && blobs_ok), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn a_streamed_pack_is_the_same_pack() {
+        let keys = Keys::derive(&MasterKey([5; 32]));
+        let blobs: Vec<SealedBlob> = [b"one".to_vec(), vec![9u8; 70_000], b"three".to_vec()]
+            .iter()
+            .map(|b| seal_blob(&keys, keys.blob_id(b), BlobKind::Data, 1, b))
+            .collect();
+        let (mut whole, mut streamed, mut written) = (PackBuilder::new(1 << 20), PackBuilder::streaming(), Vec::new());
+        for b in &blobs {
+            whole.push(b);
+            streamed.push(b);
+            written.extend_from_slice(&b.sealed);
+            assert_eq!(whole.len(), streamed.len());
+        }
+        let (whole, streamed) = (whole.finish(&keys), streamed.finish_streamed(&keys));
+        written.extend_from_slice(&streamed.tail);
+        assert_eq!(streamed.id, Id::of_bytes(&written));
+        assert_eq!(streamed.len, written.len() as u64);
+        assert_eq!(streamed.entries, whole.entries);
+        assert_eq!(trailer_of(&keys, "p", &written).unwrap(), whole.entries);
     }
 }

@@ -21,7 +21,7 @@ use cairn_formats::pg::{
     parse_timeline_history, ScanEnd, ScanOptions, SegmentHeader, SegmentScanner, SegmentSize, SegmentSummary,
     WalFileName,
 };
-use cairn_formats::repo::BlobKind;
+use cairn_formats::repo::{BlobEntry, BlobKind};
 use serde::Serialize;
 
 use super::window::{hash_file, merge_piece_hashes, read_full, PieceHash, Window};
@@ -30,7 +30,8 @@ use super::{
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
 use crate::crypto::Keys;
-use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
+use crate::ids::Id;
+use crate::pack::{seal_blob, PackBuilder, SealedBlob};
 use crate::repo::Repository;
 use crate::store::Staged;
 use crate::{Error, Result};
@@ -368,14 +369,14 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
 
     // Packs durable first, then the manifest: the manifest is the commit.
     let mut stored = 0u64;
-    for (p, staged) in packs {
+    for p in packs {
         let pid = p.id.to_hex();
         let pkey = crate::ids::pack_key(&p.id);
-        match staged {
-            Some(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
-            None => repo.store().put(&pkey, p.bytes.clone()).await?,
+        match p.body {
+            PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
+            PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
         }
-        stored += p.bytes.len() as u64;
+        stored += p.len;
         manifest.pieces.extend(p.entries.iter().map(|e| Piece {
             pack: pid.clone(),
             id: hex::encode(e.id),
@@ -403,27 +404,54 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
 }
 
 /// The packs of one pushed file, filled in piece order. On a local store
-/// each pack is also written to a staged file as its pieces come
-/// ([`Staged`]); nothing gets a pack's name before [`Staged::commit`], which
-/// the caller does only once the whole file checked out, so a refused push
-/// (that PostgreSQL will retry) leaves no pack behind.
+/// each pack is written to a staged file as its pieces come ([`Staged`]),
+/// without a second copy in memory; nothing gets a pack's name before
+/// [`Staged::commit`], which the caller does only once the whole file
+/// checked out, so a refused push (that PostgreSQL will retry) leaves no
+/// pack behind. Remote stores get whole packs.
 struct PackOut<'a> {
     repo: &'a Repository,
     target: usize,
     builder: PackBuilder,
     staged: Option<Staged>,
-    done: Vec<(SealedPack, Option<Staged>)>,
+    done: Vec<DonePack>,
+}
+
+/// A finished pack of a pushed file, not yet stored.
+struct DonePack {
+    id: Id,
+    len: u64,
+    entries: Vec<BlobEntry>,
+    body: PackBody,
+}
+
+enum PackBody {
+    /// Written to this staged local file, to be committed.
+    Staged(Staged),
+    /// The whole pack, for a remote store.
+    Bytes(bytes::Bytes),
 }
 
 impl<'a> PackOut<'a> {
     fn new(repo: &'a Repository, target: usize, first: usize) -> Result<Self> {
-        let staged = repo.store().stage("packs")?;
-        Ok(PackOut { repo, target, builder: PackBuilder::new(first), staged, done: Vec::new() })
+        let mut out = PackOut { repo, target, builder: PackBuilder::new(0), staged: None, done: Vec::new() };
+        out.start(first)?;
+        Ok(out)
+    }
+
+    fn start(&mut self, capacity: usize) -> Result<()> {
+        self.staged = self.repo.store().stage("packs")?;
+        self.builder = match self.staged {
+            Some(_) => PackBuilder::streaming(),
+            None => PackBuilder::new(capacity),
+        };
+        Ok(())
     }
 
     fn push(&mut self, keys: &Keys, b: &SealedBlob) -> Result<()> {
         if !self.builder.is_empty() && self.builder.len() + b.sealed.len() > self.target {
             self.close(keys)?;
+            self.start(self.target)?;
         }
         self.builder.push(b);
         match &mut self.staged {
@@ -432,28 +460,28 @@ impl<'a> PackOut<'a> {
         }
     }
 
-    /// Ends the current pack and starts another.
+    /// Ends the current pack.
     fn close(&mut self, keys: &Keys) -> Result<()> {
-        let full = std::mem::replace(&mut self.builder, PackBuilder::new(self.target));
-        let pack = full.finish(keys);
-        let mut staged = self.staged.take();
-        if let Some(s) = &mut staged {
-            s.append(&pack.bytes[s.len() as usize..])?;
-        }
-        self.done.push((pack, staged));
-        self.staged = self.repo.store().stage("packs")?;
+        let builder = std::mem::replace(&mut self.builder, PackBuilder::new(0));
+        let done = match self.staged.take() {
+            Some(mut s) => {
+                let p = builder.finish_streamed(keys);
+                s.append(&p.tail)?;
+                DonePack { id: p.id, len: p.len, entries: p.entries, body: PackBody::Staged(s) }
+            }
+            None => {
+                let p = builder.finish(keys);
+                DonePack { id: p.id, len: p.bytes.len() as u64, entries: p.entries, body: PackBody::Bytes(p.bytes) }
+            }
+        };
+        self.done.push(done);
         Ok(())
     }
 
-    /// The finished packs, each with its staged file (local stores).
-    fn finish(mut self, keys: &Keys) -> Result<Vec<(SealedPack, Option<Staged>)>> {
+    /// The finished packs.
+    fn finish(mut self, keys: &Keys) -> Result<Vec<DonePack>> {
         if !self.builder.is_empty() {
-            let pack = std::mem::replace(&mut self.builder, PackBuilder::new(0)).finish(keys);
-            let mut staged = self.staged.take();
-            if let Some(s) = &mut staged {
-                s.append(&pack.bytes[s.len() as usize..])?;
-            }
-            self.done.push((pack, staged));
+            self.close(keys)?;
         }
         Ok(self.done)
     }
