@@ -249,6 +249,55 @@ fn push_is_idempotent_and_refuses_conflicts() {
     assert_eq!(tl2["history"][0]["switchpoint"], "0/1000028");
 }
 
+/// Every file under `dir`, staging files (`…#<digits>`) included.
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn incompressible_segment_spans_two_staged_packs() {
+    // A real long page header followed by random bytes: nothing compresses,
+    // so the sealed pieces overflow one 16 MiB pack and the push streams two
+    // staged packs, committed only at the end.
+    let a = Archive::new(None);
+    let seg = first_segment(a.root(), "one");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    rand::rngs::StdRng::seed_from_u64(7).fill(&mut bytes[8192..]);
+    let dir = a.root().join("random");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("000000010000000000000001");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", "--json", path.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r["stored_bytes"].as_u64().unwrap() > 16 << 20, "{r}");
+    let packs = a.repo.objects("packs");
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    let staged: Vec<_> =
+        all_files(&a.root().join("repo")).into_iter().filter(|p| p.to_string_lossy().contains('#')).collect();
+    assert!(staged.is_empty(), "staging files left behind: {staged:?}");
+    let dest = a.root().join("fetched");
+    let out = wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", dest.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b3(&dest), b3(&path));
+    let out = wal(&a, &["verify", "--stanza", "main"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let check = a.repo.json(&["check", "--read-data"]);
+    assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
+}
+
 #[test]
 fn fetch_exit_codes_tell_missing_from_failure() {
     let a = Archive::new(None);
