@@ -134,24 +134,30 @@ impl TestRepo {
         self.json(&["snapshots"]).as_array().unwrap().clone()
     }
 
-    /// All files under the repository's `prefix` directory.
+    /// All objects under the repository's `prefix` directory: its files,
+    /// less staging files (`…#<digits>`), which are never objects.
     pub fn objects(&self, prefix: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.repo_dir().join(prefix)];
-        while let Some(d) = stack.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else { continue };
-            for e in rd {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if !p.to_string_lossy().contains('#') {
-                    out.push(p);
-                }
+        files_under(&self.repo_dir().join(prefix)).into_iter().filter(|p| !p.to_string_lossy().contains('#')).collect()
+    }
+}
+
+/// Every file below `dir`, recursively, sorted; none if `dir` is missing.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
             }
         }
-        out.sort();
-        out
     }
+    out.sort();
+    out
 }
 
 impl Default for TestRepo {

@@ -27,16 +27,10 @@ fn a_corrupt_index_is_rebuilt() {
     let b = repo.backup_bytes(&data, &[]);
     let snap = b["snapshot"].as_str().unwrap();
     // Garble every file of the RocksDB directory.
-    let mut stack = vec![repo.cache.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                std::fs::write(&p, b"garbage").unwrap();
-            }
-        }
+    let files = cairn_tests::repo::files_under(&repo.cache);
+    assert!(!files.is_empty());
+    for p in files {
+        std::fs::write(&p, b"garbage").unwrap();
     }
     assert!(repo.restore_bytes(snap) == data);
     let again = repo.backup_bytes(&data, &[]);

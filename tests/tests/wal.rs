@@ -249,23 +249,6 @@ fn push_is_idempotent_and_refuses_conflicts() {
     assert_eq!(tl2["history"][0]["switchpoint"], "0/1000028");
 }
 
-/// Every file under `dir`, staging files (`…#<digits>`) included.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn incompressible_segment_spans_two_staged_packs() {
     // A real long page header followed by random bytes: nothing compresses,
@@ -285,8 +268,10 @@ fn incompressible_segment_spans_two_staged_packs() {
     assert!(r["stored_bytes"].as_u64().unwrap() > 16 << 20, "{r}");
     let packs = a.repo.objects("packs");
     assert_eq!(packs.len(), 2, "{packs:?}");
-    let staged: Vec<_> =
-        all_files(&a.root().join("repo")).into_iter().filter(|p| p.to_string_lossy().contains('#')).collect();
+    let staged: Vec<_> = cairn_tests::repo::files_under(&a.root().join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains('#'))
+        .collect();
     assert!(staged.is_empty(), "staging files left behind: {staged:?}");
     let dest = a.root().join("fetched");
     let out = wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", dest.to_str().unwrap()]);
