@@ -341,6 +341,30 @@ fn fetch_exit_codes_tell_missing_from_failure() {
     assert_eq!(code(&out), 5, "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Runs `cmd` (output discarded) and SIGKILLs it after `delay`; true when
+/// it was still running, i.e. the kill landed mid-way.
+fn kill_after(mut cmd: std::process::Command, delay: Duration) -> bool {
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(delay);
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// After a killed push: fetching the first segment of `stanza` serves
+/// exactly `want`, or nothing at all (exit 1, or 126 before the stanza
+/// record existed) and creates no file.
+fn fetch_serves_all_or_nothing(a: &Archive, stanza: &str, round: usize, want: &[u8]) {
+    let dest = a.root().join(format!("after-kill-{round}"));
+    let out = wal(a, &["fetch", "--stanza", stanza, "000000010000000000000001", dest.to_str().unwrap()]);
+    match code(&out) {
+        0 => assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content served"),
+        1 | 126 => assert!(!dest.exists(), "round {round}: a file was created"),
+        c => panic!("round {round}: fetch exit {c}: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
 #[test]
 fn sigkill_during_push_never_serves_partial_content() {
     let a = Archive::new(None);
@@ -364,27 +388,10 @@ fn sigkill_during_push_never_serves_partial_content() {
     for round in 0..15 {
         let stanza = format!("kill{round}");
         let delay = Duration::from_millis(rng.gen_range(1..full.max(3)));
-        let mut child = a
-            .repo
-            .cmd(&["wal", "push", "--stanza", &stanza, seg.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
+        if kill_after(a.repo.cmd(&["wal", "push", "--stanza", &stanza, seg.to_str().unwrap()]), delay) {
             interrupted += 1;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let dest = root.join(format!("after-kill-{round}"));
-        let out = wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest.to_str().unwrap()]);
-        match code(&out) {
-            0 => assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content served"),
-            // Killed before the stanza record: the stanza does not exist yet.
-            1 | 126 => assert!(!dest.exists(), "round {round}: a file was created"),
-            c => panic!("round {round}: fetch exit {c}: {}", String::from_utf8_lossy(&out.stderr)),
-        }
+        fetch_serves_all_or_nothing(&a, &stanza, round, &want);
         assert_eq!(code(&wal(&a, &["push", "--stanza", &stanza, seg.to_str().unwrap()])), 0, "round {round}");
         let dest2 = root.join(format!("after-repush-{round}"));
         assert_eq!(
@@ -676,20 +683,10 @@ fn push_ahead_sigkill_leaves_nothing_served_wrongly() {
     for round in 0..12 {
         let stanza = format!("kill{round}");
         let delay = Duration::from_millis(rng.gen_range(1..full.max(3)));
-        let mut child = push_ahead_cmd(&a, &run, &stanza, &dir).stderr(std::process::Stdio::null()).spawn().unwrap();
-        std::thread::sleep(delay);
-        if child.try_wait().unwrap().is_none() {
+        if kill_after(push_ahead_cmd(&a, &run, &stanza, &dir), delay) {
             interrupted += 1;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        let dest = root.join(format!("after-kill-{round}"));
-        let out = wal(&a, &["fetch", "--stanza", &stanza, "000000010000000000000001", dest.to_str().unwrap()]);
-        match code(&out) {
-            0 => assert!(std::fs::read(&dest).unwrap() == want, "round {round}: wrong content served"),
-            1 | 126 => assert!(!dest.exists(), "round {round}: a file was created"),
-            c => panic!("round {round}: fetch exit {c}: {}", String::from_utf8_lossy(&out.stderr)),
-        }
+        fetch_serves_all_or_nothing(&a, &stanza, round, &want);
         // archive_command's call: --ahead neither waits on the dead pusher
         // nor fails; the file is durable and right afterwards.
         let mut c = a.repo.cmd(&["wal", "push", "--stanza", &stanza, "--ahead", "2", file.to_str().unwrap()]);
