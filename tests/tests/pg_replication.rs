@@ -303,42 +303,18 @@ fn openssl(dir: &Path, args: &[&str]) {
 fn make_certificates(dir: &Path) {
     fs::create_dir_all(dir).unwrap();
     let days = ["-days", "2"];
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-subj",
-            "/CN=cairn test CA",
-            days[0],
-            days[1],
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "other.key",
-            "-out",
-            "other.crt",
-            "-subj",
-            "/CN=someone else",
-            days[0],
-            days[1],
-        ],
-    );
+    // Two self-signed CAs: ours, and one the server's certificate is not
+    // signed by.
+    for (name, cn) in [("ca", "/CN=cairn test CA"), ("other", "/CN=someone else")] {
+        let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &crt, "-subj", cn, days[0],
+                days[1],
+            ],
+        );
+    }
     openssl(
         dir,
         &[
