@@ -408,17 +408,10 @@ def main():
         results["restore"] = {k: med(v) for k, v in restores.items()}
         results["repo_bytes_final"] = {"cairn": du_bytes(cairn.repo), "pgbackrest": du_bytes(pgbr.repo)}
     finally:
-        cluster.stop()
-        if a.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        pgcluster.tear_down(cluster, tmp, a.keep)
 
     report(results)
-    out = os.path.join(WORK, "pgbase-results.json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nraw figures: {out}")
+    pgcluster.save(results, os.path.join(WORK, "pgbase-results.json"))
 
 
 def report(r):

@@ -2,7 +2,7 @@
 commands as the unprivileged PostgreSQL user, and a throwaway cluster on a
 unix socket. PostgreSQL refuses to run as root; the benchmarks run as root
 and switch to PGUSER for every PostgreSQL program."""
-import os, shutil, socket, subprocess, sys
+import json, os, shutil, socket, subprocess, sys
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 PGUSER = "cairntest"
@@ -24,6 +24,22 @@ def as_pg(cmd, **kw):
     if r.returncode != 0:
         die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
     return r.stdout
+
+
+def tear_down(cluster, tmp, keep):
+    """Stops the benchmark's cluster and removes its temporary directory, or says where it was kept."""
+    cluster.stop()
+    if keep:
+        log(f"kept {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save(results, path):
+    """Writes the raw figures as JSON and says where."""
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"\nraw figures: {path}")
 
 
 def free_port():

@@ -36,7 +36,7 @@ within one run: /work/shared/peers.md explains why.
 We run as root; PostgreSQL and pgBackRest refuse that (or check ownership), so
 both run as the unprivileged user `cairntest`. cairn runs as the current user.
 """
-import argparse, hashlib, json, math, os, pwd, re, resource, secrets, shutil, signal, statistics
+import argparse, hashlib, math, os, pwd, re, resource, secrets, shutil, signal, statistics
 import subprocess, tempfile, time
 
 import pgcluster
@@ -381,17 +381,10 @@ def main():
             results["runs"].append(dict(sorted(run.items(), key=lambda kv: tools.index(kv[0]))))
         results["tools"] = {t: medians([r[t] for r in results["runs"]]) for t in tools}
     finally:
-        cluster.stop()
-        if a.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        pgcluster.tear_down(cluster, tmp, a.keep)
 
     report(results)
-    out = os.path.join(WORK, "wal-results.json")
-    with open(out, "w") as f:
-        json.dump(results, f, indent=1)
-    print(f"\nraw figures: {out}")
+    pgcluster.save(results, os.path.join(WORK, "wal-results.json"))
 
 
 def medians(per_run):
