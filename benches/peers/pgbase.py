@@ -41,7 +41,7 @@ Usage: python3 benches/peers/pgbase.py [--scale 50] [--runs 1]
 [--pgbackrest-process-max 1] [--keep]   (installs postgresql-15 and
 pgbackrest with apt when missing; results in .work/bench/pgbase-results.json)
 """
-import argparse, json, os, pwd, resource, secrets, shutil, signal, statistics, subprocess, tempfile
+import argparse, json, os, pwd, secrets, shutil, signal, statistics, subprocess, tempfile
 import time
 
 import pgcluster
@@ -63,17 +63,8 @@ ONLY_CAIRN_OK = {"backup_manifest", "tablespace_map"}
 def timed(cmd, stdout=subprocess.PIPE, **kw):
     """Runs cmd once; returns ({wall, cpu} seconds, stdout). CPU is user+sys of it and its waited-for children.
     Non-zero exit aborts."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
-                       timeout=CALL_TIMEOUT_S, **kw)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        out = ((r.stdout or b"") + r.stderr).decode(errors="replace")[-3000:]
-        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{out}")
-    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
-    return {"wall_s": wall, "cpu_s": cpu}, (r.stdout or b"").decode(errors="replace")
+    wall, user, system, out = pgcluster.run_timed(cmd, CALL_TIMEOUT_S, stdout=stdout, **kw)
+    return {"wall_s": wall, "cpu_s": user + system}, out.decode(errors="replace")
 
 
 def du_bytes(path, exclude=None):

@@ -2,7 +2,7 @@
 commands as the unprivileged PostgreSQL user, and a throwaway cluster on a
 unix socket. PostgreSQL refuses to run as root; the benchmarks run as root
 and switch to PGUSER for every PostgreSQL program."""
-import json, os, shutil, socket, subprocess, sys
+import json, os, resource, shutil, socket, subprocess, sys, time
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 PGUSER = "cairntest"
@@ -24,6 +24,20 @@ def as_pg(cmd, **kw):
     if r.returncode != 0:
         die(f"failed ({r.returncode}): {' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
     return r.stdout
+
+
+def run_timed(cmd, timeout, stdout=subprocess.PIPE, **kw):
+    """Runs cmd once; returns (wall, user CPU, system CPU) seconds, CPU of it and its waited-for children, and
+    its stdout (bytes, empty unless piped). Non-zero exit aborts with the end of its output."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, **kw)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if r.returncode != 0:
+        out = ((r.stdout or b"") + r.stderr).decode(errors="replace")[-3000:]
+        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{out}")
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, r.stdout or b""
 
 
 def tear_down(cluster, tmp, keep):

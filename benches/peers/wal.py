@@ -36,7 +36,7 @@ within one run: /work/shared/peers.md explains why.
 We run as root; PostgreSQL and pgBackRest refuse that (or check ownership), so
 both run as the unprivileged user `cairntest`. cairn runs as the current user.
 """
-import argparse, hashlib, math, os, pwd, re, resource, secrets, shutil, signal, statistics
+import argparse, hashlib, math, os, pwd, re, secrets, shutil, signal, statistics
 import subprocess, tempfile, time
 
 import pgcluster
@@ -58,16 +58,8 @@ def timed(cmd, stdout=subprocess.PIPE, **kw):
     Non-zero exit aborts. System time includes the kernel's work for the process's fsync and page cache writes.
 
     Output goes to a pipe read by us (the tools print a few lines at most) unless stdout says otherwise."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
-                       timeout=CALL_TIMEOUT_S, **kw)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        out = ((r.stdout or b"") + r.stderr).decode(errors="replace")[-3000:]
-        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{out}")
-    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    wall, user, system, _ = pgcluster.run_timed(cmd, CALL_TIMEOUT_S, stdout=stdout, **kw)
+    return wall, user, system
 
 
 def sha256(path):
