@@ -70,16 +70,17 @@ pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression 
     }
 }
 
-/// Decompresses a zstd blob of known plaintext length.
-pub fn decompress(data: &[u8], raw_len: usize) -> std::io::Result<Vec<u8>> {
-    let out = zstd::bulk::decompress(data, raw_len)?;
-    if out.len() != raw_len {
+/// Decompresses a zstd blob into `out`, which must be exactly its
+/// plaintext length.
+pub fn decompress_into(data: &[u8], out: &mut [u8]) -> std::io::Result<()> {
+    let n = zstd::bulk::decompress_to_buffer(data, out)?;
+    if n != out.len() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("decompressed to {} bytes, expected {raw_len}", out.len()),
+            format!("decompressed to {n} bytes, expected {}", out.len()),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -100,6 +101,9 @@ mod tests {
         let text = b"the quick brown fox jumps over the lazy dog\n".repeat(30_000);
         let (c, p) = compress(3, &text);
         assert_eq!(c, Compression::Zstd);
-        assert_eq!(decompress(&p.unwrap(), text.len()).unwrap(), text);
+        let mut back = vec![0u8; text.len()];
+        decompress_into(&p.unwrap(), &mut back).unwrap();
+        assert_eq!(back, text);
+        assert!(decompress_into(&compress(1, &text).1.unwrap(), &mut vec![0u8; text.len() + 1]).is_err());
     }
 }

@@ -87,29 +87,28 @@ impl Keys {
 
     /// Like [`Keys::seal`], appending to `out` (a pack under construction).
     pub fn seal_into(&self, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        let nonce = fresh_nonce();
         out.extend_from_slice(&nonce);
         let start = out.len();
         out.extend_from_slice(plaintext);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[start..])
-            .expect("XChaCha20-Poly1305 accepts any message shorter than 256 GiB");
-        out.extend_from_slice(&tag);
+        self.encrypt_tail(aad, &nonce, out, start);
     }
 
     /// Seals the content of `buf` in place as `nonce ‖ ciphertext ‖ tag`
     /// (the nonce is inserted in front; spare capacity avoids a new
     /// allocation).
     pub fn seal_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::thread_rng().fill_bytes(&mut nonce);
+        let nonce = fresh_nonce();
         buf.reserve(SEAL_OVERHEAD);
         buf.splice(0..0, nonce);
+        self.encrypt_tail(aad, &nonce, buf, NONCE_LEN);
+    }
+
+    /// Encrypts `buf[start..]` in place and appends the tag.
+    fn encrypt_tail(&self, aad: &[u8], nonce: &[u8; NONCE_LEN], buf: &mut Vec<u8>, start: usize) {
         let tag = self
             .cipher
-            .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut buf[NONCE_LEN..])
+            .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf[start..])
             .expect("XChaCha20-Poly1305 accepts any message shorter than 256 GiB");
         buf.extend_from_slice(&tag);
     }
@@ -140,6 +139,13 @@ impl Keys {
         self.cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag)).ok()?;
         Some(buf)
     }
+}
+
+/// A random nonce for one sealing.
+fn fresh_nonce() -> [u8; NONCE_LEN] {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    nonce
 }
 
 /// Seals `plaintext` under a raw 32-byte key (key slots use this: the key

@@ -49,19 +49,8 @@ pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, level: i32, plaintext: &[u
 
 /// Opens one blob read from `object` and checks it is what its id says.
 pub fn open_blob(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8]) -> Result<Vec<u8>> {
-    let at = Some(u64::from(entry.offset));
-    let id = Id(entry.id);
-    let body = keys
-        .open(&entry.id, sealed)
-        .ok_or_else(|| Error::corrupt(object, at, format!("blob {} failed authentication", id.short())))?;
-    let plain = match entry.compression {
-        Compression::None => body,
-        Compression::Zstd => compress::decompress(&body, entry.raw_len as usize)
-            .map_err(|e| Error::corrupt(object, at, format!("blob {}: {e}", id.short())))?,
-    };
-    if plain.len() != entry.raw_len as usize || keys.blob_id(&plain) != id {
-        return Err(Error::corrupt(object, at, format!("blob {} does not hash to its id", id.short())));
-    }
+    let mut plain = vec![0u8; entry.raw_len as usize];
+    open_blob_into(keys, object, entry, sealed, &mut plain)?;
     Ok(plain)
 }
 
@@ -70,9 +59,9 @@ thread_local! {
     static OPENED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Like [`open_blob`], writing the plaintext into `out`, which must be
-/// exactly `entry.raw_len` bytes: a caller decoding many blobs into one
-/// buffer (`wal fetch`) allocates nothing per blob.
+/// [`open_blob`] into `out`, which must be exactly `entry.raw_len` bytes: a
+/// caller decoding many blobs into one buffer (`wal fetch`) allocates
+/// nothing per blob.
 pub fn open_blob_into(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8], out: &mut [u8]) -> Result<()> {
     let at = Some(u64::from(entry.offset));
     let id = Id(entry.id);
@@ -92,11 +81,8 @@ pub fn open_blob_into(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8
             if !keys.open_to_slice(&entry.id, sealed, &mut body) {
                 return Err(unauthentic());
             }
-            match zstd::bulk::decompress_to_buffer(&body, out) {
-                Ok(n) if n == out.len() => Ok(()),
-                Ok(n) => Err(Error::corrupt(object, at, format!("blob {}: decompressed to {n} bytes", id.short()))),
-                Err(e) => Err(Error::corrupt(object, at, format!("blob {}: {e}", id.short()))),
-            }
+            compress::decompress_into(&body, out)
+                .map_err(|e| Error::corrupt(object, at, format!("blob {}: {e}", id.short())))
         })?,
     }
     if keys.blob_id(out) != id {

@@ -22,8 +22,9 @@ use std::path::Path;
 use super::PIECE;
 use crate::{Error, Result};
 
-/// Bytes read per window: a 16 MiB segment is one window, larger segments
-/// (up to 1 GiB) are read in windows of this size, so memory stays bounded.
+/// Bytes per window: a 16 MiB segment is one window, larger segments (up
+/// to 1 GiB) are read or decoded in windows of this size, so memory stays
+/// bounded.
 pub(crate) const WINDOW: usize = 8 * PIECE;
 
 /// A private, zero-filled buffer of up to [`WINDOW`] bytes.
@@ -54,7 +55,7 @@ impl Window {
         &mut self.map
     }
 
-    /// The first `n` bytes (what the last [`Window::fill`] returned).
+    /// The first `n` bytes (what was read into the window).
     pub(crate) fn data(&self, n: usize) -> &[u8] {
         &self.map[..n]
     }
