@@ -7,7 +7,9 @@
 //! them to disk at once, so the fsync in [`Staged::commit`] has little left
 //! to wait for. Nothing has the final name until `commit` (fsync, rename,
 //! directory fsyncs); a staged file that is never committed is removed when
-//! dropped, and one left by a killed process is never listed.
+//! dropped, and one left by a killed process is never listed and is removed
+//! by a later [`Store::stage`] in the same directory once it has not been
+//! written to for [`STALE_AFTER`].
 
 use std::fs::File;
 use std::io::Write;
@@ -15,6 +17,12 @@ use std::path::PathBuf;
 
 use super::{fsync_local, Store};
 use crate::{Error, Result};
+
+/// A staged file not written to for this long was left by a killed (or
+/// hour-long stalled) process. Removing it is safe either way: nothing
+/// refers to a staged file, and a stalled writer's commit fails, so its
+/// push fails and is retried rather than pointing at a missing pack.
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A local object being written; see the module docs.
 #[derive(Debug)]
@@ -37,7 +45,26 @@ impl Store {
         let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
         let file =
             std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        remove_stale(&d);
         Ok(Some(Staged { file, path, root: root.clone(), written: 0, committed: false }))
+    }
+}
+
+/// Removes the staged files in `dir` that nobody has written to for
+/// [`STALE_AFTER`]. Best effort: a failure only leaves the file for the next
+/// caller.
+fn remove_stale(dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("staged-") || !name.contains('#') {
+            continue;
+        }
+        let idle = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        if idle.is_some_and(|d| d > STALE_AFTER) && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!(file = %e.path().display(), "removed a staged file left by a killed process");
+        }
     }
 }
 
@@ -115,5 +142,27 @@ mod tests {
         drop(dropped);
         assert!(!p.exists(), "an uncommitted staged file is removed");
         assert!(Store::memory().stage("packs").unwrap().is_none());
+    }
+
+    #[test]
+    fn staging_removes_files_killed_processes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), true).unwrap();
+        let packs = dir.path().join("packs");
+        std::fs::create_dir_all(&packs).unwrap();
+        let old = std::time::SystemTime::now() - STALE_AFTER - std::time::Duration::from_secs(60);
+        let left = |name: &str, modified: std::time::SystemTime| {
+            let p = packs.join(name);
+            std::fs::File::create(&p).unwrap().set_modified(modified).unwrap();
+            p
+        };
+        let stale = left("staged-4242#123456", old);
+        let live = left("staged-4243#654321", std::time::SystemTime::now());
+        let not_staged = left("0a1b2c", old);
+        let s = store.stage("packs").unwrap().unwrap();
+        assert!(!stale.exists(), "an idle staged file is removed");
+        assert!(live.exists(), "a staged file written to recently is kept");
+        assert!(not_staged.exists(), "only staged files are considered");
+        assert!(s.path.exists());
     }
 }

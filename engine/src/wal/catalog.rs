@@ -302,7 +302,7 @@ pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
 
 async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Option<&StanzaRecord>) -> Result<()> {
     let Some(expected) = &m.facts else {
-        return super::fetch::read_verified(repo, key, m, true, |_| Ok(())).await;
+        return super::fetch::read_verified(repo, key, m, super::fetch::Check::PiecesAndFile, |_| Ok(())).await;
     };
     if let Some(c) = cluster {
         if c.system_id != expected.system_id {
@@ -319,7 +319,7 @@ async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Opti
 }
 
 async fn read_verified_scan(repo: &Repository, key: &str, m: &WalManifest, scanner: &mut SegmentScanner) -> Result<()> {
-    super::fetch::read_verified(repo, key, m, true, |p| {
+    super::fetch::read_verified(repo, key, m, super::fetch::Check::PiecesAndFile, |p| {
         scanner.push(p).map_err(|e| Error::corrupt(key, None, e.to_string()))
     })
     .await

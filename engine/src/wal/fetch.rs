@@ -19,7 +19,7 @@ use super::spool::Spool;
 use super::window::Window;
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::ids::pack_key;
-use crate::pack::open_blob_into;
+use crate::pack::{open_authentic_into, open_blob_into};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -50,12 +50,24 @@ fn timeline_of(name: &str) -> Result<u32> {
     }
 }
 
-/// Reads an archived file's content, verified, passing it on in order.
-///
-/// Every piece is authenticated and hashes to the id the (authenticated)
-/// manifest lists, in order, so the content is proven piece by piece; with
-/// `whole_file` the file's BLAKE3 is also recomputed (`wal verify`), which
-/// restore_command's latency budget does without.
+/// How much of an archived file's content [`read_verified`] proves, beyond
+/// every piece authenticating under the id the (authenticated) manifest
+/// lists and the total size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Each piece also hashes to its id, so the content is proven piece by
+    /// piece (`wal fetch`).
+    Pieces,
+    /// That, and the file's BLAKE3 is recomputed (`wal verify`), which
+    /// restore_command's latency budget does without.
+    PiecesAndFile,
+    /// Nothing is hashed: for the prefetcher, whose spooled copy is hashed
+    /// whole against the manifest before it is ever served.
+    Authentic,
+}
+
+/// Reads an archived file's content, verified as `check` says, passing it
+/// on in order.
 ///
 /// One ranged read per pack (the pieces of a pack are contiguous); the
 /// pieces are opened in parallel straight into a [`Window`] and handed to
@@ -64,7 +76,7 @@ pub(crate) async fn read_verified(
     repo: &Repository,
     key: &str,
     m: &WalManifest,
-    whole_file: bool,
+    check: Check,
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<()> {
     let mut hasher = blake3::Hasher::new();
@@ -107,7 +119,11 @@ pub(crate) async fn read_verified(
                     sc.spawn(move |_| {
                         let s = (u64::from(e.offset) - start) as usize;
                         let sealed = bytes.get(s..s + e.stored_len as usize).unwrap_or_default();
-                        let r = open_blob_into(keys, object, e, sealed, slot).map(|()| &*slot);
+                        let r = match check {
+                            Check::Authentic => open_authentic_into(keys, object, e, sealed, slot),
+                            Check::Pieces | Check::PiecesAndFile => open_blob_into(keys, object, e, sealed, slot),
+                        };
+                        let r = r.map(|()| &*slot);
                         let _ = tx.send((k, r));
                     });
                 }
@@ -119,7 +135,7 @@ pub(crate) async fn read_verified(
                     ready.insert(k, r);
                     while let Some(r) = ready.remove(&next) {
                         let piece = r?;
-                        if whole_file {
+                        if check == Check::PiecesAndFile {
                             hasher.update(piece);
                         }
                         *total += piece.len() as u64;
@@ -132,7 +148,7 @@ pub(crate) async fn read_verified(
         })?;
         i += entries.len();
     }
-    if total != m.size || (whole_file && hasher.finalize().to_hex().as_str() != m.blake3) {
+    if total != m.size || (check == Check::PiecesAndFile && hasher.finalize().to_hex().as_str() != m.blake3) {
         return Err(Error::corrupt(
             key,
             None,
@@ -173,7 +189,7 @@ pub async fn fetch(
         }
     }
     let tmp = temp_path(dest)?;
-    fetch_to_temp(repo, &key, &m, &tmp).await?;
+    fetch_to_temp(repo, &key, &m, &tmp, Check::Pieces).await?;
     if let Err(e) = deliver_from(&tmp, dest) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -189,14 +205,20 @@ fn temp_path(dest: &Path) -> Result<PathBuf> {
     Ok(dest.with_file_name(format!(".{name}.cairn-{}-{:08x}.tmp", std::process::id(), rand::random::<u32>())))
 }
 
-/// Writes the verified content of `m` to a new file `tmp` and fsyncs it;
-/// removes `tmp` on failure.
-pub(crate) async fn fetch_to_temp(repo: &Repository, key: &str, m: &WalManifest, tmp: &Path) -> Result<()> {
+/// Writes the content of `m`, verified as `check` says, to a new file `tmp`
+/// and fsyncs it; removes `tmp` on failure.
+pub(crate) async fn fetch_to_temp(
+    repo: &Repository,
+    key: &str,
+    m: &WalManifest,
+    tmp: &Path,
+    check: Check,
+) -> Result<()> {
     let r = async {
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
         let mut written = 0u64;
-        read_verified(repo, key, m, false, |piece| {
+        read_verified(repo, key, m, check, |piece| {
             f.write_all(piece).map_err(|e| Error::io(tmp, e))?;
             crate::store::start_writeback(&f, written, piece.len());
             written += piece.len() as u64;

@@ -244,9 +244,9 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let mut piece_hashes: Vec<PieceHash> = Vec::new();
     // Per window, one rayon scope: this thread reads the window piece by
     // piece and scans each piece while the pool seals it and hashes it as a
-    // BLAKE3 subtree; then this thread takes the sealed pieces in order as
-    // they come and writes them out, so reading, scanning, hashing,
-    // compression and writing overlap.
+    // BLAKE3 subtree; between pieces, and at the end of the window, this
+    // thread writes out the sealed pieces that are ready, in order, so
+    // reading, scanning, hashing, compression and writing overlap.
     let mut next_index = 0usize;
     let mut read_bytes = 0u64;
     let mut eof = false;
@@ -254,6 +254,15 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         tokio::task::block_in_place(|| {
             rayon::in_place_scope(|sc| -> Result<()> {
                 let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
+                let mut ready = std::collections::BTreeMap::new();
+                // Writes out, in order, the sealed pieces that are ready.
+                let mut write_ready = |ready: &mut std::collections::BTreeMap<usize, (SealedBlob, PieceHash)>| {
+                    while let Some((b, h)) = ready.remove(&piece_hashes.len()) {
+                        out.push(keys, &b)?;
+                        piece_hashes.push(h);
+                    }
+                    Ok::<(), Error>(())
+                };
                 let mut rest: &mut [u8] = window.as_mut_slice();
                 while !rest.is_empty() {
                     let at = PIECE.min(rest.len());
@@ -284,15 +293,13 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                     if eof {
                         break;
                     }
+                    ready.extend(rx.try_iter().map(|(i, b, h)| (i, (b, h))));
+                    write_ready(&mut ready)?;
                 }
                 drop(tx);
-                let mut ready = std::collections::BTreeMap::new();
                 for (i, b, h) in rx {
                     ready.insert(i, (b, h));
-                    while let Some((b, h)) = ready.remove(&piece_hashes.len()) {
-                        out.push(keys, &b)?;
-                        piece_hashes.push(h);
-                    }
+                    write_ready(&mut ready)?;
                 }
                 Ok(())
             })
