@@ -8,8 +8,9 @@ way PostgreSQL's archive_command would call it, pushes the first segment once
 more (the idempotent re-push), and fetches every segment back into an empty
 directory, the way restore_command would. Fetched bytes are compared with the
 originals; a mismatch aborts the run. The table shows medians over passes.
-Process start (`cairn --version`, `pgbackrest version`) and reading a segment
-(`cat`) are timed as the floor a one-process-per-segment design cannot beat.
+Process start (`cairn --version`, `pgbackrest version`), reading a segment
+(`cat`) and writing one (`cp`, and `dd conv=fsync` for a durable copy) are
+timed as the floor a one-process-per-segment design cannot beat.
 
 Durability is not the same on fetch: strace of pgBackRest 2.45 here shows
 archive-push writing a temp file, fsync, rename, fsync of the directory (as
@@ -298,7 +299,45 @@ def null_costs(cluster, segs):
                                        extra_groups=[])[0] for _ in range(20)]
     out["cat segment > /dev/null"] = [timed(["cat", os.path.join(cluster.staging, s)], stdout=subprocess.DEVNULL)[0]
                                       for s in segs]
+    # What delivering a segment costs with no decoding at all: a copy (what pgBackRest's archive-get leaves
+    # behind: no fsync) and a copy made durable (what restore_command must leave: dd's fsync before exit;
+    # cairn also renames and fsyncs the directory). Written next to where the fetches write, one name,
+    # removed after each call, as fetch_all() does.
+    dest = os.path.join(os.path.dirname(cluster.staging), "floor-RECOVERYXLOG")
+    for label, cmd in (("cp segment", lambda src: ["cp", src, dest]),
+                       ("dd segment conv=fsync",
+                        lambda src: ["dd", "status=none", "bs=2M", f"if={src}", f"of={dest}", "conv=fsync"])):
+        out[label] = []
+        for s in segs:
+            out[label].append(timed(cmd(os.path.join(cluster.staging, s)))[0])
+            os.unlink(dest)
+    out["durable write in-process"] = [durable_write(os.path.join(cluster.staging, s), dest) for s in segs]
     return out
+
+
+def durable_write(src, dest):
+    """Seconds to deliver src's bytes (already in memory) to dest as restore_command must, done the fastest
+    way we know, in this process (no process start): 2 MiB writes to a temporary name with writeback started
+    after each, fsync, rename, fsync of the directory. What is left of a fetch once decoding is free."""
+    with open(src, "rb") as f:
+        data = memoryview(f.read())
+    tmp, step = dest + ".tmp", 2 << 20
+    t = time.perf_counter()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    for off in range(0, len(data), step):
+        piece = data[off:off + step]
+        while piece:
+            piece = piece[os.write(fd, piece):]
+        os.posix_fadvise(fd, off, step, os.POSIX_FADV_DONTNEED)
+    os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, dest)
+    d = os.open(os.path.dirname(dest), os.O_RDONLY)
+    os.fsync(d)
+    os.close(d)
+    wall = time.perf_counter() - t
+    os.unlink(dest)
+    return wall
 
 
 def main():
@@ -408,6 +447,14 @@ def report(r):
               f"{x['repush_ms']:.1f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['mean_ms']:.1f} | {f['mb_s']:.0f} | "
               f"{cpu(f)} | {x['repo_bytes'] / 1e6:.1f} | {x['repo_bytes'] / r['segment_bytes']:.3f} |")
     print("\nfloor, median ms: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f}" for k, v in r["null_s"].items()))
+    durable, start = r["null_s"].get("durable write in-process"), r["null_s"].get("cairn --version")
+    if durable and start and "pgbackrest" in r["tools"] and not r.get("async_fetch"):
+        # Throughput is summed wall time, so the floor that bounds it is a mean.
+        d, s = statistics.fmean(durable) * 1e3, statistics.median(start) * 1e3
+        pf = r["tools"]["pgbackrest"]["fetch"]["mean_ms"]
+        print(f"fetch floor: process start {s:.1f} ms + durable write of a segment {d:.1f} ms (mean) = {s + d:.1f} ms, "
+              f"with decoding free; pgBackRest's fetch (no fsync) averages {pf:.1f} ms, so a one-process-per-segment "
+              f"fetch that fsyncs is at most {pf / (s + d):.2f}x its throughput on this machine")
     if "cairn" in r["tools"] and "pgbackrest" in r["tools"]:
         c, p = r["tools"]["cairn"], r["tools"]["pgbackrest"]
         print(f"\ncairn / pgBackRest: push throughput {c['push']['mb_s'] / p['push']['mb_s']:.2f}x, "

@@ -330,6 +330,26 @@ fn fetch_exit_codes_tell_missing_from_failure() {
     c.env("CAIRN_KEY_FILE", &other_key);
     failing("wrong key", c.output().unwrap());
 
+    // A truncated or missing pack: a failure, not "not archived".
+    let fetch_one = || wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", d]);
+    let saved: Vec<_> = a.repo.objects("packs").into_iter().map(|p| (std::fs::read(&p).unwrap(), p)).collect();
+    assert!(!saved.is_empty());
+    for (b, p) in &saved {
+        std::fs::write(p, &b[..b.len() / 2]).unwrap();
+    }
+    let out = fetch_one();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("short read"), "{}", String::from_utf8_lossy(&out.stderr));
+    failing("truncated pack", out);
+    for (_, p) in &saved {
+        std::fs::remove_file(p).unwrap();
+    }
+    failing("missing pack", fetch_one());
+    for (b, p) in &saved {
+        std::fs::write(p, b).unwrap();
+    }
+    assert_eq!(code(&fetch_one()), 0, "the restored pack serves again");
+    std::fs::remove_file(&dest).unwrap();
+
     // A corrupted pack: caught, nothing delivered.
     for p in a.repo.objects("packs") {
         let mut b = std::fs::read(&p).unwrap();

@@ -160,6 +160,20 @@ impl Store {
         Ok(b)
     }
 
+    /// Opens `key` of a local directory for [`LocalObject::read_at`]: ranged
+    /// reads straight into the caller's buffers, with no intermediate copy and
+    /// no hop through the blocking pool. `None` when the store is not a local
+    /// directory (use [`Store::get_range`]).
+    pub fn open_local(&self, key: &str) -> Result<Option<LocalObject>> {
+        let Some(root) = &self.local_root else { return Ok(None) };
+        let path = root.join(key);
+        match std::fs::File::open(&path) {
+            Ok(file) => Ok(Some(LocalObject { file, path, key: key.to_string() })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound { what: key.to_string() }),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// The size of an object.
     pub async fn size(&self, key: &str) -> Result<u64> {
         let m = self.inner.head(&Path::from(key)).await.map_err(|e| map_err(key, e))?;
@@ -195,6 +209,30 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(map_err(key, e)),
         }
+    }
+}
+
+/// An object of a local directory open for reading; see [`Store::open_local`].
+#[derive(Debug)]
+pub struct LocalObject {
+    file: std::fs::File,
+    path: PathBuf,
+    key: String,
+}
+
+impl LocalObject {
+    /// Fills `buf` with the object's bytes from `offset` on (blocking). An
+    /// object that ends before `buf` is full is corrupt, as with
+    /// [`Store::get_range`].
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, offset).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::corrupt(&self.key, Some(offset), format!("short read: wanted {} bytes", buf.len()))
+            } else {
+                Error::io(&self.path, e)
+            }
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 use super::spool::Spool;
 use super::window::Window;
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
+use crate::crypto::SEAL_OVERHEAD;
 use crate::ids::pack_key;
 use crate::pack::{open_authentic_into, open_blob_into};
 use crate::repo::Repository;
@@ -69,9 +70,12 @@ pub(crate) enum Check {
 /// Reads an archived file's content, verified as `check` says, passing it
 /// on in order.
 ///
-/// One ranged read per pack (the pieces of a pack are contiguous); the
-/// pieces are opened in parallel straight into a [`Window`] and handed to
-/// `sink` in order as soon as each is ready, so writing overlaps decoding.
+/// The pieces of one pack are read in order: from a local directory each
+/// straight into its place in one buffer (so the pool starts opening the
+/// first piece while the next is read), from a remote store with one ranged
+/// request per pack. The pool opens them in parallel into a [`Window`], and
+/// this thread hands each to `sink` as soon as it and those before it are
+/// ready, between reads and after, so reading, decoding and writing overlap.
 pub(crate) async fn read_verified(
     repo: &Repository,
     key: &str,
@@ -93,46 +97,42 @@ pub(crate) async fn read_verified(
             if !entries.is_empty() && raw + e.raw_len as usize > window.capacity() {
                 break;
             }
+            // Bounds the read buffer: no blob is stored in more bytes than
+            // zstd's worst case and the seal.
+            if e.stored_len as usize > zstd::zstd_safe::compress_bound(e.raw_len as usize) + SEAL_OVERHEAD {
+                return Err(Error::corrupt(key, None, "a piece is stored in more bytes than its plaintext and seal"));
+            }
             raw += e.raw_len as usize;
             entries.push((pid, e));
         }
         if raw > window.capacity() {
             return Err(Error::corrupt(key, None, format!("a piece of {raw} bytes is larger than a WAL piece")));
         }
-        let pid = entries[0].0;
-        let object = pack_key(&pid);
-        let start = u64::from(entries.iter().map(|(_, e)| e.offset).min().unwrap_or(0));
-        let end = entries.iter().map(|(_, e)| u64::from(e.offset) + u64::from(e.stored_len)).max().unwrap_or(start);
-        let bytes = repo.store().get_range(&object, start..end).await?;
+        let object = pack_key(&entries[0].0);
+        let local = repo.store().open_local(&object)?;
+        let (remote, mut sealed_buf) = match &local {
+            Some(_) => {
+                let stored = entries.iter().map(|(_, e)| e.stored_len as usize).sum();
+                (None, Some(Window::with_len(stored, Path::new(&object))?))
+            }
+            None => {
+                let start = u64::from(entries.iter().map(|(_, e)| e.offset).min().unwrap_or(0));
+                let end =
+                    entries.iter().map(|(_, e)| u64::from(e.offset) + u64::from(e.stored_len)).max().unwrap_or(start);
+                (Some((start, repo.store().get_range(&object, start..end).await?)), None)
+            }
+        };
         let keys = repo.keys();
-        let (object, bytes, entries) = (&object, &bytes, &entries);
+        let (object, entries, local, remote) = (&object, &entries, &local, &remote);
         let (hasher, sink, total) = (&mut hasher, &mut sink, &mut total);
-        let window = &mut window;
+        let (window, sealed_buf) = (&mut window, &mut sealed_buf);
         tokio::task::block_in_place(move || {
             rayon::in_place_scope(|sc| -> Result<()> {
                 let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<&[u8]>)>();
-                let mut rest: &mut [u8] = window.as_mut_slice();
-                for (k, (_, e)) in entries.iter().enumerate() {
-                    let (slot, tail) = std::mem::take(&mut rest).split_at_mut(e.raw_len as usize);
-                    rest = tail;
-                    let tx = tx.clone();
-                    sc.spawn(move |_| {
-                        let s = (u64::from(e.offset) - start) as usize;
-                        let sealed = bytes.get(s..s + e.stored_len as usize).unwrap_or_default();
-                        let r = match check {
-                            Check::Authentic => open_authentic_into(keys, object, e, sealed, slot),
-                            Check::Pieces | Check::PiecesAndFile => open_blob_into(keys, object, e, sealed, slot),
-                        };
-                        let r = r.map(|()| &*slot);
-                        let _ = tx.send((k, r));
-                    });
-                }
-                drop(tx);
-                // In order, as they come.
                 let mut ready = std::collections::BTreeMap::new();
                 let mut next = 0;
-                for (k, r) in rx {
-                    ready.insert(k, r);
+                // Hands on, in order, the pieces that are ready.
+                let mut deliver = |ready: &mut std::collections::BTreeMap<usize, Result<&[u8]>>| -> Result<()> {
                     while let Some(r) = ready.remove(&next) {
                         let piece = r?;
                         if check == Check::PiecesAndFile {
@@ -142,6 +142,41 @@ pub(crate) async fn read_verified(
                         sink(piece)?;
                         next += 1;
                     }
+                    Ok(())
+                };
+                let mut rest: &mut [u8] = window.as_mut_slice();
+                let mut sealed_rest: &mut [u8] = sealed_buf.as_mut().map(|w| w.as_mut_slice()).unwrap_or_default();
+                for (k, (_, e)) in entries.iter().enumerate() {
+                    let (slot, tail) = std::mem::take(&mut rest).split_at_mut(e.raw_len as usize);
+                    rest = tail;
+                    let sealed: &[u8] = match (local, remote) {
+                        (Some(obj), _) => {
+                            let (buf, tail) = std::mem::take(&mut sealed_rest).split_at_mut(e.stored_len as usize);
+                            sealed_rest = tail;
+                            obj.read_at(buf, u64::from(e.offset))?;
+                            buf
+                        }
+                        (None, Some((start, bytes))) => {
+                            let s = (u64::from(e.offset) - start) as usize;
+                            bytes.get(s..s + e.stored_len as usize).unwrap_or_default()
+                        }
+                        (None, None) => unreachable!("a pack is either local or fetched"),
+                    };
+                    let tx = tx.clone();
+                    sc.spawn(move |_| {
+                        let r = match check {
+                            Check::Authentic => open_authentic_into(keys, object, e, sealed, slot),
+                            Check::Pieces | Check::PiecesAndFile => open_blob_into(keys, object, e, sealed, slot),
+                        };
+                        let _ = tx.send((k, r.map(|()| &*slot)));
+                    });
+                    ready.extend(rx.try_iter());
+                    deliver(&mut ready)?;
+                }
+                drop(tx);
+                for (k, r) in rx {
+                    ready.insert(k, r);
+                    deliver(&mut ready)?;
                 }
                 Ok(())
             })

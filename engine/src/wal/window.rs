@@ -35,7 +35,12 @@ pub(crate) struct Window {
 impl Window {
     /// A window for a file of `size` bytes.
     pub(crate) fn for_size(size: u64, path: &Path) -> Result<Window> {
-        let len = usize::try_from(size).unwrap_or(WINDOW).clamp(1, WINDOW);
+        Window::with_len(usize::try_from(size).unwrap_or(WINDOW).clamp(1, WINDOW), path)
+    }
+
+    /// A window of exactly `len` (at least 1) bytes.
+    pub(crate) fn with_len(len: usize, path: &Path) -> Result<Window> {
+        let len = len.max(1);
         let map = memmap2::MmapOptions::new().len(len).map_anon().map_err(|e| Error::io(path, e))?;
         #[cfg(target_os = "linux")]
         {
