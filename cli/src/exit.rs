@@ -54,11 +54,62 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
             chain.push(m);
         }
     }
+    let hint = permission_hint(e);
     if json {
-        let v = serde_json::json!({ "error": chain.join(": "), "exit_code": code });
+        let mut v = serde_json::json!({ "error": chain.join(": "), "exit_code": code });
+        if let Some(h) = &hint {
+            v["hint"] = h.clone().into();
+        }
         eprintln!("{v}");
     } else {
         eprintln!("cairn: error: {}", chain.join(": "));
+        if let Some(h) = &hint {
+            eprintln!("cairn: hint: {h}");
+        }
     }
     code
+}
+
+/// For a file or directory this user may not write (or read): who owns it.
+/// The usual cause is a local repository written by two users, e.g.
+/// `cairn backup` as root and `archive_command` as the server's user.
+fn permission_hint(e: &anyhow::Error) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(Error::Io { path, source }) = e.downcast_ref::<Error>() else { return None };
+    if source.kind() != std::io::ErrorKind::PermissionDenied {
+        return None;
+    }
+    // The denied path may not exist yet (a directory being created): its
+    // nearest existing ancestor is what refused.
+    let (at, meta) = path.ancestors().find_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)))?;
+    let me = std::fs::metadata("/proc/self").ok()?.uid();
+    if meta.uid() == me {
+        return Some(format!(
+            "{} (mode {:o}) is this user's but not open to it; check its mode and its parents'",
+            at.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Some(format!(
+        "{} belongs to {} and cairn runs as {}: run every cairn command that writes to a local repository as \
+         one user (archive_command runs as the PostgreSQL server's user), or give this user access",
+        at.display(),
+        user_name(meta.uid()),
+        user_name(me)
+    ))
+}
+
+/// `name (uid N)` from /etc/passwd, or `uid N`.
+fn user_name(uid: u32) -> String {
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines().find_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        })
+    });
+    match name {
+        Some(n) => format!("{n} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }

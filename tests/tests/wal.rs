@@ -726,3 +726,36 @@ fn push_ahead_sigkill_leaves_nothing_served_wrongly() {
     let check = a.repo.json(&["check", "--read-data"]);
     assert_eq!(check["problems"].as_array().unwrap().len(), 0, "{check}");
 }
+
+/// A local repository another user wrote (say `cairn backup` as root, then
+/// archive_command as the server's user): the push fails, stores nothing,
+/// and the error says who owns what. Without root the same refusal comes
+/// from a repository directory made read-only.
+#[test]
+fn push_into_another_users_repository_says_who_owns_it() {
+    use std::os::unix::process::CommandExt;
+    let a = Archive::new(None);
+    let seg = first_segment(a.root(), "one");
+    let repo_dir = a.root().join("repo");
+    let mut c = std::process::Command::new(&a.bin);
+    c.arg("--config").arg(&a.config).args(["wal", "push"]).arg(&seg);
+    let want = if pg::running_as_root() {
+        let chown = std::process::Command::new("chown").arg("-R").arg("root:").arg(&repo_dir).status().unwrap();
+        assert!(chown.success());
+        let id = |flag: &str| {
+            let out = std::process::Command::new("id").args([flag, pg::os_user()]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().unwrap()
+        };
+        c.uid(id("-u")).gid(id("-g"));
+        format!("{} belongs to root (uid 0) and cairn runs as {}", repo_dir.display(), pg::os_user())
+    } else {
+        std::fs::set_permissions(&repo_dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+        format!("{} (mode 555) is this user's but not open to it", repo_dir.display())
+    };
+    let out = c.output().unwrap();
+    std::fs::set_permissions(&repo_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("Permission denied") && err.contains(&format!("cairn: hint: {want}")), "{err}");
+    assert!(a.repo.objects("wal").is_empty(), "nothing is archived");
+}
