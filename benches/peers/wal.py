@@ -322,6 +322,8 @@ def durable_write(src, dest):
     with open(src, "rb") as f:
         data = memoryview(f.read())
     tmp, step = dest + ".tmp", 2 << 20
+    if os.path.exists(tmp):  # left by an interrupted run
+        os.unlink(tmp)
     t = time.perf_counter()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     for off in range(0, len(data), step):

@@ -70,13 +70,15 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
     code
 }
 
-/// For a file or directory this user may not write (or read): who owns it.
-/// The usual cause is a local repository written by two users, e.g.
-/// `cairn backup` as root and `archive_command` as the server's user.
+/// For a file or directory this user may not write (or read), EACCES: who
+/// owns it. Inside a local repository the usual cause is one written by two
+/// users, e.g. `cairn backup` as root and `archive_command` as the server's
+/// user, and the hint says so.
 fn permission_hint(e: &anyhow::Error) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let Some(Error::Io { path, source }) = e.downcast_ref::<Error>() else { return None };
-    if source.kind() != std::io::ErrorKind::PermissionDenied {
+    // Not EPERM (an immutable file, a capability): ownership is not the cause.
+    if source.raw_os_error() != Some(libc::EACCES) {
         return None;
     }
     // The denied path may not exist yet (a directory being created): its
@@ -90,13 +92,15 @@ fn permission_hint(e: &anyhow::Error) -> Option<String> {
             meta.mode() & 0o7777
         ));
     }
-    Some(format!(
-        "{} belongs to {} and cairn runs as {}: run every cairn command that writes to a local repository as \
-         one user (archive_command runs as the PostgreSQL server's user), or give this user access",
-        at.display(),
-        user_name(meta.uid()),
-        user_name(me)
-    ))
+    // A repository's root holds `config` and `keys/`.
+    let in_repo = at.ancestors().any(|d| d.join("config").is_file() && d.join("keys").is_dir());
+    let advice = if in_repo {
+        "run every cairn command that writes to a local repository as one user (archive_command runs as the \
+         PostgreSQL server's user), or give this user access"
+    } else {
+        "run cairn as that user, or give this user access"
+    };
+    Some(format!("{} belongs to {} and cairn runs as {}: {advice}", at.display(), user_name(meta.uid()), user_name(me)))
 }
 
 /// `name (uid N)` from /etc/passwd, or `uid N`.

@@ -45,15 +45,19 @@ impl Store {
         let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
         let file =
             std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        remove_stale(&d);
+        // "Now" as the file system sees it (on a network file system the
+        // server's clock stamps mtimes, not ours).
+        if let Ok(now) = file.metadata().and_then(|m| m.modified()) {
+            remove_stale(&d, now);
+        }
         Ok(Some(Staged { file, path, root: root.clone(), written: 0, committed: false }))
     }
 }
 
 /// Removes the staged files in `dir` that nobody has written to for
-/// [`STALE_AFTER`]. Best effort: a failure only leaves the file for the next
-/// caller.
-fn remove_stale(dir: &std::path::Path) {
+/// [`STALE_AFTER`] before `now`. Best effort: a failure only leaves the file
+/// for the next caller.
+fn remove_stale(dir: &std::path::Path, now: std::time::SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let name = e.file_name();
@@ -61,7 +65,7 @@ fn remove_stale(dir: &std::path::Path) {
         if !name.starts_with("staged-") || !name.contains('#') {
             continue;
         }
-        let idle = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+        let idle = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| now.duration_since(t).ok());
         if idle.is_some_and(|d| d > STALE_AFTER) && std::fs::remove_file(e.path()).is_ok() {
             tracing::info!(file = %e.path().display(), "removed a staged file left by a killed process");
         }
@@ -95,7 +99,11 @@ impl Staged {
         let dest = self.root.join(key);
         let dir = dest.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        std::fs::rename(&self.path, &dest).map_err(|e| Error::io(&dest, e))?;
+        std::fs::rename(&self.path, &dest).map_err(|e| match e.kind() {
+            // Swept as stale (an hour without a write) while this process stalled.
+            std::io::ErrorKind::NotFound => Error::io(&self.path, e),
+            _ => Error::io(&dest, e),
+        })?;
         self.committed = true;
         fsync_local(&self.root, &dest)
     }

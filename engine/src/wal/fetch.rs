@@ -97,8 +97,8 @@ pub(crate) async fn read_verified(
             if !entries.is_empty() && raw + e.raw_len as usize > window.capacity() {
                 break;
             }
-            // Bounds the read buffer: no blob is stored in more bytes than
-            // zstd's worst case and the seal.
+            // Bounds the buffers: no blob is stored in more bytes than zstd's
+            // worst case and the seal.
             if e.stored_len as usize > zstd::zstd_safe::compress_bound(e.raw_len as usize) + SEAL_OVERHEAD {
                 return Err(Error::corrupt(key, None, "a piece is stored in more bytes than its plaintext and seal"));
             }
@@ -119,6 +119,10 @@ pub(crate) async fn read_verified(
                 let start = u64::from(entries.iter().map(|(_, e)| e.offset).min().unwrap_or(0));
                 let end =
                     entries.iter().map(|(_, e)| u64::from(e.offset) + u64::from(e.stored_len)).max().unwrap_or(start);
+                // One request covers the pieces because they are contiguous.
+                if end - start != entries.iter().map(|(_, e)| u64::from(e.stored_len)).sum::<u64>() {
+                    return Err(Error::corrupt(key, None, "the pieces of one pack are not contiguous"));
+                }
                 (Some((start, repo.store().get_range(&object, start..end).await?)), None)
             }
         };
@@ -194,7 +198,8 @@ pub(crate) async fn read_verified(
 }
 
 /// Fetches WAL file `name` of `stanza` to `dest`, from `spool` when a
-/// prefetcher already put a verified copy there.
+/// prefetcher already put a copy there that checks out against the manifest
+/// (size and whole-file BLAKE3, compared when it is served).
 pub async fn fetch(
     repo: &Repository,
     stanza: &str,
