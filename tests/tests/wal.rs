@@ -284,6 +284,35 @@ fn incompressible_segment_spans_two_staged_packs() {
 }
 
 #[test]
+fn a_64_mib_segment_is_pushed_and_fetched_in_windows() {
+    // Four 16 MiB windows per file: pieces are read, sealed, written,
+    // fetched and hashed across window boundaries. Its first page is real;
+    // the random tail makes every window's pieces distinct.
+    let a = Archive::new(None);
+    let c = Cluster::init(a.root(), "big", 64, "");
+    let seg = c.data.join("pg_wal/000000010000000000000001");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    assert_eq!(bytes.len(), 64 << 20);
+    rand::rngs::StdRng::seed_from_u64(64).fill(&mut bytes[8192..]);
+    let dir = a.root().join("big-wal");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("000000010000000000000001");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = wal(&a, &["push", "--stanza", "main", path.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wal(&a, &["push", "--stanza", "main", "--json", path.to_str().unwrap()]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["already_archived"], true, "the re-push hashes the file in windows too: {r}");
+    let dest = a.root().join("fetched");
+    let out = wal(&a, &["fetch", "--stanza", "main", "000000010000000000000001", dest.to_str().unwrap()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(b3(&dest), b3(&path));
+    assert_eq!(a.show()["cluster"]["segment_size"], 64 << 20);
+    let out = wal(&a, &["verify", "--stanza", "main"]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
 fn fetch_exit_codes_tell_missing_from_failure() {
     let a = Archive::new(None);
     let seg = first_segment(a.root(), "one");

@@ -278,19 +278,30 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                         break;
                     }
                     let piece: &[u8] = &head[..n];
-                    let (tx, i) = (tx.clone(), next_index);
-                    sc.spawn(move |_| {
+                    let i = next_index;
+                    let seal = move || {
                         let h = PieceHash::of(piece, i, size);
-                        let b = seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece);
-                        let _ = tx.send((i, b, h));
-                    });
+                        (i, seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece), h)
+                    };
+                    // The window's last piece is sealed here, after the scan,
+                    // rather than queued behind the pool's: this thread has
+                    // nothing else left to do, and the pool finishes sooner.
+                    let last = eof || rest.is_empty() || read_bytes + n as u64 >= size;
+                    if !last {
+                        let tx = tx.clone();
+                        sc.spawn(move |_| {
+                            let _ = tx.send(seal());
+                        });
+                    }
                     next_index += 1;
                     read_bytes += n as u64;
                     match scanner.as_mut() {
                         Some(s) => s.push(piece).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
                         None => text.extend_from_slice(piece),
                     }
-                    if eof {
+                    if last {
+                        let (i, b, h) = seal();
+                        ready.insert(i, (b, h));
                         break;
                     }
                     ready.extend(rx.try_iter().map(|(i, b, h)| (i, (b, h))));
@@ -301,7 +312,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                     ready.insert(i, (b, h));
                     write_ready(&mut ready)?;
                 }
-                Ok(())
+                write_ready(&mut ready)
             })
         })?;
     }
