@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::spool::Spool;
-use super::window::Window;
+use super::window::{InOrder, Window};
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::crypto::SEAL_OVERHEAD;
 use crate::ids::pack_key;
@@ -133,18 +133,16 @@ pub(crate) async fn read_verified(
         tokio::task::block_in_place(move || {
             rayon::in_place_scope(|sc| -> Result<()> {
                 let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<&[u8]>)>();
-                let mut ready = std::collections::BTreeMap::new();
-                let mut next = 0;
+                let mut ready = InOrder::from(0);
                 // Hands on, in order, the pieces that are ready.
-                let mut deliver = |ready: &mut std::collections::BTreeMap<usize, Result<&[u8]>>| -> Result<()> {
-                    while let Some(r) = ready.remove(&next) {
+                let mut deliver = |ready: &mut InOrder<Result<&[u8]>>| -> Result<()> {
+                    while let Some(r) = ready.pop() {
                         let piece = r?;
                         if check == Check::PiecesAndFile {
                             hasher.update(piece);
                         }
                         *total += piece.len() as u64;
                         sink(piece)?;
-                        next += 1;
                     }
                     Ok(())
                 };
@@ -174,7 +172,7 @@ pub(crate) async fn read_verified(
                         };
                         let _ = tx.send((k, r.map(|()| &*slot)));
                     });
-                    ready.extend(rx.try_iter());
+                    rx.try_iter().for_each(|(k, r)| ready.insert(k, r));
                     deliver(&mut ready)?;
                 }
                 drop(tx);

@@ -24,7 +24,7 @@ use cairn_formats::pg::{
 use cairn_formats::repo::{BlobEntry, BlobKind};
 use serde::Serialize;
 
-use super::window::{hash_path, merge_piece_hashes, read_full, PieceHash, Window};
+use super::window::{hash_path, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
 use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
@@ -254,10 +254,10 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         tokio::task::block_in_place(|| {
             rayon::in_place_scope(|sc| -> Result<()> {
                 let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
-                let mut ready = std::collections::BTreeMap::new();
+                let mut ready = InOrder::from(piece_hashes.len());
                 // Writes out, in order, the sealed pieces that are ready.
-                let mut write_ready = |ready: &mut std::collections::BTreeMap<usize, (SealedBlob, PieceHash)>| {
-                    while let Some((b, h)) = ready.remove(&piece_hashes.len()) {
+                let mut write_ready = |ready: &mut InOrder<(SealedBlob, PieceHash)>| {
+                    while let Some((b, h)) = ready.pop() {
                         out.push(keys, &b)?;
                         piece_hashes.push(h);
                     }
@@ -304,7 +304,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
                         ready.insert(i, (b, h));
                         break;
                     }
-                    ready.extend(rx.try_iter().map(|(i, b, h)| (i, (b, h))));
+                    rx.try_iter().for_each(|(i, b, h)| ready.insert(i, (b, h)));
                     write_ready(&mut ready)?;
                 }
                 drop(tx);
