@@ -117,3 +117,29 @@ fn user_name(uid: u32) -> String {
         None => format!("uid {uid}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(path: &std::path::Path, errno: i32) -> anyhow::Error {
+        Error::Io { path: path.to_path_buf(), source: std::io::Error::from_raw_os_error(errno) }.into()
+    }
+
+    #[test]
+    fn permission_hints_name_the_directory_that_refused() {
+        let dir = std::env::temp_dir().join(format!("cairn-hint-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A directory being created inside one of ours: ours refused.
+        let hint = permission_hint(&io_error(&dir.join("packs/ab"), libc::EACCES)).unwrap();
+        assert!(hint.starts_with(&format!("{} (mode ", dir.display())), "{hint}");
+        assert!(hint.contains("is this user's but not open to it"), "{hint}");
+        // Not a permission problem, or EPERM: no hint.
+        assert_eq!(permission_hint(&io_error(&dir, libc::ENOSPC)), None);
+        assert_eq!(permission_hint(&io_error(&dir, libc::EPERM)), None);
+        assert_eq!(permission_hint(&anyhow::anyhow!("something else")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(user_name(0), "root (uid 0)");
+        assert_eq!(user_name(u32::MAX - 7), format!("uid {}", u32::MAX - 7));
+    }
+}
