@@ -263,7 +263,18 @@ fn put_local(root: &FsPath, key: &str, bytes: &[u8], create: bool) -> Result<()>
         let _ = std::fs::remove_file(&staged);
     }
     match placed {
-        Ok(()) => fsync_local(root, &path),
+        Ok(()) => {
+            // A pack directory is where a killed put leaves a large
+            // `#<digits>` file behind; sweep it as staging does. (Not
+            // manifest directories: thousands of names per push to list,
+            // for leftovers of a few hundred bytes.)
+            if key.starts_with("packs/") {
+                if let Ok(now) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+                    staged::remove_stale(dir, now);
+                }
+            }
+            fsync_local(root, &path)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists { what: key.to_string() }),
         Err(e) => Err(Error::io(&path, e)),
     }

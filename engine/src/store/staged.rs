@@ -9,7 +9,8 @@
 //! directory fsyncs); a staged file that is never committed is removed when
 //! dropped, and one left by a killed process is never listed and is removed
 //! by a later [`Store::stage`] in the same directory once it has not been
-//! written to for [`STALE_AFTER`].
+//! written to for [`STALE_AFTER`] (as is a killed put's leftover in a pack
+//! directory, by the next pack put there).
 
 use std::fs::File;
 use std::io::Write;
@@ -54,20 +55,25 @@ impl Store {
     }
 }
 
-/// Removes the staged files in `dir` that nobody has written to for
-/// [`STALE_AFTER`] before `now`. Best effort: a failure only leaves the file
-/// for the next caller.
-fn remove_stale(dir: &std::path::Path, now: std::time::SystemTime) {
+/// Whether `name` is a staging file's (`…#<digits>`): never an object.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging files in `dir` (staged packs, and the `…#<digits>`
+/// files of puts) that nobody has written to for [`STALE_AFTER`] before
+/// `now`. Best effort: a failure only leaves the file for the next caller.
+pub(super) fn remove_stale(dir: &std::path::Path, now: std::time::SystemTime) {
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with("staged-") || !name.contains('#') {
+        if !is_staging_name(name) {
             continue;
         }
         let idle = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| now.duration_since(t).ok());
         if idle.is_some_and(|d| d > STALE_AFTER) && std::fs::remove_file(e.path()).is_ok() {
-            tracing::info!(file = %e.path().display(), "removed a staged file left by a killed process");
+            tracing::info!(file = %e.path().display(), "removed a staging file left by a killed process");
         }
     }
 }
@@ -167,10 +173,28 @@ mod tests {
         let stale = left("staged-4242#123456", old);
         let live = left("staged-4243#654321", std::time::SystemTime::now());
         let not_staged = left("0a1b2c", old);
+        let not_digits = left("0a1b2c#x1", old);
         let s = store.stage("packs").unwrap().unwrap();
         assert!(!stale.exists(), "an idle staged file is removed");
         assert!(live.exists(), "a staged file written to recently is kept");
-        assert!(not_staged.exists(), "only staged files are considered");
+        assert!(not_staged.exists() && not_digits.exists(), "only staging names are considered");
         assert!(s.path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_pack_put_removes_put_leftovers_in_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), true).unwrap();
+        let ab = dir.path().join("packs/ab");
+        std::fs::create_dir_all(&ab).unwrap();
+        let old = std::time::SystemTime::now() - STALE_AFTER - std::time::Duration::from_secs(60);
+        let stale = ab.join("abcdef#42");
+        std::fs::File::create(&stale).unwrap().set_modified(old).unwrap();
+        let live = ab.join("ab1234#43");
+        std::fs::write(&live, b"being written").unwrap();
+        store.put("packs/ab/ab9999", bytes::Bytes::from_static(b"pack")).await.unwrap();
+        assert!(!stale.exists(), "an hour-old put leftover is removed");
+        assert!(live.exists(), "a fresh one is kept");
+        assert_eq!(store.get("packs/ab/ab9999").await.unwrap().as_ref(), b"pack");
     }
 }
