@@ -24,7 +24,7 @@ use cairn_formats::pg::{
 use cairn_formats::repo::{BlobEntry, BlobKind};
 use serde::Serialize;
 
-use super::window::{hash_path, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
+use super::window::{hash_file, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
 use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
     NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
@@ -171,7 +171,8 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
         let key = manifest_key(stanza, tli, &name);
         if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
-            let hash = tokio::task::block_in_place(|| hash_path(path, size))?;
+            // The handle opened above (with O_NOFOLLOW for the pusher), not the path again.
+            let hash = tokio::task::block_in_place(|| hash_file(&file, path, size))?;
             let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
             // Another process may have linked it and not yet fsynced it.
             repo.store().sync_existing(&key).await?;

@@ -105,8 +105,9 @@ impl Spool {
             Err(_) => return Ok(false),
         }
         let ok = tokio::task::block_in_place(|| -> Result<bool> {
-            let size = std::fs::metadata(&spooled).map_err(|e| Error::io(&spooled, e))?.len();
-            Ok(size == m.size && super::window::hash_path(&spooled, size)? == m.blake3)
+            let f = std::fs::File::open(&spooled).map_err(|e| Error::io(&spooled, e))?;
+            let size = f.metadata().map_err(|e| Error::io(&spooled, e))?.len();
+            Ok(size == m.size && super::window::hash_file(&f, &spooled, size)? == m.blake3)
         })
         .unwrap_or(false);
         if !ok {

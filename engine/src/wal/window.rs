@@ -14,7 +14,7 @@
 //! A push reads the file into a window with `read(2)`, not by mapping it:
 //! what is hashed, scanned and sealed is one private, consistent copy even
 //! if the file changed underneath. Where a file is only hashed to compare
-//! with an archived one ([`hash_path`]: a re-push, a spooled segment), the
+//! with an archived one ([`hash_file`]: a re-push, a spooled segment), the
 //! pool reads its pieces with `pread` into a window and hashes them in
 //! parallel. Never a memory map of the file: a file truncated under a map
 //! kills the process with SIGBUS, where a read returns an error.
@@ -192,7 +192,8 @@ pub(crate) fn merge_piece_hashes(pieces: &[PieceHash], len: u64) -> Option<blake
     }
 }
 
-/// BLAKE3 (hex) of the file at `path`, which was `size` bytes when opened.
+/// BLAKE3 (hex) of the open file `f` (at `path`, named in errors), which
+/// was `size` bytes when opened.
 /// Fails if the size changed meanwhile. Used where only a hash is compared
 /// (a re-push, a spooled file): the pool reads the file's pieces with
 /// `pread` into a [`Window`] and hashes each as a subtree, merged as in a
@@ -202,10 +203,9 @@ pub(crate) fn merge_piece_hashes(pieces: &[PieceHash], len: u64) -> Option<blake
 /// file maps 64 KiB and costs microseconds, about 2.5 ms per 16 MiB here
 /// (`b3sum --num-threads 1` 6.7 ms against 5.3 ms with `--no-mmap`), more
 /// than copying into huge pages.
-pub(crate) fn hash_path(path: &Path, size: u64) -> Result<String> {
+pub(crate) fn hash_file(f: &File, path: &Path, size: u64) -> Result<String> {
     use rayon::prelude::*;
     use std::os::unix::fs::FileExt;
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let changed = |now: String| Error::Input {
         offset: size,
         source: std::io::Error::other(format!(
@@ -246,6 +246,10 @@ pub(crate) fn hash_path(path: &Path, size: u64) -> Result<String> {
 mod tests {
     use super::*;
 
+    fn hash_at(p: &Path, size: u64) -> Result<String> {
+        hash_file(&File::open(p).unwrap(), p, size)
+    }
+
     #[test]
     fn windows_cover_the_file_in_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -264,13 +268,13 @@ mod tests {
             }
         }
         assert_eq!(back, data);
-        assert_eq!(hash_path(&p, data.len() as u64).unwrap(), blake3::hash(&data).to_hex().to_string());
-        assert!(hash_path(&p, data.len() as u64 - 1).is_err(), "a file that grew is refused");
-        assert!(hash_path(&p, data.len() as u64 + 1).is_err(), "a file that shrank is refused");
+        assert_eq!(hash_at(&p, data.len() as u64).unwrap(), blake3::hash(&data).to_hex().to_string());
+        assert!(hash_at(&p, data.len() as u64 - 1).is_err(), "a file that grew is refused");
+        assert!(hash_at(&p, data.len() as u64 + 1).is_err(), "a file that shrank is refused");
         for len in [1, PIECE - 1, PIECE, PIECE + 1, WINDOW, WINDOW + 3 * PIECE + 9] {
             std::fs::write(&p, &data[..len]).unwrap();
             let want = blake3::hash(&data[..len]).to_hex().to_string();
-            assert_eq!(hash_path(&p, len as u64).unwrap(), want, "{len} bytes");
+            assert_eq!(hash_at(&p, len as u64).unwrap(), want, "{len} bytes");
         }
     }
 
@@ -316,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("e");
         std::fs::write(&p, b"").unwrap();
-        assert_eq!(hash_path(&p, 0).unwrap(), blake3::hash(b"").to_hex().to_string());
+        assert_eq!(hash_at(&p, 0).unwrap(), blake3::hash(b"").to_hex().to_string());
         std::fs::write(&p, b"00000002.history").unwrap();
         let mut w = Window::for_size(16, &p).unwrap();
         let mut f = File::open(&p).unwrap();
