@@ -28,6 +28,11 @@ PostgreSQL does; so both tools see the same queue. Push CPU then counts only
 the foreground processes: the detached background pushers are not children
 the bench waits for.
 
+With --also-sync (and --async-push/--async-fetch), each tool is also timed
+synchronously in the same run, so the report can set each tool's faster mode
+against the other's: pgBackRest's archive-get is faster synchronously than
+with archive-async on this kind of machine, cairn's fetch with its prefetcher.
+
 Latency is wall clock around one whole process (start, work, exit); CPU is
 user+sys of that process and its children (RUSAGE_CHILDREN deltas).
 Throughput is segment bytes / summed wall time of the sequential calls.
@@ -37,7 +42,7 @@ within one run: /work/shared/peers.md explains why.
 We run as root; PostgreSQL and pgBackRest refuse that (or check ownership), so
 both run as the unprivileged user `cairntest`. cairn runs as the current user.
 """
-import argparse, hashlib, math, os, pwd, re, secrets, shutil, signal, statistics
+import argparse, copy, hashlib, math, os, pwd, re, secrets, shutil, signal, statistics
 import subprocess, tempfile, time
 
 import pgcluster
@@ -356,6 +361,8 @@ def main():
     ap.add_argument("--async-push", type=int, metavar="N",
                     help="push ahead N segments: cairn `wal push --ahead N`, pgBackRest archive-push with "
                          "archive-async=y, process-max=N; both push from a directory with archive_status/*.ready")
+    ap.add_argument("--also-sync", action="store_true",
+                    help="with --async-push/--async-fetch, also time both tools synchronously in the same run")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (cluster stopped) for inspection")
     a = ap.parse_args()
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
@@ -371,6 +378,15 @@ def main():
         die("PostgreSQL 15 or pgbackrest missing: run benches/peers/wal.sh")
     if "cairn" in tools:
         check_cairn()
+    asynchronous = bool(a.async_push or a.async_fetch)
+    if a.also_sync and not asynchronous:
+        die("--also-sync goes with --async-push and/or --async-fetch")
+    # (label, tool, arguments): the asynchronous variants as asked, then, with --also-sync, the synchronous ones.
+    sync_args = copy.copy(a)
+    sync_args.async_push = sync_args.async_fetch = None
+    variants = [(f"{t} async" if asynchronous else t, t, a) for t in tools]
+    if a.also_sync:
+        variants += [(t, t, sync_args) for t in tools]
     os.makedirs(WORK, exist_ok=True)
 
     def on_signal(signum, _frame):
@@ -393,26 +409,28 @@ def main():
             versions["cairn"] = version([CAIRN, "--version"])
         results = {"segments": segs, "segment_bytes": nbytes, "segments_from_pgbench_init": from_init,
                    "scale": a.scale, "cpus": os.cpu_count(), "versions": versions,
-                   "cairn_compression": a.cairn_compression, "async_fetch": a.async_fetch, "async_push": a.async_push, "runs": []}
+                   "cairn_compression": a.cairn_compression, "async_fetch": a.async_fetch, "async_push": a.async_push, "also_sync": a.also_sync,
+                   "runs": []}
         # Before the tools, so that their binaries and libraries are in the page cache for the first timed call.
         results["null_s"] = null_costs(cluster, segs)
         for i in range(a.runs):
             run = {}
             # Rotate the order from run to run so that neither tool always goes first.
-            for t in tools[i % len(tools):] + tools[:i % len(tools)]:
-                log(f"run {i + 1}/{a.runs}: {t}: {len(segs)} pushes, then {len(segs)} fetches ...")
-                base = os.path.join(tmp, f"run{i}-{t}")
+            for label, t, va in variants[i % len(variants):] + variants[:i % len(variants)]:
+                log(f"run {i + 1}/{a.runs}: {label}: {len(segs)} pushes, then {len(segs)} fetches ...")
+                base = os.path.join(tmp, f"run{i}-{label.replace(' ', '-')}")
                 os.makedirs(base)
                 fn = run_cairn if t == "cairn" else run_pgbackrest
-                push, fetch, repush, repo_bytes, extra = fn(base, cluster, segs, digests, a)
-                run[t] = dict(push=summarize(push, nbytes), fetch=summarize(fetch, nbytes),
+                push, fetch, repush, repo_bytes, extra = fn(base, cluster, segs, digests, va)
+                run[label] = dict(push=summarize(push, nbytes), fetch=summarize(fetch, nbytes),
                               repush_ms=repush[0] * 1e3, repush_cpu_ms=(repush[1] + repush[2]) * 1e3,
                               repo_bytes=repo_bytes, push_s=[c[0] for c in push], push_user_s=[c[1] for c in push],
                               push_sys_s=[c[2] for c in push], fetch_s=[c[0] for c in fetch],
                               fetch_user_s=[c[1] for c in fetch], fetch_sys_s=[c[2] for c in fetch], **extra)
                 shutil.rmtree(base)  # the fetched copies alone are as big as the WAL
-            results["runs"].append(dict(sorted(run.items(), key=lambda kv: tools.index(kv[0]))))
-        results["tools"] = {t: medians([r[t] for r in results["runs"]]) for t in tools}
+            labels = [v[0] for v in variants]
+            results["runs"].append(dict(sorted(run.items(), key=lambda kv: labels.index(kv[0]))))
+        results["tools"] = {v[0]: medians([r[v[0]] for r in results["runs"]]) for v in variants}
     finally:
         pgcluster.tear_down(cluster, tmp, a.keep)
 
@@ -438,6 +456,7 @@ def report(r):
           f"{r['cairn_compression'] if r['cairn_compression'] is not None else '(its default)'}; "
           f"{'push ahead ' + str(r['async_push']) + ' segments (both tools; push CPU = foreground only); ' if r.get('async_push') else 'synchronous push; '}"
           f"{'fetch ahead ' + str(r['async_fetch']) + ' segments (both tools); ' if r.get('async_fetch') else 'synchronous fetch; '}"
+          f"{'rows without async: the same tools synchronous, in the same run; ' if r.get('also_sync') else ''}"
           f"p50/p99 nearest-rank over {n}{' (p99 = max)' if n < 100 else ''}, throughput = bytes / summed wall time\n")
     print("| tool | push p50 ms | push p99 ms | push mean ms | push MB/s | push CPU ms (u+s) | re-push ms "
           "| fetch p50 ms | fetch p99 ms | fetch mean ms | fetch MB/s | fetch CPU ms (u+s) | repo MB | repo / WAL |")
@@ -450,19 +469,27 @@ def report(r):
               f"{cpu(f)} | {x['repo_bytes'] / 1e6:.1f} | {x['repo_bytes'] / r['segment_bytes']:.3f} |")
     print("\nfloor, median ms: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f}" for k, v in r["null_s"].items()))
     durable, start = r["null_s"].get("durable write in-process"), r["null_s"].get("cairn --version")
-    if durable and start and "pgbackrest" in r["tools"] and not r.get("async_fetch"):
+    if durable and start and "pgbackrest" in r["tools"]:
         # Throughput is summed wall time, so the floor that bounds it is a mean.
         d, s = statistics.fmean(durable) * 1e3, statistics.median(start) * 1e3
         pf = r["tools"]["pgbackrest"]["fetch"]["mean_ms"]
         print(f"fetch floor: process start {s:.1f} ms + durable write of a segment {d:.1f} ms (mean) = {s + d:.1f} ms, "
               f"with decoding free; pgBackRest's fetch (no fsync) averages {pf:.1f} ms, so a one-process-per-segment "
               f"fetch that fsyncs is at most {pf / (s + d):.2f}x its throughput on this machine")
-    if "cairn" in r["tools"] and "pgbackrest" in r["tools"]:
-        c, p = r["tools"]["cairn"], r["tools"]["pgbackrest"]
-        print(f"\ncairn / pgBackRest: push throughput {c['push']['mb_s'] / p['push']['mb_s']:.2f}x, "
-              f"fetch throughput {c['fetch']['mb_s'] / p['fetch']['mb_s']:.2f}x, "
-              f"push CPU {c['push']['cpu_ms'] / p['push']['cpu_ms']:.2f}x, "
-              f"repo size {c['repo_bytes'] / p['repo_bytes']:.3f}x")
+    x = r["tools"]
+    for suffix in ("", " async"):
+        c, p = x.get("cairn" + suffix), x.get("pgbackrest" + suffix)
+        if c and p:
+            print(f"\ncairn{suffix} / pgBackRest{suffix}: push throughput {c['push']['mb_s'] / p['push']['mb_s']:.2f}x, "
+                  f"fetch throughput {c['fetch']['mb_s'] / p['fetch']['mb_s']:.2f}x, "
+                  f"push CPU {c['push']['cpu_ms'] / p['push']['cpu_ms']:.2f}x, "
+                  f"repo size {c['repo_bytes'] / p['repo_bytes']:.3f}x")
+    if r.get("also_sync") and all(t in x and t + " async" in x for t in ("cairn", "pgbackrest")):
+        best = lambda t, k: max((t, t + " async"), key=lambda v: x[v][k]["mb_s"])
+        for k in ("push", "fetch"):
+            c, p = best("cairn", k), best("pgbackrest", k)
+            print(f"{k}, each tool's faster mode: {c} / {p}: throughput {x[c][k]['mb_s'] / x[p][k]['mb_s']:.2f}x")
+    if "cairn" in x and "pgbackrest" in x or "cairn async" in x and "pgbackrest async" in x:
         print("note: cairn fetch fsyncs the delivered segment and its directory; pgBackRest 2.45 archive-get does not "
               "(both fsync on push); each fetch writes pg_wal/RECOVERYXLOG-style to one name, consumed before the next")
 

@@ -503,14 +503,19 @@ fn prefetch_serves_only_what_the_archive_holds() {
         assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::read(dest).unwrap()
     };
+    let wait_spooled = |n: &str| {
+        let t = Instant::now();
+        while !spool.join(n).exists() {
+            assert!(t.elapsed() < Duration::from_secs(30), "the prefetcher did not spool {n}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     // The first fetch starts a prefetcher for the next three segments.
     assert!(fetch(&name(&segs[0])) == std::fs::read(&segs[0]).unwrap());
     let next = spool.join(name(&segs[1]));
-    let t = Instant::now();
-    while !spool.join(name(&segs[3])).exists() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the prefetcher did not fill the spool");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_spooled(&name(&segs[3]));
+    let first = prefetchers(&spool);
+    assert_eq!(first.len(), 1, "{first:?}");
     // A spooled copy is served by rename...
     assert!(fetch(&name(&segs[1])) == std::fs::read(&segs[1]).unwrap());
     assert!(!next.exists(), "the spooled copy was not moved into place");
@@ -522,6 +527,16 @@ fn prefetch_serves_only_what_the_archive_holds() {
     assert!(fetch(&name(&segs[2])) == std::fs::read(&segs[2]).unwrap(), "a stale spool file was served");
     // Segments recovery has moved past are pruned from the spool.
     assert!(!spool.join(name(&segs[0])).exists());
+    // The same prefetcher followed recovery: it keeps three segments ahead
+    // of the last one fetched...
+    wait_spooled(&name(&segs[5]));
+    assert_eq!(prefetchers(&spool), first, "a prefetcher per fetch, not one that follows recovery");
+    // ...and exits once recovery stops asking.
+    let t = Instant::now();
+    while !prefetchers(&spool).is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the prefetcher did not exit after recovery stopped asking");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The spool may not be inside the data directory.
     let mut cmd = a.repo.cmd(&[
         "wal",
@@ -537,6 +552,23 @@ fn prefetch_serves_only_what_the_archive_holds() {
     ]);
     let o = cmd.current_dir(&c.data).output().unwrap();
     assert!(code(&o) >= 126, "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// The pids of the `cairn wal prefetch` processes working on `spool`.
+fn prefetchers(spool: &Path) -> Vec<u32> {
+    let want = spool.as_os_str().as_encoded_bytes();
+    let mut out: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            args.windows(2).any(|w| w == [b"wal".as_slice(), b"prefetch".as_slice()]) && args.contains(&want)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The files a stanza's repository holds a manifest for, by name (a

@@ -120,14 +120,17 @@ pub struct FetchArgs {
     dest: PathBuf,
 }
 
-/// Fetch segments into a spool directory (started by `wal fetch --prefetch`).
+/// Keep the segments after the one recovery fetched last in a spool directory
+/// (started by `wal fetch --prefetch`; exits when recovery stops asking).
 #[derive(Debug, clap::Args)]
 pub struct PrefetchArgs {
     #[command(flatten)]
     stanza: StanzaArg,
     #[arg(long)]
     spool: PathBuf,
-    names: Vec<String>,
+    /// How many segments to keep spooled ahead.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    ahead: u32,
 }
 
 /// Show what a stanza's archive holds: per timeline, the archived ranges, gaps,
@@ -258,8 +261,9 @@ async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
             }
             if let (Some(s), Some(n)) = (&spool, a.prefetch) {
                 s.prune_before(&a.name);
+                s.set_want(&a.name);
                 if !s.prefetcher_running() {
-                    if let Err(e) = start_prefetcher(g, &repo, &stanza, s, &a, n).await {
+                    if let Err(e) = start_prefetcher(g, &stanza, &a, n) {
                         tracing::warn!(error = %e, "could not start the prefetcher");
                     }
                 }
@@ -289,37 +293,18 @@ fn open_spool(dir: &std::path::Path) -> Result<wal::Spool> {
     Ok(spool)
 }
 
-/// Starts `cairn wal prefetch` in the background for the `n` segments after
-/// the one just fetched. It runs detached (own process group, no stdio) and
-/// outlives this process.
-async fn start_prefetcher(
-    g: &Global,
-    repo: &cairn_engine::repo::Repository,
-    stanza: &str,
-    spool: &wal::Spool,
-    a: &FetchArgs,
-    n: u32,
-) -> Result<()> {
-    use cairn_formats::pg::{SegmentSize, WalFileName};
+/// Starts `cairn wal prefetch` in the background, which keeps the `n`
+/// segments after the one recovery fetched last in the spool. It runs
+/// detached (own process group, no stdio) and outlives this process.
+fn start_prefetcher(g: &Global, stanza: &str, a: &FetchArgs, n: u32) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let Some(rec) = wal::load_stanza(repo, stanza).await? else { return Ok(()) };
-    let size = SegmentSize::new(rec.segment_size.into())?;
-    let Ok(WalFileName::Segment(mut seg)) = WalFileName::parse(&a.name, size) else { return Ok(()) };
-    let mut names = Vec::new();
-    for _ in 0..n {
-        let Some(next) = seg.next() else { break };
-        names.push(next.format(size));
-        seg = next;
-    }
     let mut c = g.self_command()?;
-    c.args(["wal", "prefetch", "--stanza", stanza, "--spool"])
+    c.args(["wal", "prefetch", "--stanza", stanza, "--ahead", &n.to_string(), "--spool"])
         .arg(a.spool.as_ref().expect("spool is set"))
-        .args(&names)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .process_group(0);
-    let _ = spool;
     c.spawn()?;
     Ok(())
 }
@@ -331,7 +316,9 @@ async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
         return Ok(exit::OK);
     };
     let repo = g.open().await?;
-    spool.fill(repo, &stanza, &a.names, 2).await?;
+    let Some(rec) = wal::load_stanza(&repo, &stanza).await? else { return Ok(exit::OK) };
+    let size = cairn_formats::pg::SegmentSize::new(rec.segment_size.into())?;
+    spool.follow(repo, &stanza, size, a.ahead as usize, 2, wal::spool::PREFETCH_IDLE).await?;
     Ok(exit::OK)
 }
 

@@ -9,11 +9,20 @@
 //! half-written by a killed prefetcher) is deleted and the segment fetched
 //! directly.
 //!
-//! # One prefetcher at a time
+//! # One prefetcher at a time, kept running
 //! A prefetcher holds an exclusive lock on `.prefetch.lock` for its whole
 //! life (released by the kernel when it exits, however it exits). A fetch
 //! that finds the segment it wants being written (`.NAME.tmp`) while a
 //! prefetcher holds the lock waits for it instead of fetching it twice.
+//!
+//! Each delivering fetch records its segment's name in `.want`; the
+//! prefetcher ([`Spool::follow`]) keeps the N segments after it spooled
+//! and stays up while recovery keeps asking, so a segment costs one
+//! process start (the fetch), not two. Recovery reads segments back to
+//! back and two cores are shared with it: a prefetcher started per segment
+//! spent about a fifth of the CPU per segment on starting and opening the
+//! repository. It exits once `.want` has not moved for [`PREFETCH_IDLE`],
+//! or at the first segment the archive does not have (until `.want` moves).
 //!
 //! # Trust
 //! The spool must belong to this user and not be writable by others; only
@@ -25,12 +34,20 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use cairn_formats::pg::{SegmentName, SegmentSize, WalFileName};
+
 use super::fetch::{deliver_from, fetch_to_temp, Check};
 use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
 const LOCK: &str = ".prefetch.lock";
+/// The name of the segment recovery fetched last.
+const WANT: &str = ".want";
+/// How long a prefetcher waits for recovery to ask for another segment.
+pub const PREFETCH_IDLE: Duration = Duration::from_secs(10);
+/// How often a waiting prefetcher looks at `.want`.
+const POLL: Duration = Duration::from_millis(3);
 /// How long a fetch waits for a prefetcher that is writing its segment.
 const WAIT_FOR_PREFETCHER: Duration = Duration::from_secs(60);
 
@@ -119,6 +136,15 @@ impl Spool {
         Ok(true)
     }
 
+    fn remove_temps(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
+        for e in rd.flatten() {
+            if e.file_name().to_str().is_some_and(|f| f.starts_with('.') && f.ends_with(".tmp")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Removes spooled segments that sort before `name` (recovery has moved
     /// past them) and, when no prefetcher runs, leftovers of killed ones.
     pub fn prune_before(&self, name: &str) {
@@ -131,6 +157,81 @@ impl Spool {
             if (f.len() == 24 && f < name) || stale_tmp {
                 let _ = std::fs::remove_file(e.path());
             }
+        }
+    }
+
+    /// Records `name` as the segment recovery fetched last, for the
+    /// prefetcher. Best effort: a prefetcher that misses it only prefetches
+    /// less.
+    pub fn set_want(&self, name: &str) {
+        let tmp = self.dir.join(format!("{WANT}.{}.tmp", std::process::id()));
+        if std::fs::write(&tmp, name).and_then(|()| std::fs::rename(&tmp, self.dir.join(WANT))).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// The segment recovery fetched last, if `.want` names one.
+    fn want(&self, size: SegmentSize) -> Option<SegmentName> {
+        let s = std::fs::read_to_string(self.dir.join(WANT)).ok()?;
+        match WalFileName::parse(s.trim(), size) {
+            Ok(WalFileName::Segment(seg)) => Some(seg),
+            _ => None,
+        }
+    }
+
+    /// The prefetcher's loop: keeps the `ahead` segments after the one named
+    /// in `.want` in the spool (fetching `concurrency` at a time) while
+    /// recovery keeps asking; returns once `.want` has not moved for `idle`
+    /// or the spool directory is gone.
+    pub async fn follow(
+        &self,
+        repo: std::sync::Arc<Repository>,
+        stanza: &str,
+        size: SegmentSize,
+        ahead: usize,
+        concurrency: usize,
+        idle: Duration,
+    ) -> Result<()> {
+        let mut last: Option<SegmentName> = None;
+        let mut moved = Instant::now();
+        // The want for which a fill stopped short (the archive ends there,
+        // or a fetch failed): nothing more is tried until recovery moves.
+        let mut stalled: Option<SegmentName> = None;
+        // What this prefetcher spooled: a fetch serves a segment by moving it
+        // out of the spool just before it records the name in `.want`.
+        let mut spooled = std::collections::BTreeSet::new();
+        // This process holds the lock: a temporary file here is a killed
+        // prefetcher's, and a fetch would wait for it.
+        self.remove_temps();
+        loop {
+            if !self.dir.is_dir() {
+                return Ok(());
+            }
+            let want = self.want(size);
+            if want != last {
+                last = want;
+                moved = Instant::now();
+            }
+            if let Some(w) = want.filter(|w| stalled != Some(*w)) {
+                let w_name = w.format(size);
+                spooled = spooled.split_off(&w_name);
+                let missing: Vec<String> = names_after(w, size, ahead)
+                    .into_iter()
+                    .filter(|n| !spooled.contains(n) && std::fs::symlink_metadata(self.path(n)).is_err())
+                    .collect();
+                if !missing.is_empty() {
+                    let done = self.fill(repo.clone(), stanza, &missing, concurrency).await? as usize;
+                    spooled.extend(missing[..done].iter().cloned());
+                    if done < missing.len() {
+                        stalled = Some(w);
+                    }
+                    continue;
+                }
+            }
+            if moved.elapsed() >= idle {
+                return Ok(());
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 
@@ -188,4 +289,15 @@ impl Spool {
         std::fs::rename(&tmp, self.path(name)).map_err(|e| Error::io(self.path(name), e))?;
         Ok(true)
     }
+}
+
+/// The names of the `n` segments after `seg` on its timeline.
+pub fn names_after(mut seg: SegmentName, size: SegmentSize, n: usize) -> Vec<String> {
+    let mut names = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Some(next) = seg.next() else { break };
+        names.push(next.format(size));
+        seg = next;
+    }
+    names
 }
