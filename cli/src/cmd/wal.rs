@@ -109,9 +109,10 @@ pub struct FetchArgs {
     /// spooled segment is a rename [env: CAIRN_WAL_SPOOL].
     #[arg(long, env = "CAIRN_WAL_SPOOL", value_name = "DIR", requires = "prefetch")]
     spool: Option<PathBuf>,
-    /// After each fetch, make sure a background `cairn` is fetching the next
-    /// N segments into --spool. A spooled segment is served only after its
-    /// size and BLAKE3 match the archive's manifest.
+    /// After each fetch, make sure a background `cairn` keeps the next N
+    /// segments in --spool. It follows recovery from fetch to fetch and exits
+    /// 10 s after recovery stops asking. A spooled segment is served only
+    /// after its size and BLAKE3 match the archive's manifest.
     #[arg(long, value_name = "N", requires = "spool", value_parser = clap::value_parser!(u32).range(1..=256))]
     prefetch: Option<u32>,
     /// The WAL file name (%f).

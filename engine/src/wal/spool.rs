@@ -46,8 +46,10 @@ const LOCK: &str = ".prefetch.lock";
 const WANT: &str = ".want";
 /// How long a prefetcher waits for recovery to ask for another segment.
 pub const PREFETCH_IDLE: Duration = Duration::from_secs(10);
-/// How often a waiting prefetcher looks at `.want`.
-const POLL: Duration = Duration::from_millis(3);
+/// How often a waiting prefetcher looks at `.want` (a stat and a small read).
+const POLL_WANT: Duration = Duration::from_millis(2);
+/// How often a fetch that waits for the prefetcher at its segment looks.
+const POLL_TMP: Duration = Duration::from_millis(1);
 /// How long a fetch waits for a prefetcher that is writing its segment.
 const WAIT_FOR_PREFETCHER: Duration = Duration::from_secs(60);
 
@@ -110,7 +112,7 @@ impl Spool {
             if t.elapsed() > WAIT_FOR_PREFETCHER {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(POLL_TMP).await;
         }
         match std::fs::symlink_metadata(&spooled) {
             Ok(meta) if meta.is_file() => {}
@@ -200,6 +202,8 @@ impl Spool {
         // What this prefetcher spooled: a fetch serves a segment by moving it
         // out of the spool just before it records the name in `.want`.
         let mut spooled = std::collections::BTreeSet::new();
+        // Whether everything after the current want is spooled already.
+        let mut settled = false;
         // This process holds the lock: a temporary file here is a killed
         // prefetcher's, and a fetch would wait for it.
         self.remove_temps();
@@ -209,10 +213,15 @@ impl Spool {
             }
             let want = self.want(size);
             if want != last {
+                if want < last {
+                    // Recovery started over: what was served may be asked for again.
+                    spooled.clear();
+                }
                 last = want;
                 moved = Instant::now();
+                settled = false;
             }
-            if let Some(w) = want.filter(|w| stalled != Some(*w)) {
+            if let Some(w) = want.filter(|w| !settled && stalled != Some(*w)) {
                 let w_name = w.format(size);
                 spooled = spooled.split_off(&w_name);
                 let missing: Vec<String> = names_after(w, size, ahead)
@@ -227,11 +236,12 @@ impl Spool {
                     }
                     continue;
                 }
+                settled = true;
             }
             if moved.elapsed() >= idle {
                 return Ok(());
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(POLL_WANT).await;
         }
     }
 
@@ -300,4 +310,20 @@ pub fn names_after(mut seg: SegmentName, size: SegmentSize, n: usize) -> Vec<Str
         seg = next;
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_after_carry_into_the_next_log_file() {
+        let size = SegmentSize::new(16 << 20).unwrap();
+        let Ok(WalFileName::Segment(seg)) = WalFileName::parse("000000020000000A000000FE", size) else { panic!() };
+        assert_eq!(
+            names_after(seg, size, 3),
+            ["000000020000000A000000FF", "000000020000000B00000000", "000000020000000B00000001"]
+        );
+        assert!(names_after(seg, size, 0).is_empty());
+    }
 }
