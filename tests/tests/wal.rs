@@ -510,6 +510,11 @@ fn prefetch_serves_only_what_the_archive_holds() {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
+    // A killed prefetcher left a temporary file behind: it is cleared, not
+    // waited for, and the segment is prefetched all the same.
+    std::fs::create_dir(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(spool.join(format!(".{}.tmp", name(&segs[1]))), b"half a segment").unwrap();
     // The first fetch starts a prefetcher for the next three segments.
     assert!(fetch(&name(&segs[0])) == std::fs::read(&segs[0]).unwrap());
     let next = spool.join(name(&segs[1]));

@@ -319,7 +319,7 @@ async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
     let repo = g.open().await?;
     let Some(rec) = wal::load_stanza(&repo, &stanza).await? else { return Ok(exit::OK) };
     let size = cairn_formats::pg::SegmentSize::new(rec.segment_size.into())?;
-    spool.follow(repo, &stanza, size, a.ahead as usize, 2, wal::spool::PREFETCH_IDLE).await?;
+    spool.follow(repo, &stanza, size, a.ahead as usize, wal::spool::PREFETCH_IDLE).await?;
     Ok(exit::OK)
 }
 

@@ -252,6 +252,23 @@ pub(crate) async fn fetch_to_temp(
     tmp: &Path,
     check: Check,
 ) -> Result<()> {
+    let f = write_temp(repo, key, m, tmp, check).await?;
+    let r = f.sync_all().map_err(|e| Error::io(tmp, e));
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
+}
+
+/// [`fetch_to_temp`] up to the fsync, which is the caller's: the written
+/// file. Removes `tmp` on failure.
+pub(crate) async fn write_temp(
+    repo: &Repository,
+    key: &str,
+    m: &WalManifest,
+    tmp: &Path,
+    check: Check,
+) -> Result<std::fs::File> {
     let r = async {
         let mut f =
             std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
@@ -263,7 +280,7 @@ pub(crate) async fn fetch_to_temp(
             Ok(())
         })
         .await?;
-        f.sync_all().map_err(|e| Error::io(tmp, e))
+        Ok(f)
     }
     .await;
     if r.is_err() {

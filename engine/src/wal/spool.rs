@@ -32,11 +32,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
 use cairn_formats::pg::{SegmentName, SegmentSize, WalFileName};
 
-use super::fetch::{deliver_from, fetch_to_temp, Check};
+use super::fetch::{deliver_from, write_temp, Check};
 use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -52,6 +50,16 @@ const POLL_WANT: Duration = Duration::from_millis(2);
 const POLL_TMP: Duration = Duration::from_millis(1);
 /// How long a fetch waits for a prefetcher that is writing its segment.
 const WAIT_FOR_PREFETCHER: Duration = Duration::from_secs(60);
+
+/// What [`Spool::write_one`] did.
+enum Spooled {
+    /// The segment is spooled already.
+    Already,
+    /// Written to the temporary file, to be fsynced and renamed.
+    Written(std::fs::File, PathBuf),
+    /// The archive does not have it.
+    NotArchived,
+}
 
 /// A spool directory.
 #[derive(Debug, Clone)]
@@ -182,16 +190,14 @@ impl Spool {
     }
 
     /// The prefetcher's loop: keeps the `ahead` segments after the one named
-    /// in `.want` in the spool (fetching `concurrency` at a time) while
-    /// recovery keeps asking; returns once `.want` has not moved for `idle`
-    /// or the spool directory is gone.
+    /// in `.want` in the spool while recovery keeps asking; returns once
+    /// `.want` has not moved for `idle` or the spool directory is gone.
     pub async fn follow(
         &self,
         repo: std::sync::Arc<Repository>,
         stanza: &str,
         size: SegmentSize,
         ahead: usize,
-        concurrency: usize,
         idle: Duration,
     ) -> Result<()> {
         let mut last: Option<SegmentName> = None;
@@ -229,7 +235,7 @@ impl Spool {
                     .filter(|n| !spooled.contains(n) && std::fs::symlink_metadata(self.path(n)).is_err())
                     .collect();
                 if !missing.is_empty() {
-                    let done = self.fill(repo.clone(), stanza, &missing, concurrency).await? as usize;
+                    let done = self.fill(repo.clone(), stanza, &missing).await? as usize;
                     spooled.extend(missing[..done].iter().cloned());
                     if done < missing.len() {
                         stalled = Some(w);
@@ -245,59 +251,70 @@ impl Spool {
         }
     }
 
-    /// Fetches `names` into the spool, `concurrency` at a time (each on its
-    /// own task, so one file's fsync overlaps the next one's decoding),
-    /// stopping at the first one the archive does not have. Files are fsynced
-    /// before they are renamed into the spool, so a later fetch only renames.
-    pub async fn fill(
-        &self,
-        repo: std::sync::Arc<Repository>,
-        stanza: &str,
-        names: &[String],
-        concurrency: usize,
-    ) -> Result<u64> {
-        let mut done = 0;
-        let mut jobs = futures::stream::iter(names.iter().cloned())
-            .map(|name| {
-                let (spool, repo, stanza) = (self.clone(), repo.clone(), stanza.to_string());
-                async move {
-                    let r = tokio::spawn(async move { spool.fill_one(&repo, &stanza, &name).await }).await;
-                    r.unwrap_or_else(|e| Err(Error::Config(format!("prefetch task failed: {e}"))))
+    /// Fetches `names` into the spool in order, stopping at the first one
+    /// the archive does not have; returns how many of the first names are
+    /// spooled. One file decodes at a time (the pool already spreads one
+    /// file over every core, and recovery waits for the first name), while
+    /// the files decoded before it are fsynced and renamed into the spool on
+    /// the blocking pool, so that a later fetch only renames.
+    pub async fn fill(&self, repo: std::sync::Arc<Repository>, stanza: &str, names: &[String]) -> Result<u64> {
+        let mut syncs = Vec::new();
+        for name in names {
+            match self.write_one(&repo, stanza, name).await {
+                Ok(Spooled::Already) => syncs.push(None),
+                Ok(Spooled::Written(f, tmp)) => {
+                    let dest = self.path(name);
+                    syncs.push(Some(tokio::task::spawn_blocking(move || {
+                        let r = f.sync_all().and_then(|()| std::fs::rename(&tmp, &dest));
+                        if r.is_err() {
+                            let _ = std::fs::remove_file(&tmp);
+                        }
+                        r.map_err(|e| Error::io(&dest, e))
+                    })));
                 }
-            })
-            .buffered(concurrency.max(1));
-        while let Some(r) = jobs.next().await {
+                Ok(Spooled::NotArchived) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, %name, "prefetch failed");
+                    break;
+                }
+            }
+        }
+        let mut done = 0;
+        let mut failed = false;
+        for s in syncs {
+            let r = match s {
+                None => Ok(()),
+                Some(h) => h.await.unwrap_or_else(|e| Err(Error::Config(format!("prefetch task failed: {e}")))),
+            };
             match r {
-                Ok(true) => done += 1,
-                Ok(false) => break,
+                Ok(()) if !failed => done += 1,
+                Ok(()) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "prefetch failed");
-                    break;
+                    failed = true;
                 }
             }
         }
         Ok(done)
     }
 
-    async fn fill_one(&self, repo: &Repository, stanza: &str, name: &str) -> Result<bool> {
+    /// Writes `name` to its temporary file, not yet fsynced.
+    async fn write_one(&self, repo: &Repository, stanza: &str, name: &str) -> Result<Spooled> {
         if self.path(name).exists() {
-            return Ok(true);
+            return Ok(Spooled::Already);
         }
         let tli = u32::from_str_radix(name.get(..8).unwrap_or(""), 16).map_err(|_| Error::Config(name.into()))?;
         let key = manifest_key(stanza, tli, name);
         let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
-            return Ok(false);
+            return Ok(Spooled::NotArchived);
         };
         let tmp = self.temp(name);
+        // The prefetcher holds the lock: a file there is a killed one's.
+        let _ = std::fs::remove_file(&tmp);
         // Pieces authenticate; the hash that proves the content is the
         // whole file's, checked in `take` when the copy is served.
-        let r = fetch_to_temp(repo, &key, &m, &tmp, Check::Authentic).await;
-        if r.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        r?;
-        std::fs::rename(&tmp, self.path(name)).map_err(|e| Error::io(self.path(name), e))?;
-        Ok(true)
+        let f = write_temp(repo, &key, &m, &tmp, Check::Authentic).await?;
+        Ok(Spooled::Written(f, tmp))
     }
 }
 
