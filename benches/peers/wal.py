@@ -456,7 +456,7 @@ def report(r):
           f"{r['cairn_compression'] if r['cairn_compression'] is not None else '(its default)'}; "
           f"{'push ahead ' + str(r['async_push']) + ' segments (both tools; push CPU = foreground only); ' if r.get('async_push') else 'synchronous push; '}"
           f"{'fetch ahead ' + str(r['async_fetch']) + ' segments (both tools); ' if r.get('async_fetch') else 'synchronous fetch; '}"
-          f"{'rows without async: the same tools synchronous, in the same run; ' if r.get('also_sync') else ''}"
+          f"{'rows without async: both tools synchronous in push and fetch, same run; ' if r.get('also_sync') else ''}"
           f"p50/p99 nearest-rank over {n}{' (p99 = max)' if n < 100 else ''}, throughput = bytes / summed wall time\n")
     print("| tool | push p50 ms | push p99 ms | push mean ms | push MB/s | push CPU ms (u+s) | re-push ms "
           "| fetch p50 ms | fetch p99 ms | fetch mean ms | fetch MB/s | fetch CPU ms (u+s) | repo MB | repo / WAL |")
@@ -486,7 +486,7 @@ def report(r):
                   f"repo size {c['repo_bytes'] / p['repo_bytes']:.3f}x")
     if r.get("also_sync") and all(t in x and t + " async" in x for t in ("cairn", "pgbackrest")):
         best = lambda t, k: max((t, t + " async"), key=lambda v: x[v][k]["mb_s"])
-        for k in ("push", "fetch"):
+        for k in [k for k, n in (("push", r.get("async_push")), ("fetch", r.get("async_fetch"))) if n]:
             c, p = best("cairn", k), best("pgbackrest", k)
             print(f"{k}, each tool's faster mode: {c} / {p}: throughput {x[c][k]['mb_s'] / x[p][k]['mb_s']:.2f}x")
     if "cairn" in x and "pgbackrest" in x or "cairn async" in x and "pgbackrest async" in x:
