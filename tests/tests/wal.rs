@@ -726,6 +726,52 @@ fn push_ahead_races_archive_command() {
     a.repo.ok(&["wal", "verify", "--stanza", "race0"]);
 }
 
+/// `push-ahead --follow` (what `wal push --ahead` starts): one process
+/// pushes what is ready, stays while PostgreSQL marks more files ready,
+/// pushes those too, and exits once nothing new has been ready for a while.
+#[test]
+fn push_ahead_follows_archive_status_then_exits() {
+    let a = Archive::new(None);
+    let run = runtime_dir(&a);
+    let seg = first_segment(a.root(), "one");
+    let dir = ready_dir(&a, &seg, "pg_wal");
+    let d = dir.to_str().unwrap();
+    let mut c = a.repo.cmd(&["-v", "wal", "push-ahead", "--stanza", "main", "--follow", "2", "--dir", d]);
+    c.env("XDG_RUNTIME_DIR", &run).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut pusher = c.spawn().unwrap();
+    let wait_for = |name: &str| {
+        let t = Instant::now();
+        while !manifest_names(&a, "main").iter().any(|n| n == name) {
+            assert!(t.elapsed() < Duration::from_secs(30), "{name} was not pushed ahead");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("000000010000000000000001");
+    // PostgreSQL marks another file ready: the same process pushes it.
+    std::fs::write(dir.join("00000002.history"), "1\t0/1000000\tno recovery target specified\n").unwrap();
+    std::fs::write(dir.join("archive_status/00000002.history.ready"), "").unwrap();
+    wait_for("00000002.history");
+    assert!(pusher.try_wait().unwrap().is_none(), "the pusher exited instead of following archive_status");
+    // Both archived: nothing new is ready, and the pusher goes away.
+    for n in ["000000010000000000000001", "00000002.history"] {
+        let st = dir.join("archive_status");
+        std::fs::rename(st.join(format!("{n}.ready")), st.join(format!("{n}.done"))).unwrap();
+    }
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = pusher.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "the pusher did not exit once nothing was ready");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut pusher.stderr.take().unwrap(), &mut log).unwrap();
+    assert_eq!(log.matches("pushed ahead").count(), 2, "{log}");
+    assert!(!log.contains("failed") && !log.contains("ERROR"), "{log}");
+}
+
 /// Only WAL file names, only regular files: a symbolic link in pg_wal
 /// marked ready, and a ready file that is not named like WAL, are left alone.
 #[test]

@@ -68,7 +68,9 @@ pub struct PushArgs {
     compression: i32,
     /// Also make sure a background `cairn` is pushing up to N other files
     /// that PostgreSQL has marked ready (pg_wal/archive_status/*.ready), so
-    /// that their own archive_command calls only verify them. Every call
+    /// that their own archive_command calls only verify them. It keeps
+    /// following archive_status and exits 10 s after nothing new is ready.
+    /// Every call
     /// still exits 0 only when its file is durable and matches the archive;
     /// archive_status is never modified. The pusher's log is
     /// $XDG_RUNTIME_DIR/cairn/push-ahead-*.log (else /tmp/cairn-UID/)
@@ -89,6 +91,13 @@ pub struct PushAheadArgs {
     /// The pg_wal directory.
     #[arg(long)]
     dir: PathBuf,
+    /// Keep pushing the first N ready files, other than the one
+    /// archive_command is archiving, until none is new for 10 s (what
+    /// `wal push --ahead N` starts).
+    #[arg(long, value_name = "N", conflicts_with = "names", required_unless_present = "names",
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    follow: Option<u32>,
+    /// Push these files, then exit.
     names: Vec<String>,
 }
 
@@ -203,7 +212,8 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
 
 /// Before `a.path` is pushed: claims it (a running pusher skips it), waits
 /// if the pusher is storing that very file (so it is verified, not stored
-/// twice), and starts a pusher for the next `n` ready files when none runs.
+/// twice), and starts a pusher that follows the next `n` ready files when
+/// none runs.
 fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let state = wal::AheadState::for_file(stanza, &a.path)?;
@@ -214,18 +224,17 @@ fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
         return Ok(());
     }
     let dir = wal::ahead::pg_wal_of(&a.path);
-    let names = wal::ahead::ready_names(&dir, name, n as usize);
-    if names.is_empty() {
+    if wal::ahead::ready_names(&dir, name, n as usize).is_empty() {
         return Ok(());
     }
     let log = state.open_log()?;
     let mut c = g.self_command()?;
     c.args(["-v", "wal", "push-ahead", "--stanza", stanza, "--compression"])
         .arg(a.compression.to_string())
+        .arg("--follow")
+        .arg(n.to_string())
         .arg("--dir")
         .arg(&dir)
-        .arg("--")
-        .args(&names)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -242,8 +251,11 @@ async fn push_ahead(g: &Global, a: PushAheadArgs) -> Result<i32> {
     };
     let repo = g.open().await?;
     let opts = PushOptions { compression_level: a.compression, no_follow: true };
-    let n = state.push_names(&repo, &stanza, &a.dir, &a.names, &opts).await;
-    tracing::info!(stored = n, of = a.names.len(), "push-ahead done");
+    let n = match a.follow {
+        Some(n) => state.follow(&repo, &stanza, &a.dir, n as usize, &opts, wal::ahead::PUSHER_IDLE).await,
+        None => state.push_names(&repo, &stanza, &a.dir, &a.names, &opts).await,
+    };
+    tracing::info!(stored = n, "push-ahead done");
     Ok(exit::OK)
 }
 

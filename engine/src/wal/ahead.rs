@@ -20,6 +20,13 @@
 //! `O_NOFOLLOW`), and a file is skipped when its `.ready` marker is gone
 //! (PostgreSQL archived it already; the segment may be recycled).
 //!
+//! # One pusher, following PostgreSQL
+//! The pusher `wal push --ahead N` starts ([`AheadState::follow`]) keeps
+//! pushing the first N ready files other than the one archive_command is
+//! archiving, each once, and exits once nothing new has been ready for
+//! [`PUSHER_IDLE`]; a pusher per batch cost a process start and a
+//! repository open per batch.
+//!
 //! # One pusher per stanza and `pg_wal`
 //! State lives in a private directory (`$XDG_RUNTIME_DIR/cairn`, else
 //! `<tmp>/cairn-<uid>`, mode 0700, checked to be ours): the pusher holds an
@@ -42,6 +49,11 @@ use crate::{Error, Result};
 
 /// How long a foreground push waits for the pusher that is storing its file.
 const WAIT_FOR_PUSHER: Duration = Duration::from_secs(60);
+/// How long a following pusher waits for PostgreSQL to mark another file
+/// ready before it exits.
+pub const PUSHER_IDLE: Duration = Duration::from_secs(10);
+/// How often a following pusher lists `archive_status` while nothing is new.
+const POLL_READY: Duration = Duration::from_millis(5);
 /// The log is started over when it grows past this.
 const MAX_LOG: u64 = 1 << 20;
 
@@ -249,6 +261,49 @@ impl AheadState {
             }
         }
         self.set_current("");
+        stored
+    }
+}
+
+impl AheadState {
+    /// The pusher's loop for `wal push --ahead N`: keeps pushing the first
+    /// `n` files PostgreSQL has marked ready (other than the one
+    /// archive_command claimed), as [`AheadState::push_names`] does, each
+    /// name once, and returns once nothing new has been ready for `idle`.
+    /// One long-lived pusher instead of one per batch saves a process start
+    /// and a repository open per batch on the cores the server needs.
+    pub async fn follow(
+        &self,
+        repo: &Repository,
+        stanza: &str,
+        pg_wal: &Path,
+        n: usize,
+        opts: &PushOptions,
+        idle: Duration,
+    ) -> u64 {
+        let mut stored = 0;
+        let mut seen = std::collections::BTreeSet::<String>::new();
+        let mut busy = Instant::now();
+        while pg_wal.is_dir() {
+            let claimed = self.claimed().unwrap_or_default();
+            let ready = ready_names(pg_wal, &claimed, n);
+            // PostgreSQL archives in name order: what sorts before the first
+            // ready file is archived and will not be asked for again.
+            if let Some(first) = ready.first() {
+                seen = seen.split_off(first);
+            }
+            let new: Vec<String> = ready.into_iter().filter(|x| !seen.contains(x)).collect();
+            if new.is_empty() {
+                if busy.elapsed() >= idle {
+                    break;
+                }
+                tokio::time::sleep(POLL_READY).await;
+                continue;
+            }
+            stored += self.push_names(repo, stanza, pg_wal, &new, opts).await;
+            seen.extend(new);
+            busy = Instant::now();
+        }
         stored
     }
 }
