@@ -13,8 +13,24 @@ use cairn_formats::repo::Compression;
 const SAMPLE: usize = 8 * 1024;
 const MIN_SAMPLED_LEN: usize = 64 * 1024;
 
+/// zstd settings for a blob: a level and, where measured to pay, a smaller
+/// match-finder hash table than the level's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zstd {
+    /// The compression level.
+    pub level: i32,
+    /// `ZSTD_c_hashLog`; `None`: the level's default.
+    pub hash_log: Option<u32>,
+}
+
+impl From<i32> for Zstd {
+    fn from(level: i32) -> Zstd {
+        Zstd { level, hash_log: None }
+    }
+}
+
 thread_local! {
-    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static COMPRESSOR: RefCell<Option<(Zstd, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static SAMPLER: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
@@ -49,7 +65,8 @@ pub fn compress(level: i32, data: &[u8]) -> (Compression, Option<Vec<u8>>) {
 /// its content, reusing its capacity) so that a caller can seal them in
 /// place. `out` holds nothing useful when the answer is
 /// [`Compression::None`].
-pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression {
+pub fn compress_into(z: impl Into<Zstd>, data: &[u8], out: &mut Vec<u8>) -> Compression {
+    let z = z.into();
     out.clear();
     if data.is_empty() || looks_incompressible(data) {
         return Compression::None;
@@ -57,8 +74,12 @@ pub fn compress_into(level: i32, data: &[u8], out: &mut Vec<u8>) -> Compression 
     out.reserve(zstd::zstd_safe::compress_bound(data.len()));
     let packed = COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
-        if c.as_ref().map(|(l, _)| *l) != Some(level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).expect("valid zstd level")));
+        if c.as_ref().map(|(l, _)| *l) != Some(z) {
+            let mut zc = zstd::bulk::Compressor::new(z.level).expect("valid zstd level");
+            if let Some(h) = z.hash_log {
+                zc.set_parameter(zstd::stream::raw::CParameter::HashLog(h)).expect("valid zstd hash log");
+            }
+            *c = Some((z, zc));
         }
         c.as_mut().expect("just set").1.compress_to_buffer(data, out).is_ok()
     });
@@ -105,5 +126,23 @@ mod tests {
         decompress_into(&p.unwrap(), &mut back).unwrap();
         assert_eq!(back, text);
         assert!(decompress_into(&compress(1, &text).1.unwrap(), &mut vec![0u8; text.len() + 1]).is_err());
+    }
+
+    #[test]
+    fn a_tuned_hash_log_round_trips_and_switches_per_call() {
+        let text: Vec<u8> = (0..3u32 << 18).flat_map(|i| (i % 5000).to_le_bytes()).collect();
+        let tuned = Zstd { level: 1, hash_log: Some(12) };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert_eq!(compress_into(tuned, &text, &mut a), Compression::Zstd);
+        // The thread's compressor is rebuilt for other settings, and back.
+        assert_eq!(compress_into(1, &text, &mut b), Compression::Zstd);
+        let mut again = Vec::new();
+        assert_eq!(compress_into(tuned, &text, &mut again), Compression::Zstd);
+        assert_eq!(a, again);
+        for packed in [&a, &b] {
+            let mut back = vec![0u8; text.len()];
+            decompress_into(packed, &mut back).unwrap();
+            assert!(back == text);
+        }
     }
 }

@@ -35,10 +35,10 @@ pub struct SealedBlob {
 }
 
 /// Compresses (when worthwhile) and seals one blob.
-pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, level: i32, plaintext: &[u8]) -> SealedBlob {
+pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, zstd: impl Into<compress::Zstd>, plaintext: &[u8]) -> SealedBlob {
     // One buffer: compressed in, sealed in place.
     let mut sealed = Vec::new();
-    let compression = compress::compress_into(level, plaintext, &mut sealed);
+    let compression = compress::compress_into(zstd, plaintext, &mut sealed);
     if compression == Compression::None {
         sealed.reserve_exact(plaintext.len() + SEAL_OVERHEAD);
         sealed.extend_from_slice(plaintext);
