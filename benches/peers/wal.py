@@ -250,8 +250,8 @@ def push_dir(base, cluster, segs):
 def push_all(cmd_for, src, segs, **kw):
     """One timed push per segment, in name order. In a pg_wal-like directory (--async-push), a segment's
     .ready marker becomes .done only after its call exited 0 (timed() aborts on anything else), as
-    PostgreSQL's archiver does; then the background pushers get a moment to finish before anything else is
-    timed."""
+    PostgreSQL's archiver does; then the background pushers get a moment to finish, and cairn's (which
+    waits for more files to become ready) is waited for, before anything else is timed."""
     st = os.path.join(src, "archive_status")
     out = []
     for s in segs:
@@ -260,7 +260,23 @@ def push_all(cmd_for, src, segs, **kw):
             os.rename(os.path.join(st, s + ".ready"), os.path.join(st, s + ".done"))
     if os.path.isdir(st):
         time.sleep(1)
+        deadline = time.monotonic() + 60
+        while helpers_on(src) and time.monotonic() < deadline:
+            time.sleep(0.2)
     return out
+
+
+def helpers_on(path):
+    """Whether a cairn background helper (push-ahead, prefetch) is working on path."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a in (b"push-ahead", b"prefetch") for a in args) and path.encode() in args:
+            return True
+    return False
 
 
 def fetch_all(cmd_for, fetched, segs, digests, tool, **kw):
@@ -469,10 +485,12 @@ def report(r):
               f"{cpu(f)} | {x['repo_bytes'] / 1e6:.1f} | {x['repo_bytes'] / r['segment_bytes']:.3f} |")
     print("\nfloor, median ms: " + ", ".join(f"{k} {statistics.median(v) * 1e3:.2f}" for k, v in r["null_s"].items()))
     durable, start = r["null_s"].get("durable write in-process"), r["null_s"].get("cairn --version")
-    if durable and start and "pgbackrest" in r["tools"]:
+    # pgBackRest's synchronous fetch: the plain row, or the async row of a run whose fetch was synchronous.
+    sync_get = r["tools"].get("pgbackrest") or (None if r.get("async_fetch") else r["tools"].get("pgbackrest async"))
+    if durable and start and sync_get:
         # Throughput is summed wall time, so the floor that bounds it is a mean.
         d, s = statistics.fmean(durable) * 1e3, statistics.median(start) * 1e3
-        pf = r["tools"]["pgbackrest"]["fetch"]["mean_ms"]
+        pf = sync_get["fetch"]["mean_ms"]
         print(f"fetch floor: process start {s:.1f} ms + durable write of a segment {d:.1f} ms (mean) = {s + d:.1f} ms, "
               f"with decoding free; pgBackRest's fetch (no fsync) averages {pf:.1f} ms, so a one-process-per-segment "
               f"fetch that fsyncs is at most {pf / (s + d):.2f}x its throughput on this machine")

@@ -24,8 +24,8 @@
 //! The pusher `wal push --ahead N` starts ([`AheadState::follow`]) keeps
 //! pushing the first N ready files other than the one archive_command is
 //! archiving, each once, and exits once nothing new has been ready for
-//! [`PUSHER_IDLE`]; a pusher per batch cost a process start and a
-//! repository open per batch.
+//! [`PUSHER_IDLE`] (or after [`MAX_FOLLOW`]; the next call starts another);
+//! a pusher per batch cost a process start and a repository open per batch.
 //!
 //! # One pusher per stanza and `pg_wal`
 //! State lives in a private directory (`$XDG_RUNTIME_DIR/cairn`, else
@@ -52,8 +52,15 @@ const WAIT_FOR_PUSHER: Duration = Duration::from_secs(60);
 /// How long a following pusher waits for PostgreSQL to mark another file
 /// ready before it exits.
 pub const PUSHER_IDLE: Duration = Duration::from_secs(10);
-/// How often a following pusher lists `archive_status` while nothing is new.
+/// How often a following pusher looks at `archive_status`'s mtime.
 const POLL_READY: Duration = Duration::from_millis(5);
+/// How often it lists `archive_status` even when the mtime did not change
+/// (a change within the file system's timestamp granularity).
+const RELIST: Duration = Duration::from_millis(100);
+/// A pusher or prefetcher exits after this long, however busy, and the next
+/// call starts a fresh one: it picks up a new binary and new settings, and
+/// the pusher's log is trimmed when it is opened again.
+pub const MAX_FOLLOW: Duration = Duration::from_secs(600);
 /// The log is started over when it grows past this.
 const MAX_LOG: u64 = 1 << 20;
 
@@ -283,8 +290,24 @@ impl AheadState {
     ) -> u64 {
         let mut stored = 0;
         let mut seen = std::collections::BTreeSet::<String>::new();
+        let started = Instant::now();
         let mut busy = Instant::now();
-        while pg_wal.is_dir() {
+        // archive_status is listed again only when it changed (a `.ready`
+        // created, or renamed to `.done`, changes its mtime) or every
+        // RELIST: a long backlog makes a listing cost.
+        let status = pg_wal.join("archive_status");
+        let mtime = || std::fs::metadata(&status).and_then(|m| m.modified()).ok();
+        let mut listed: Option<(Option<std::time::SystemTime>, Instant)> = None;
+        while pg_wal.is_dir() && started.elapsed() < MAX_FOLLOW {
+            let now = mtime();
+            if listed.is_some_and(|(m, at)| m == now && at.elapsed() < RELIST) {
+                if busy.elapsed() >= idle {
+                    break;
+                }
+                tokio::time::sleep(POLL_READY).await;
+                continue;
+            }
+            listed = Some((now, Instant::now()));
             let claimed = self.claimed().unwrap_or_default();
             let ready = ready_names(pg_wal, &claimed, n);
             // PostgreSQL archives in name order: what sorts before the first
@@ -303,6 +326,8 @@ impl AheadState {
             stored += self.push_names(repo, stanza, pg_wal, &new, opts).await;
             seen.extend(new);
             busy = Instant::now();
+            // What PostgreSQL did meanwhile.
+            listed = None;
         }
         stored
     }

@@ -11,6 +11,7 @@
 //! PostgreSQL never sees a partial or wrong file.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -270,8 +271,12 @@ pub(crate) async fn write_temp(
     check: Check,
 ) -> Result<std::fs::File> {
     let r = async {
-        let mut f =
-            std::fs::OpenOptions::new().write(true).create_new(true).open(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(tmp)
+            .map_err(|e| Error::io(tmp, e))?;
         let mut written = 0u64;
         read_verified(repo, key, m, check, |piece| {
             f.write_all(piece).map_err(|e| Error::io(tmp, e))?;

@@ -21,8 +21,10 @@
 //! process start (the fetch), not two. Recovery reads segments back to
 //! back and two cores are shared with it: a prefetcher started per segment
 //! spent about a fifth of the CPU per segment on starting and opening the
-//! repository. It exits once `.want` has not moved for [`PREFETCH_IDLE`],
-//! or at the first segment the archive does not have (until `.want` moves).
+//! repository. At the first segment the archive does not have it stops
+//! fetching until `.want` moves; it exits once `.want` has not moved for
+//! [`PREFETCH_IDLE`] (or after [`super::ahead::MAX_FOLLOW`]; the next fetch
+//! starts another).
 //!
 //! # Trust
 //! The spool must belong to this user and not be writable by others; only
@@ -146,10 +148,14 @@ impl Spool {
         Ok(true)
     }
 
+    /// Removes the segments' temporary files (`.NAME.tmp`), not a fetch's
+    /// `.want.PID.tmp`.
     fn remove_temps(&self) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
         for e in rd.flatten() {
-            if e.file_name().to_str().is_some_and(|f| f.starts_with('.') && f.ends_with(".tmp")) {
+            let f = e.file_name();
+            let Some(name) = f.to_str().and_then(|f| f.strip_prefix('.')?.strip_suffix(".tmp")) else { continue };
+            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -174,16 +180,33 @@ impl Spool {
     /// prefetcher. Best effort: a prefetcher that misses it only prefetches
     /// less.
     pub fn set_want(&self, name: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let tmp = self.dir.join(format!("{WANT}.{}.tmp", std::process::id()));
-        if std::fs::write(&tmp, name).and_then(|()| std::fs::rename(&tmp, self.dir.join(WANT))).is_err() {
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(name.as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(WANT)));
+        if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
     }
 
+    /// The name in `.want`, if it is a segment's.
+    fn want_name(&self) -> Option<String> {
+        let s = std::fs::read_to_string(self.dir.join(WANT)).ok()?;
+        let s = s.trim();
+        (s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_string())
+    }
+
     /// The segment recovery fetched last, if `.want` names one.
     fn want(&self, size: SegmentSize) -> Option<SegmentName> {
-        let s = std::fs::read_to_string(self.dir.join(WANT)).ok()?;
-        match WalFileName::parse(s.trim(), size) {
+        match WalFileName::parse(&self.want_name()?, size) {
             Ok(WalFileName::Segment(seg)) => Some(seg),
             _ => None,
         }
@@ -201,6 +224,7 @@ impl Spool {
         idle: Duration,
     ) -> Result<()> {
         let mut last: Option<SegmentName> = None;
+        let started = Instant::now();
         let mut moved = Instant::now();
         // The want for which a fill stopped short (the archive ends there,
         // or a fetch failed): nothing more is tried until recovery moves.
@@ -214,7 +238,7 @@ impl Spool {
         // prefetcher's, and a fetch would wait for it.
         self.remove_temps();
         loop {
-            if !self.dir.is_dir() {
+            if !self.dir.is_dir() || started.elapsed() >= super::ahead::MAX_FOLLOW {
                 return Ok(());
             }
             let want = self.want(size);
@@ -240,6 +264,9 @@ impl Spool {
                     if done < missing.len() {
                         stalled = Some(w);
                     }
+                    // Idle is counted from the last work, not from the last
+                    // move: a slow fill must not end the prefetcher.
+                    moved = Instant::now();
                     continue;
                 }
                 settled = true;
@@ -252,14 +279,19 @@ impl Spool {
     }
 
     /// Fetches `names` into the spool in order, stopping at the first one
-    /// the archive does not have; returns how many of the first names are
-    /// spooled. One file decodes at a time (the pool already spreads one
+    /// the archive does not have, and skipping those recovery has fetched
+    /// meanwhile (`.want` at or past them); returns how many of the first
+    /// names are spooled or skipped. One file decodes at a time (the pool already spreads one
     /// file over every core, and recovery waits for the first name), while
     /// the files decoded before it are fsynced and renamed into the spool on
     /// the blocking pool, so that a later fetch only renames.
     pub async fn fill(&self, repo: std::sync::Arc<Repository>, stanza: &str, names: &[String]) -> Result<u64> {
         let mut syncs = Vec::new();
         for name in names {
+            if self.want_name().is_some_and(|w| name.as_str() <= w.as_str()) {
+                syncs.push(None);
+                continue;
+            }
             match self.write_one(&repo, stanza, name).await {
                 Ok(Spooled::Already) => syncs.push(None),
                 Ok(Spooled::Written(f, tmp)) => {
