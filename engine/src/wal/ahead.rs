@@ -270,9 +270,7 @@ impl AheadState {
         self.set_current("");
         stored
     }
-}
 
-impl AheadState {
     /// The pusher's loop for `wal push --ahead N`: keeps pushing the first
     /// `n` files PostgreSQL has marked ready (other than the one
     /// archive_command claimed), as [`AheadState::push_names`] does, each
