@@ -81,6 +81,11 @@ pub fn is_wal_file_name(name: &str) -> bool {
     if let Some(s) = name.strip_suffix(".backup") {
         return s.len() == 33 && hex_digits(&s[..24], 24) && s.as_bytes()[24] == b'.' && hex_digits(&s[25..], 8);
     }
+    is_segment_name(name)
+}
+
+/// Whether `name` is a segment's name (24 upper-case hex digits).
+pub fn is_segment_name(name: &str) -> bool {
     hex_digits(name, 24)
 }
 

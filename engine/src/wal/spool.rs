@@ -155,7 +155,7 @@ impl Spool {
         for e in rd.flatten() {
             let f = e.file_name();
             let Some(name) = f.to_str().and_then(|f| f.strip_prefix('.')?.strip_suffix(".tmp")) else { continue };
-            if name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if super::ahead::is_segment_name(name) {
                 let _ = std::fs::remove_file(e.path());
             }
         }
@@ -201,7 +201,7 @@ impl Spool {
     fn want_name(&self) -> Option<String> {
         let s = std::fs::read_to_string(self.dir.join(WANT)).ok()?;
         let s = s.trim();
-        (s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())).then(|| s.to_string())
+        super::ahead::is_segment_name(s).then(|| s.to_string())
     }
 
     /// The segment recovery fetched last, if `.want` names one.

@@ -149,14 +149,9 @@ pub(crate) enum PieceHash {
 impl PieceHash {
     /// Hashes piece `index` of a file of `file_len` bytes.
     pub(crate) fn of(piece: &[u8], index: usize, file_len: u64) -> PieceHash {
-        use blake3::hazmat::HasherExt;
-        if file_len <= PIECE as u64 {
-            return PieceHash::Whole(blake3::hash(piece));
-        }
-        let mut h = blake3::Hasher::new();
-        h.set_input_offset(index as u64 * PIECE as u64);
+        let mut h = PieceHasher::new(index, file_len);
         h.update(piece);
-        PieceHash::Part(h.finalize_non_root())
+        h.finish()
     }
 }
 
