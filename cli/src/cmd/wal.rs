@@ -190,20 +190,35 @@ fn require_key_file(g: &Global) -> Result<()> {
 async fn push(g: &Global, a: PushArgs) -> Result<i32> {
     let stanza = a.stanza.get(g)?;
     require_key_file(g)?;
+    let mut state = None;
     if let Some(n) = a.ahead.or(g.wal_push_ahead_from_config) {
         // Push-ahead is an optimisation: a failure to start it is logged,
         // never a failed archive_command.
-        if let Err(e) = ahead(g, &stanza, &a, n) {
-            tracing::warn!(error = %e, "could not start the push-ahead process");
+        match ahead(g, &stanza, &a, n) {
+            Ok(s) => state = Some(s),
+            Err(e) => tracing::warn!(error = %e, "could not start the push-ahead process"),
         }
     }
     let repo = g.open().await?;
-    let opts = PushOptions { compression_level: a.compression, no_follow: false };
-    let r = wal::push(&repo, &stanza, &a.path, &opts).await?;
+    let receipt = match &state {
+        Some(s) => s.acknowledge(&repo, &stanza, &a.path).await,
+        None => None,
+    };
+    let r = match receipt {
+        Some(r) => r,
+        None => {
+            let opts = PushOptions { compression_level: a.compression, no_follow: false };
+            wal::push(&repo, &stanza, &a.path, &opts).await?
+        }
+    };
     if g.json {
         super::print_json(&r);
     } else if g.verbose > 0 {
-        let what = if r.already_archived { "already archived" } else { "archived" };
+        let what = match (r.already_archived, r.receipt) {
+            (true, true) => "already archived (pushed ahead)",
+            (true, false) => "already archived",
+            _ => "archived",
+        };
         eprintln!("{} {what} ({}, {} stored)", r.name, human_bytes(r.size), human_bytes(r.stored_bytes));
     }
     Ok(exit::OK)
@@ -213,18 +228,18 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
 /// if the pusher is storing that very file (so it is verified, not stored
 /// twice), and starts a pusher that follows the next `n` ready files when
 /// none runs.
-fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
+fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<wal::AheadState> {
     use std::os::unix::process::CommandExt;
     let state = wal::AheadState::for_file(stanza, &a.path)?;
     let name = a.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     state.claim(name);
     state.wait_while_pushing(name);
     if state.running() {
-        return Ok(());
+        return Ok(state);
     }
     let dir = wal::ahead::pg_wal_of(&a.path);
     if wal::ahead::ready_names(&dir, name, n as usize).is_empty() {
-        return Ok(());
+        return Ok(state);
     }
     let log = state.open_log()?;
     let mut c = g.self_command()?;
@@ -239,7 +254,7 @@ fn ahead(g: &Global, stanza: &str, a: &PushArgs, n: u32) -> Result<()> {
         .stderr(log)
         .process_group(0);
     c.spawn()?;
-    Ok(())
+    Ok(state)
 }
 
 async fn push_ahead(g: &Global, a: PushAheadArgs) -> Result<i32> {

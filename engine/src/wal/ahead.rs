@@ -42,11 +42,14 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::push::{push, PushOptions};
+use super::push::{push, PushOptions, PushReport};
+use super::receipt::Receipts;
 use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
+/// How many files the pusher stores at once.
+pub const PUSHERS: usize = 2;
 /// How long a foreground push waits for the pusher that is storing its file.
 const WAIT_FOR_PUSHER: Duration = Duration::from_secs(60);
 /// How long a following pusher waits for PostgreSQL to mark another file
@@ -175,6 +178,19 @@ impl AheadState {
         o.open(&p).map_err(|e| Error::io(&p, e))
     }
 
+    fn receipts(&self) -> Receipts {
+        Receipts::new(self.with(".receipts"))
+    }
+
+    /// archive_command's shortcut for a file this state's pusher stored:
+    /// its report if the pusher's receipt still matches the file, the
+    /// repository and an existing manifest (see [`super::receipt`]); `None`
+    /// means the file must be pushed (verified) as usual.
+    pub async fn acknowledge(&self, repo: &Repository, stanza: &str, path: &Path) -> Option<PushReport> {
+        let name = path.file_name()?.to_str()?;
+        self.receipts().acknowledge(repo, stanza, path, name).await
+    }
+
     fn lock_file(&self) -> super::HelperLock {
         super::HelperLock::new(self.with(".lock"), true)
     }
@@ -189,8 +205,14 @@ impl AheadState {
         Ok(self.lock_file().take()?.map(AheadLock))
     }
 
-    fn set_current(&self, name: &str) {
-        let _ = std::fs::write(self.with(".current"), name);
+    /// Announces the names being pushed (written whole, then renamed, so a
+    /// reader never sees half a list).
+    fn set_current(&self, names: &std::collections::BTreeSet<String>) {
+        let text: String = names.iter().map(|n| format!("{n}\n")).collect();
+        let tmp = self.with(&format!(".current.{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, self.with(".current"));
+        }
     }
 
     fn current(&self) -> Option<String> {
@@ -211,15 +233,17 @@ impl AheadState {
     /// verifies its copy instead of storing the file a second time.
     pub fn wait_while_pushing(&self, name: &str) {
         let t = Instant::now();
-        while self.current().as_deref() == Some(name) && self.running() && t.elapsed() < WAIT_FOR_PUSHER {
+        let pushing = || self.current().is_some_and(|c| c.lines().any(|l| l == name));
+        while pushing() && self.running() && t.elapsed() < WAIT_FOR_PUSHER {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
 
-    /// Pushes `names` from `pg_wal` one after the other with the normal push
-    /// semantics, skipping files that are no longer marked ready, already
-    /// have a manifest, or are not regular files. Failures are logged and the
-    /// next file is tried. Returns how many files were stored.
+    /// Pushes `names` from `pg_wal` in order, [`PUSHERS`] at a time, with
+    /// the normal push semantics, skipping files that are no longer marked
+    /// ready, already have a manifest, or are not regular files. Failures
+    /// are logged and the next file is tried. Returns how many files were
+    /// stored.
     pub async fn push_names(
         &self,
         repo: &Repository,
@@ -229,51 +253,100 @@ impl AheadState {
         opts: &PushOptions,
     ) -> u64 {
         let opts = PushOptions { no_follow: true, ..opts.clone() };
-        let mut stored = 0;
-        for name in names {
-            if !is_wal_file_name(name) {
-                continue;
-            }
-            // Announced before the checks, so that archive_command's call for
-            // this name, arriving from now on, waits instead of storing it too.
-            self.set_current(name);
-            if self.claimed().as_deref() == Some(name.as_str()) {
-                continue;
-            }
-            if !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
-                continue;
-            }
-            let path = pg_wal.join(name);
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => {
-                    tracing::warn!(file = %path.display(), "not a regular file; not pushed ahead");
-                    continue;
+        let queue = std::sync::Mutex::new(names.iter().filter(|n| is_wal_file_name(n)));
+        let inflight = std::sync::Mutex::new(std::collections::BTreeSet::new());
+        let stored = std::sync::atomic::AtomicU64::new(0);
+        let handle = tokio::runtime::Handle::current();
+        let work = || {
+            handle.block_on(async {
+                loop {
+                    let Some(name) = queue.lock().ok().and_then(|mut q| q.next()) else { break };
+                    if self.push_one(repo, stanza, pg_wal, name, &opts, &inflight).await {
+                        stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                 }
-                Err(_) => continue,
-            }
-            let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
-            match get_named::<WalManifest>(repo, &manifest_key(stanza, tli, name)).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(%name, error = %e, "push ahead: could not read the manifest");
-                    continue;
+            })
+        };
+        // Each file's push is parallel only while it seals; its start (the
+        // header, the manifest lookup) and its end (fsync, the manifest)
+        // leave cores idle that the next file's push fills.
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                for _ in 1..PUSHERS.min(names.len()) {
+                    s.spawn(work);
                 }
+                work();
+            })
+        });
+        stored.into_inner()
+    }
+
+    /// One file of [`AheadState::push_names`]; true if it was stored.
+    async fn push_one(
+        &self,
+        repo: &Repository,
+        stanza: &str,
+        pg_wal: &Path,
+        name: &str,
+        opts: &PushOptions,
+        inflight: &std::sync::Mutex<std::collections::BTreeSet<String>>,
+    ) -> bool {
+        let announce = |add: bool| {
+            let Ok(mut set) = inflight.lock() else { return };
+            if add {
+                set.insert(name.to_string());
+            } else {
+                set.remove(name);
             }
-            match push(repo, stanza, &path, &opts).await {
-                Ok(r) if !r.already_archived => {
-                    stored += 1;
-                    tracing::info!(%name, "pushed ahead");
-                }
-                Ok(_) => {}
-                // PostgreSQL archived and recycled it meanwhile.
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(%name, error = %e, "push ahead failed; archive_command will push it"),
+            self.set_current(&set);
+        };
+        // Announced before the checks, so that archive_command's call for
+        // this name, arriving from now on, waits instead of storing it too.
+        announce(true);
+        let stored = self.push_announced(repo, stanza, pg_wal, name, opts).await;
+        announce(false);
+        stored
+    }
+
+    async fn push_announced(&self, repo: &Repository, stanza: &str, pg_wal: &Path, name: &str, opts: &PushOptions) -> bool {
+        if self.claimed().as_deref() == Some(name) {
+            return false;
+        }
+        if !pg_wal.join("archive_status").join(format!("{name}.ready")).exists() {
+            return false;
+        }
+        let path = pg_wal.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                tracing::warn!(file = %path.display(), "not a regular file; not pushed ahead");
+                return false;
+            }
+            Err(_) => return false,
+        }
+        let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
+        match get_named::<WalManifest>(repo, &manifest_key(stanza, tli, name)).await {
+            Ok(Some(_)) => return false,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "push ahead: could not read the manifest");
+                return false;
             }
         }
-        self.set_current("");
-        stored
+        match push(repo, stanza, &path, opts).await {
+            Ok(r) if !r.already_archived => {
+                self.receipts().write(repo, &r);
+                tracing::info!(%name, "pushed ahead");
+                true
+            }
+            Ok(_) => false,
+            // PostgreSQL archived and recycled it meanwhile.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                tracing::warn!(%name, error = %e, "push ahead failed; archive_command will push it");
+                false
+            }
+        }
     }
 
     /// The pusher's loop for `wal push --ahead N`: keeps pushing the first
@@ -291,6 +364,9 @@ impl AheadState {
         opts: &PushOptions,
         idle: Duration,
     ) -> u64 {
+        if let Err(e) = self.receipts().sweep() {
+            tracing::warn!(error = %e, "could not sweep old receipts");
+        }
         let mut stored = 0;
         let mut seen = std::collections::BTreeSet::<String>::new();
         let started = Instant::now();

@@ -30,6 +30,7 @@ pub mod ahead;
 pub mod catalog;
 pub mod fetch;
 pub mod push;
+mod receipt;
 pub mod spool;
 mod window;
 
@@ -47,6 +48,7 @@ pub use ahead::AheadState;
 pub use catalog::{show, verify, StanzaReport, VerifyReport};
 pub use fetch::{fetch, FetchOutcome};
 pub use push::{push, PushOptions, PushReport};
+pub use receipt::FileStamp;
 pub use spool::Spool;
 
 /// WAL files are stored in pieces of this many bytes (the last may be shorter).

@@ -24,6 +24,7 @@ use cairn_formats::pg::{
 use cairn_formats::repo::{BlobEntry, BlobKind};
 use serde::Serialize;
 
+use super::receipt::FileStamp;
 use super::window::{hash_file, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
 use super::{
     get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
@@ -77,6 +78,15 @@ pub struct PushReport {
     pub stored_bytes: u64,
     /// The manifest's key.
     pub object: String,
+    /// True when `wal push --ahead`'s pusher stored the file and this call
+    /// accepted its receipt instead of hashing the file (see
+    /// [`super::receipt`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub receipt: bool,
+    /// The stamp of the file as stored, when it provably did not change
+    /// while it was read; what a receipt records.
+    #[serde(skip)]
+    pub stamp: Option<FileStamp>,
 }
 
 /// The kind of a WAL file from its name's suffix.
@@ -160,8 +170,10 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         .ok_or_else(|| Error::Config(format!("{}: not a WAL file name", shown(path))))?
         .to_string();
     let kind = kind_of(&name);
+    let opened = std::time::SystemTime::now();
     let mut file = open_file(path, opts.no_follow)?;
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let size = meta.len();
 
     // Step 1: already archived? The manifest's key needs only the timeline in the
     // name, so this path reads nothing else from the repository: identical
@@ -325,6 +337,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     if read_bytes != size {
         return Err(changed());
     }
+    let stamp = file.metadata().ok().and_then(|after| FileStamp::settled(&meta, &after, opened));
     let hash = merge_piece_hashes(&piece_hashes, size).ok_or_else(changed)?.to_hex().to_string();
     tracing::debug!(packs = packs.len(), "read, scanned and sealed");
 
@@ -409,7 +422,16 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let sealed = seal_named(repo, &key, &manifest);
     stored += sealed.len() as u64;
     match repo.store().put_create(&key, sealed).await {
-        Ok(()) => Ok(PushReport { name, kind, size, already_archived: false, stored_bytes: stored, object: key }),
+        Ok(()) => Ok(PushReport {
+            name,
+            kind,
+            size,
+            already_archived: false,
+            stored_bytes: stored,
+            object: key,
+            receipt: false,
+            stamp,
+        }),
         Err(Error::AlreadyExists { .. }) => {
             // Another push of the same name won the race.
             let existing =
@@ -525,7 +547,16 @@ fn same_or_conflict(
     name: String,
 ) -> Result<PushReport> {
     if existing.size == size && existing.blake3 == hash {
-        return Ok(PushReport { name, kind, size, already_archived: true, stored_bytes: 0, object: key.to_string() });
+        return Ok(PushReport {
+            name,
+            kind,
+            size,
+            already_archived: true,
+            stored_bytes: 0,
+            object: key.to_string(),
+            receipt: false,
+            stamp: None,
+        });
     }
     Err(Error::conflict(
         shown(path),

@@ -31,10 +31,25 @@ use crate::{Error, Result};
 /// bounded.
 pub(crate) const WINDOW: usize = 8 * PIECE;
 
-/// A private, zero-filled buffer of up to [`WINDOW`] bytes.
+/// A private buffer of up to [`WINDOW`] bytes (two for the sealed bytes a
+/// fetch reads). Its content is unspecified: every user writes what it
+/// reads back.
 pub(crate) struct Window {
-    map: memmap2::MmapMut,
+    map: Option<memmap2::MmapMut>,
+    len: usize,
 }
+
+/// Mappings of dropped windows, kept for the next window of this process.
+/// The long-lived pusher and prefetcher take a window per file: fresh
+/// memory costs a page fault and the zeroing of every page on first touch,
+/// 3–5 ms of a heavy pgbench segment's 55–60 ms of CPU here, all of it on
+/// the thread that reads the file.
+static SPARE: std::sync::Mutex<Vec<memmap2::MmapMut>> = std::sync::Mutex::new(Vec::new());
+/// Push keeps one window at a time, fetch two (plaintext and sealed).
+const MAX_SPARE: usize = 2;
+/// The size of the mappings kept: a window and a window's worst-case sealed
+/// bytes fit.
+const KEPT: usize = WINDOW + WINDOW / 8;
 
 impl Window {
     /// A window for a file of `size` bytes.
@@ -45,28 +60,55 @@ impl Window {
     /// A window of exactly `len` (at least 1) bytes.
     pub(crate) fn with_len(len: usize, path: &Path) -> Result<Window> {
         let len = len.max(1);
-        let map = memmap2::MmapOptions::new().len(len).map_anon().map_err(|e| Error::io(path, e))?;
+        if let Some(map) = Window::spare(len) {
+            return Ok(Window { map: Some(map), len });
+        }
+        // Mapped at full size (address space only; pages are faulted in as
+        // touched) unless tiny, so that a spare fits the next file whatever
+        // its size or its pieces' stored sizes.
+        let map_len = if len >= PIECE { len.max(KEPT) } else { len };
+        let map = memmap2::MmapOptions::new().len(map_len).map_anon().map_err(|e| Error::io(path, e))?;
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         if std::fs::read_to_string("/proc/buddyinfo").is_ok_and(|b| free_huge_pages(&b) >= 2 * len.div_ceil(HUGE)) {
             // Advice only: a kernel without THP simply ignores it.
             let _ = map.advise(memmap2::Advice::HugePage);
         }
-        Ok(Window { map })
+        Ok(Window { map: Some(map), len })
+    }
+
+    /// The smallest spare mapping that holds `len` bytes.
+    fn spare(len: usize) -> Option<memmap2::MmapMut> {
+        let mut spare = SPARE.lock().ok()?;
+        let (i, _) = spare.iter().enumerate().filter(|(_, m)| m.len() >= len).min_by_key(|(_, m)| m.len())?;
+        Some(spare.swap_remove(i))
     }
 
     /// The window's capacity.
     pub(crate) fn capacity(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// The whole window, to be filled piece by piece.
     pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.map
+        let len = self.len;
+        &mut self.map.as_mut().expect("a window holds its mapping until dropped")[..len]
     }
 
     /// The first `n` bytes (what was read into the window).
     pub(crate) fn data(&self, n: usize) -> &[u8] {
-        &self.map[..n]
+        &self.map.as_ref().expect("a window holds its mapping until dropped")[..n.min(self.len)]
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // Only windows worth keeping: small ones are cheap to map again.
+        let Some(map) = self.map.take().filter(|m| m.len() >= KEPT) else { return };
+        if let Ok(mut spare) = SPARE.lock() {
+            if spare.len() < MAX_SPARE {
+                spare.push(map);
+            }
+        }
     }
 }
 
