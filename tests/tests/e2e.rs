@@ -16,3 +16,4 @@ mod roundtrip;
 mod tamper;
 mod tar;
 mod wal;
+mod wal_receipt;

@@ -75,7 +75,7 @@ impl Archive {
     }
 }
 
-fn b3(path: &Path) -> String {
+pub(crate) fn b3(path: &Path) -> String {
     blake3::hash(&std::fs::read(path).unwrap()).to_hex().to_string()
 }
 
@@ -172,12 +172,12 @@ fn archive_command_and_recovery_s3_with_prefetch() {
 
 /// A cluster initialised but never started: initdb leaves a complete first
 /// segment in pg_wal, which is all the refusal tests need.
-fn first_segment(root: &Path, name: &str) -> PathBuf {
+pub(crate) fn first_segment(root: &Path, name: &str) -> PathBuf {
     let c = Cluster::init(root, name, 16, "");
     c.data.join("pg_wal/000000010000000000000001")
 }
 
-fn wal(a: &Archive, args: &[&str]) -> Output {
+pub(crate) fn wal(a: &Archive, args: &[&str]) -> Output {
     a.repo.run(&[&["wal"], args].concat())
 }
 
@@ -605,7 +605,7 @@ fn prefetchers(spool: &Path) -> Vec<u32> {
 
 /// The files a stanza's repository holds a manifest for, by name (a
 /// directory repository: `repo/wal/<stanza>/<TLI>/<name>`).
-fn manifest_names(a: &Archive, stanza: &str) -> Vec<String> {
+pub(crate) fn manifest_names(a: &Archive, stanza: &str) -> Vec<String> {
     let mut out: Vec<String> = a
         .repo
         .objects(&format!("wal/{stanza}"))
@@ -619,7 +619,7 @@ fn manifest_names(a: &Archive, stanza: &str) -> Vec<String> {
 
 /// A private runtime directory for the push-ahead state (lock, log), owned
 /// by the PostgreSQL user.
-fn runtime_dir(a: &Archive) -> PathBuf {
+pub(crate) fn runtime_dir(a: &Archive) -> PathBuf {
     let d = a.root().join("run");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -693,7 +693,7 @@ fn push_ahead_archives_everything_once() {
 }
 
 /// A directory laid out like pg_wal holding the initdb segment, marked ready.
-fn ready_dir(a: &Archive, seg: &Path, name: &str) -> PathBuf {
+pub(crate) fn ready_dir(a: &Archive, seg: &Path, name: &str) -> PathBuf {
     let d = a.root().join(name);
     std::fs::create_dir_all(d.join("archive_status")).unwrap();
     std::fs::copy(seg, d.join("000000010000000000000001")).unwrap();
@@ -701,7 +701,7 @@ fn ready_dir(a: &Archive, seg: &Path, name: &str) -> PathBuf {
     d
 }
 
-fn push_ahead_cmd(a: &Archive, run: &Path, stanza: &str, dir: &Path) -> std::process::Command {
+pub(crate) fn push_ahead_cmd(a: &Archive, run: &Path, stanza: &str, dir: &Path) -> std::process::Command {
     let mut c = a.repo.cmd(&[
         "wal",
         "push-ahead",

@@ -3,12 +3,14 @@
 //! (`pg_wal/archive_status/<name>.ready`) before PostgreSQL asks for them,
 //! so that its later `archive_command` call only verifies.
 //!
-//! # Acknowledgement is unchanged
+//! # Acknowledgement stays with archive_command
 //! The background pusher acknowledges nothing: it never touches
 //! `archive_status` (PostgreSQL's), and PostgreSQL still calls
-//! `archive_command` for every file. That call finds the manifest and takes
-//! the "already archived" path: exit 0 only when the stored manifest is
-//! durable and its size and BLAKE3 match the file's bytes. A pusher killed
+//! `archive_command` for every file. That call exits 0 only when the stored
+//! manifest is durable and matches the file: either the pusher's receipt
+//! for it still matches the file's inode, size and times, the repository
+//! and an existing manifest ([`super::receipt`]), or the call hashes the
+//! file and compares size and BLAKE3 with the manifest. A pusher killed
 //! mid-way leaves at most an unreferenced pack (the manifest is the commit
 //! point), and a foreground push racing the background one for the same
 //! name is settled by the create-only manifest.
@@ -23,17 +25,19 @@
 //! # One pusher, following PostgreSQL
 //! The pusher `wal push --ahead N` starts ([`AheadState::follow`]) keeps
 //! pushing the first N ready files other than the one archive_command is
-//! archiving, each once, and exits once nothing new has been ready for
-//! [`PUSHER_IDLE`] (or after [`MAX_FOLLOW`]; the next call starts another);
-//! a pusher per batch cost a process start and a repository open per batch.
+//! archiving, each once, [`PUSHERS`] at a time, and exits once nothing new
+//! has been ready for [`PUSHER_IDLE`] (or after [`MAX_FOLLOW`]; the next
+//! call starts another); a pusher per batch cost a process start and a
+//! repository open per batch.
 //!
 //! # One pusher per stanza and `pg_wal`
 //! State lives in a private directory (`$XDG_RUNTIME_DIR/cairn`, else
 //! `<tmp>/cairn-<uid>`, mode 0700, checked to be ours): the pusher holds an
 //! exclusive lock on `push-ahead-<stanza>-<hash of pg_wal>.lock` for its whole
-//! life, writes the name it is pushing to `….current` (so a foreground push
-//! of that name waits for it instead of storing it twice) and appends its
-//! log to `….log`. A foreground push writes its own name to `….claim` first,
+//! life, writes the names it is pushing to `….current` (so a foreground push
+//! of one of them waits for it instead of storing it twice), leaves a
+//! receipt per stored file in `….receipts/` and appends its log to
+//! `….log`. A foreground push writes its own name to `….claim` first,
 //! and the pusher skips a claimed name (skipping is always safe: the pusher
 //! acknowledges nothing). Each side writes its own file before it reads the
 //! other's, so at least one of them sees the other.
@@ -308,7 +312,14 @@ impl AheadState {
         stored
     }
 
-    async fn push_announced(&self, repo: &Repository, stanza: &str, pg_wal: &Path, name: &str, opts: &PushOptions) -> bool {
+    async fn push_announced(
+        &self,
+        repo: &Repository,
+        stanza: &str,
+        pg_wal: &Path,
+        name: &str,
+        opts: &PushOptions,
+    ) -> bool {
         if self.claimed().as_deref() == Some(name) {
             return false;
         }

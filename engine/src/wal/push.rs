@@ -5,8 +5,9 @@
 //! 1. If the name is already archived (its manifest exists), the file is only
 //!    hashed: identical content succeeds without writing, different content
 //!    is refused ([`Error::Conflict`]) and the stored copy is untouched. This
-//!    is the path `archive_command` takes for files `--ahead` pushed, so it
-//!    reads only the manifest (not the stanza record).
+//!    is the path `archive_command` takes for files `--ahead` pushed
+//!    without a receipt that still matches (see `receipt.rs`), so it reads
+//!    only the manifest (not the stanza record).
 //! 2. The name must be a WAL file name; a segment's long page header must
 //!    agree with the stanza (system id, segment size, page size, version) and
 //!    its size must be the segment size.

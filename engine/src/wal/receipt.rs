@@ -25,8 +25,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::push::{kind_of, PushReport};
 use super::manifest_key;
+use super::push::{kind_of, PushReport};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
