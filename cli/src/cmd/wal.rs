@@ -68,10 +68,12 @@ pub struct PushArgs {
     compression: i32,
     /// Also make sure a background `cairn` is pushing up to N other files
     /// that PostgreSQL has marked ready (pg_wal/archive_status/*.ready), so
-    /// that their own archive_command calls only verify them. It keeps
-    /// following archive_status and exits 10 s after nothing new is ready.
-    /// Every call still exits 0 only when its file is durable and matches
-    /// the archive; archive_status is never modified. The pusher's log is
+    /// that their own archive_command calls only verify them: by the
+    /// pusher's receipt while the file's inode, size and times are those it
+    /// stored, else by hashing it. It keeps following archive_status and
+    /// exits 10 s after nothing new is ready. Every call still exits 0 only
+    /// when its file is durable and matches the archive; archive_status is
+    /// never modified. The pusher's log is
     /// $XDG_RUNTIME_DIR/cairn/push-ahead-*.log (else /tmp/cairn-UID/)
     /// [env: CAIRN_WAL_PUSH_AHEAD, or `wal_push_ahead = N` in --config].
     #[arg(long, value_name = "N", env = "CAIRN_WAL_PUSH_AHEAD", hide_env = true, value_parser = clap::value_parser!(u32).range(1..=64))]
