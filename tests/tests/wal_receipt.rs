@@ -85,4 +85,28 @@ fn archive_command_trusts_a_receipt_only_for_the_stored_file() {
     assert_eq!(r["already_archived"], true, "{r}");
     assert!(r.get("receipt").is_none(), "{r}");
     a.repo.ok(&["wal", "verify", "--stanza", "copied"]);
+
+    // The manifest the receipt speaks of is gone: the file is stored again.
+    std::thread::sleep(Duration::from_millis(200));
+    ahead("lost");
+    let manifest = a.root().join(format!("repo/wal/lost/00000001/{NAME}"));
+    std::fs::remove_file(&manifest).unwrap();
+    let out = archive_command("lost");
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["already_archived"], false, "{r}");
+    assert!(manifest.exists());
+
+    // A receipt from another repository (same stanza, same pg_wal, same
+    // state directory) proves nothing about this one.
+    ahead("other");
+    let b = Archive::new(None);
+    let mut c = b.repo.cmd(&["wal", "push", "--stanza", "other", "--ahead", "2", "--json", f]);
+    c.env("XDG_RUNTIME_DIR", &run);
+    let out = c.output().unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["already_archived"], false, "{r}");
+    assert_eq!(receipts(&run), Vec::<String>::new());
+    b.repo.ok(&["wal", "verify", "--stanza", "other"]);
 }

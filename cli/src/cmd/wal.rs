@@ -265,6 +265,9 @@ async fn push_ahead(g: &Global, a: PushAheadArgs) -> Result<i32> {
     let Some(_lock) = state.lock()? else {
         return Ok(exit::OK);
     };
+    if let Err(e) = state.sweep_receipts() {
+        tracing::warn!(error = %e, "could not remove old receipts");
+    }
     let repo = g.open().await?;
     let opts = PushOptions { compression_level: a.compression, no_follow: true };
     let n = match a.follow {

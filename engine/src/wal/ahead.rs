@@ -195,6 +195,13 @@ impl AheadState {
         self.receipts().acknowledge(repo, stanza, path, name).await
     }
 
+    /// Removes receipts nobody used for an hour (archive_command's call
+    /// removes each one it reads; PostgreSQL may never ask for some files).
+    /// A pusher calls this once when it starts.
+    pub fn sweep_receipts(&self) -> Result<()> {
+        self.receipts().sweep()
+    }
+
     fn lock_file(&self) -> super::HelperLock {
         super::HelperLock::new(self.with(".lock"), true)
     }
@@ -214,8 +221,8 @@ impl AheadState {
     fn set_current(&self, names: &std::collections::BTreeSet<String>) {
         let text: String = names.iter().map(|n| format!("{n}\n")).collect();
         let tmp = self.with(&format!(".current.{}", std::process::id()));
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, self.with(".current"));
+        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, self.with(".current"))).is_err() {
+            let _ = std::fs::remove_file(&tmp);
         }
     }
 
@@ -247,7 +254,7 @@ impl AheadState {
     /// the normal push semantics, skipping files that are no longer marked
     /// ready, already have a manifest, or are not regular files. Failures
     /// are logged and the next file is tried. Returns how many files were
-    /// stored.
+    /// stored. Needs tokio's multi-threaded runtime (as [`push`] does).
     pub async fn push_names(
         &self,
         repo: &Repository,
@@ -263,8 +270,8 @@ impl AheadState {
         let handle = tokio::runtime::Handle::current();
         let work = || {
             handle.block_on(async {
-                loop {
-                    let Some(name) = queue.lock().ok().and_then(|mut q| q.next()) else { break };
+                // The guard is dropped inside the closure, not held over the push.
+                while let Some(name) = queue.lock().ok().and_then(|mut q| q.next()) {
                     if self.push_one(repo, stanza, pg_wal, name, &opts, &inflight).await {
                         stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
@@ -375,9 +382,6 @@ impl AheadState {
         opts: &PushOptions,
         idle: Duration,
     ) -> u64 {
-        if let Err(e) = self.receipts().sweep() {
-            tracing::warn!(error = %e, "could not sweep old receipts");
-        }
         let mut stored = 0;
         let mut seen = std::collections::BTreeSet::<String>::new();
         let started = Instant::now();

@@ -79,6 +79,8 @@ pub struct PushReport {
     pub stored_bytes: u64,
     /// The manifest's key.
     pub object: String,
+    /// The file's BLAKE3 (hex), as the manifest records it.
+    pub blake3: String,
     /// True when `wal push --ahead`'s pusher stored the file and this call
     /// accepted its receipt instead of hashing the file (see
     /// [`super::receipt`]).
@@ -430,6 +432,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             already_archived: false,
             stored_bytes: stored,
             object: key,
+            blake3: hash,
             receipt: false,
             stamp,
         }),
@@ -555,6 +558,7 @@ fn same_or_conflict(
             already_archived: true,
             stored_bytes: 0,
             object: key.to_string(),
+            blake3: hash.to_string(),
             receipt: false,
             stamp: None,
         });

@@ -4,29 +4,38 @@
 //!
 //! # Why a receipt is enough
 //! The pusher writes a receipt only after the file's manifest is durable,
-//! and only for a file that provably did not change while it was read (see
-//! [`FileStamp::settled`]). The receipt names the repository (its random
-//! id), the manifest's key and the file's stamp: device, inode, size, and
-//! modification and change times in nanoseconds. `archive_command`'s call
-//! accepts it only if all of them still match, the manifest still exists,
-//! and the receipt lies in the pusher's private state directory (mode 0700,
-//! checked to be this user's). A write to the file after it was read
-//! changes its change time (user space cannot set that one back), and a
-//! file replaced under the same name has another inode, so either sends the
-//! call down the full path: hash the file and compare it with the manifest.
-//! A receipt is used once and then removed; one that is missing, stale or
+//! and only for a file whose stamp did not change while it was read and
+//! was already old when it was opened (see [`FileStamp::settled`]). The
+//! receipt names the repository (location and random id), the manifest's
+//! key, the file's stamp (device, inode, size, and modification and change
+//! times in nanoseconds) and the BLAKE3 that was stored. `archive_command`'s
+//! call accepts it only if all of them still match, the manifest still
+//! authenticates and records that size and BLAKE3, and the receipt lies in
+//! the pusher's private state directory (mode 0700, checked to be this
+//! user's). A later `write(2)` to the file changes its change time (user
+//! space cannot set that one back; stepping the clock can), and a file
+//! replaced under the same name has another inode, so either sends the call
+//! down the full path: hash the file and compare it with the manifest. A
+//! receipt is used once and then removed; one that is missing, stale or
 //! unreadable only costs that full check.
 //!
-//! This is the same trust pgBackRest's asynchronous `archive-push` places
-//! in its spool's `.ok` files, with the file's identity checked on top.
+//! What it assumes: nothing but PostgreSQL writes a WAL file, and
+//! PostgreSQL writes and fsyncs a segment before it marks it ready (so no
+//! write is in flight while the pusher reads it), and the file system keeps
+//! sub-second times (a file whose times have no sub-second part gets no
+//! receipt: on such file systems a rewrite within the second would not
+//! show). Writes through a shared memory map do not update the times.
+//! This is less than the trust pgBackRest's asynchronous `archive-push`
+//! places in its spool's `.ok` files, which record only that a name was
+//! pushed.
 
 use std::fs::Metadata;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::manifest_key;
 use super::push::{kind_of, PushReport};
+use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -35,7 +44,7 @@ use crate::{Error, Result};
 /// kernel clock ticks (1–10 ms), so a write in the same tick as an earlier
 /// one can leave both times unchanged.
 const SETTLE: Duration = Duration::from_millis(50);
-/// Receipts nobody used for this long are removed by the next pusher.
+/// Receipts nobody used for this long are removed when a pusher starts.
 const STALE: Duration = Duration::from_secs(3600);
 const MAGIC: &str = "cairn-receipt-1";
 
@@ -66,11 +75,15 @@ impl FileStamp {
     /// the file was opened, at `opened`) and `after` (taken once it was read):
     /// `None` if the file changed meanwhile, or if its last change is so
     /// recent that a later write could leave the stamp unchanged.
+    /// Also `None` when neither time has a sub-second part: a file system
+    /// that keeps whole seconds (FAT, ext4 with small inodes) would not show
+    /// a rewrite within the second.
     pub fn settled(before: &Metadata, after: &Metadata, opened: SystemTime) -> Option<FileStamp> {
         let (b, a) = (FileStamp::of(before), FileStamp::of(after));
         let opened_ns = i128::try_from(opened.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos()).ok()?;
         let settled = b.mtime_ns.max(b.ctime_ns) + SETTLE.as_nanos() as i128 <= opened_ns;
-        (a == b && settled).then_some(b)
+        let fine = b.mtime_ns % 1_000_000_000 != 0 || b.ctime_ns % 1_000_000_000 != 0;
+        (a == b && settled && fine).then_some(b)
     }
 
     fn line(&self) -> String {
@@ -92,11 +105,17 @@ impl Receipts {
         self.dir.join(name)
     }
 
+    /// What a receipt says before the stored BLAKE3.
+    fn header(repo: &Repository, key: &str, stamp: &FileStamp) -> String {
+        let (location, id) = (repo.store().location(), &repo.config().id);
+        format!("{MAGIC}\n{location}\n{id}\n{key}\n{}\n", stamp.line())
+    }
+
     /// Records that `r` (stored by this process from `repo`) is durable.
     /// Best effort: a receipt that cannot be written only costs the full check.
     pub(crate) fn write(&self, repo: &Repository, r: &PushReport) {
         let Some(stamp) = r.stamp else { return };
-        let text = format!("{MAGIC}\n{}\n{}\n{}\n", repo.config().id, r.object, stamp.line());
+        let text = format!("{}{}\n", Receipts::header(repo, &r.object, &stamp), r.blake3);
         let done = std::fs::DirBuilder::new().mode(0o700).create(&self.dir);
         if done.is_err() && !self.dir.is_dir() {
             return;
@@ -145,14 +164,18 @@ impl Receipts {
         let tli = u32::from_str_radix(&name[..8], 16).ok()?;
         let key = manifest_key(stanza, tli, name);
         let stamp = FileStamp::of(&std::fs::metadata(path).ok()?);
-        let want = format!("{MAGIC}\n{}\n{key}\n{}\n", repo.config().id, stamp.line());
-        if text != want {
+        let Some(blake3) = text.strip_prefix(&Receipts::header(repo, &key, &stamp)).and_then(|t| t.strip_suffix('\n'))
+        else {
             tracing::debug!(%name, "receipt does not match the file; checking its content");
             return None;
-        }
-        match repo.store().exists(&key).await {
-            Ok(true) => {}
-            _ => return None,
+        };
+        // The manifest itself, authenticated: still there, and what was stored.
+        match get_named::<WalManifest>(repo, &key).await {
+            Ok(Some(m)) if m.name == name && m.size == stamp.size && m.blake3 == blake3 => {}
+            _ => {
+                tracing::debug!(%name, "the manifest is not what the receipt says; checking the file's content");
+                return None;
+            }
         }
         Some(PushReport {
             name: name.to_string(),
@@ -161,13 +184,13 @@ impl Receipts {
             already_archived: true,
             stored_bytes: 0,
             object: key,
+            blake3: blake3.to_string(),
             receipt: true,
             stamp: None,
         })
     }
 
-    /// Removes receipts nobody used for an hour (archive_command's call
-    /// removes the ones it uses; PostgreSQL may never call for some).
+    /// Removes receipts nobody used for [`STALE`].
     pub(crate) fn sweep(&self) -> Result<()> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
