@@ -30,8 +30,8 @@ use std::collections::BTreeMap;
 
 use super::page::{is_zero_header, PageHeader, SegmentHeader, LONG_HEADER_SIZE, SHORT_HEADER_SIZE};
 use super::record::{
-    check_total_len, BlockRef, DecodedRecord, RecordHeader, RestorePoint, XactEvent, RECORD_HEADER_SIZE, RM_XLOG_ID,
-    XLOG_SWITCH,
+    check_total_len, BlockRef, DecodedRecord, RecordHeader, RestorePoint, XactEvent, RECORD_HEADER_SIZE, RM_XACT_ID,
+    RM_XLOG_ID, XLOG_SWITCH,
 };
 use super::{le_u32, Lsn, WalError};
 
@@ -516,14 +516,20 @@ impl SegmentScanner {
             Ok(rec) => rec,
             Err(err) => return self.stop(err),
         };
-        let facts = XactEvent::from_record(&rec).and_then(|x| RestorePoint::from_record(&rec).map(|r| (x, r)));
-        let (xact, restore_point) = match facts {
-            Ok(facts) => facts,
-            Err(err) => return self.stop(err),
-        };
-        self.xacts.extend(xact);
-        self.restore_points.extend(restore_point);
         let h = rec.header;
+        // Only transaction and XLOG records carry facts; asking only them
+        // keeps a quarter of a million records a segment off two calls each.
+        if h.rmid == RM_XACT_ID {
+            match XactEvent::from_record(&rec) {
+                Ok(xact) => self.xacts.extend(xact),
+                Err(err) => return self.stop(err),
+            }
+        } else if h.rmid == RM_XLOG_ID {
+            match RestorePoint::from_record(&rec) {
+                Ok(point) => self.restore_points.extend(point),
+                Err(err) => return self.stop(err),
+            }
+        }
         self.records += 1;
         self.per_rmgr[usize::from(h.rmid)] += 1;
         self.prev_record = Some(lsn);
