@@ -125,6 +125,30 @@ pub struct AheadState {
 #[derive(Debug)]
 pub struct AheadLock(#[allow(dead_code)] std::fs::File);
 
+/// Bytes a state file (`.current`, `.claim`) is padded to with newlines.
+const STATE_LEN: usize = 256;
+
+/// Writes a state file in place: one `pwrite` of at least [`STATE_LEN`]
+/// bytes at offset 0, no truncation, no new inode. On ext4 here, creating or
+/// truncating a file costs 130–180 µs of CPU, a `pwrite` 3 µs, and these
+/// files are written twice per pushed file. A reader racing a write may see
+/// a mix of two lists; that only makes a file be stored twice (the
+/// create-only manifest settles it), as a file written by truncation could
+/// always be read empty.
+fn write_state(path: &Path, text: &str) {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = text.as_bytes().to_vec();
+    bytes.resize(bytes.len().max(STATE_LEN), b'\n');
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    let _ = file.and_then(|f| f.write_all_at(&bytes, 0));
+}
+
 fn private_dir() -> Result<PathBuf> {
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
@@ -216,14 +240,10 @@ impl AheadState {
         Ok(self.lock_file().take()?.map(AheadLock))
     }
 
-    /// Announces the names being pushed (written whole, then renamed, so a
-    /// reader never sees half a list).
+    /// Announces the names being pushed.
     fn set_current(&self, names: &std::collections::BTreeSet<String>) {
         let text: String = names.iter().map(|n| format!("{n}\n")).collect();
-        let tmp = self.with(&format!(".current.{}", std::process::id()));
-        if std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, self.with(".current"))).is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        write_state(&self.with(".current"), &text);
     }
 
     fn current(&self) -> Option<String> {
@@ -233,11 +253,12 @@ impl AheadState {
     /// Marks `name` as being pushed by archive_command itself, so that the
     /// pusher leaves it alone. Call before [`AheadState::wait_while_pushing`].
     pub fn claim(&self, name: &str) {
-        let _ = std::fs::write(self.with(".claim"), name);
+        write_state(&self.with(".claim"), &format!("{name}\n"));
     }
 
     fn claimed(&self) -> Option<String> {
-        std::fs::read_to_string(self.with(".claim")).ok()
+        let text = std::fs::read_to_string(self.with(".claim")).ok()?;
+        text.lines().next().map(str::to_string)
     }
 
     /// Waits while a running pusher is storing `name`, so that the caller
