@@ -125,30 +125,6 @@ pub struct AheadState {
 #[derive(Debug)]
 pub struct AheadLock(#[allow(dead_code)] std::fs::File);
 
-/// Bytes a state file (`.current`, `.claim`) is padded to with newlines.
-const STATE_LEN: usize = 256;
-
-/// Writes a state file in place: one `pwrite` of at least [`STATE_LEN`]
-/// bytes at offset 0, no truncation, no new inode. On ext4 here, creating or
-/// truncating a file costs 130–180 µs of CPU, a `pwrite` 3 µs, and these
-/// files are written twice per pushed file. A reader racing a write may see
-/// a mix of two lists; that only makes a file be stored twice (the
-/// create-only manifest settles it), as a file written by truncation could
-/// always be read empty.
-fn write_state(path: &Path, text: &str) {
-    use std::os::unix::fs::FileExt;
-    let mut bytes = text.as_bytes().to_vec();
-    bytes.resize(bytes.len().max(STATE_LEN), b'\n');
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    let _ = file.and_then(|f| f.write_all_at(&bytes, 0));
-}
-
 fn private_dir() -> Result<PathBuf> {
     let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
     let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
@@ -243,7 +219,7 @@ impl AheadState {
     /// Announces the names being pushed.
     fn set_current(&self, names: &std::collections::BTreeSet<String>) {
         let text: String = names.iter().map(|n| format!("{n}\n")).collect();
-        write_state(&self.with(".current"), &text);
+        super::write_in_place(&self.with(".current"), &text);
     }
 
     fn current(&self) -> Option<String> {
@@ -253,7 +229,7 @@ impl AheadState {
     /// Marks `name` as being pushed by archive_command itself, so that the
     /// pusher leaves it alone. Call before [`AheadState::wait_while_pushing`].
     pub fn claim(&self, name: &str) {
-        write_state(&self.with(".claim"), &format!("{name}\n"));
+        super::write_in_place(&self.with(".claim"), &format!("{name}\n"));
     }
 
     fn claimed(&self) -> Option<String> {
@@ -293,9 +269,14 @@ impl AheadState {
             handle.block_on(async {
                 // The guard is dropped inside the closure, not held over the push.
                 while let Some(name) = queue.lock().ok().and_then(|mut q| q.next()) {
-                    if self.push_one(repo, stanza, pg_wal, name, &opts, &inflight).await {
+                    // Announced before the checks, so that archive_command's call
+                    // for this name, arriving from now on, waits instead of
+                    // storing it too.
+                    self.announce(&inflight, name, true);
+                    if self.push_announced(repo, stanza, pg_wal, name, &opts).await {
                         stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
+                    self.announce(&inflight, name, false);
                 }
             })
         };
@@ -313,33 +294,19 @@ impl AheadState {
         stored.into_inner()
     }
 
-    /// One file of [`AheadState::push_names`]; true if it was stored.
-    async fn push_one(
-        &self,
-        repo: &Repository,
-        stanza: &str,
-        pg_wal: &Path,
-        name: &str,
-        opts: &PushOptions,
-        inflight: &std::sync::Mutex<std::collections::BTreeSet<String>>,
-    ) -> bool {
-        let announce = |add: bool| {
-            let Ok(mut set) = inflight.lock() else { return };
-            if add {
-                set.insert(name.to_string());
-            } else {
-                set.remove(name);
-            }
-            self.set_current(&set);
-        };
-        // Announced before the checks, so that archive_command's call for
-        // this name, arriving from now on, waits instead of storing it too.
-        announce(true);
-        let stored = self.push_announced(repo, stanza, pg_wal, name, opts).await;
-        announce(false);
-        stored
+    /// Adds `name` to the names in flight (or removes it) and writes them
+    /// to `.current`.
+    fn announce(&self, inflight: &std::sync::Mutex<std::collections::BTreeSet<String>>, name: &str, add: bool) {
+        let Ok(mut set) = inflight.lock() else { return };
+        if add {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+        self.set_current(&set);
     }
 
+    /// One file of [`AheadState::push_names`]; true if it was stored.
     async fn push_announced(
         &self,
         repo: &Repository,

@@ -148,8 +148,7 @@ impl Spool {
         Ok(true)
     }
 
-    /// Removes the segments' temporary files (`.NAME.tmp`), not a fetch's
-    /// `.want.PID.tmp`.
+    /// Removes the segments' temporary files (`.NAME.tmp`).
     fn remove_temps(&self) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else { return };
         for e in rd.flatten() {
@@ -180,21 +179,7 @@ impl Spool {
     /// prefetcher. Best effort: a prefetcher that misses it only prefetches
     /// less.
     pub fn set_want(&self, name: &str) {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let tmp = self.dir.join(format!("{WANT}.{}.tmp", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&tmp)
-            .and_then(|mut f| f.write_all(name.as_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join(WANT)));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
+        super::write_in_place(&self.dir.join(WANT), &format!("{name}\n"));
     }
 
     /// The name in `.want`, if it is a segment's.
