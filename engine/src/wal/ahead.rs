@@ -9,8 +9,8 @@
 //! `archive_command` for every file. That call exits 0 only when the stored
 //! manifest is durable and matches the file: either the pusher's receipt
 //! for it still matches the file's inode, size and times, the repository
-//! and an existing manifest ([`super::receipt`]), or the call hashes the
-//! file and compares size and BLAKE3 with the manifest. A pusher killed
+//! and the authenticated manifest ([`super::receipt`]), or the call hashes
+//! the file and compares size and BLAKE3 with the manifest. A pusher killed
 //! mid-way leaves at most an unreferenced pack (the manifest is the commit
 //! point), and a foreground push racing the background one for the same
 //! name is settled by the create-only manifest.
@@ -188,8 +188,8 @@ impl AheadState {
 
     /// archive_command's shortcut for a file this state's pusher stored:
     /// its report if the pusher's receipt still matches the file, the
-    /// repository and an existing manifest (see [`super::receipt`]); `None`
-    /// means the file must be pushed (verified) as usual.
+    /// repository and the manifest (see [`super::receipt`]); `None` means
+    /// the file must be pushed (verified) as usual.
     pub async fn acknowledge(&self, repo: &Repository, stanza: &str, path: &Path) -> Option<PushReport> {
         let name = path.file_name()?.to_str()?;
         self.receipts().acknowledge(repo, stanza, path, name).await
