@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use super::push::{push, PushOptions, PushReport};
 use super::receipt::Receipts;
-use super::{get_named, manifest_key, WalManifest};
+use super::{get_named, manifest_key_of, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -330,8 +330,8 @@ impl AheadState {
             }
             Err(_) => return false,
         }
-        let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
-        match get_named::<WalManifest>(repo, &manifest_key(stanza, tli, name)).await {
+        let Some(key) = manifest_key_of(stanza, name) else { return false };
+        match get_named::<WalManifest>(repo, &key).await {
             Ok(Some(_)) => return false,
             Ok(None) => {}
             Err(e) => {

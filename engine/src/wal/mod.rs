@@ -83,6 +83,16 @@ pub fn manifest_key(stanza: &str, timeline: u32, name: &str) -> String {
     format!("wal/{stanza}/{timeline:08X}/{name}")
 }
 
+/// The manifest key of WAL file `name`, whose timeline is its first eight
+/// hex digits; `None` if `name` is not a WAL file name.
+pub(crate) fn manifest_key_of(stanza: &str, name: &str) -> Option<String> {
+    if !ahead::is_wal_file_name(name) {
+        return None;
+    }
+    let tli = u32::from_str_radix(&name[..8], 16).ok()?;
+    Some(manifest_key(stanza, tli, name))
+}
+
 /// The four kinds of file PostgreSQL archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

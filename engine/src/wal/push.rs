@@ -28,8 +28,8 @@ use serde::Serialize;
 use super::receipt::FileStamp;
 use super::window::{hash_file, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
 use super::{
-    get_named, load_stanza, manifest_key, seal_named, stanza_key, validate_stanza, CommitPoint, HistoryLine,
-    NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
+    get_named, load_stanza, manifest_key, manifest_key_of, seal_named, stanza_key, validate_stanza, CommitPoint,
+    HistoryLine, NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
 use crate::crypto::Keys;
 use crate::ids::Id;
@@ -90,6 +90,25 @@ pub struct PushReport {
     /// while it was read; what a receipt records.
     #[serde(skip)]
     pub stamp: Option<FileStamp>,
+}
+
+impl PushReport {
+    /// The report for `name`, found archived under `object` with the same
+    /// size and BLAKE3: nothing was written.
+    pub(crate) fn already_archived(name: String, size: u64, object: String, blake3: String) -> PushReport {
+        let kind = kind_of(&name);
+        PushReport {
+            name,
+            kind,
+            size,
+            already_archived: true,
+            stored_bytes: 0,
+            object,
+            blake3,
+            receipt: false,
+            stamp: None,
+        }
+    }
 }
 
 /// The kind of a WAL file from its name's suffix.
@@ -182,13 +201,11 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     // name, so this path reads nothing else from the repository: identical
     // bytes were checked against the stanza when they were stored, and
     // different bytes are refused whatever their header says.
-    if super::ahead::is_wal_file_name(&name) {
-        let tli = u32::from_str_radix(&name[..8], 16).unwrap_or(0);
-        let key = manifest_key(stanza, tli, &name);
+    if let Some(key) = manifest_key_of(stanza, &name) {
         if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
             // The handle opened above (with O_NOFOLLOW for the pusher), not the path again.
             let hash = tokio::task::block_in_place(|| hash_file(&file, path, size))?;
-            let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
+            let r = same_or_conflict(&existing, &key, size, &hash, path, name)?;
             // Another process may have linked it and not yet fsynced it.
             repo.store().sync_existing(&key).await?;
             return Ok(r);
@@ -440,7 +457,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             // Another push of the same name won the race.
             let existing =
                 get_named::<WalManifest>(repo, &key).await?.ok_or_else(|| Error::NotFound { what: key.clone() })?;
-            let r = same_or_conflict(&existing, &key, size, &hash, path, kind, name)?;
+            let r = same_or_conflict(&existing, &key, size, &hash, path, name)?;
             repo.store().sync_existing(&key).await?;
             Ok(r)
         }
@@ -547,21 +564,10 @@ fn same_or_conflict(
     size: u64,
     hash: &str,
     path: &Path,
-    kind: WalFileKind,
     name: String,
 ) -> Result<PushReport> {
     if existing.size == size && existing.blake3 == hash {
-        return Ok(PushReport {
-            name,
-            kind,
-            size,
-            already_archived: true,
-            stored_bytes: 0,
-            object: key.to_string(),
-            blake3: hash.to_string(),
-            receipt: false,
-            stamp: None,
-        });
+        return Ok(PushReport::already_archived(name, size, key.to_string(), hash.to_string()));
     }
     Err(Error::conflict(
         shown(path),

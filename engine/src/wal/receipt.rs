@@ -34,8 +34,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::push::{kind_of, PushReport};
-use super::{get_named, manifest_key, WalManifest};
+use super::push::PushReport;
+use super::{get_named, manifest_key_of, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
@@ -140,8 +140,8 @@ impl Receipts {
 
     /// `archive_command`'s check for `path` (WAL file `name` of `stanza`):
     /// the report of an earlier push if this directory holds a receipt that
-    /// still matches the file, the repository and a manifest that exists.
-    /// The receipt is removed either way.
+    /// still matches the file, the repository and the authenticated
+    /// manifest. The receipt is removed either way.
     pub(crate) async fn acknowledge(
         &self,
         repo: &Repository,
@@ -149,9 +149,7 @@ impl Receipts {
         path: &Path,
         name: &str,
     ) -> Option<PushReport> {
-        if !super::ahead::is_wal_file_name(name) {
-            return None;
-        }
+        let key = manifest_key_of(stanza, name)?;
         let receipt = self.path(name);
         let text = {
             use std::io::Read;
@@ -161,8 +159,6 @@ impl Receipts {
             s
         };
         let _ = std::fs::remove_file(&receipt);
-        let tli = u32::from_str_radix(&name[..8], 16).ok()?;
-        let key = manifest_key(stanza, tli, name);
         let stamp = FileStamp::of(&std::fs::metadata(path).ok()?);
         let Some(blake3) = text.strip_prefix(&Receipts::header(repo, &key, &stamp)).and_then(|t| t.strip_suffix('\n'))
         else {
@@ -177,17 +173,8 @@ impl Receipts {
                 return None;
             }
         }
-        Some(PushReport {
-            name: name.to_string(),
-            kind: kind_of(name),
-            size: stamp.size,
-            already_archived: true,
-            stored_bytes: 0,
-            object: key,
-            blake3: blake3.to_string(),
-            receipt: true,
-            stamp: None,
-        })
+        let report = PushReport::already_archived(name.to_string(), stamp.size, key, blake3.to_string());
+        Some(PushReport { receipt: true, ..report })
     }
 
     /// Removes receipts nobody used for [`STALE`].
