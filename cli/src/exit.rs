@@ -54,7 +54,7 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
             chain.push(m);
         }
     }
-    let hint = permission_hint(e);
+    let hint = permission_hint(e).or_else(|| flag_hint(e));
     if json {
         let mut v = serde_json::json!({ "error": chain.join(": "), "exit_code": code });
         if let Some(h) = &hint {
@@ -68,6 +68,18 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
         }
     }
     code
+}
+
+/// The options that address an engine error (the engine's messages never
+/// name flags).
+fn flag_hint(e: &anyhow::Error) -> Option<String> {
+    let hint = match e.downcast_ref::<Error>()? {
+        Error::NoKey => "set CAIRN_PASSWORD_FILE or CAIRN_KEY_FILE (or --password-file / --key-file)",
+        Error::IndexBusy { .. } => "retry later or raise --lock-timeout",
+        Error::UnknownStanza { .. } => "check --stanza (or `stanza` in the config file)",
+        _ => return None,
+    };
+    Some(hint.to_string())
 }
 
 /// For a file or directory this user may not write (or read), EACCES: who
@@ -141,5 +153,13 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(user_name(0), "root (uid 0)");
         assert_eq!(user_name(u32::MAX - 7), format!("uid {}", u32::MAX - 7));
+    }
+
+    #[test]
+    fn flag_hints_name_the_options_that_help() {
+        let busy = Error::IndexBusy { path: "/x".into(), waited_s: 1 }.into();
+        assert_eq!(flag_hint(&busy).as_deref(), Some("retry later or raise --lock-timeout"));
+        assert!(flag_hint(&Error::NoKey.into()).unwrap().contains("--key-file"));
+        assert_eq!(flag_hint(&Error::NotFound { what: "x".into() }.into()), None);
     }
 }

@@ -53,7 +53,7 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::Config(format!("invalid chunker sizes {self:?}")))
+            Err(Error::InvalidInput(format!("invalid chunker sizes {self:?}")))
         }
     }
 }

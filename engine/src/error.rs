@@ -12,7 +12,11 @@ use thiserror::Error;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in the engine.
+///
+/// Messages say what went wrong in the engine's terms; they never name a
+/// command-line flag (the CLI adds such hints).
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No key slot opens with the given password or key file.
     #[error("wrong password or key: none of the {slots} key slot(s) in the repository opens with it")]
@@ -21,7 +25,7 @@ pub enum Error {
         slots: usize,
     },
     /// A secret was needed and none was given.
-    #[error("no key given: set CAIRN_PASSWORD_FILE or CAIRN_KEY_FILE (or --password-file / --key-file)")]
+    #[error("no key given")]
     NoKey,
     /// The object, snapshot or repository does not exist.
     #[error("not found: {what}")]
@@ -32,6 +36,13 @@ pub enum Error {
     /// The object already exists with create-only semantics.
     #[error("already exists: {what}")]
     AlreadyExists {
+        /// The object.
+        what: String,
+    },
+    /// A conditional update found the object changed (or gone) since the
+    /// version it named was read.
+    #[error("changed meanwhile: {what}")]
+    Precondition {
         /// The object.
         what: String,
     },
@@ -93,7 +104,7 @@ pub enum Error {
         status: String,
     },
     /// The local index is held by another process for longer than we wait.
-    #[error("the local index {path} is locked by another cairn process (waited {waited_s} s); retry later or raise --lock-timeout")]
+    #[error("the local index {path} is locked by another cairn process (waited {waited_s} s)")]
     IndexBusy {
         /// The index directory.
         path: PathBuf,
@@ -118,9 +129,27 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
-    /// The repository location or configuration is not usable.
+    /// The repository location or configuration is not usable (a TLS or
+    /// connection setting, a repository URL, a key file).
     #[error("{0}")]
     Config(String),
+    /// A request the engine cannot carry out as given: a name that is not a
+    /// WAL file name, a target directory that is not empty, an ambiguous
+    /// snapshot prefix, a path that leaves its target.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A stanza that has archived nothing in this repository.
+    #[error("stanza {stanza:?} has no archived WAL in {location}")]
+    UnknownStanza {
+        /// The stanza asked for.
+        stanza: String,
+        /// The repository (no credentials).
+        location: String,
+    },
+    /// The operation stopped because another part of it failed first (that
+    /// failure is the one reported).
+    #[error("{0}")]
+    Cancelled(String),
     /// A database server answered a request with an error (PostgreSQL's
     /// `ErrorResponse`), or reported one while it served it. The server's
     /// own words are kept, with its SQLSTATE.
@@ -169,6 +198,10 @@ pub enum Error {
         /// What was expected and what arrived.
         detail: String,
     },
+    /// A bug or a failed task inside cairn (a worker that panicked or was
+    /// cancelled), not a problem with the data or the request.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// `check` found problems; details were reported.
     #[error("check found {0} problem(s)")]
     CheckFailed(usize),

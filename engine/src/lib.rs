@@ -32,30 +32,23 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod backup;
-pub mod check;
 pub mod chunker;
+pub mod commands;
 pub mod compress;
 pub mod crypto;
-pub mod dirsource;
 mod error;
-pub mod files;
 pub mod ids;
 pub mod index;
-pub mod inspect;
 pub mod keys;
 pub mod pack;
 pub mod pg;
-pub mod redis;
-pub mod redis_sync;
 pub mod repo;
-pub mod restore;
 pub mod snapshot;
-pub mod source;
-pub mod stats;
+pub mod sources;
 pub mod store;
-pub mod tarstream;
 pub mod wal;
+
+pub use commands::{backup, check, files, inspect, restore, stats};
 
 pub use error::{Error, Result};
 

@@ -7,6 +7,7 @@
 //! another id fails authentication. The trailer repeats the index entries,
 //! which is what lets `cairn index rebuild` work from packs alone.
 
+use crate::store::BackendExt as _;
 use bytes::Bytes;
 use cairn_formats::repo::{
     decode_trailer, encode_trailer, parse_pack_tail, BlobEntry, BlobKind, Compression, PACK_MAGIC, PACK_TAIL_LEN,

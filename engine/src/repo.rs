@@ -1,5 +1,6 @@
 //! The repository: configuration, unlocking, and sealed objects.
 
+use crate::store::{Backend as _, BackendExt as _};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};

@@ -53,7 +53,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<FileStat>,
     /// For a tar stream: the member index (path → byte range), stored as
-    /// a JSON stream of its own (see [`crate::members`]).
+    /// a JSON document of its own (see [`crate::sources::tar::MemberIndex`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MembersRef>,
 }
@@ -235,7 +235,7 @@ impl Snapshot {
             });
         }
         if spec.len() < 4 || !spec.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Config(format!(
+            return Err(Error::InvalidInput(format!(
                 "{spec:?} is neither `latest` nor a snapshot id prefix (4+ hex digits)"
             )));
         }
@@ -267,7 +267,7 @@ impl Snapshot {
                 }
                 Ok((*id, snap))
             }
-            _ => Err(Error::Config(format!("snapshot prefix {spec} is ambiguous ({} matches)", hits.len()))),
+            _ => Err(Error::InvalidInput(format!("snapshot prefix {spec} is ambiguous ({} matches)", hits.len()))),
         }
     }
 }

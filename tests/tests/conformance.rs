@@ -1,44 +1,29 @@
 //! One conformance suite, run against every storage backend: a local
 //! directory and S3 (moto's server on 127.0.0.1).
 
-use bytes::Bytes;
-use cairn_engine::store::{Location, Store};
-use cairn_engine::Error;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_engine::store::{
+    conformance, Fault, FaultRule, Faults, Faulty, Limit, Location, Metered, Metrics, Op, Retry, RetryPolicy, Store,
+};
 use cairn_tests::data::text;
 use cairn_tests::moto::Moto;
 use cairn_tests::TestRepo;
 
+/// The contract, on the store itself and through every wrapper at once.
 async fn store_contract(store: &Store) {
-    // Whole-object put/get, overwrite.
-    store.put("a/one", Bytes::from_static(b"first")).await.unwrap();
-    assert_eq!(&store.get("a/one").await.unwrap()[..], b"first");
-    store.put("a/one", Bytes::from_static(b"second")).await.unwrap();
-    assert_eq!(&store.get("a/one").await.unwrap()[..], b"second");
-    // Create-only.
-    store.put_create("a/two", Bytes::from_static(b"x")).await.unwrap();
-    assert!(matches!(store.put_create("a/two", Bytes::from_static(b"y")).await, Err(Error::AlreadyExists { .. })));
-    assert_eq!(&store.get("a/two").await.unwrap()[..], b"x");
-    // Ranges and sizes.
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    store.put("b/big", Bytes::from(big.clone())).await.unwrap();
-    assert_eq!(store.size("b/big").await.unwrap(), big.len() as u64);
-    assert_eq!(&store.get_range("b/big", 1_000_000..1_000_100).await.unwrap()[..], &big[1_000_000..1_000_100]);
-    assert!(store.get_range("b/big", 2_999_990..3_000_010).await.is_err(), "a read past the end must fail");
-    // Listing is by prefix, sorted, with sizes.
-    let l = store.list("a").await.unwrap();
-    assert_eq!(l.iter().map(|o| o.key.as_str()).collect::<Vec<_>>(), ["a/one", "a/two"]);
-    assert_eq!(l[0].size, 6);
-    assert!(store.list("nothing-here").await.unwrap().is_empty());
-    // Not found is typed and names the object.
-    match store.get("a/missing").await {
-        Err(Error::NotFound { what }) => assert_eq!(what, "a/missing"),
-        other => panic!("expected NotFound, got {other:?}"),
-    }
-    assert!(!store.exists("a/missing").await.unwrap());
-    // Delete, and deleting twice is fine.
-    store.delete("a/one").await.unwrap();
-    store.delete("a/one").await.unwrap();
-    assert!(!store.exists("a/one").await.unwrap());
+    conformance::contract(store, "").await;
+    let (faults, metrics) = (Faults::new(), Arc::new(Metrics::default()));
+    let wrapped = store.clone().wrapped(|b| {
+        let b = Faulty::new(Metered::new(b, metrics.clone()), faults.clone());
+        Retry::new(Limit::new(b, 4), RetryPolicy::new(3, Duration::from_millis(10)))
+    });
+    // Transient failures of the first three puts are absorbed by the retries.
+    faults.add(FaultRule::new(Op::Put, "", Fault::Fail { retryable: true }).times(3));
+    conformance::contract(&wrapped, "wrapped/").await;
+    assert_eq!(faults.injected(), 3);
+    assert!(metrics.requests("other", Op::Put) > 0 && metrics.bytes("other", Op::Put) > 3_000_000);
 }
 
 /// The same CLI round trip on any backend.
@@ -61,6 +46,9 @@ async fn local_directory_backend() {
     let store = Store::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), false).unwrap();
     store_contract(&store).await;
     assert!(std::fs::read(dir.path().join("a/two")).unwrap() == b"x", "local objects are plain files");
+    // Local conditional writes are atomic (link, and a directory lock around
+    // compare-and-swap), so racing writers are checked here.
+    conformance::races(Arc::new(store), "").await;
 
     let d = tempfile::tempdir().unwrap();
     let url = d.path().join("repo").to_string_lossy().into_owned();
@@ -84,4 +72,5 @@ async fn s3_backend_via_moto() {
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_backend() {
     store_contract(&Store::memory()).await;
+    conformance::races(Arc::new(Store::memory()), "").await;
 }

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod crash;
 mod dirsnap;
+mod faults;
 mod index_cache;
 mod pg_harness;
 mod pg_replication;

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cairn_engine::backup::{backup_feed, backup_stream_gated, BackupOptions, Progress};
-use cairn_engine::dirsource::DirFeed;
 use cairn_engine::index::LocalIndex;
 use cairn_engine::snapshot::Snapshot;
-use cairn_engine::source::{CommandSource, StreamSource};
-use cairn_engine::tarstream::TarMode;
+use cairn_engine::sources::command::CommandSource;
+use cairn_engine::sources::dir::DirFeed;
+use cairn_engine::sources::tar::TarMode;
+use cairn_engine::sources::StreamSource;
 
 use crate::common::{human_bytes, Global, Ticker};
 use crate::exit;
@@ -143,18 +144,18 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             source
         }
         Kind::RedisRdb => {
-            opts.source.kind = cairn_engine::redis::KIND.into();
+            opts.source.kind = cairn_engine::sources::redis::rdb::KIND.into();
             opts.tar = TarMode::Off;
-            Box::new(cairn_engine::redis::RdbSource::new(source))
+            Box::new(cairn_engine::sources::redis::rdb::RdbSource::new(source))
         }
         Kind::PgBase => {
             let stanza = g.stanza(a.stanza.as_ref()).context("--kind pg-base archives into a stanza")?;
-            opts.source.kind = cairn_engine::pg::base::KIND.into();
+            opts.source.kind = cairn_engine::sources::pg::base::KIND.into();
             opts.tar = TarMode::Require;
             if a.source.is_none() {
                 name = stanza.clone();
             }
-            Box::new(cairn_engine::pg::base::BaseTarSource::new(source, &stanza))
+            Box::new(cairn_engine::sources::pg::base::BaseTarSource::new(source, &stanza))
         }
         Kind::Dir => unreachable!("handled above"),
     };
@@ -204,19 +205,19 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     let root = std::fs::canonicalize(&root).with_context(|| format!("opening {}", root.display()))?;
     let name = root.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
     let mut opts = BackupOptions::stream(&name);
-    opts.source.kind = cairn_engine::dirsource::KIND.into();
+    opts.source.kind = cairn_engine::sources::dir::KIND.into();
     opts.source.name = a.source.clone().unwrap_or(name);
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
     opts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
-    let excludes = cairn_engine::dirsource::build_excludes(&a.excludes)?;
+    let excludes = cairn_engine::sources::dir::build_excludes(&a.excludes)?;
 
     let repo = g.open().await?;
     let host = cairn_engine::hostname();
     let root_text = root.display().to_string();
     let parent = Snapshot::list(&repo).await?.into_iter().rev().find(|(_, s)| {
-        s.source.kind == cairn_engine::dirsource::KIND
+        s.source.kind == cairn_engine::sources::dir::KIND
             && s.source.name == opts.source.name
             && s.host == host
             && s.metadata.pointer("/dir/path").and_then(|p| p.as_str()) == Some(root_text.as_str())

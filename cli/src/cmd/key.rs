@@ -1,3 +1,4 @@
+use cairn_engine::store::{Backend as _, BackendExt as _};
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};

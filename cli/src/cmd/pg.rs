@@ -150,7 +150,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         ..BaseBackupOptions::default()
     };
     let mut opts = BackupOptions::stream(&stanza);
-    opts.source.kind = cairn_engine::pg::base::KIND.into();
+    opts.source.kind = cairn_engine::sources::pg::base::KIND.into();
     opts.compression_level = a.compression;
     let repo = g.open().await?;
     let index = std::sync::Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
@@ -160,7 +160,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         p.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     });
     let gate = cairn_engine::pg::wal_gate(repo.clone(), stanza.clone(), std::time::Duration::from_secs(a.wal_timeout));
-    let feed = cairn_engine::pg::pull::PullFeed::new(conn, bb, &stanza);
+    let feed = cairn_engine::sources::pg::pull::PullFeed::new(conn, bb, &stanza);
     let result = backup_feed_gated(repo, index, Box::new(feed), opts, progress, Some(gate)).await;
     if let Some(t) = ticker {
         t.finish();

@@ -69,7 +69,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     }
     let repo = g.open().await?;
     let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
-    if a.path.is_some() || snap.source.kind == cairn_engine::dirsource::KIND {
+    if a.path.is_some() || snap.source.kind == cairn_engine::sources::dir::KIND {
         if to_stdout {
             bail!("restoring files needs a target directory: --to DIR");
         }

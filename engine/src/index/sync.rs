@@ -1,5 +1,6 @@
 //! Bringing the local index up to date with the repository.
 
+use crate::store::Backend as _;
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,10 +1,8 @@
-//! PostgreSQL base backups and point-in-time restore.
+//! PostgreSQL: point-in-time restore, the replication client, and the
+//! gate that makes a base backup wait for its WAL. The base backups
+//! themselves are sources ([`crate::sources::pg`]).
 //!
-//! - [`base`]: a base backup's tar stream, checked against its
-//!   `backup_manifest` as it is stored, and the facts it records.
 //! - [`pitr`]: planning a restore from the catalogue and carrying it out.
-//! - [`pull`]: a base backup pulled over the replication protocol into
-//!   the pipeline, one tar entry per archive.
 //! - [`replication`]: a client for a running server's replication
 //!   protocol (`BASE_BACKUP`), for `cairn pg backup --connect`.
 //!
@@ -13,23 +11,22 @@
 //! to its stop position, which [`wal_gate`] waits for before the snapshot
 //! is written.
 
-pub mod base;
 pub mod pitr;
-pub mod pull;
 pub mod replication;
 
 pub use cairn_formats::pg::Lsn;
 
+use crate::store::BackendExt as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_formats::pg::{SegmentName, SegmentSize};
 
-use crate::backup::CommitGate;
+use crate::commands::backup::CommitGate;
 use crate::repo::Repository;
+use crate::sources::pg::base::BaseFacts;
 use crate::wal::{load_stanza, manifest_key};
 use crate::{Error, Result};
-use base::BaseFacts;
 
 /// A gate for base backups of `stanza`: checks that the backup comes from
 /// the stanza's cluster, then waits up to `timeout` for every WAL segment

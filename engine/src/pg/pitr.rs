@@ -15,12 +15,12 @@ use std::path::Path;
 use cairn_formats::pg::{BackupManifest, FileChecker, Lsn, SegmentName, SegmentSize, WalFileName};
 use serde::Serialize;
 
-use super::base::{BaseFacts, KIND};
-use crate::files::Layout;
+use crate::commands::files::Layout;
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
+use crate::sources::pg::base::{BaseFacts, KIND};
 use crate::wal::{catalog, WalFileKind, WalManifest};
 use crate::{Error, Result};
 
@@ -168,7 +168,9 @@ fn pg_time(us: i64) -> String {
 pub fn parse_time(s: &str) -> Result<i64> {
     let t = chrono::DateTime::parse_from_rfc3339(s)
         .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f%#z"))
-        .map_err(|e| Error::Config(format!("--target-time {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T10:00:00Z)")))?;
+        .map_err(|e| {
+            Error::InvalidInput(format!("target time {s:?}: {e} (use RFC 3339, e.g. 2026-11-25T10:00:00Z)"))
+        })?;
     Ok(t.timestamp_micros())
 }
 
@@ -353,7 +355,7 @@ pub async fn restore(
 ) -> Result<RestoreReport> {
     if let Ok(mut rd) = std::fs::read_dir(pgdata) {
         if rd.next().is_some() {
-            return Err(Error::Config(format!("{}: not empty; restore into a new directory", pgdata.display())));
+            return Err(Error::InvalidInput(format!("{}: not empty; restore into a new directory", pgdata.display())));
         }
     }
     // A pulled backup has one tar per tablespace and the manifest apart.
@@ -369,7 +371,7 @@ pub async fn restore(
         .unwrap_or_default();
     for (oid, location) in &tablespaces {
         if std::fs::read_dir(location).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::Config(format!("tablespace {oid}'s directory {location} is not empty")));
+            return Err(Error::InvalidInput(format!("tablespace {oid}'s directory {location} is not empty")));
         }
     }
     let manifest_entry = snapshot.entries.iter().find(|e| e.name == "backup_manifest" && e.members.is_none()).cloned();
@@ -385,7 +387,7 @@ pub async fn restore(
     }
     if let Some(e) = manifest_entry {
         let p = pgdata.join("backup_manifest");
-        crate::restore::restore_entry_to_path(repo, index, &e, &p, 4, std::sync::Arc::default()).await?;
+        crate::commands::restore::restore_entry_to_path(repo, index, &e, &p, 4, std::sync::Arc::default()).await?;
     }
     let mut perms = std::fs::metadata(pgdata).map_err(|e| Error::io(pgdata, e))?.permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 
+use super::{Backend, LocalBackend, RemoteBackend};
+
 use crate::{Error, Result};
 
 /// Where a repository lives.
@@ -61,20 +63,9 @@ impl Location {
         Ok(Location::Local(PathBuf::from(s)))
     }
 
-    pub(super) fn build(&self, create: bool) -> Result<(Arc<dyn ObjectStore>, Option<PathBuf>)> {
+    pub(super) fn build(&self, create: bool) -> Result<Arc<dyn Backend>> {
         match self {
-            Location::Local(p) => {
-                if create {
-                    std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
-                }
-                if !p.is_dir() {
-                    return Err(Error::NotFound { what: format!("repository directory {}", p.display()) });
-                }
-                let abs = std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?;
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&abs)
-                    .map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
-                Ok((Arc::new(fs), Some(abs)))
-            }
+            Location::Local(p) => Ok(Arc::new(LocalBackend::open(p, create)?)),
             Location::S3 { bucket, prefix } => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -92,9 +83,11 @@ impl Location {
                 } else {
                     Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
                 };
-                Ok((store, None))
+                Ok(Arc::new(RemoteBackend::new(store, true)))
             }
-            Location::Memory => Ok((Arc::new(object_store::memory::InMemory::new()), None)),
+            Location::Memory => {
+                Ok(Arc::new(RemoteBackend::new(Arc::new(object_store::memory::InMemory::new()), false)))
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! a pack is named by the hash of its bytes, known at the end.
 //!
 //! Only local directories stage: the bytes go to `<dir>/staged-<pid>#<digits>`
-//! (object_store's listing ignores `#<digits>` names, like [`super::Store::put`]'s
+//! (object_store's listing ignores `#<digits>` names, like a local put's
 //! staging files) as they come, and the kernel is asked to start writing
 //! them to disk at once, so the fsync in [`Staged::commit`] has little left
 //! to wait for. Nothing has the final name until `commit` (fsync, rename,
@@ -16,7 +16,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{fsync_local, Store};
+use super::local::fsync_local;
+use super::Store;
 use crate::{Error, Result};
 
 /// A staged file not written to for this long was left by a killed (or
@@ -40,7 +41,7 @@ impl Store {
     /// `None` when the store is not a local directory (remote stores take
     /// whole objects with [`Store::put`]).
     pub fn stage(&self, dir: &str) -> Result<Option<Staged>> {
-        let Some(root) = &self.local_root else { return Ok(None) };
+        let Some(root) = self.local_root() else { return Ok(None) };
         let d = root.join(dir);
         std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
@@ -51,7 +52,7 @@ impl Store {
         if let Ok(now) = file.metadata().and_then(|m| m.modified()) {
             remove_stale(&d, now);
         }
-        Ok(Some(Staged { file, path, root: root.clone(), written: 0, committed: false }))
+        Ok(Some(Staged { file, path, root: root.to_path_buf(), written: 0, committed: false }))
     }
 }
 
@@ -134,7 +135,7 @@ pub fn start_writeback(f: &File, offset: u64, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Location;
+    use crate::store::{Backend, BackendExt, Location};
 
     #[tokio::test]
     async fn staged_objects_appear_only_when_committed() {

@@ -4,6 +4,7 @@
 //! Everything here comes from the sealed manifests, so answering "what can
 //! I restore to" reads a few hundred bytes per segment, never the WAL.
 
+use crate::store::Backend as _;
 use std::collections::BTreeMap;
 
 use cairn_formats::pg::{Lsn, SegmentScanner, SegmentSize, WalFileName};
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::push::facts_of;
 use super::{get_named, load_stanza, validate_stanza, StanzaRecord, WalFileKind, WalManifest};
-use crate::check::Problem;
+use crate::commands::check::Problem;
 use crate::repo::Repository;
 use crate::{Error, Result};
 

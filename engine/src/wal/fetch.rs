@@ -10,6 +10,7 @@
 //! the total size matches), fsynced and only then renamed into place, so
 //! PostgreSQL never sees a partial or wrong file.
 
+use crate::store::BackendExt as _;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -41,7 +42,7 @@ pub enum FetchOutcome {
 
 /// The timeline in a WAL file name's first eight hex digits.
 fn timeline_of(name: &str) -> Result<u32> {
-    let bad = || Error::Config(format!("{name:?} is not a WAL file name"));
+    let bad = || Error::InvalidInput(format!("{name:?} is not a WAL file name"));
     let t = name.get(..8).ok_or_else(bad)?;
     if !t.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) || name.contains('/') {
         return Err(bad());
@@ -212,10 +213,10 @@ pub async fn fetch(
         // "Not archived" only for a stanza that exists: a typo in the stanza
         // must stop recovery, not end it.
         if load_stanza(repo, stanza).await?.is_none() {
-            return Err(Error::Config(format!(
-                "stanza {stanza:?} has no archived WAL in {} (check --stanza)",
-                repo.store().location()
-            )));
+            return Err(Error::UnknownStanza {
+                stanza: stanza.to_string(),
+                location: repo.store().location().to_string(),
+            });
         }
         return Ok(FetchOutcome::NotArchived);
     };
@@ -240,7 +241,7 @@ fn temp_path(dest: &Path) -> Result<PathBuf> {
     let name = dest
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Config(format!("{}: not a file path", dest.display())))?;
+        .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", dest.display())))?;
     Ok(dest.with_file_name(format!(".{name}.cairn-{}-{:08x}.tmp", std::process::id(), rand::random::<u32>())))
 }
 

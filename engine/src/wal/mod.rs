@@ -4,7 +4,8 @@
 //! # Why WAL bypasses the index and the snapshot machinery
 //! `archive_command` runs once per 16 MiB segment, often every few seconds,
 //! while a backup may hold the local index. So WAL commands never touch the
-//! index (design principle 3): a pushed file becomes one pack of its own plus
+//! index (a writer holds it exclusively, and WAL must never wait behind a
+//! backup): a pushed file becomes one pack of its own plus
 //! one sealed manifest at `wal/<stanza>/<TLI>/<file name>`, written
 //! create-only *after* the pack is durable. The manifest is the commit point:
 //! a killed push leaves at most an unreferenced pack, never a name that
@@ -34,6 +35,7 @@ mod receipt;
 pub mod spool;
 mod window;
 
+use crate::store::{Backend as _, BackendExt as _};
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -67,7 +69,7 @@ pub fn validate_stanza(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!(
+        Err(Error::InvalidInput(format!(
             "invalid stanza name {name:?}: use 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'"
         )))
     }

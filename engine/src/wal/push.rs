@@ -15,6 +15,7 @@
 //!    scanned for facts on this thread while the pool seals its pieces and
 //!    hashes it; the pack is written durably, then the manifest create-only.
 
+use crate::store::{Backend as _, BackendExt as _};
 use std::fs::File;
 use std::path::Path;
 
@@ -189,7 +190,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Config(format!("{}: not a WAL file name", shown(path))))?
+        .ok_or_else(|| Error::InvalidInput(format!("{}: not a WAL file name", shown(path))))?
         .to_string();
     let kind = kind_of(&name);
     let opened = std::time::SystemTime::now();
@@ -243,7 +244,8 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         header.map(|h| h.segment_size).or(record.as_ref().map(|r| r.segment_size)).unwrap_or(DEFAULT_SEGMENT_SIZE);
     let seg_size = SegmentSize::new(seg_bytes.into())
         .map_err(|e| Error::corrupt(shown(path), Some(0), format!("segment size: {e}")))?;
-    let parsed = WalFileName::parse(&name, seg_size).map_err(|e| Error::Config(format!("{}: {e}", shown(path))))?;
+    let parsed =
+        WalFileName::parse(&name, seg_size).map_err(|e| Error::InvalidInput(format!("{}: {e}", shown(path))))?;
     match kind {
         WalFileKind::Segment if size != u64::from(seg_bytes) => {
             return Err(Error::corrupt(

@@ -301,7 +301,7 @@ impl Spool {
         for s in syncs {
             let r = match s {
                 None => Ok(()),
-                Some(h) => h.await.unwrap_or_else(|e| Err(Error::Config(format!("prefetch task failed: {e}")))),
+                Some(h) => h.await.unwrap_or_else(|e| Err(Error::Internal(format!("prefetch task failed: {e}")))),
             };
             match r {
                 Ok(()) if !failed => done += 1,
@@ -320,7 +320,8 @@ impl Spool {
         if self.path(name).exists() {
             return Ok(Spooled::Already);
         }
-        let tli = u32::from_str_radix(name.get(..8).unwrap_or(""), 16).map_err(|_| Error::Config(name.into()))?;
+        let tli = u32::from_str_radix(name.get(..8).unwrap_or(""), 16)
+            .map_err(|_| Error::InvalidInput(format!("{name:?} is not a WAL file name")))?;
         let key = manifest_key(stanza, tli, name);
         let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
             return Ok(Spooled::NotArchived);

@@ -421,10 +421,10 @@ impl BaseBackup {
         self.check()?;
         let server = self.wire.conn.server.clone();
         if !self.wire.manifest_requested {
-            return Err(Error::Config("no backup manifest was requested (BaseBackupOptions::manifest)".into()));
+            return Err(Error::Internal("no backup manifest was requested (BaseBackupOptions::manifest)".into()));
         }
         if self.manifest_read {
-            return Err(Error::Config("the backup manifest was already read".into()));
+            return Err(Error::Internal("the backup manifest was already read".into()));
         }
         loop {
             match self.advance() {

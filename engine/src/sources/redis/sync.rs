@@ -32,7 +32,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use serde_json::{json, Value};
 
-use crate::source::StreamSource;
+use crate::sources::StreamSource;
 use crate::{Error, Result};
 
 /// Where and how to connect.

@@ -104,7 +104,7 @@ pub fn rdb(path: &Path) -> Result<Value> {
     let mut p = RdbParser::new();
     stream(path, |piece| p.feed(piece).map_err(|e| bad(path, e)))?;
     let s = p.finish().map_err(|e| bad(path, e))?;
-    let mut v = crate::redis::summary_json(s);
+    let mut v = crate::sources::redis::rdb::summary_json(s);
     v["file"] = Value::String(path.display().to_string());
     Ok(v)
 }

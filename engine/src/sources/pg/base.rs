@@ -19,7 +19,7 @@ use cairn_formats::pg::{BackupManifest, ChecksumAlgorithm, Lsn};
 use cairn_formats::tar::{EntryKind, TarEvent, TarParser};
 use serde::{Deserialize, Serialize};
 
-use crate::source::StreamSource;
+use crate::sources::StreamSource;
 use crate::{Error, Result};
 
 /// Source kind of base backup snapshots.
@@ -144,7 +144,7 @@ impl TarChecker {
                         if m.kind != EntryKind::File {
                             continue;
                         }
-                        let path = format!("{}{}", self.prefix, crate::files::normalize(&m.path_lossy()));
+                        let path = format!("{}{}", self.prefix, crate::commands::files::normalize(&m.path_lossy()));
                         let keep = KEEP.iter().find(|(p, _)| *p == path).map(|_| Vec::new());
                         self.open.push_back(Open {
                             path,

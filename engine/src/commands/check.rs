@@ -7,6 +7,7 @@
 //! hashes to its name, the trailer opens and agrees with the index, and
 //! every blob decrypts, decompresses and hashes to its id.
 
+use crate::store::{Backend as _, BackendExt as _};
 use std::collections::{HashMap, HashSet};
 
 use cairn_formats::repo::{decode_tree, BlobEntry, BlobKind, IndexSegment};

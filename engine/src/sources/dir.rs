@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::backup::{Feed, PieceSink};
 use crate::chunker::ChunkerParams;
 use crate::snapshot::{Entry, FileStat, Snapshot};
-use crate::tarstream::TarMode;
+use crate::sources::tar::TarMode;
+use crate::sources::{Feed, Piece, PieceSink};
 use crate::{Error, Result};
 
 /// Source kind of directory snapshots.
@@ -56,9 +56,9 @@ pub struct DirStats {
 pub fn build_excludes(patterns: &[String]) -> Result<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
-        b.add(Glob::new(p).map_err(|e| Error::Config(format!("exclude pattern {p:?}: {e}")))?);
+        b.add(Glob::new(p).map_err(|e| Error::InvalidInput(format!("exclude pattern {p:?}: {e}")))?);
     }
-    b.build().map_err(|e| Error::Config(format!("exclude patterns: {e}")))
+    b.build().map_err(|e| Error::InvalidInput(format!("exclude patterns: {e}")))
 }
 
 /// Feeds a directory tree into the backup pipeline.
@@ -95,7 +95,10 @@ impl DirFeed {
         for name in names {
             let path = dir.join(&name);
             let name = name.into_string().map_err(|n| {
-                Error::Config(format!("{}: file names that are not UTF-8 are not supported ({n:?})", dir.display()))
+                Error::InvalidInput(format!(
+                    "{}: file names that are not UTF-8 are not supported ({n:?})",
+                    dir.display()
+                ))
             })?;
             let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
             if self.excluded(&rel) {
@@ -124,7 +127,7 @@ impl DirFeed {
         if ft.is_dir() {
             self.stats.dirs += 1;
             e.kind = "dir".into();
-            sink.push(crate::backup::Piece::Reuse(Box::new(e)))?;
+            sink.push(Piece::Reuse(Box::new(e)))?;
             let under = if rel == "." { "" } else { rel.as_str() };
             return self.walk(sink, params, seed, path, under);
         }
@@ -132,14 +135,14 @@ impl DirFeed {
             self.stats.symlinks += 1;
             let t = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
             let t = t.into_os_string().into_string().map_err(|t| {
-                Error::Config(format!(
+                Error::InvalidInput(format!(
                     "{}: symlink targets that are not UTF-8 are not supported ({t:?})",
                     path.display()
                 ))
             })?;
             e.kind = "symlink".into();
             e.target = Some(t);
-            return sink.push(crate::backup::Piece::Reuse(Box::new(e)));
+            return sink.push(Piece::Reuse(Box::new(e)));
         }
         if !ft.is_file() {
             self.stats.skipped_special += 1;
@@ -151,7 +154,7 @@ impl DirFeed {
                 self.stats.hardlinks += 1;
                 e.kind = "hardlink".into();
                 e.target = Some(first.clone());
-                return sink.push(crate::backup::Piece::Reuse(Box::new(e)));
+                return sink.push(Piece::Reuse(Box::new(e)));
             }
             self.links.insert((meta.dev(), meta.ino()), rel.clone());
         }
@@ -173,7 +176,7 @@ impl DirFeed {
                 e.size = old.size;
                 e.blake3 = old.blake3.clone();
                 e.content = old.content.clone();
-                return sink.push(crate::backup::Piece::Reuse(Box::new(e)));
+                return sink.push(Piece::Reuse(Box::new(e)));
             }
         }
         self.stats.files_read += 1;
@@ -182,7 +185,7 @@ impl DirFeed {
             Error::Input { source, .. } => Error::io(path, source),
             other => other,
         })?;
-        sink.push(crate::backup::Piece::End(Box::new(e)))
+        sink.push(Piece::End(Box::new(e)))
     }
 }
 
@@ -196,7 +199,7 @@ impl Feed for DirFeed {
         let root = self.root.clone();
         let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
         if !meta.is_dir() {
-            return Err(Error::Config(format!("{}: not a directory", root.display())));
+            return Err(Error::InvalidInput(format!("{}: not a directory", root.display())));
         }
         self.one(sink, params, seed, &root, ".".into(), &meta)?;
         Ok(Some(serde_json::json!({ "dir": { "path": root.display().to_string(), "walk": self.stats } })))

@@ -9,6 +9,7 @@
 //! window in order while the next windows are being fetched. The whole
 //! output is hashed again and compared with the manifest's BLAKE3.
 
+use crate::store::BackendExt as _;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -288,7 +289,8 @@ pub(crate) struct PartialFile {
 impl PartialFile {
     /// Creates `.<name>.cairn-partial` beside `path`, with a buffered writer.
     pub(crate) fn create(path: &Path, buffer: usize) -> Result<(PartialFile, std::io::BufWriter<std::fs::File>)> {
-        let name = path.file_name().ok_or_else(|| Error::Config(format!("{}: not a file path", path.display())))?;
+        let name =
+            path.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
         let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
         let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         Ok((PartialFile { tmp, path: path.to_path_buf() }, std::io::BufWriter::with_capacity(buffer, f)))

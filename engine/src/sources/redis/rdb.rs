@@ -9,7 +9,7 @@ use std::io::Read;
 use cairn_formats::redis::{ChecksumStatus, RdbParser, RdbSummary};
 use serde_json::{json, Value};
 
-use crate::source::StreamSource;
+use crate::sources::StreamSource;
 use crate::{Error, Result};
 
 /// The snapshot source kind for RDB files.

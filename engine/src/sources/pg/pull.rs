@@ -10,11 +10,11 @@
 use serde::Serialize;
 
 use super::base::{Checked, TarChecker};
-use super::replication::{BaseBackup, BaseBackupOptions, ConnInfo};
-use crate::backup::{Feed, Piece, PieceSink};
 use crate::chunker::ChunkerParams;
+use crate::pg::replication::{BaseBackup, BaseBackupOptions, ConnInfo};
 use crate::snapshot::Entry;
-use crate::tarstream::TarMode;
+use crate::sources::tar::TarMode;
+use crate::sources::{Feed, Piece, PieceSink};
 use crate::Result;
 
 /// A tablespace in a pulled backup.

@@ -1,5 +1,6 @@
 //! `cairn stats`: what the repository holds and what deduplication saved.
 
+use crate::store::Backend as _;
 use serde::Serialize;
 
 use crate::repo::{ObjectKind, Repository};

@@ -1,0 +1,201 @@
+//! The packer: per batch, one rayon pass computes each chunk's keyed
+//! BLAKE3 id, decides whether it is new (this session's set first, then
+//! RocksDB; the session insert is atomic, so a chunk repeated within a
+//! batch is sealed once), compresses and seals it; beside it another task
+//! hashes each entry's plain bytes (as `b3sum` would). New blobs go into
+//! packs in stream order; every [`TREE_FANOUT`] refs a tree blob is added.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use cairn_formats::repo::{encode_tree, BlobKind, ChunkRef};
+use rayon::prelude::*;
+
+use super::{cancelled, Progress, TREE_FANOUT};
+use crate::ids::Id;
+use crate::index::LocalIndex;
+use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
+use crate::repo::Repository;
+use crate::snapshot::{Entry, MembersRef, TreeRef};
+use crate::sources::Piece;
+use crate::{Error, Result};
+
+pub(super) enum PackerMsg {
+    Pack(SealedPack),
+    Done { entries: Vec<Entry>, chunks: u64, new_chunks: u64, new_bytes: u64 },
+}
+
+/// Blobs added during this backup whose index segment is not yet written.
+pub(super) type SessionSet = Arc<Mutex<HashSet<Id>>>;
+
+/// Decides whether one id is new (not in this session, not in the index),
+/// recording it in the session if so. The session is checked first and
+/// entries leave it only after they are in the index, so an id is never
+/// missed by both.
+pub(super) fn is_new(index: &LocalIndex, session: &SessionSet, id: &Id) -> Result<bool> {
+    if session.lock().expect("session lock").contains(id) {
+        return Ok(false);
+    }
+    if index.lookup(id)?.is_some() {
+        return Ok(false);
+    }
+    Ok(session.lock().expect("session lock").insert(*id))
+}
+
+pub(super) struct Packer {
+    pub(super) repo: Arc<Repository>,
+    pub(super) index: Arc<LocalIndex>,
+    pub(super) session: SessionSet,
+    pub(super) level: i32,
+    pub(super) target: usize,
+    pub(super) pack: PackBuilder,
+    pub(super) out: tokio::sync::mpsc::Sender<PackerMsg>,
+    pub(super) refs: Vec<ChunkRef>,
+    pub(super) refs_bytes: u64,
+    pub(super) trees: Vec<TreeRef>,
+    pub(super) entry_bytes: u64,
+    pub(super) entries: Vec<Entry>,
+    pub(super) chunks: u64,
+    pub(super) new_chunks: u64,
+    pub(super) new_bytes: u64,
+    /// The current entry's plain BLAKE3, and those of entries that ended
+    /// in the batch being processed.
+    pub(super) entry_hash: blake3::Hasher,
+    pub(super) progress: Arc<Progress>,
+}
+
+impl Packer {
+    fn push_sealed(&mut self, b: &SealedBlob) -> Result<()> {
+        self.pack.push(b);
+        if self.pack.len() >= self.target {
+            let full = std::mem::replace(&mut self.pack, PackBuilder::new(self.target));
+            let sealed = full.finish(self.repo.keys());
+            self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn add_batch(&mut self, batch: Vec<Piece>) -> Result<()> {
+        let keys = self.repo.keys();
+        // The plain per-entry hash (for `b3sum` comparisons and the restore
+        // check) runs beside the chunk ids instead of on the reader thread,
+        // which is the pipeline's only serial stage.
+        let entry_hash = &mut self.entry_hash;
+        let (index, session, level) = (&*self.index, &self.session, self.level);
+        // One parallel pass per chunk: id, dedup decision, compress and seal.
+        // The session insert is atomic, so a chunk repeated within the batch
+        // is sealed once.
+        let (hashes, results) = rayon::join(
+            || {
+                let mut ended = Vec::new();
+                for p in &batch {
+                    match p {
+                        Piece::Chunk(c) => {
+                            entry_hash.update(c);
+                        }
+                        Piece::End(_) | Piece::EndMembers { .. } => {
+                            ended.push(entry_hash.finalize().to_hex().to_string());
+                            entry_hash.reset();
+                        }
+                        Piece::Reuse(_) => {}
+                    }
+                }
+                ended
+            },
+            || {
+                batch
+                    .par_iter()
+                    .with_max_len(1)
+                    .map(|p| match p {
+                        Piece::Chunk(c) => {
+                            let id = keys.blob_id(c);
+                            let new = is_new(index, session, &id)?;
+                            Ok(Some((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c)))))
+                        }
+                        _ => Ok(None),
+                    })
+                    .collect::<Result<Vec<Option<(Id, Option<SealedBlob>)>>>>()
+            },
+        );
+        let mut hashes = hashes.into_iter();
+        for (piece, r) in batch.into_iter().zip(results?) {
+            match (piece, r) {
+                (Piece::Chunk(chunk), Some((id, s))) => {
+                    self.chunks += 1;
+                    if let Some(s) = s {
+                        self.new_chunks += 1;
+                        self.new_bytes += chunk.len() as u64;
+                        self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        self.push_sealed(&s)?;
+                    }
+                    self.refs.push(ChunkRef { id: id.0, len: chunk.len() as u32 });
+                    self.refs_bytes += chunk.len() as u64;
+                    self.entry_bytes += chunk.len() as u64;
+                    if self.refs.len() == TREE_FANOUT {
+                        self.flush_tree()?;
+                    }
+                }
+                (Piece::End(mut e), _) => {
+                    self.flush_tree()?;
+                    e.content = std::mem::take(&mut self.trees);
+                    e.size = std::mem::take(&mut self.entry_bytes);
+                    e.blake3 = hashes.next().expect("one hash per end");
+                    self.entries.push(*e);
+                }
+                (Piece::EndMembers { count }, _) => {
+                    self.flush_tree()?;
+                    let m = MembersRef {
+                        count,
+                        size: std::mem::take(&mut self.entry_bytes),
+                        blake3: hashes.next().expect("one hash per end"),
+                        content: std::mem::take(&mut self.trees),
+                    };
+                    let last = self
+                        .entries
+                        .last_mut()
+                        .ok_or_else(|| Error::Internal("a member index must follow the entry it describes".into()))?;
+                    last.members = Some(m);
+                }
+                (Piece::Reuse(e), _) => self.entries.push(*e),
+                (Piece::Chunk(_), None) => unreachable!("every chunk has an id"),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_tree(&mut self) -> Result<()> {
+        if self.refs.is_empty() {
+            return Ok(());
+        }
+        let plain = encode_tree(&self.refs);
+        let keys = self.repo.keys();
+        let id = keys.blob_id(&plain);
+        if is_new(&self.index, &self.session, &id)? {
+            let s = seal_blob(keys, id, BlobKind::Tree, self.level, &plain);
+            self.push_sealed(&s)?;
+        }
+        self.trees.push(TreeRef { tree: id.to_hex(), chunks: self.refs.len() as u64, bytes: self.refs_bytes });
+        self.refs.clear();
+        self.refs_bytes = 0;
+        Ok(())
+    }
+
+    pub(super) fn finish(mut self) -> Result<()> {
+        if !self.refs.is_empty() || !self.trees.is_empty() {
+            return Err(Error::Internal("content after the last entry ended".into()));
+        }
+        if !self.pack.is_empty() {
+            let last = std::mem::replace(&mut self.pack, PackBuilder::new(0));
+            let sealed = last.finish(self.repo.keys());
+            self.out.blocking_send(PackerMsg::Pack(sealed)).map_err(|_| cancelled())?;
+        }
+        let done = PackerMsg::Done {
+            entries: std::mem::take(&mut self.entries),
+            chunks: self.chunks,
+            new_chunks: self.new_chunks,
+            new_bytes: self.new_bytes,
+        };
+        self.out.blocking_send(done).map_err(|_| cancelled())
+    }
+}

@@ -1,0 +1,15 @@
+//! Files inside snapshots: listing, diffing and extracting the members of
+//! a tar snapshot or the entries of a directory snapshot.
+//!
+//! Both kinds are seen through one [`Layout`]: a list of [`FileInfo`] with
+//! where each file's bytes live — a byte range of the tar stream (found in
+//! the member index) or a directory entry's own content. Extracting one
+//! file reads only the blobs that hold it.
+
+mod diff;
+mod extract;
+mod layout;
+
+pub use diff::{diff, Change, DiffReport};
+pub use extract::{safe_join, ExtractSummary};
+pub use layout::{normalize, FileInfo, Layout};

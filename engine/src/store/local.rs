@@ -1,0 +1,208 @@
+//! A repository in a local directory: objects are plain files under the
+//! root, written so that a crash or power loss never leaves a torn object
+//! under its final name.
+//!
+//! object_store's `LocalFileSystem` serves reads, listings and deletes (its
+//! listing skips the `…#<digits>` staging names used here); writes are done
+//! here because it does not fsync:
+//! - a put writes a staging file beside the target, fsyncs it, then renames
+//!   it into place (overwrite) or hard-links it (create-only: `link` fails if
+//!   the name exists), and fsyncs the directories up to the root;
+//! - a compare-and-swap update holds an exclusive `flock` on the object's
+//!   directory while it compares the current version and renames, so two
+//!   updates of one key cannot both win (every cairn process takes the same
+//!   lock; a blind overwrite does not, and wins last as documented).
+
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::ObjectStore;
+
+use super::backend::{Backend, ObjectInfo, ObjectMeta, PutMode, Version};
+use super::remote::map_err;
+use crate::{Error, Result};
+
+/// A local directory as a [`Backend`].
+#[derive(Debug)]
+pub struct LocalBackend {
+    root: PathBuf,
+    fs: LocalFileSystem,
+}
+
+impl LocalBackend {
+    /// Opens the directory `dir` (created first when `create` is set).
+    pub fn open(dir: &Path, create: bool) -> Result<LocalBackend> {
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        if !dir.is_dir() {
+            return Err(Error::NotFound { what: format!("repository directory {}", dir.display()) });
+        }
+        let root = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+        let fs =
+            LocalFileSystem::new_with_prefix(&root).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+        Ok(LocalBackend { root, fs })
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn put_opts(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<Version> {
+        let (root, key) = (self.root.clone(), key.to_string());
+        tokio::task::spawn_blocking(move || put_local(&root, &key, &bytes, &mode))
+            .await
+            .map_err(|e| Error::Internal(format!("local put task failed: {e}")))?
+    }
+
+    async fn get_opts(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
+        let path = StorePath::from(key);
+        match range {
+            Some(r) => self.fs.get_range(&path, r).await.map_err(|e| map_err(key, e, false)),
+            None => {
+                let r = self.fs.get(&path).await.map_err(|e| map_err(key, e, false))?;
+                r.bytes().await.map_err(|e| map_err(key, e, false))
+            }
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.root.join(key);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(meta_of(&m)),
+            Ok(_) => Err(Error::NotFound { what: key.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound { what: key.to_string() }),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let p = StorePath::from(prefix);
+        let mut out: Vec<ObjectInfo> = self
+            .fs
+            .list(Some(&p))
+            .map_ok(|m| ObjectInfo { key: m.location.to_string(), size: m.size, modified: m.last_modified.into() })
+            .try_collect()
+            .await
+            .map_err(|e| map_err(prefix, e, false))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self.fs.delete(&StorePath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(map_err(key, e, false)),
+        }
+    }
+
+    async fn sync_existing(&self, key: &str) -> Result<()> {
+        let (root, path) = (self.root.clone(), self.root.join(key));
+        tokio::task::spawn_blocking(move || fsync_local(&root, &path))
+            .await
+            .map_err(|e| Error::Internal(format!("fsync task failed: {e}")))?
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+}
+
+/// A local file's version: inode, modification time (ns) and size. A put
+/// always renames or links a fresh file into place, so the inode alone
+/// changes with every write; the rest guards against inode reuse.
+fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
+    let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let ns = modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    ObjectMeta { size: m.len(), modified, version: Version(format!("{:x}-{ns:x}-{:x}", m.ino(), m.len())) }
+}
+
+/// A local put; see the module docs.
+fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Version> {
+    use std::io::Write;
+    let path = root.join(key);
+    let dir = path.parent().unwrap_or(root);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut staged = path.clone().into_os_string();
+    staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
+    let staged = PathBuf::from(staged);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&staged)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()));
+    let meta = match written {
+        Ok(m) => meta_of(&m),
+        Err(e) => {
+            let _ = std::fs::remove_file(&staged);
+            return Err(Error::io(&staged, e));
+        }
+    };
+    // Held until the end of the function: see the module docs.
+    let _lock = match mode {
+        PutMode::Update(_) => Some(lock_dir(dir)?),
+        _ => None,
+    };
+    let placed = match mode {
+        PutMode::Overwrite => std::fs::rename(&staged, &path),
+        PutMode::Create => std::fs::hard_link(&staged, &path),
+        PutMode::Update(expected) => {
+            let current = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| meta_of(&m).version);
+            if current.as_ref() != Some(expected) {
+                let _ = std::fs::remove_file(&staged);
+                return Err(Error::Precondition { what: key.to_string() });
+            }
+            std::fs::rename(&staged, &path)
+        }
+    };
+    if matches!(mode, PutMode::Create) || placed.is_err() {
+        let _ = std::fs::remove_file(&staged);
+    }
+    match placed {
+        Ok(()) => {
+            // A pack directory is where a killed put leaves a large
+            // `#<digits>` file behind; sweep it as staging does. (Not
+            // manifest directories: thousands of names per push to list,
+            // for leftovers of a few hundred bytes.)
+            if key.starts_with("packs/") {
+                if let Ok(now) = std::fs::metadata(&path).and_then(|m| m.modified()) {
+                    super::staged::remove_stale(dir, now);
+                }
+            }
+            fsync_local(root, &path)?;
+            Ok(meta.version)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists { what: key.to_string() }),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// An exclusive lock on a directory, released when the handle is dropped.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let f = std::fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::io(dir, e.into()))?;
+    Ok(f)
+}
+
+/// Makes a local object's name durable: the file, then every directory from
+/// its parent up to the repository root (a new `packs/ab/` entry must reach
+/// the disk too; fsync of an unchanged directory costs next to nothing).
+pub(super) fn fsync_local(root: &Path, path: &Path) -> Result<()> {
+    let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e));
+    sync(path)?;
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        sync(d)?;
+        if d == root || !d.starts_with(root) {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
