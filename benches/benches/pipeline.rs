@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_benches::{random, text};
-use cairn_engine::backup::{backup_bytes, BackupOptions};
-use cairn_engine::chunker::{ChunkerParams, StreamChunker};
-use cairn_engine::crypto::{Keys, MasterKey};
-use cairn_engine::index::LocalIndex;
-use cairn_engine::keys::Secret;
-use cairn_engine::repo::{InitOptions, Repository};
-use cairn_engine::restore::restore_entry;
+use cairn_engine::restore_entry;
+use cairn_engine::stages::StreamChunker;
+use cairn_engine::stages::{Keys, MasterKey};
 use cairn_engine::store::Store;
+use cairn_engine::ChunkerParams;
+use cairn_engine::LocalIndex;
+use cairn_engine::Secret;
+use cairn_engine::{Backup, BackupOptions};
+use cairn_engine::{InitOptions, Repository};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const MIB: usize = 1 << 20;
@@ -46,8 +47,8 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("per-chunk");
     g.throughput(Throughput::Bytes(MIB as u64));
     g.bench_function("keyed-blake3", |b| b.iter(|| keys.blob_id(chunk)));
-    g.bench_function("zstd-3/text", |b| b.iter(|| cairn_engine::compress::compress(3, chunk)));
-    g.bench_function("zstd-3/random(skipped)", |b| b.iter(|| cairn_engine::compress::compress(3, rchunk)));
+    g.bench_function("zstd-3/text", |b| b.iter(|| cairn_engine::stages::compress(3, chunk)));
+    g.bench_function("zstd-3/random(skipped)", |b| b.iter(|| cairn_engine::stages::compress(3, rchunk)));
     g.bench_function("xchacha20poly1305-seal", |b| b.iter(|| keys.seal(b"id", chunk)));
     let sealed = keys.seal(b"id", chunk);
     g.bench_function("xchacha20poly1305-open", |b| b.iter(|| keys.open(b"id", &sealed).unwrap()));
@@ -76,7 +77,7 @@ fn whole_pipeline(c: &mut Criterion) {
                 (dir, repo, index)
             },
             |(_dir, repo, index)| {
-                rt.block_on(backup_bytes(repo, index, data.clone(), BackupOptions::stream("b"))).unwrap()
+                rt.block_on(Backup::new(repo, index, BackupOptions::stream("b")).bytes(data.clone())).unwrap()
             },
             criterion::BatchSize::PerIteration,
         )
@@ -87,7 +88,7 @@ fn whole_pipeline(c: &mut Criterion) {
     let (repo, entry) = rt.block_on(async {
         let repo = Arc::new(Repository::init(Store::memory(), &secret, InitOptions::default()).await.unwrap());
         let idx = Arc::new(LocalIndex::for_writing(&repo, dir.path(), Duration::from_secs(5)).await.unwrap());
-        let (_, snap) = backup_bytes(repo.clone(), idx, data.clone(), BackupOptions::stream("b")).await.unwrap();
+        let (_, snap) = Backup::new(repo.clone(), idx, BackupOptions::stream("b")).bytes(data.clone()).await.unwrap();
         (repo, snap.entries[0].clone())
     });
     let index = rt.block_on(LocalIndex::for_reading(&repo, dir.path(), Duration::from_secs(5))).unwrap();

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use cairn_engine::keys::Secret;
-use cairn_engine::repo::Repository;
 use cairn_engine::store::{Location, Store};
+use cairn_engine::Repository;
+use cairn_engine::Secret;
 use clap::Args;
 
 /// Global options.

@@ -42,19 +42,3 @@ impl fmt::Display for Id {
         f.write_str(&self.to_hex())
     }
 }
-
-/// Object key of a pack: `packs/<first two hex>/<hex>`.
-pub fn pack_key(id: &Id) -> String {
-    let h = id.to_hex();
-    format!("packs/{}/{}", &h[..2], h)
-}
-
-/// Object key of an index segment.
-pub fn index_key(id: &Id) -> String {
-    format!("index/{}", id.to_hex())
-}
-
-/// Object key of a snapshot manifest.
-pub fn snapshot_key(id: &Id) -> String {
-    format!("snapshots/{}", id.to_hex())
-}

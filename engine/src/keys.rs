@@ -144,6 +144,14 @@ pub fn default_password_kdf() -> Kdf {
     Kdf::Argon2id { m_cost: 64 * 1024, t_cost: 3, p_cost: 2 }
 }
 
+impl crate::repofile::RepoFile for KeySlot {
+    const VERSION: u32 = KEY_SLOT_VERSION;
+    type Id = str;
+    fn key(id: &str) -> crate::repofile::ObjectKey {
+        crate::repofile::ObjectKey::KeySlot(id.to_string())
+    }
+}
+
 impl KeySlot {
     /// Seals `master` for `secret`.
     pub fn create(repo_id: &str, master: &MasterKey, secret: &Secret) -> Result<KeySlot> {
@@ -165,14 +173,9 @@ impl KeySlot {
     }
 
     /// Tries to open the slot. `Ok(None)`: this secret does not open it.
+    /// Read it with [`crate::repofile::RepoFile::decode`], which refuses
+    /// other versions.
     pub fn open(&self, object: &str, repo_id: &str, secret: &Secret) -> Result<Option<MasterKey>> {
-        if self.version != KEY_SLOT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                object: object.into(),
-                got: self.version.into(),
-                known: KEY_SLOT_VERSION.into(),
-            });
-        }
         let bad = |what: &str| Error::corrupt(object, None, format!("key slot {what} is not hex"));
         let salt = hex::decode(&self.salt).map_err(|_| bad("salt"))?;
         let sealed = hex::decode(&self.sealed).map_err(|_| bad("sealed key"))?;

@@ -1,54 +1,89 @@
 //! cairn's engine: a streaming, content-addressed, encrypted backup engine.
 //!
 //! The engine owns every byte of I/O: object storage ([`store`]), the local
-//! RocksDB cache ([`index`]), the ingest pipeline ([`backup`]) and the
-//! restore pipeline ([`restore`]). Byte layouts live in `cairn-formats`,
-//! which does no I/O; the `cairn` binary only parses arguments and calls in.
+//! RocksDB cache ([`LocalIndex`]), the ingest pipeline ([`Backup`]) and the
+//! restore pipeline ([`restore_entry`]). Byte layouts live in
+//! `cairn-formats`, which does no I/O; the `cairn` binary only parses
+//! arguments and calls in, through the API this file curates.
 //!
 //! # Layout
-//! - [`repo`]: `config`, unlocking via key slots ([`keys`]), sealed objects.
-//! - [`crypto`]: master key, derived sub-keys, XChaCha20-Poly1305.
-//! - [`chunker`], [`compress`], [`pack`]: chunking, compression, packs.
-//! - [`index`]: the local index cache and its rebuild.
-//! - [`snapshot`]: manifests and tree references.
-//! - [`backup`], [`restore`], [`check`], [`stats`]: the commands.
-//! - [`pg`]: clients for a running PostgreSQL server (base backups over
-//!   the replication protocol).
-//! - [`wal`]: PostgreSQL `archive_command` / `restore_command` and the WAL
-//!   catalogue; WAL bypasses the index and snapshots entirely.
+//! - `sources/`: what backups read ([`StreamSource`], [`Feed`]): files and
+//!   producer commands, directories, tar, Redis (RDB and live), PostgreSQL
+//!   base backups.
+//! - `commands/`: the pipelines behind the commands: backup, restore,
+//!   check, stats, files (ls, diff, restore --path), inspect.
+//! - Building blocks: `chunker`, `compress`, `crypto`, `pack`, `index`
+//!   (the local cache), `repo` (config, key slots, sealed objects),
+//!   `repofile` (object keys, the sealed envelope, versioned files),
+//!   `snapshot`.
+//! - [`store`]: the storage contract, its backends and wrappers.
+//! - [`pg`]: point-in-time restore and the replication client; [`wal`]:
+//!   `archive_command` / `restore_command` and the WAL catalogue (WAL
+//!   bypasses the index and snapshots entirely).
 //!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> cairn_engine::Result<()> {
 //! use std::sync::Arc;
-//! use cairn_engine::{backup, index::LocalIndex, keys::Secret, repo::*, store::*};
+//! use cairn_engine::store::{Location, Store};
+//! use cairn_engine::{Backup, BackupOptions, InitOptions, LocalIndex, Repository, Secret};
 //! let store = Store::open(&Location::parse("/tmp/repo")?, true)?;
 //! let secret = Secret::create_key_file("/tmp/repo.key".as_ref())?;
 //! let repo = Arc::new(Repository::init(store, &secret, InitOptions::default()).await?);
 //! let index = Arc::new(LocalIndex::for_writing(&repo, "/tmp/cache".as_ref(), std::time::Duration::from_secs(60)).await?);
-//! let (id, _snap) = backup::backup_bytes(repo, index, b"hello".to_vec(), backup::BackupOptions::stream("greeting")).await?;
+//! let (id, _snap) = Backup::new(repo, index, BackupOptions::stream("greeting")).bytes(b"hello".to_vec()).await?;
 //! println!("snapshot {id}");
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]
 
-pub mod chunker;
-pub mod commands;
-pub mod compress;
-pub mod crypto;
+mod chunker;
+mod commands;
+mod compress;
+mod crypto;
 mod error;
-pub mod ids;
-pub mod index;
-pub mod keys;
-pub mod pack;
+mod ids;
+mod index;
+mod keys;
+mod pack;
 pub mod pg;
-pub mod repo;
-pub mod snapshot;
-pub mod sources;
+mod repo;
+mod repofile;
+mod snapshot;
+mod sources;
 pub mod store;
 pub mod wal;
 
-pub use commands::{backup, check, files, inspect, restore, stats};
+// The curated API: everything the CLI, the tests and the benchmarks use.
+pub use chunker::ChunkerParams;
+pub use commands::backup::{Backup, BackupOptions, CommitGate, Progress, DEFAULT_COMPRESSION_LEVEL};
+pub use commands::check::{check, CheckReport, Problem, ReadData};
+pub use commands::files::{diff, Change, DiffReport, ExtractSummary, FileInfo, Layout};
+pub use commands::inspect;
+pub use commands::restore::{restore_entry, restore_entry_to_path, RestoreProgress, RestoreSummary};
+pub use commands::stats::{stats, Stats};
+pub use ids::Id;
+pub use index::{rebuild_from_packs, LocalIndex, RebuildSummary};
+pub use keys::{KeySlot, Secret};
+pub use repo::{Config, InitOptions, Repository};
+pub use repofile::{Kind, ObjectKey, RepoFile};
+pub use snapshot::{Entry, Snapshot, SourceInfo};
+pub use sources::command::CommandSource;
+pub use sources::dir::{build_excludes, DirFeed, KIND as DIR_KIND};
+pub use sources::pg::base::{BaseTarSource, KIND as PG_BASE_KIND};
+pub use sources::pg::pull::PullFeed;
+pub use sources::redis::rdb::{RdbSource, KIND as REDIS_KIND};
+pub use sources::redis::sync::{ReplicationSource, SyncOptions, TlsOptions};
+pub use sources::tar::TarMode;
+pub use sources::{Feed, Piece, PieceSink, StreamSource};
+
+/// The pipeline's stages, for the stage benchmarks only.
+#[doc(hidden)]
+pub mod stages {
+    pub use crate::chunker::StreamChunker;
+    pub use crate::compress::compress;
+    pub use crate::crypto::{Keys, MasterKey};
+}
 
 pub use error::{Error, Result};
 

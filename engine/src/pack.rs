@@ -7,6 +7,7 @@
 //! another id fails authentication. The trailer repeats the index entries,
 //! which is what lets `cairn index rebuild` work from packs alone.
 
+use crate::repofile::ObjectKey;
 use crate::store::BackendExt as _;
 use bytes::Bytes;
 use cairn_formats::repo::{
@@ -15,7 +16,7 @@ use cairn_formats::repo::{
 
 use crate::compress;
 use crate::crypto::{Keys, SEAL_OVERHEAD};
-use crate::ids::{pack_key, Id};
+use crate::ids::Id;
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -234,7 +235,7 @@ fn open_trailer(keys: &Keys, object: &str, sealed: &[u8], start: u64) -> Result<
 
 /// Reads only the trailer of a stored pack (two range reads).
 pub async fn read_trailer(store: &Store, keys: &Keys, id: &Id, size: u64) -> Result<Vec<BlobEntry>> {
-    let object = pack_key(id);
+    let object = ObjectKey::Pack(*id).to_string();
     if size < PACK_TAIL_LEN as u64 {
         return Err(Error::corrupt(&object, Some(0), format!("{size} bytes is too short for a pack")));
     }

@@ -9,13 +9,13 @@ use crate::chunker::ChunkerParams;
 use crate::crypto::{Keys, MasterKey};
 use crate::ids::Id;
 use crate::keys::{KeySlot, Secret};
+use crate::repofile::envelope::{self, Binding};
+use crate::repofile::{Kind, ObjectKey, RepoFile};
 use crate::store::Store;
 use crate::{Error, Result};
 
 /// Repository format version written by this build.
 pub const REPO_VERSION: u32 = 1;
-/// Version byte at the start of every sealed object (index, snapshot).
-pub const SEALED_OBJECT_VERSION: u8 = 1;
 /// Default pack target size: packs are closed once they reach it.
 pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
 
@@ -46,24 +46,31 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
-    fn aad(self) -> &'static [u8] {
+    fn binding(self) -> Binding<'static> {
         match self {
-            ObjectKind::Index => b"cairn index v1",
-            ObjectKind::Snapshot => b"cairn snapshot v1",
+            ObjectKind::Index => Binding::Kind(b"cairn index v1"),
+            ObjectKind::Snapshot => Binding::Kind(b"cairn snapshot v1"),
+        }
+    }
+
+    /// The key of the object of this kind named `id`.
+    pub fn key(self, id: Id) -> ObjectKey {
+        match self {
+            ObjectKind::Index => ObjectKey::Index(id),
+            ObjectKind::Snapshot => ObjectKey::Snapshot(id),
         }
     }
 
     /// The key prefix of this kind.
     pub fn prefix(self) -> &'static str {
-        match self {
-            ObjectKind::Index => "index",
-            ObjectKind::Snapshot => "snapshots",
-        }
+        self.key(Id([0; 32])).kind().prefix()
     }
 }
 
-/// Options for a new repository.
+/// Options for a new repository: [`InitOptions::default`], then the
+/// `with_…` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct InitOptions {
     /// Chunker sizes.
     pub chunker: ChunkerParams,
@@ -74,6 +81,28 @@ pub struct InitOptions {
 impl Default for InitOptions {
     fn default() -> Self {
         InitOptions { chunker: ChunkerParams::default(), pack_target: DEFAULT_PACK_TARGET }
+    }
+}
+
+impl InitOptions {
+    /// Packs are closed once they reach `bytes`.
+    pub fn with_pack_target(mut self, bytes: u32) -> InitOptions {
+        self.pack_target = bytes;
+        self
+    }
+
+    /// These chunk sizes instead of the defaults.
+    pub fn with_chunker(mut self, chunker: ChunkerParams) -> InitOptions {
+        self.chunker = chunker;
+        self
+    }
+}
+
+impl RepoFile for Config {
+    const VERSION: u32 = REPO_VERSION;
+    type Id = ();
+    fn key(_: &()) -> ObjectKey {
+        ObjectKey::Config
     }
 }
 
@@ -95,7 +124,7 @@ impl Repository {
     /// Creates a repository. The key slot is written before `config`, so a
     /// repository whose `config` exists can always be unlocked.
     pub async fn init(store: Store, secret: &Secret, opts: InitOptions) -> Result<Repository> {
-        if store.exists("config").await? {
+        if store.exists(&ObjectKey::Config.to_string()).await? {
             return Err(Error::AlreadyExists { what: format!("a repository at {}", store.location()) });
         }
         opts.chunker.validate()?;
@@ -112,14 +141,14 @@ impl Repository {
         let repo = Repository { keys: Keys::derive(&master), store, config, master };
         repo.add_key(secret).await?;
         let json = serde_json::to_vec_pretty(&repo.config).expect("config serializes");
-        repo.store.put_create("config", Bytes::from(json)).await?;
+        repo.store.put_create(&ObjectKey::Config.to_string(), Bytes::from(json)).await?;
         Ok(repo)
     }
 
     /// Opens and unlocks a repository.
     pub async fn open(store: Store, secret: &Secret) -> Result<Repository> {
         let config = Self::read_config(&store).await?;
-        let slots = store.list("keys").await?;
+        let slots = store.list(Kind::KeySlot.prefix()).await?;
         let fetched: Vec<_> = futures::stream::iter(slots.iter())
             .map(|s| async { (s.key.clone(), store.get(&s.key).await) })
             .buffered(8)
@@ -130,8 +159,7 @@ impl Repository {
                 Ok(b) => b,
                 Err(e) => return Err(Error::Config(format!("{e}"))),
             };
-            let slot: KeySlot = serde_json::from_slice(bytes)
-                .map_err(|e| Error::corrupt(key.as_str(), None, format!("key slot is not valid JSON: {e}")))?;
+            let slot = KeySlot::decode(key, bytes)?;
             if let Some(master) = slot.open(key, &config.id, secret)? {
                 return Ok(Repository { keys: Keys::derive(&master), store, config, master });
             }
@@ -141,7 +169,8 @@ impl Repository {
 
     /// Reads and validates `config` without unlocking.
     pub async fn read_config(store: &Store) -> Result<Config> {
-        let bytes = match store.get("config").await {
+        let key = ObjectKey::Config.to_string();
+        let bytes = match store.get(&key).await {
             Ok(b) => b,
             Err(Error::NotFound { .. }) => {
                 return Err(Error::NotFound {
@@ -150,18 +179,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::corrupt("config", None, format!("not JSON: {e}")))?;
-        let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-        if version != u64::from(REPO_VERSION) {
-            return Err(Error::UnsupportedVersion {
-                object: "config".into(),
-                got: version,
-                known: REPO_VERSION.into(),
-            });
-        }
-        let config: Config =
-            serde_json::from_value(v).map_err(|e| Error::corrupt("config", None, format!("bad field: {e}")))?;
+        let config = Config::decode(&key, &bytes)?;
         config.chunker.validate()?;
         Ok(config)
     }
@@ -171,8 +189,35 @@ impl Repository {
         let slot = KeySlot::create(&self.config.id, &self.master, secret)?;
         let json = serde_json::to_vec_pretty(&slot).expect("slot serializes");
         let id = Id::of_bytes(&json).to_hex()[..16].to_string();
-        self.store.put_create(&format!("keys/{id}"), Bytes::from(json)).await?;
+        self.store.put_create(&ObjectKey::KeySlot(id.clone()).to_string(), Bytes::from(json)).await?;
         Ok(id)
+    }
+
+    /// Every key slot, by id, sorted.
+    pub async fn key_slots(&self) -> Result<Vec<(String, KeySlot)>> {
+        let mut out = Vec::new();
+        for o in self.store.list(Kind::KeySlot.prefix()).await? {
+            let Some(ObjectKey::KeySlot(id)) = ObjectKey::parse(&o.key) else { continue };
+            let bytes = self.store.get(&o.key).await?;
+            out.push((id, KeySlot::decode(&o.key, &bytes)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes key slot `id`. The last slot is never removed: the
+    /// repository would become unreadable.
+    pub async fn remove_key(&self, id: &str) -> Result<()> {
+        let slots = self.store.list(Kind::KeySlot.prefix()).await?;
+        let key = ObjectKey::KeySlot(id.to_string()).to_string();
+        if !slots.iter().any(|s| s.key == key) {
+            return Err(Error::NotFound { what: format!("key slot {id}") });
+        }
+        if slots.len() == 1 {
+            return Err(Error::InvalidInput(
+                "refusing to remove the last key slot: the repository would become unreadable".into(),
+            ));
+        }
+        self.store.delete(&key).await
     }
 
     /// The storage.
@@ -193,18 +238,15 @@ impl Repository {
     /// Seals and stores an object; its id is the BLAKE3 of the stored bytes,
     /// so `check` can tell a renamed or replaced object from a genuine one.
     pub async fn put_object(&self, kind: ObjectKind, plaintext: &[u8]) -> Result<Id> {
-        let mut sealed = Vec::with_capacity(plaintext.len() + 64);
-        sealed.push(SEALED_OBJECT_VERSION);
-        self.keys.seal_into(kind.aad(), plaintext, &mut sealed);
+        let sealed = envelope::seal(&self.keys, kind.binding(), plaintext);
         let id = Id::of_bytes(&sealed);
-        let key = format!("{}/{}", kind.prefix(), id.to_hex());
-        self.store.put(&key, Bytes::from(sealed)).await?;
+        self.store.put(&kind.key(id).to_string(), Bytes::from(sealed)).await?;
         Ok(id)
     }
 
     /// Reads, verifies and opens an object.
     pub async fn get_object(&self, kind: ObjectKind, id: &Id) -> Result<Vec<u8>> {
-        let key = format!("{}/{}", kind.prefix(), id.to_hex());
+        let key = kind.key(*id).to_string();
         let bytes = self.store.get(&key).await?;
         self.open_object(kind, &key, id, &bytes)
     }
@@ -214,28 +256,14 @@ impl Repository {
         if Id::of_bytes(bytes) != *id {
             return Err(Error::corrupt(key, None, "content does not match its name (BLAKE3 mismatch)"));
         }
-        match bytes.first() {
-            Some(&SEALED_OBJECT_VERSION) => {}
-            Some(&v) => {
-                return Err(Error::UnsupportedVersion {
-                    object: key.into(),
-                    got: v.into(),
-                    known: SEALED_OBJECT_VERSION.into(),
-                })
-            }
-            None => return Err(Error::corrupt(key, Some(0), "empty object")),
-        }
-        self.keys
-            .open(kind.aad(), &bytes[1..])
-            .ok_or_else(|| Error::corrupt(key, None, "authentication failed (tampered, or sealed with another key)"))
+        envelope::open(&self.keys, key, kind.binding(), bytes)
     }
 
     /// Ids of all objects of `kind`, with their sizes.
     pub async fn list_ids(&self, kind: ObjectKind) -> Result<Vec<(Id, u64)>> {
         let mut out = Vec::new();
         for o in self.store.list(kind.prefix()).await? {
-            let name = o.key.rsplit('/').next().unwrap_or_default();
-            match Id::from_hex(name) {
+            match ObjectKey::parse(&o.key).and_then(|k| k.id()) {
                 Some(id) => out.push((id, o.size)),
                 None => tracing::warn!(object = %o.key, "ignoring object with a malformed name"),
             }

@@ -3,8 +3,9 @@
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{snapshot_key, Id};
+use crate::ids::Id;
 use crate::repo::{ObjectKind, Repository};
+use crate::repofile::{ObjectKey, RepoFile};
 use crate::{Error, Result};
 
 /// Version of the snapshot manifest JSON.
@@ -170,27 +171,24 @@ pub struct Snapshot {
     pub stats: BackupStats,
 }
 
+impl RepoFile for Snapshot {
+    const VERSION: u32 = SNAPSHOT_VERSION;
+    type Id = Id;
+    fn key(id: &Id) -> ObjectKey {
+        ObjectKey::Snapshot(*id)
+    }
+}
+
 impl Snapshot {
     /// Seals and stores the manifest; returns its id.
     pub async fn save(&self, repo: &Repository) -> Result<Id> {
-        let json = serde_json::to_vec(self).expect("snapshot serializes");
-        repo.put_object(ObjectKind::Snapshot, &json).await
+        repo.put_object(ObjectKind::Snapshot, &self.encode()).await
     }
 
     /// Loads one manifest.
     pub async fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
         let plain = repo.get_object(ObjectKind::Snapshot, id).await?;
-        Self::parse(&snapshot_key(id), &plain)
-    }
-
-    fn parse(key: &str, plain: &[u8]) -> Result<Snapshot> {
-        let v: serde_json::Value = serde_json::from_slice(plain)
-            .map_err(|e| Error::corrupt(key, None, format!("manifest is not JSON: {e}")))?;
-        let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-        if version != u64::from(SNAPSHOT_VERSION) {
-            return Err(Error::UnsupportedVersion { object: key.into(), got: version, known: SNAPSHOT_VERSION.into() });
-        }
-        serde_json::from_value(v).map_err(|e| Error::corrupt(key, None, format!("manifest field: {e}")))
+        Self::decode(&Self::key(id).to_string(), &plain)
     }
 
     /// Loads every manifest, oldest first.

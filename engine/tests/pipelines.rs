@@ -5,23 +5,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_engine::backup::{backup_bytes, BackupOptions};
-use cairn_engine::check::{check, ReadData};
-use cairn_engine::index::LocalIndex;
-use cairn_engine::keys::Secret;
-use cairn_engine::repo::{InitOptions, Repository};
-use cairn_engine::restore::{restore_entry, RestoreProgress};
-use cairn_engine::snapshot::Snapshot;
 use cairn_engine::store::{
     conformance, Backend, BackendExt, Fault, FaultRule, Faults, Faulty, Limit, Metered, Metrics, Op, Retry,
     RetryPolicy, Store,
 };
 use cairn_engine::Error;
+use cairn_engine::LocalIndex;
+use cairn_engine::Secret;
+use cairn_engine::Snapshot;
+use cairn_engine::{check, ReadData};
+use cairn_engine::{restore_entry, RestoreProgress};
+use cairn_engine::{Backup, BackupOptions};
+use cairn_engine::{InitOptions, Repository};
 
 /// A repository on `store`, with its key file and index cache in `dir`.
 async fn repo_on(store: Store, dir: &std::path::Path) -> (Arc<Repository>, Arc<LocalIndex>) {
     let secret = Secret::create_key_file(&dir.join("key")).unwrap();
-    let opts = InitOptions { pack_target: 1 << 20, ..Default::default() };
+    let opts = InitOptions::default().with_pack_target(1 << 20);
     let repo = Arc::new(Repository::init(store, &secret, opts).await.unwrap());
     let index = LocalIndex::for_writing(&repo, &dir.join("cache"), Duration::from_secs(5)).await.unwrap();
     (repo, Arc::new(index))
@@ -61,7 +61,8 @@ async fn backup_restore_check_round_trip_on_memory() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, index) = repo_on(Store::memory(), dir.path()).await;
     let bytes = data(1);
-    let (_, snap) = backup_bytes(repo.clone(), index.clone(), bytes.clone(), BackupOptions::stream("s")).await.unwrap();
+    let (_, snap) =
+        Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(bytes.clone()).await.unwrap();
     assert!(snap.stats.new_chunks > 1);
     assert!(restore(&repo, &index, &snap).await.unwrap() == bytes);
     let report = check(&repo, ReadData::All).await.unwrap();
@@ -79,14 +80,15 @@ async fn backup_fails_cleanly_when_pack_uploads_fail() {
     let (repo, index) = repo_on(store, dir.path()).await;
     faults.add(FaultRule::new(Op::Put, "packs/", Fault::Fail { retryable: false }).skip(1));
     let bytes = data(2);
-    let r = backup_bytes(repo.clone(), index.clone(), bytes.clone(), BackupOptions::stream("s")).await;
+    let r = Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(bytes.clone()).await;
     assert!(matches!(r, Err(Error::Storage { .. })), "{r:?}");
     assert!(faults.injected() >= 1);
     assert!(Snapshot::list(&repo).await.unwrap().is_empty(), "no snapshot after a failed upload");
     assert!(repo.store().list("index").await.unwrap().is_empty(), "no index segment names a missing pack");
 
     faults.clear();
-    let (_, snap) = backup_bytes(repo.clone(), index.clone(), bytes.clone(), BackupOptions::stream("s")).await.unwrap();
+    let (_, snap) =
+        Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(bytes.clone()).await.unwrap();
     assert!(restore(&repo, &index, &snap).await.unwrap() == bytes);
     assert!(check(&repo, ReadData::All).await.unwrap().problems.is_empty());
 }
@@ -100,7 +102,7 @@ async fn backup_fails_cleanly_when_the_disk_fills_at_commit() {
     let (store, faults) = faulty_memory();
     let (repo, index) = repo_on(store, dir.path()).await;
     faults.add(FaultRule::new(Op::Put, "snapshots/", Fault::NoSpace));
-    let r = backup_bytes(repo.clone(), index.clone(), data(3), BackupOptions::stream("s")).await;
+    let r = Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(data(3)).await;
     match r {
         Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::ENOSPC)),
         other => panic!("expected ENOSPC, got {other:?}"),
@@ -123,7 +125,8 @@ async fn restore_refuses_damaged_reads_and_rides_out_transient_ones() {
         Store::memory().wrapped(move |b| Retry::new(Faulty::new(b, f), RetryPolicy::new(3, Duration::from_millis(1))));
     let (repo, index) = repo_on(store, dir.path()).await;
     let bytes = data(4);
-    let (_, snap) = backup_bytes(repo.clone(), index.clone(), bytes.clone(), BackupOptions::stream("s")).await.unwrap();
+    let (_, snap) =
+        Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(bytes.clone()).await.unwrap();
 
     for fault in [Fault::FlipBit { offset: 100 }, Fault::Truncate] {
         faults.clear();
@@ -148,7 +151,7 @@ async fn check_names_a_damaged_pack() {
     let dir = tempfile::tempdir().unwrap();
     let (store, faults) = faulty_memory();
     let (repo, index) = repo_on(store, dir.path()).await;
-    backup_bytes(repo.clone(), index, data(5), BackupOptions::stream("s")).await.unwrap();
+    Backup::new(repo.clone(), index, BackupOptions::stream("s")).bytes(data(5)).await.unwrap();
     faults.add(FaultRule::new(Op::Get, "packs/", Fault::FlipBit { offset: 7 }).times(1));
     let report = check(&repo, ReadData::All).await.unwrap();
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);

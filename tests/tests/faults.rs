@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_engine::keys::Secret;
-use cairn_engine::repo::{InitOptions, Repository};
 use cairn_engine::store::{BackendExt, Fault, FaultRule, Faults, Faulty, Location, Op, Retry, RetryPolicy, Store};
 use cairn_engine::wal::{fetch, manifest_key, push, FetchOutcome, PushOptions};
 use cairn_engine::Error;
+use cairn_engine::Secret;
+use cairn_engine::{InitOptions, Repository};
 
 use cairn_tests::pg;
 

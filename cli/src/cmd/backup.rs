@@ -3,13 +3,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use cairn_engine::backup::{backup_feed, backup_stream_gated, BackupOptions, Progress};
-use cairn_engine::index::LocalIndex;
-use cairn_engine::snapshot::Snapshot;
-use cairn_engine::sources::command::CommandSource;
-use cairn_engine::sources::dir::DirFeed;
-use cairn_engine::sources::tar::TarMode;
-use cairn_engine::sources::StreamSource;
+use cairn_engine::CommandSource;
+use cairn_engine::DirFeed;
+use cairn_engine::LocalIndex;
+use cairn_engine::Snapshot;
+use cairn_engine::StreamSource;
+use cairn_engine::TarMode;
+use cairn_engine::{Backup, BackupOptions, Progress};
 
 use crate::common::{human_bytes, Global, Ticker};
 use crate::exit;
@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
     /// zstd level for new data (1 = fastest, 19 = smallest).
-    #[arg(long, default_value_t = cairn_engine::backup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = cairn_engine::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
     /// Packs uploaded concurrently (each holds one 16 MiB pack in memory).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -144,18 +144,18 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             source
         }
         Kind::RedisRdb => {
-            opts.source.kind = cairn_engine::sources::redis::rdb::KIND.into();
+            opts.source.kind = cairn_engine::REDIS_KIND.into();
             opts.tar = TarMode::Off;
-            Box::new(cairn_engine::sources::redis::rdb::RdbSource::new(source))
+            Box::new(cairn_engine::RdbSource::new(source))
         }
         Kind::PgBase => {
             let stanza = g.stanza(a.stanza.as_ref()).context("--kind pg-base archives into a stanza")?;
-            opts.source.kind = cairn_engine::sources::pg::base::KIND.into();
+            opts.source.kind = cairn_engine::PG_BASE_KIND.into();
             opts.tar = TarMode::Require;
             if a.source.is_none() {
                 name = stanza.clone();
             }
-            Box::new(cairn_engine::sources::pg::base::BaseTarSource::new(source, &stanza))
+            Box::new(cairn_engine::BaseTarSource::new(source, &stanza))
         }
         Kind::Dir => unreachable!("handled above"),
     };
@@ -163,7 +163,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
-    opts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
+    opts.chunker = a.chunk_avg_kib.map(cairn_engine::ChunkerParams::with_average_kib);
     let size_hint =
         a.input.as_ref().filter(|p| p.as_os_str() != "-").and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len());
 
@@ -178,7 +178,11 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         }
         _ => None,
     };
-    let result = backup_stream_gated(repo, index, source, opts, progress, gate).await;
+    let mut backup = Backup::new(repo, index, opts).progress(progress);
+    if let Some(gate) = gate {
+        backup = backup.gate(gate);
+    }
+    let result = backup.stream(source).await;
     if let Some(t) = ticker {
         t.finish();
     }
@@ -205,19 +209,19 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     let root = std::fs::canonicalize(&root).with_context(|| format!("opening {}", root.display()))?;
     let name = root.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "root".into());
     let mut opts = BackupOptions::stream(&name);
-    opts.source.kind = cairn_engine::sources::dir::KIND.into();
+    opts.source.kind = cairn_engine::DIR_KIND.into();
     opts.source.name = a.source.clone().unwrap_or(name);
     opts.tags = a.tags;
     opts.compression_level = a.compression;
     opts.upload_concurrency = a.uploads.into();
-    opts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
-    let excludes = cairn_engine::sources::dir::build_excludes(&a.excludes)?;
+    opts.chunker = a.chunk_avg_kib.map(cairn_engine::ChunkerParams::with_average_kib);
+    let excludes = cairn_engine::build_excludes(&a.excludes)?;
 
     let repo = g.open().await?;
     let host = cairn_engine::hostname();
     let root_text = root.display().to_string();
     let parent = Snapshot::list(&repo).await?.into_iter().rev().find(|(_, s)| {
-        s.source.kind == cairn_engine::sources::dir::KIND
+        s.source.kind == cairn_engine::DIR_KIND
             && s.source.name == opts.source.name
             && s.host == host
             && s.metadata.pointer("/dir/path").and_then(|p| p.as_str()) == Some(root_text.as_str())
@@ -230,7 +234,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     let p = progress.clone();
     let ticker = Ticker::start(g.show_progress(), None, "backup", move || p.bytes_read.load(Ordering::Relaxed));
     let feed = DirFeed::new(root, excludes, parent.map(|(_, s)| s));
-    let result = backup_feed(repo, index, Box::new(feed), opts, progress).await;
+    let result = Backup::new(repo, index, opts).progress(progress).feed(Box::new(feed)).await;
     if let Some(t) = ticker {
         t.finish();
     }
@@ -238,7 +242,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn report(g: &Global, (id, snap): (cairn_engine::ids::Id, Snapshot)) {
+fn report(g: &Global, (id, snap): (cairn_engine::Id, Snapshot)) {
     if g.json {
         super::print_json(
             &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "kind": snap.source.kind, "time": snap.time, "stats": snap.stats, "blake3": snap.entries.first().map(|e| e.blake3.clone()), "metadata": snap.metadata }),

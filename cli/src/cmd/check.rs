@@ -1,5 +1,5 @@
 use anyhow::{bail, Result};
-use cairn_engine::check::{check, ReadData};
+use cairn_engine::{check, ReadData};
 
 use crate::common::Global;
 use crate::exit;

@@ -1,7 +1,7 @@
 use anyhow::Result;
-use cairn_engine::files::{diff, Layout};
-use cairn_engine::index::LocalIndex;
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::LocalIndex;
+use cairn_engine::Snapshot;
+use cairn_engine::{diff, Layout};
 
 use crate::common::{human_bytes, Global};
 use crate::exit;

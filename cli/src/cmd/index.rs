@@ -1,5 +1,5 @@
 use anyhow::Result;
-use cairn_engine::index::rebuild_from_packs;
+use cairn_engine::rebuild_from_packs;
 
 use crate::common::Global;
 use crate::exit;

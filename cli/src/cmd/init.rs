@@ -1,7 +1,7 @@
 use anyhow::{bail, Result};
-use cairn_engine::keys::Secret;
-use cairn_engine::repo::{InitOptions, Repository};
 use cairn_engine::store::Store;
+use cairn_engine::Secret;
+use cairn_engine::{InitOptions, Repository};
 
 use crate::common::Global;
 use crate::exit;
@@ -30,7 +30,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     };
     let location = g.location()?;
     let store = Store::open(&location, true)?;
-    let opts = InitOptions { pack_target: a.pack_size_mib << 20, ..InitOptions::default() };
+    let opts = InitOptions::default().with_pack_target(a.pack_size_mib << 20);
     let repo = Repository::init(store, &secret, opts).await?;
     if g.json {
         super::print_json(&serde_json::json!({ "repository": location.to_string(), "id": repo.config().id }));

@@ -1,8 +1,7 @@
-use cairn_engine::store::{Backend as _, BackendExt as _};
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use cairn_engine::keys::{KeySlot, Secret};
+use anyhow::Result;
+use cairn_engine::Secret;
 
 use crate::common::Global;
 use crate::exit;
@@ -46,12 +45,10 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
         }
         Command::List => {
             let mut rows = Vec::new();
-            for o in repo.store().list("keys").await? {
-                let bytes = repo.store().get(&o.key).await?;
-                let slot: KeySlot = serde_json::from_slice(&bytes)?;
+            for (id, slot) in repo.key_slots().await? {
                 let kdf = serde_json::to_value(&slot.kdf)?;
                 rows.push(serde_json::json!({
-                    "id": o.key.trim_start_matches("keys/"), "kdf": kdf["algorithm"], "created": slot.created, "host": slot.host,
+                    "id": id, "kdf": kdf["algorithm"], "created": slot.created, "host": slot.host,
                 }));
             }
             if g.json {
@@ -69,15 +66,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
             }
         }
         Command::Remove { id } => {
-            let slots = repo.store().list("keys").await?;
-            let key = format!("keys/{id}");
-            if !slots.iter().any(|s| s.key == key) {
-                bail!(cairn_engine::Error::NotFound { what: format!("key slot {id}") });
-            }
-            if slots.len() == 1 {
-                bail!("refusing to remove the last key slot: the repository would become unreadable");
-            }
-            repo.store().delete(&key).await?;
+            repo.remove_key(&id).await?;
             g.info(format!("removed key slot {id}"));
         }
     }

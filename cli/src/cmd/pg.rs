@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use cairn_engine::index::LocalIndex;
 use cairn_engine::pg::pitr::{self, Action, Target};
+use cairn_engine::LocalIndex;
 use clap::Subcommand;
 
 use crate::common::{human_bytes, Global};
@@ -59,7 +59,7 @@ pub struct BackupArgs {
     #[arg(long, value_name = "KB_PER_S")]
     max_rate: Option<u32>,
     /// zstd level for new data.
-    #[arg(long, default_value_t = cairn_engine::backup::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+    #[arg(long, default_value_t = cairn_engine::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
 }
 
@@ -134,8 +134,8 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
 }
 
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
-    use cairn_engine::backup::{backup_feed_gated, BackupOptions, Progress};
     use cairn_engine::pg::replication::{BaseBackupOptions, ConnInfo};
+    use cairn_engine::{Backup, BackupOptions, Progress};
     let stanza = g.stanza(a.stanza.as_ref())?;
     // A password in the connection string would sit in argv, visible to
     // every user of the machine: refused, as every other secret is.
@@ -150,7 +150,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         ..BaseBackupOptions::default()
     };
     let mut opts = BackupOptions::stream(&stanza);
-    opts.source.kind = cairn_engine::sources::pg::base::KIND.into();
+    opts.source.kind = cairn_engine::PG_BASE_KIND.into();
     opts.compression_level = a.compression;
     let repo = g.open().await?;
     let index = std::sync::Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
@@ -160,8 +160,8 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         p.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     });
     let gate = cairn_engine::pg::wal_gate(repo.clone(), stanza.clone(), std::time::Duration::from_secs(a.wal_timeout));
-    let feed = cairn_engine::sources::pg::pull::PullFeed::new(conn, bb, &stanza);
-    let result = backup_feed_gated(repo, index, Box::new(feed), opts, progress, Some(gate)).await;
+    let feed = cairn_engine::PullFeed::new(conn, bb, &stanza);
+    let result = Backup::new(repo, index, opts).progress(progress).gate(gate).feed(Box::new(feed)).await;
     if let Some(t) = ticker {
         t.finish();
     }

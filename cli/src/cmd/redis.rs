@@ -87,15 +87,15 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
         Command::Backup(a) => backup(g, a).await,
         Command::Restore(a) => {
             let args = super::restore::Args::whole(a.snapshot, a.source, a.to);
-            super::restore::run_kind(g, args, Some(cairn_engine::sources::redis::rdb::KIND)).await
+            super::restore::run_kind(g, args, Some(cairn_engine::REDIS_KIND)).await
         }
     }
 }
 
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
-    use cairn_engine::backup::{backup_stream, BackupOptions, Progress};
-    use cairn_engine::index::LocalIndex;
-    use cairn_engine::sources::redis::sync::{ReplicationSource, SyncOptions, TlsOptions};
+    use cairn_engine::LocalIndex;
+    use cairn_engine::{Backup, BackupOptions, Progress};
+    use cairn_engine::{ReplicationSource, SyncOptions, TlsOptions};
     use std::sync::Arc;
 
     let url = url::Url::parse(&a.url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
@@ -132,24 +132,18 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
     let source = tokio::task::spawn_blocking(move || ReplicationSource::connect(&opts)).await??;
     let mut bopts = BackupOptions::stream("dump.rdb");
-    bopts.source.kind = cairn_engine::sources::redis::rdb::KIND.into();
+    bopts.source.kind = cairn_engine::REDIS_KIND.into();
     bopts.source.name = a.source.unwrap_or_else(|| addr.clone());
     bopts.tags = a.tags;
-    bopts.tar = cairn_engine::sources::tar::TarMode::Off;
-    bopts.chunker = a.chunk_avg_kib.map(cairn_engine::chunker::ChunkerParams::with_average_kib);
+    bopts.tar = cairn_engine::TarMode::Off;
+    bopts.chunker = a.chunk_avg_kib.map(cairn_engine::ChunkerParams::with_average_kib);
     let progress = Arc::new(Progress::default());
     let p = progress.clone();
     let ticker = crate::common::Ticker::start(g.show_progress(), None, "redis", move || {
         p.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     });
-    let result = backup_stream(
-        repo,
-        index,
-        Box::new(cairn_engine::sources::redis::rdb::RdbSource::new(source)),
-        bopts,
-        progress,
-    )
-    .await;
+    let result =
+        Backup::new(repo, index, bopts).progress(progress).stream(Box::new(cairn_engine::RdbSource::new(source))).await;
     if let Some(t) = ticker {
         t.finish();
     }

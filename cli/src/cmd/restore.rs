@@ -4,10 +4,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use cairn_engine::files::Layout;
-use cairn_engine::index::LocalIndex;
-use cairn_engine::restore::{restore_entry, restore_entry_to_path, RestoreProgress};
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::Layout;
+use cairn_engine::LocalIndex;
+use cairn_engine::Snapshot;
+use cairn_engine::{restore_entry, restore_entry_to_path, RestoreProgress};
 
 use crate::common::{human_bytes, Global, Ticker};
 use crate::exit;
@@ -69,7 +69,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     }
     let repo = g.open().await?;
     let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
-    if a.path.is_some() || snap.source.kind == cairn_engine::sources::dir::KIND {
+    if a.path.is_some() || snap.source.kind == cairn_engine::DIR_KIND {
         if to_stdout {
             bail!("restoring files needs a target directory: --to DIR");
         }

@@ -1,5 +1,5 @@
 use anyhow::Result;
-use cairn_engine::snapshot::Snapshot;
+use cairn_engine::Snapshot;
 
 use crate::common::{human_bytes, Global};
 use crate::exit;

@@ -9,7 +9,7 @@ pub struct Args {}
 
 pub async fn run(g: &Global, _a: Args) -> Result<i32> {
     let repo = g.open().await?;
-    let s = cairn_engine::stats::stats(&repo).await?;
+    let s = cairn_engine::stats(&repo).await?;
     if g.json {
         super::print_json(&s);
     } else {

@@ -7,6 +7,7 @@
 //! hashes to its name, the trailer opens and agrees with the index, and
 //! every blob decrypts, decompresses and hashes to its id.
 
+use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +16,7 @@ use futures::StreamExt;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::ids::{index_key, pack_key, snapshot_key, Id};
+use crate::ids::Id;
 use crate::pack::{open_blob, trailer_of};
 use crate::repo::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
@@ -95,10 +96,12 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         .buffer_unordered(16);
     while let Some((id, r)) = fetched.next().await {
         report.index_segments += 1;
-        let seg = match r.and_then(|p| IndexSegment::decode(&p).map_err(|e| crate::Error::decode(index_key(&id), e))) {
+        let seg = match r.and_then(|p| {
+            IndexSegment::decode(&p).map_err(|e| crate::Error::decode(ObjectKey::Index(id).to_string(), e))
+        }) {
             Ok(s) => s,
             Err(e) => {
-                problem(&mut report, index_key(&id), e.to_string());
+                problem(&mut report, ObjectKey::Index(id).to_string(), e.to_string());
                 continue;
             }
         };
@@ -107,13 +110,13 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             match packs.get(&pid) {
                 None => problem(
                     &mut report,
-                    pack_key(&pid),
-                    format!("named by {} but missing from the store", index_key(&id)),
+                    ObjectKey::Pack(pid).to_string(),
+                    format!("named by {} but missing from the store", ObjectKey::Index(id)),
                 ),
                 Some(&size) if size != p.pack_len => problem(
                     &mut report,
-                    pack_key(&pid),
-                    format!("size {size} in the store, {} recorded by {}", p.pack_len, index_key(&id)),
+                    ObjectKey::Pack(pid).to_string(),
+                    format!("size {size} in the store, {} recorded by {}", p.pack_len, ObjectKey::Index(id)),
                 ),
                 Some(_) => {}
             }
@@ -131,11 +134,18 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     }
     for pid in &wal_packs {
         if !packs.contains_key(pid) {
-            problem(&mut report, pack_key(pid), "named by a WAL manifest but missing from the store");
+            problem(
+                &mut report,
+                ObjectKey::Pack(*pid).to_string(),
+                "named by a WAL manifest but missing from the store",
+            );
         }
     }
-    report.unreferenced_packs =
-        packs.keys().filter(|p| !indexed_packs.contains_key(p) && !wal_packs.contains(p)).map(pack_key).collect();
+    report.unreferenced_packs = packs
+        .keys()
+        .filter(|p| !indexed_packs.contains_key(p) && !wal_packs.contains(p))
+        .map(|p| ObjectKey::Pack(*p).to_string())
+        .collect();
     report.unreferenced_packs.sort();
 
     // Snapshots → every tree and data blob they need.
@@ -145,7 +155,7 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         let snap = match Snapshot::load(repo, &id).await {
             Ok(s) => s,
             Err(e) => {
-                problem(&mut report, snapshot_key(&id), e.to_string());
+                problem(&mut report, ObjectKey::Snapshot(id).to_string(), e.to_string());
                 continue;
             }
         };
@@ -153,7 +163,11 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             let members = entry.members.iter().flat_map(|m| m.content.iter());
             for t in entry.content.iter().chain(members) {
                 let Some(tid) = Id::from_hex(&t.tree) else {
-                    problem(&mut report, snapshot_key(&id), format!("malformed tree id {:?}", t.tree));
+                    problem(
+                        &mut report,
+                        ObjectKey::Snapshot(id).to_string(),
+                        format!("malformed tree id {:?}", t.tree),
+                    );
                     continue;
                 };
                 if !trees_done.insert(tid) {
@@ -164,12 +178,14 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
                         for m in missing {
                             problem(
                                 &mut report,
-                                snapshot_key(&id),
+                                ObjectKey::Snapshot(id).to_string(),
                                 format!("entry {:?} needs blob {m}, which no index segment lists", entry.name),
                             );
                         }
                     }
-                    Err(e) => problem(&mut report, snapshot_key(&id), format!("tree {}: {e}", tid.short())),
+                    Err(e) => {
+                        problem(&mut report, ObjectKey::Snapshot(id).to_string(), format!("tree {}: {e}", tid.short()))
+                    }
                 }
             }
         }
@@ -197,7 +213,7 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         report.packs_read += 1;
         match r {
             Ok(n) => report.blobs_read += n,
-            Err(msg) => problem(&mut report, pack_key(&pid), msg),
+            Err(msg) => problem(&mut report, ObjectKey::Pack(pid).to_string(), msg),
         }
     }
     report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
@@ -209,9 +225,13 @@ async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid
         return Ok(vec![*tid]);
     };
     if entry.kind != BlobKind::Tree {
-        return Err(crate::Error::corrupt(pack_key(pack), Some(entry.offset.into()), "tree id names a data blob"));
+        return Err(crate::Error::corrupt(
+            ObjectKey::Pack(*pack).to_string(),
+            Some(entry.offset.into()),
+            "tree id names a data blob",
+        ));
     }
-    let key = pack_key(pack);
+    let key = ObjectKey::Pack(*pack).to_string();
     let s = u64::from(entry.offset);
     let sealed = repo.store().get_range(&key, s..s + u64::from(entry.stored_len)).await?;
     let plain = open_blob(repo.keys(), &key, entry, &sealed)?;
@@ -221,7 +241,7 @@ async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid
 
 /// Reads one pack whole; returns the number of blobs verified.
 async fn read_pack(repo: &Repository, pid: &Id, expected: Option<Vec<BlobEntry>>) -> std::result::Result<u64, String> {
-    let key = pack_key(pid);
+    let key = ObjectKey::Pack(*pid).to_string();
     let bytes = repo.store().get(&key).await.map_err(|e| e.to_string())?;
     let keys = repo.keys();
     tokio::task::block_in_place(|| {

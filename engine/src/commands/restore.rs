@@ -9,6 +9,7 @@
 //! window in order while the next windows are being fetched. The whole
 //! output is hashed again and compared with the manifest's BLAKE3.
 
+use crate::repofile::ObjectKey;
 use crate::store::BackendExt as _;
 use std::collections::HashMap;
 use std::io::Write;
@@ -21,7 +22,7 @@ use cairn_formats::repo::{decode_tree, ChunkRef};
 use futures::StreamExt;
 use rayon::prelude::*;
 
-use crate::ids::{pack_key, Id};
+use crate::ids::Id;
 use crate::index::{BlobLocation, LocalIndex};
 use crate::pack::open_blob;
 use crate::repo::Repository;
@@ -112,7 +113,7 @@ pub async fn fetch_blobs(
     let requests = ranges.len() as u64;
     let mut results = futures::stream::iter(ranges)
         .map(|r| async move {
-            let key = pack_key(&r.pack);
+            let key = ObjectKey::Pack(r.pack).to_string();
             let bytes = repo.store().get_range(&key, r.start..r.end).await?;
             let opened: Vec<Result<(Id, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
                 r.blobs

@@ -1,5 +1,6 @@
 //! Bringing the local index up to date with the repository.
 
+use crate::repofile::ObjectKey;
 use crate::store::Backend as _;
 use std::path::Path;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use cairn_formats::repo::IndexSegment;
 use futures::StreamExt;
 
 use super::{discard, LocalIndex};
-use crate::ids::{index_key, Id};
+use crate::ids::Id;
 use crate::pack::read_trailer;
 use crate::repo::{ObjectKind, Repository};
 use crate::{Error, Result};
@@ -28,7 +29,8 @@ impl LocalIndex {
         let mut fetched = futures::stream::iter(unseen.iter().copied())
             .map(|id| async move {
                 let plain = repo.get_object(ObjectKind::Index, &id).await?;
-                let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(index_key(&id), e))?;
+                let seg =
+                    IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
                 Ok::<_, Error>((id, seg))
             })
             .buffer_unordered(FETCH_CONCURRENCY);
@@ -108,13 +110,18 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     let mut segs = futures::stream::iter(segments.iter().map(|(id, _)| *id))
         .map(|id| async move {
             let r = repo.get_object(ObjectKind::Index, &id).await;
-            (id, r.and_then(|p| IndexSegment::decode(&p).map_err(|e| Error::decode(index_key(&id), e))))
+            (
+                id,
+                r.and_then(|p| {
+                    IndexSegment::decode(&p).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))
+                }),
+            )
         })
         .buffer_unordered(FETCH_CONCURRENCY);
     while let Some((id, r)) = segs.next().await {
         match r {
             Ok(seg) => covered.extend(seg.packs.iter().map(|p| Id(p.pack_id))),
-            Err(e) => summary.unreadable.push(format!("{}: {e}", index_key(&id))),
+            Err(e) => summary.unreadable.push(format!("{}: {e}", ObjectKey::Index(id))),
         }
     }
     // WAL packs belong to WAL manifests, not to the dedup index: a backup

@@ -10,6 +10,7 @@
 //! the total size matches), fsynced and only then renamed into place, so
 //! PostgreSQL never sees a partial or wrong file.
 
+use crate::repofile::ObjectKey;
 use crate::store::BackendExt as _;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,7 +22,6 @@ use super::spool::Spool;
 use super::window::{InOrder, Window};
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::crypto::SEAL_OVERHEAD;
-use crate::ids::pack_key;
 use crate::pack::{open_authentic_into, open_blob_into};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -110,7 +110,7 @@ pub(crate) async fn read_verified(
         if raw > window.capacity() {
             return Err(Error::corrupt(key, None, format!("a piece of {raw} bytes is larger than a WAL piece")));
         }
-        let object = pack_key(&entries[0].0);
+        let object = ObjectKey::Pack(entries[0].0).to_string();
         let local = repo.store().open_local(&object)?;
         let (remote, mut sealed_buf) = match &local {
             Some(_) => {

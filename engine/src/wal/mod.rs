@@ -44,6 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::Id;
 use crate::repo::Repository;
+use crate::repofile::envelope::{self, Binding};
+use crate::repofile::{ObjectKey, RepoFile};
 use crate::{Error, Result};
 
 pub use ahead::AheadState;
@@ -57,7 +59,6 @@ pub use spool::Spool;
 pub const PIECE: usize = 2 * 1024 * 1024;
 /// Version of the WAL manifest and stanza record.
 pub const WAL_MANIFEST_VERSION: u32 = 1;
-const SEALED_VERSION: u8 = 1;
 const AAD_PREFIX: &[u8] = b"cairn wal v1\0";
 
 /// Checks a stanza name: 1–64 of `[A-Za-z0-9._-]`, not starting with a dot.
@@ -77,12 +78,12 @@ pub fn validate_stanza(name: &str) -> Result<()> {
 
 /// The key of the stanza record.
 pub fn stanza_key(stanza: &str) -> String {
-    format!("wal/{stanza}/stanza")
+    StanzaRecord::key(stanza).to_string()
 }
 
 /// The key of a WAL file's manifest.
 pub fn manifest_key(stanza: &str, timeline: u32, name: &str) -> String {
-    format!("wal/{stanza}/{timeline:08X}/{name}")
+    WalManifest::key(&(stanza.to_string(), timeline, name.to_string())).to_string()
 }
 
 /// The manifest key of WAL file `name`, whose timeline is its first eight
@@ -237,6 +238,23 @@ pub struct HistoryLine {
     pub reason: String,
 }
 
+impl RepoFile for StanzaRecord {
+    const VERSION: u32 = WAL_MANIFEST_VERSION;
+    type Id = str;
+    fn key(stanza: &str) -> ObjectKey {
+        ObjectKey::Stanza(stanza.to_string())
+    }
+}
+
+impl RepoFile for WalManifest {
+    const VERSION: u32 = WAL_MANIFEST_VERSION;
+    /// Stanza, timeline and file name.
+    type Id = (String, u32, String);
+    fn key((stanza, timeline, name): &(String, u32, String)) -> ObjectKey {
+        ObjectKey::WalFile { stanza: stanza.clone(), timeline: *timeline, name: name.clone() }
+    }
+}
+
 /// The sealed manifest of one archived WAL file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalManifest {
@@ -264,46 +282,18 @@ pub struct WalManifest {
     pub backup: Option<BTreeMap<String, String>>,
 }
 
-fn aad(key: &str) -> Vec<u8> {
-    [AAD_PREFIX, key.as_bytes()].concat()
-}
-
 /// Seals a WAL record bound to its key.
-pub(crate) fn seal_named(repo: &Repository, key: &str, value: &impl Serialize) -> Bytes {
-    let json = serde_json::to_vec(value).expect("WAL records serialize");
-    let mut out = Vec::with_capacity(json.len() + 64);
-    out.push(SEALED_VERSION);
-    repo.keys().seal_into(&aad(key), &json, &mut out);
-    Bytes::from(out)
+pub(crate) fn seal_named(repo: &Repository, key: &str, value: &impl RepoFile) -> Bytes {
+    Bytes::from(envelope::seal(repo.keys(), Binding::Key(AAD_PREFIX, key), &value.encode()))
 }
 
 /// Opens a WAL record read from `key`.
-pub(crate) fn open_named<T: serde::de::DeserializeOwned>(repo: &Repository, key: &str, bytes: &[u8]) -> Result<T> {
-    match bytes.first() {
-        Some(&SEALED_VERSION) => {}
-        Some(&v) => {
-            return Err(Error::UnsupportedVersion { object: key.into(), got: v.into(), known: SEALED_VERSION.into() })
-        }
-        None => return Err(Error::corrupt(key, Some(0), "empty object")),
-    }
-    let plain = repo.keys().open(&aad(key), &bytes[1..]).ok_or_else(|| {
-        Error::corrupt(
-            key,
-            None,
-            "authentication failed (tampered, moved from another name, or sealed with another key)",
-        )
-    })?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(key, None, format!("not JSON: {e}")))?;
-    let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-    if version != u64::from(WAL_MANIFEST_VERSION) {
-        return Err(Error::UnsupportedVersion { object: key.into(), got: version, known: WAL_MANIFEST_VERSION.into() });
-    }
-    serde_json::from_value(v).map_err(|e| Error::corrupt(key, None, format!("bad field: {e}")))
+pub(crate) fn open_named<T: RepoFile>(repo: &Repository, key: &str, bytes: &[u8]) -> Result<T> {
+    T::decode(key, &envelope::open(repo.keys(), key, Binding::Key(AAD_PREFIX, key), bytes)?)
 }
 
 /// Reads a sealed WAL record; `Ok(None)` when it does not exist.
-pub(crate) async fn get_named<T: serde::de::DeserializeOwned>(repo: &Repository, key: &str) -> Result<Option<T>> {
+pub(crate) async fn get_named<T: RepoFile>(repo: &Repository, key: &str) -> Result<Option<T>> {
     match repo.store().get(key).await {
         Ok(bytes) => open_named(repo, key, &bytes).map(Some),
         Err(Error::NotFound { .. }) => Ok(None),

@@ -15,6 +15,7 @@
 //!    scanned for facts on this thread while the pool seals its pieces and
 //!    hashes it; the pack is written durably, then the manifest create-only.
 
+use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
 use std::fs::File;
 use std::path::Path;
@@ -425,7 +426,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let mut stored = 0u64;
     for p in packs {
         let pid = p.id.to_hex();
-        let pkey = crate::ids::pack_key(&p.id);
+        let pkey = ObjectKey::Pack(p.id).to_string();
         match p.body {
             PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
             PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,

@@ -11,10 +11,11 @@ use cairn_formats::repo::{IndexSegment, PackEntries};
 
 use super::packer::SessionSet;
 use super::Progress;
-use crate::ids::{pack_key, Id};
+use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::pack::SealedPack;
 use crate::repo::{ObjectKind, Repository};
+use crate::repofile::ObjectKey;
 use crate::store::BackendExt as _;
 use crate::Result;
 
@@ -24,16 +25,27 @@ const PACKS_PER_SEGMENT: usize = 64;
 /// Writes index segments once their packs are durable, then records them
 /// in the local index and lets the session forget their blobs.
 pub(super) struct Committer<'a> {
-    pub(super) repo: &'a Repository,
-    pub(super) index: &'a LocalIndex,
-    pub(super) session: SessionSet,
-    pub(super) pending: Vec<PackEntries>,
+    repo: &'a Repository,
+    index: &'a LocalIndex,
+    session: SessionSet,
+    pending: Vec<PackEntries>,
+    /// Bytes uploaded: packs and index segments.
     pub(super) uploaded: u64,
+    /// Packs made durable.
     pub(super) packs: u64,
-    pub(super) progress: Arc<Progress>,
+    progress: Arc<Progress>,
 }
 
-impl Committer<'_> {
+impl<'a> Committer<'a> {
+    pub(super) fn new(
+        repo: &'a Repository,
+        index: &'a LocalIndex,
+        session: SessionSet,
+        progress: Arc<Progress>,
+    ) -> Committer<'a> {
+        Committer { repo, index, session, pending: Vec::new(), uploaded: 0, packs: 0, progress }
+    }
+
     pub(super) async fn pack_durable(&mut self, p: PackEntries) -> Result<()> {
         self.packs += 1;
         self.pending.push(p);
@@ -65,7 +77,7 @@ impl Committer<'_> {
 
 pub(super) async fn upload(repo: &Repository, p: SealedPack, progress: &Progress) -> Result<PackEntries> {
     let len = p.bytes.len() as u64;
-    repo.store().put(&pack_key(&p.id), p.bytes).await?;
+    repo.store().put(&ObjectKey::Pack(p.id).to_string(), p.bytes).await?;
     progress.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
     Ok(PackEntries { pack_id: p.id.0, pack_len: len, blobs: p.entries })
 }

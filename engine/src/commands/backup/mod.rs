@@ -34,7 +34,6 @@ use futures::StreamExt;
 use crate::chunker::ChunkerParams;
 use crate::ids::Id;
 use crate::index::LocalIndex;
-use crate::pack::PackBuilder;
 use crate::repo::Repository;
 use crate::snapshot::{BackupStats, Entry, Snapshot, SourceInfo, SNAPSHOT_VERSION};
 use crate::sources::tar::TarMode;
@@ -64,8 +63,10 @@ pub struct Progress {
     pub uploaded_bytes: AtomicU64,
 }
 
-/// What to back up and how.
+/// What to back up and how: [`BackupOptions::stream`], then set what
+/// differs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BackupOptions {
     /// Source kind and name.
     pub source: SourceInfo,
@@ -127,20 +128,6 @@ pub(super) fn merge_metadata(given: serde_json::Value, learnt: Option<serde_json
     }
 }
 
-/// Backs up one stream and writes its snapshot. Returns the snapshot id.
-///
-/// A tar stream (by `opts.tar`) is cut at member boundaries and gets a
-/// member index.
-pub async fn backup_stream(
-    repo: Arc<Repository>,
-    index: Arc<LocalIndex>,
-    source: Box<dyn StreamSource>,
-    opts: BackupOptions,
-    progress: Arc<Progress>,
-) -> Result<(Id, Snapshot)> {
-    backup_stream_gated(repo, index, source, opts, progress, None).await
-}
-
 /// Runs after every pack and index segment of a backup is durable and
 /// before its snapshot is written: it sees the snapshot's metadata and
 /// returns it, possibly amended (a base backup waits for its WAL here), or
@@ -152,60 +139,156 @@ pub type CommitGate = Box<
         + Send,
 >;
 
-/// Backs up what `feed` produces and writes the snapshot.
+/// One backup: what to store and how, with optional progress counters and
+/// a [`CommitGate`]; run with [`Backup::stream`], [`Backup::feed`] or
+/// [`Backup::bytes`]. The snapshot is written last and its id returned.
 ///
 /// Durability order: packs, then the index segment naming them, then the
 /// snapshot. A crash at any point leaves only unreferenced objects.
-pub async fn backup_feed(
+///
+/// ```no_run
+/// # async fn demo(repo: std::sync::Arc<cairn_engine::Repository>, index: std::sync::Arc<cairn_engine::LocalIndex>) -> cairn_engine::Result<()> {
+/// use cairn_engine::{Backup, BackupOptions};
+/// let (id, _) = Backup::new(repo, index, BackupOptions::stream("greeting")).bytes(b"hello".to_vec()).await?;
+/// # Ok(()) }
+/// ```
+pub struct Backup {
     repo: Arc<Repository>,
     index: Arc<LocalIndex>,
-    feed: Box<dyn Feed>,
-    opts: BackupOptions,
-    progress: Arc<Progress>,
-) -> Result<(Id, Snapshot)> {
-    backup_feed_gated(repo, index, feed, opts, progress, None).await
-}
-
-/// [`backup_stream`] with a [`CommitGate`].
-pub async fn backup_stream_gated(
-    repo: Arc<Repository>,
-    index: Arc<LocalIndex>,
-    source: Box<dyn StreamSource>,
     opts: BackupOptions,
     progress: Arc<Progress>,
     gate: Option<CommitGate>,
-) -> Result<(Id, Snapshot)> {
-    let entry = Entry::new(opts.entry_name.clone(), "file", opts.mode, opts.mtime);
-    let feed = StreamFeed { source, entry, tar: opts.tar };
-    backup_feed_gated(repo, index, Box::new(feed), opts, progress, gate).await
 }
 
-/// [`backup_feed`] with a [`CommitGate`].
-pub async fn backup_feed_gated(
-    repo: Arc<Repository>,
-    index: Arc<LocalIndex>,
-    feed: Box<dyn Feed>,
-    opts: BackupOptions,
-    progress: Arc<Progress>,
-    gate: Option<CommitGate>,
-) -> Result<(Id, Snapshot)> {
-    let started = Instant::now();
-    let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let params = match opts.chunker {
-        Some(p) => {
-            p.validate()?;
-            p
+impl Backup {
+    /// A backup into `repo`, deduplicating against `index`.
+    pub fn new(repo: Arc<Repository>, index: Arc<LocalIndex>, opts: BackupOptions) -> Backup {
+        Backup { repo, index, opts, progress: Arc::default(), gate: None }
+    }
+
+    /// Counts progress into `progress` (read it from another task).
+    pub fn progress(mut self, progress: Arc<Progress>) -> Backup {
+        self.progress = progress;
+        self
+    }
+
+    /// Runs `gate` after everything but the snapshot is durable.
+    pub fn gate(mut self, gate: CommitGate) -> Backup {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Backs up one stream as one entry. A tar stream (by `opts.tar`) is cut
+    /// at member boundaries and gets a member index.
+    pub async fn stream(self, source: Box<dyn StreamSource>) -> Result<(Id, Snapshot)> {
+        let entry = Entry::new(self.opts.entry_name.clone(), "file", self.opts.mode, self.opts.mtime);
+        let feed = StreamFeed { source, entry, tar: self.opts.tar };
+        self.feed(Box::new(feed)).await
+    }
+
+    /// Backs up `bytes` as one entry (tests, small inputs).
+    pub async fn bytes(self, bytes: Vec<u8>) -> Result<(Id, Snapshot)> {
+        self.stream(Box::new(std::io::Cursor::new(bytes))).await
+    }
+
+    /// Backs up what `feed` produces.
+    pub async fn feed(self, feed: Box<dyn Feed>) -> Result<(Id, Snapshot)> {
+        let Backup { repo, index, opts, progress, gate } = self;
+        let started = Instant::now();
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let params = match opts.chunker {
+            Some(p) => {
+                p.validate()?;
+                p
+            }
+            None => repo.config().chunker,
+        };
+        // Step 1: the reader thread runs the feed.
+        let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Piece>>>(1);
+        let reader = spawn_reader(feed, batch_tx, params, repo.keys().chunker_seed(), progress.clone());
+        // Step 2: the packer thread seals what is new into packs.
+        let session: SessionSet = Arc::default();
+        let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<PackerMsg>(1);
+        let packer = Packer::new(&repo, &index, session.clone(), opts.compression_level, pack_tx, progress.clone());
+        let packer_thread = std::thread::Builder::new()
+            .name("cairn-packer".into())
+            .spawn(move || -> Result<()> {
+                let mut packer = packer;
+                while let Ok(batch) = batch_rx.recv() {
+                    packer.add_batch(batch?)?;
+                }
+                packer.finish()
+            })
+            .map_err(|e| Error::Internal(format!("cannot start the packer thread: {e}")))?;
+        // Step 3: packs are uploaded and indexed here.
+        let mut committer = Committer::new(&repo, &index, session, progress.clone());
+        let uploads = upload_all(&repo, &mut committer, pack_rx, opts.upload_concurrency, &progress).await;
+        if let Uploads::Stopped(e) = uploads {
+            // The threads stop at their next send; a source blocked in a
+            // read is not waited for.
+            return Err(e);
         }
-        None => repo.config().chunker,
-    };
-    let seed = repo.keys().chunker_seed();
+        // Step 4: both threads end; the reader's error is the root cause
+        // when both failed (the packer then only saw a closed channel).
+        let (packer_result, reader_result) = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join()))
+            .await
+            .map_err(|e| Error::Internal(format!("joining the pipeline: {e}")))?;
+        let (bytes_read, learnt) =
+            reader_result.map_err(|_| Error::Internal("the reader thread panicked".into()))??;
+        packer_result.map_err(|_| Error::Internal("the packer thread panicked".into()))??;
+        let done = match uploads {
+            Uploads::Done(done) => done,
+            Uploads::Stopped(e) | Uploads::Drained(e) => return Err(e),
+        };
+        committer.write_segment().await?;
+        let (entries, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
+        // Step 5: the gate, then the snapshot, last.
+        let mut metadata = merge_metadata(opts.metadata, learnt);
+        if let Some(p) = opts.chunker {
+            metadata = merge_metadata(metadata, Some(serde_json::json!({ "chunker": p })));
+        }
+        if let Some(gate) = gate {
+            metadata = gate(metadata).await?;
+        }
+        let snapshot = Snapshot {
+            version: SNAPSHOT_VERSION,
+            time,
+            host: crate::hostname(),
+            source: opts.source,
+            tags: opts.tags,
+            metadata,
+            entries,
+            stats: BackupStats {
+                bytes_read,
+                chunks,
+                new_chunks,
+                new_bytes,
+                uploaded_bytes: committer.uploaded,
+                packs: committer.packs,
+                duration_s: started.elapsed().as_secs_f64(),
+            },
+        };
+        let id = snapshot.save(&repo).await?;
+        Ok((id, snapshot))
+    }
+}
 
-    let (batch_tx, batch_rx) = mpsc::sync_channel::<Result<Vec<Piece>>>(1);
-    let reader_progress = progress.clone();
-    let reader = std::thread::Builder::new()
+/// What the packer reported at the end: entries, chunks, new chunks, new bytes.
+type Done = (Vec<Entry>, u64, u64, u64);
+
+/// Starts the reader thread: `feed` into a [`PieceSink`]; returns the bytes
+/// read from the source and what the feed learnt for the metadata.
+fn spawn_reader(
+    feed: Box<dyn Feed>,
+    tx: mpsc::SyncSender<Result<Vec<Piece>>>,
+    params: ChunkerParams,
+    seed: u64,
+    progress: Arc<Progress>,
+) -> std::thread::JoinHandle<Result<(u64, Option<serde_json::Value>)>> {
+    std::thread::Builder::new()
         .name("cairn-reader".into())
-        .spawn(move || -> Result<(u64, Option<serde_json::Value>)> {
-            let mut sink = PieceSink::new(batch_tx, reader_progress);
+        .spawn(move || {
+            let mut sink = PieceSink::new(tx, progress);
             let learnt = match feed.feed(&mut sink, params, seed) {
                 Ok(l) => l,
                 Err(e) => {
@@ -216,49 +299,32 @@ pub async fn backup_feed_gated(
             sink.flush()?;
             Ok((sink.total - sink.overhead, learnt))
         })
-        .expect("spawn reader thread");
+        .expect("spawn reader thread")
+}
 
-    let session: SessionSet = Arc::default();
-    let (pack_tx, mut pack_rx) = tokio::sync::mpsc::channel::<PackerMsg>(1);
-    let mut packer = Packer {
-        repo: repo.clone(),
-        index: index.clone(),
-        session: session.clone(),
-        level: opts.compression_level,
-        target: repo.config().pack_target as usize,
-        pack: PackBuilder::new(repo.config().pack_target as usize),
-        out: pack_tx,
-        refs: Vec::new(),
-        refs_bytes: 0,
-        trees: Vec::new(),
-        entry_bytes: 0,
-        entries: Vec::new(),
-        chunks: 0,
-        new_chunks: 0,
-        new_bytes: 0,
-        entry_hash: blake3::Hasher::new(),
-        progress: progress.clone(),
-    };
-    let packer_thread = std::thread::Builder::new()
-        .name("cairn-packer".into())
-        .spawn(move || -> Result<()> {
-            while let Ok(batch) = batch_rx.recv() {
-                packer.add_batch(batch?)?;
-            }
-            packer.finish()
-        })
-        .expect("spawn packer thread");
+/// How the uploads ended.
+enum Uploads {
+    /// Every pack is durable; what the packer reported at the end (`None`
+    /// if it stopped early: its own error says why).
+    Done(Option<Done>),
+    /// An upload failed while the packer was still producing: the root
+    /// cause, reported at once.
+    Stopped(Error),
+    /// An upload failed after the packer had finished or failed: reported
+    /// after the reader's and the packer's own errors.
+    Drained(Error),
+}
 
-    let mut committer = Committer {
-        repo: &repo,
-        index: &index,
-        session,
-        pending: Vec::new(),
-        uploaded: 0,
-        packs: 0,
-        progress: progress.clone(),
-    };
-    let concurrency = opts.upload_concurrency.max(1);
+/// Uploads the packer's packs, at most `concurrency` at once, recording each
+/// durable one with the committer. See [`Uploads`] for how it ends.
+async fn upload_all(
+    repo: &Repository,
+    committer: &mut Committer<'_>,
+    mut pack_rx: tokio::sync::mpsc::Receiver<PackerMsg>,
+    concurrency: usize,
+    progress: &Progress,
+) -> Uploads {
+    let concurrency = concurrency.max(1);
     let mut inflight = FuturesUnordered::new();
     let mut done = None;
     let mut failure: Option<Error> = None;
@@ -267,13 +333,12 @@ pub async fn backup_feed_gated(
             PackerMsg::Pack(p) => {
                 while inflight.len() >= concurrency {
                     let r: Result<PackEntries> = inflight.next().await.expect("non-empty");
-                    match r {
-                        Ok(entries) => committer.pack_durable(entries).await?,
-                        Err(e) => return Err(e),
+                    if let Err(e) = async { committer.pack_durable(r?).await }.await {
+                        return Uploads::Stopped(e);
                     }
                 }
                 committer.uploaded += p.bytes.len() as u64;
-                inflight.push(upload(&repo, p, &progress));
+                inflight.push(upload(repo, p, progress));
             }
             PackerMsg::Done { entries, chunks, new_chunks, new_bytes } => {
                 done = Some((entries, chunks, new_chunks, new_bytes));
@@ -282,57 +347,16 @@ pub async fn backup_feed_gated(
     }
     while let Some(r) = inflight.next().await {
         match r {
-            Ok(entries) => committer.pack_durable(entries).await?,
+            Ok(entries) => {
+                if let Err(e) = committer.pack_durable(entries).await {
+                    return Uploads::Stopped(e);
+                }
+            }
             Err(e) => failure = failure.or(Some(e)),
         }
     }
-    let joined = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join())).await.expect("join task");
-    let (packer_result, reader_result) = joined;
-    // The reader's error is the root cause when both failed (the packer then
-    // only saw a closed channel), so it is reported first.
-    let (bytes_read, learnt) = reader_result.expect("reader thread panicked")?;
-    packer_result.expect("packer thread panicked")?;
-    if let Some(e) = failure {
-        return Err(e);
+    match failure {
+        Some(e) => Uploads::Drained(e),
+        None => Uploads::Done(done),
     }
-    committer.write_segment().await?;
-    let (entries, chunks, new_chunks, new_bytes) = done.ok_or_else(cancelled)?;
-    let mut metadata = merge_metadata(opts.metadata, learnt);
-    if let Some(p) = opts.chunker {
-        metadata = merge_metadata(metadata, Some(serde_json::json!({ "chunker": p })));
-    }
-    if let Some(gate) = gate {
-        metadata = gate(metadata).await?;
-    }
-
-    let snapshot = Snapshot {
-        version: SNAPSHOT_VERSION,
-        time,
-        host: crate::hostname(),
-        source: opts.source,
-        tags: opts.tags,
-        metadata,
-        entries,
-        stats: BackupStats {
-            bytes_read,
-            chunks,
-            new_chunks,
-            new_bytes,
-            uploaded_bytes: committer.uploaded,
-            packs: committer.packs,
-            duration_s: started.elapsed().as_secs_f64(),
-        },
-    };
-    let id = snapshot.save(&repo).await?;
-    Ok((id, snapshot))
-}
-
-/// Uploads `bytes` as a single-entry snapshot (tests, small inputs).
-pub async fn backup_bytes(
-    repo: Arc<Repository>,
-    index: Arc<LocalIndex>,
-    bytes: Vec<u8>,
-    opts: BackupOptions,
-) -> Result<(Id, Snapshot)> {
-    backup_stream(repo, index, Box::new(std::io::Cursor::new(bytes)), opts, Arc::default()).await
 }

@@ -44,28 +44,58 @@ pub(super) fn is_new(index: &LocalIndex, session: &SessionSet, id: &Id) -> Resul
 }
 
 pub(super) struct Packer {
-    pub(super) repo: Arc<Repository>,
-    pub(super) index: Arc<LocalIndex>,
-    pub(super) session: SessionSet,
-    pub(super) level: i32,
-    pub(super) target: usize,
-    pub(super) pack: PackBuilder,
-    pub(super) out: tokio::sync::mpsc::Sender<PackerMsg>,
-    pub(super) refs: Vec<ChunkRef>,
-    pub(super) refs_bytes: u64,
-    pub(super) trees: Vec<TreeRef>,
-    pub(super) entry_bytes: u64,
-    pub(super) entries: Vec<Entry>,
-    pub(super) chunks: u64,
-    pub(super) new_chunks: u64,
-    pub(super) new_bytes: u64,
+    repo: Arc<Repository>,
+    index: Arc<LocalIndex>,
+    session: SessionSet,
+    level: i32,
+    target: usize,
+    pack: PackBuilder,
+    out: tokio::sync::mpsc::Sender<PackerMsg>,
+    refs: Vec<ChunkRef>,
+    refs_bytes: u64,
+    trees: Vec<TreeRef>,
+    entry_bytes: u64,
+    entries: Vec<Entry>,
+    chunks: u64,
+    new_chunks: u64,
+    new_bytes: u64,
     /// The current entry's plain BLAKE3, and those of entries that ended
     /// in the batch being processed.
-    pub(super) entry_hash: blake3::Hasher,
-    pub(super) progress: Arc<Progress>,
+    entry_hash: blake3::Hasher,
+    progress: Arc<Progress>,
 }
 
 impl Packer {
+    pub(super) fn new(
+        repo: &Arc<Repository>,
+        index: &Arc<LocalIndex>,
+        session: SessionSet,
+        level: i32,
+        out: tokio::sync::mpsc::Sender<PackerMsg>,
+        progress: Arc<Progress>,
+    ) -> Packer {
+        let target = repo.config().pack_target as usize;
+        Packer {
+            repo: repo.clone(),
+            index: index.clone(),
+            session,
+            level,
+            target,
+            pack: PackBuilder::new(target),
+            out,
+            refs: Vec::new(),
+            refs_bytes: 0,
+            trees: Vec::new(),
+            entry_bytes: 0,
+            entries: Vec::new(),
+            chunks: 0,
+            new_chunks: 0,
+            new_bytes: 0,
+            entry_hash: blake3::Hasher::new(),
+            progress,
+        }
+    }
+
     fn push_sealed(&mut self, b: &SealedBlob) -> Result<()> {
         self.pack.push(b);
         if self.pack.len() >= self.target {

@@ -11,5 +11,5 @@ mod extract;
 mod layout;
 
 pub use diff::{diff, Change, DiffReport};
-pub use extract::{safe_join, ExtractSummary};
+pub use extract::ExtractSummary;
 pub use layout::{normalize, FileInfo, Layout};

@@ -1,0 +1,163 @@
+//! [`ObjectKey`]: every rule about where a repository object lives, in one
+//! place. docs/FORMAT.md lists the same layout.
+
+use std::fmt;
+
+use crate::ids::Id;
+
+/// The kinds of repository objects, each under its own key prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `config` (plaintext JSON).
+    Config,
+    /// `keys/<id>` (key slots, JSON).
+    KeySlot,
+    /// `packs/<ab>/<id>`.
+    Pack,
+    /// `index/<id>` (sealed).
+    Index,
+    /// `snapshots/<id>` (sealed).
+    Snapshot,
+    /// `wal/<stanza>/…`: stanza records and WAL manifests (sealed, bound to
+    /// their key).
+    Wal,
+}
+
+impl Kind {
+    /// The key prefix listing this kind (`config` is a single key).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Kind::Config => "config",
+            Kind::KeySlot => "keys",
+            Kind::Pack => "packs",
+            Kind::Index => "index",
+            Kind::Snapshot => "snapshots",
+            Kind::Wal => "wal",
+        }
+    }
+}
+
+/// Where one object lives, relative to the repository root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// `config`.
+    Config,
+    /// `keys/<id>`: a key slot (16 hex digits).
+    KeySlot(String),
+    /// `packs/<first two hex digits>/<id>`: a pack, named by the BLAKE3 of
+    /// its bytes.
+    Pack(Id),
+    /// `index/<id>`: an index segment.
+    Index(Id),
+    /// `snapshots/<id>`: a snapshot manifest.
+    Snapshot(Id),
+    /// `wal/<stanza>/stanza`: what a stanza's first file recorded about its
+    /// cluster.
+    Stanza(String),
+    /// `wal/<stanza>/<timeline, 8 hex digits>/<name>`: one archived WAL
+    /// file's manifest.
+    WalFile {
+        /// The stanza.
+        stanza: String,
+        /// The timeline, which is also the first 8 hex digits of the name.
+        timeline: u32,
+        /// The WAL file name.
+        name: String,
+    },
+}
+
+impl ObjectKey {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectKey::Config => Kind::Config,
+            ObjectKey::KeySlot(_) => Kind::KeySlot,
+            ObjectKey::Pack(_) => Kind::Pack,
+            ObjectKey::Index(_) => Kind::Index,
+            ObjectKey::Snapshot(_) => Kind::Snapshot,
+            ObjectKey::Stanza(_) | ObjectKey::WalFile { .. } => Kind::Wal,
+        }
+    }
+
+    /// Reads a listed key back; `None` for anything that is not a
+    /// well-formed key of this layout (a stray file, a malformed name).
+    pub fn parse(key: &str) -> Option<ObjectKey> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let id = |s: &str| Id::from_hex(s);
+        match parts.as_slice() {
+            ["config"] => Some(ObjectKey::Config),
+            ["keys", slot] if !slot.is_empty() => Some(ObjectKey::KeySlot(slot.to_string())),
+            ["packs", ab, hex] => id(hex).filter(|_| hex.get(..2) == Some(*ab)).map(ObjectKey::Pack),
+            ["index", hex] => id(hex).map(ObjectKey::Index),
+            ["snapshots", hex] => id(hex).map(ObjectKey::Snapshot),
+            ["wal", stanza, "stanza"] => Some(ObjectKey::Stanza(stanza.to_string())),
+            ["wal", stanza, tli, name] if tli.len() == 8 => {
+                let timeline = u32::from_str_radix(tli, 16).ok()?;
+                Some(ObjectKey::WalFile { stanza: stanza.to_string(), timeline, name: name.to_string() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The id of a pack, index segment or snapshot key.
+    pub fn id(&self) -> Option<Id> {
+        match self {
+            ObjectKey::Pack(id) | ObjectKey::Index(id) | ObjectKey::Snapshot(id) => Some(*id),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectKey::Config => f.write_str("config"),
+            ObjectKey::KeySlot(slot) => write!(f, "keys/{slot}"),
+            ObjectKey::Pack(id) => {
+                let h = id.to_hex();
+                write!(f, "packs/{}/{h}", &h[..2])
+            }
+            ObjectKey::Index(id) => write!(f, "index/{}", id.to_hex()),
+            ObjectKey::Snapshot(id) => write!(f, "snapshots/{}", id.to_hex()),
+            ObjectKey::Stanza(stanza) => write!(f, "wal/{stanza}/stanza"),
+            ObjectKey::WalFile { stanza, timeline, name } => write!(f, "wal/{stanza}/{timeline:08X}/{name}"),
+        }
+    }
+}
+
+impl From<ObjectKey> for String {
+    fn from(k: ObjectKey) -> String {
+        k.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_round_trips_and_strays_are_refused() {
+        let id = Id([0xab; 32]);
+        let keys = [
+            ObjectKey::Config,
+            ObjectKey::KeySlot("0123456789abcdef".into()),
+            ObjectKey::Pack(id),
+            ObjectKey::Index(id),
+            ObjectKey::Snapshot(id),
+            ObjectKey::Stanza("main".into()),
+            ObjectKey::WalFile { stanza: "main".into(), timeline: 0x1a, name: "0000001A0000000000000003".into() },
+        ];
+        for k in keys {
+            assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");
+            assert!(k.to_string().starts_with(k.kind().prefix()));
+        }
+        assert_eq!(ObjectKey::Pack(id).to_string(), format!("packs/ab/{}", id.to_hex()));
+        assert_eq!(
+            ObjectKey::WalFile { stanza: "s".into(), timeline: 2, name: "n".into() }.to_string(),
+            "wal/s/00000002/n"
+        );
+        for stray in ["packs/cd/".to_string() + &id.to_hex(), "packs/ab/xyz".into(), "index/ab".into(), "nope".into()] {
+            assert_eq!(ObjectKey::parse(&stray), None, "{stray}");
+        }
+    }
+}
