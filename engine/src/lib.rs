@@ -69,10 +69,12 @@ pub use repo::{Config, InitOptions, Repository};
 pub use repofile::{Kind, ObjectKey, RepoFile};
 pub use snapshot::{Entry, Snapshot, SourceInfo};
 pub use sources::command::CommandSource;
-pub use sources::dir::{build_excludes, DirFeed, KIND as DIR_KIND};
-pub use sources::pg::base::{BaseTarSource, KIND as PG_BASE_KIND};
+pub use sources::dir::{
+    build_excludes, previous_snapshot as previous_dir_snapshot, DirFacts, DirFeed, KIND as DIR_KIND,
+};
+pub use sources::pg::base::{BaseTarSource, PgFacts, KIND as PG_BASE_KIND};
 pub use sources::pg::pull::PullFeed;
-pub use sources::redis::rdb::{RdbSource, KIND as REDIS_KIND};
+pub use sources::redis::rdb::{RdbSource, RedisFacts, KIND as REDIS_KIND};
 pub use sources::redis::sync::{ReplicationSource, SyncOptions, TlsOptions};
 pub use sources::tar::TarMode;
 pub use sources::{Feed, Piece, PieceSink, StreamSource};

@@ -180,6 +180,13 @@ impl RepoFile for Snapshot {
 }
 
 impl Snapshot {
+    /// Whether this snapshot restores as a tree of files (a directory
+    /// snapshot) rather than as one stream per entry. One file or subtree
+    /// of a tar snapshot also restores as files, by path.
+    pub fn is_file_tree(&self) -> bool {
+        self.source.kind == crate::sources::dir::KIND
+    }
+
     /// Seals and stores the manifest; returns its id.
     pub async fn save(&self, repo: &Repository) -> Result<Id> {
         repo.put_object(ObjectKind::Snapshot, &self.encode()).await

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use cairn_engine::CommandSource;
 use cairn_engine::DirFeed;
 use cairn_engine::LocalIndex;
+use cairn_engine::PgFacts;
 use cairn_engine::Snapshot;
 use cairn_engine::StreamSource;
 use cairn_engine::TarMode;
@@ -187,7 +188,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         t.finish();
     }
     let (id, snap) = result?;
-    let incomplete = snap.metadata.pointer("/pg/wal_complete") == Some(&serde_json::Value::Bool(false));
+    let incomplete = PgFacts::of(&snap).is_ok_and(|f| !f.wal_complete);
     report(g, (id, snap));
     if incomplete {
         eprintln!(
@@ -218,14 +219,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     let excludes = cairn_engine::build_excludes(&a.excludes)?;
 
     let repo = g.open().await?;
-    let host = cairn_engine::hostname();
-    let root_text = root.display().to_string();
-    let parent = Snapshot::list(&repo).await?.into_iter().rev().find(|(_, s)| {
-        s.source.kind == cairn_engine::DIR_KIND
-            && s.source.name == opts.source.name
-            && s.host == host
-            && s.metadata.pointer("/dir/path").and_then(|p| p.as_str()) == Some(root_text.as_str())
-    });
+    let parent = cairn_engine::previous_dir_snapshot(&repo, &opts.source.name, &root).await?;
     if let Some((pid, _)) = &parent {
         tracing::info!("files cache: snapshot {}", pid.short());
     }

@@ -166,7 +166,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         t.finish();
     }
     let (id, snap) = result?;
-    let complete = snap.metadata.pointer("/pg/wal_complete") == Some(&serde_json::Value::Bool(true));
+    let complete = cairn_engine::PgFacts::of(&snap).is_ok_and(|f| f.wal_complete);
     if g.json {
         super::print_json(
             &serde_json::json!({ "snapshot": id.to_hex(), "kind": snap.source.kind, "stats": snap.stats, "metadata": snap.metadata }),

@@ -98,35 +98,15 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     use cairn_engine::{ReplicationSource, SyncOptions, TlsOptions};
     use std::sync::Arc;
 
-    let url = url::Url::parse(&a.url).map_err(|e| anyhow::anyhow!("--url: {e}"))?;
-    anyhow::ensure!(
-        matches!(url.scheme(), "redis" | "rediss"),
-        "--url must be redis://host:port or rediss://host:port (TLS)"
-    );
-    let tls_files = a.tls_ca_file.is_some() || a.tls_cert_file.is_some() || a.tls_server_name.is_some();
-    let tls = a.tls || url.scheme() == "rediss";
-    anyhow::ensure!(tls || !tls_files, "--tls-* options need --tls or a rediss:// URL");
-    let host = url.host_str().ok_or_else(|| anyhow::anyhow!("--url has no host"))?;
-    let addr = format!("{host}:{}", url.port().unwrap_or(6379));
-    let mut password = url.password().map(|p| p.to_string());
-    if password.is_some() {
-        tracing::warn!("the password in --url is visible in the process list; prefer REDISCLI_AUTH or --password-file");
-    }
-    if let Some(f) = &a.password_file {
-        let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
-        password = Some(text.strip_suffix('\n').unwrap_or(&text).to_string());
-    } else if password.is_none() {
-        password = std::env::var("REDISCLI_AUTH").ok().filter(|p| !p.is_empty());
-    }
-    let user = (!url.username().is_empty()).then(|| url.username().to_string());
-    let tls = tls.then_some(TlsOptions {
+    let tls = TlsOptions {
         ca_file: a.tls_ca_file,
         cert_file: a.tls_cert_file,
         key_file: a.tls_key_file,
         server_name: a.tls_server_name,
-    });
+    };
     let timeout = std::time::Duration::from_secs(a.timeout);
-    let opts = SyncOptions { addr: addr.clone(), user, password, timeout, tls };
+    let opts = SyncOptions::from_url(&a.url, a.tls, tls, a.password_file.as_deref(), timeout)?;
+    let addr = opts.addr.clone();
 
     let repo = g.open().await?;
     let index = Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
@@ -159,7 +139,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             id.short(),
             crate::common::human_bytes(snap.stats.bytes_read),
             crate::common::human_bytes(snap.stats.new_bytes),
-            snap.metadata["keys"]
+            cairn_engine::RedisFacts::of(&snap).map_or_else(|| "?".to_string(), |f| f.keys.to_string())
         );
     }
     Ok(crate::exit::OK)

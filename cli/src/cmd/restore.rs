@@ -69,7 +69,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     }
     let repo = g.open().await?;
     let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
-    if a.path.is_some() || snap.source.kind == cairn_engine::DIR_KIND {
+    if a.path.is_some() || snap.is_file_tree() {
         if to_stdout {
             bail!("restoring files needs a target directory: --to DIR");
         }

@@ -24,7 +24,7 @@ use cairn_formats::pg::{SegmentName, SegmentSize};
 
 use crate::commands::backup::CommitGate;
 use crate::repo::Repository;
-use crate::sources::pg::base::BaseFacts;
+use crate::sources::pg::base::PgFacts;
 use crate::wal::{load_stanza, manifest_key};
 use crate::{Error, Result};
 
@@ -37,7 +37,7 @@ use crate::{Error, Result};
 pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration) -> CommitGate {
     Box::new(move |mut meta: serde_json::Value| {
         Box::pin(async move {
-            let mut facts: BaseFacts = serde_json::from_value(meta.get("pg").cloned().unwrap_or_default())
+            let mut facts: PgFacts = serde_json::from_value(meta.get("pg").cloned().unwrap_or_default())
                 .map_err(|e| Error::Config(format!("base backup facts missing: {e}")))?;
             let cluster = load_stanza(&repo, &stanza).await?;
             if let Some(c) = &cluster {
@@ -84,7 +84,7 @@ pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration) -> Com
 }
 
 /// The `STOP TIME` of the backup history file that matches `facts`.
-async fn stop_time(repo: &Repository, stanza: &str, facts: &BaseFacts, size: SegmentSize) -> Result<Option<String>> {
+async fn stop_time(repo: &Repository, stanza: &str, facts: &PgFacts, size: SegmentSize) -> Result<Option<String>> {
     let start = facts.start();
     let seg = SegmentName::containing(facts.timeline, start, size);
     let name = format!("{}.{:08X}.backup", seg.format(size), start.0 % u64::from(size.bytes()));

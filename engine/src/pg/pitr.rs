@@ -20,7 +20,7 @@ use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::sources::pg::base::{BaseFacts, KIND};
+use crate::sources::pg::base::{PgFacts, KIND};
 use crate::wal::{catalog, WalFileKind, WalManifest};
 use crate::{Error, Result};
 
@@ -70,7 +70,7 @@ pub struct Plan {
     /// The base backup's snapshot id.
     pub snapshot: String,
     /// What that backup recorded.
-    pub backup: BaseFacts,
+    pub backup: PgFacts,
     /// The target.
     pub target: Target,
     /// The timeline recovery follows.
@@ -176,7 +176,7 @@ pub fn parse_time(s: &str) -> Result<i64> {
 
 /// When the backup became consistent, at the latest. PostgreSQL writes
 /// `STOP TIME` in whole seconds, truncated, so a second is added.
-fn stop_time_us(b: &BaseFacts) -> i64 {
+fn stop_time_us(b: &PgFacts) -> i64 {
     chrono::DateTime::parse_from_rfc3339(&b.stop_time).map(|t| t.timestamp_micros() + 1_000_000).unwrap_or(i64::MAX)
 }
 
@@ -195,12 +195,12 @@ pub async fn plan(
     let seg_bytes = u64::from(archive.size.bytes());
 
     // Base backups of this stanza on the path, newest first.
-    let mut backups: Vec<(Id, Snapshot, BaseFacts)> = Vec::new();
+    let mut backups: Vec<(Id, Snapshot, PgFacts)> = Vec::new();
     for (id, s) in Snapshot::list(repo).await? {
         if s.source.kind != KIND {
             continue;
         }
-        let f = BaseFacts::of(&s)?;
+        let f = PgFacts::of(&s)?;
         if f.stanza != stanza {
             continue;
         }
@@ -219,7 +219,7 @@ pub async fn plan(
     }
 
     // Pick the backup and the position recovery must reach.
-    let pick = |ok: &dyn Fn(&BaseFacts) -> bool, what: String| {
+    let pick = |ok: &dyn Fn(&PgFacts) -> bool, what: String| {
         backups.iter().find(|(_, _, f)| ok(f)).cloned().ok_or_else(|| refused(what))
     };
     let (id, snap, facts) = match &target {

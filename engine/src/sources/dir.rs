@@ -19,9 +19,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
+use crate::ids::Id;
+use crate::repo::Repository;
 use crate::snapshot::{Entry, FileStat, Snapshot};
 use crate::sources::tar::TarMode;
 use crate::sources::{Feed, Piece, PieceSink};
@@ -31,7 +33,7 @@ use crate::{Error, Result};
 pub const KIND: &str = "dir";
 
 /// What a directory walk found and did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct DirStats {
     /// Regular files (including those the cache knew).
     pub files: u64,
@@ -49,6 +51,37 @@ pub struct DirStats {
     pub skipped_special: u64,
     /// Paths left out by an exclude pattern.
     pub excluded: u64,
+}
+
+/// What a directory snapshot records about its walk (`metadata.dir`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirFacts {
+    /// The directory backed up, as an absolute path.
+    pub path: String,
+    /// What the walk found and did.
+    #[serde(default)]
+    pub walk: DirStats,
+}
+
+impl DirFacts {
+    /// The facts of a directory snapshot; `None` for other kinds.
+    pub fn of(snapshot: &Snapshot) -> Option<DirFacts> {
+        (snapshot.source.kind == KIND)
+            .then(|| serde_json::from_value(snapshot.metadata.get("dir")?.clone()).ok())
+            .flatten()
+    }
+}
+
+/// The files cache for a backup of `root` as source `name` on this host:
+/// the newest directory snapshot of the same source, host and path.
+pub async fn previous_snapshot(repo: &Repository, name: &str, root: &Path) -> Result<Option<(Id, Snapshot)>> {
+    let host = crate::hostname();
+    let root = root.display().to_string();
+    Ok(Snapshot::list(repo)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.source.name == name && s.host == host && DirFacts::of(s).is_some_and(|f| f.path == root)))
 }
 
 /// Exclude patterns (globs, matched against the path relative to the root
@@ -202,6 +235,7 @@ impl Feed for DirFeed {
             return Err(Error::InvalidInput(format!("{}: not a directory", root.display())));
         }
         self.one(sink, params, seed, &root, ".".into(), &meta)?;
-        Ok(Some(serde_json::json!({ "dir": { "path": root.display().to_string(), "walk": self.stats } })))
+        let facts = DirFacts { path: root.display().to_string(), walk: self.stats };
+        Ok(Some(serde_json::json!({ "dir": facts })))
     }
 }

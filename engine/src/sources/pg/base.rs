@@ -36,7 +36,7 @@ const KEEP: [(&str, usize); 5] = [
 
 /// What a base backup says about itself, recorded in the snapshot.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct BaseFacts {
+pub struct PgFacts {
     /// Stanza whose WAL archive completes this backup.
     pub stanza: String,
     /// Database system identifier (from `global/pg_control`).
@@ -67,9 +67,9 @@ pub struct BaseFacts {
     pub wal_complete: bool,
 }
 
-impl BaseFacts {
+impl PgFacts {
     /// The facts of a `pg-base` snapshot.
-    pub fn of(snapshot: &crate::snapshot::Snapshot) -> Result<BaseFacts> {
+    pub fn of(snapshot: &crate::snapshot::Snapshot) -> Result<PgFacts> {
         serde_json::from_value(snapshot.metadata.get("pg").cloned().unwrap_or_default())
             .map_err(|e| Error::corrupt("snapshot metadata", None, format!("not a usable pg-base snapshot ({e})")))
     }
@@ -202,7 +202,7 @@ impl TarChecker {
     /// After the last archive (and the manifest): every file the manifest
     /// lists must have been seen with its size and CRC-32C; returns what
     /// the backup says about itself.
-    pub fn check(&mut self, stanza: &str) -> Result<BaseFacts> {
+    pub fn check(&mut self, stanza: &str) -> Result<PgFacts> {
         self.end_archive()?;
         let manifest = self.kept.get("backup_manifest").ok_or_else(|| {
             self.bad("the archive holds no backup_manifest (run pg_basebackup with its default --manifest-checksums, not --no-manifest)".into())
@@ -238,7 +238,7 @@ impl TarChecker {
         let control = self.kept.get("global/pg_control").map(Vec::as_slice).unwrap_or_default();
         let system_id = control.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")).to_string());
         let stop = manifest.wal_ranges.iter().map(|r| r.end).max().unwrap_or(Lsn(0));
-        Ok(BaseFacts {
+        Ok(PgFacts {
             stanza: stanza.to_string(),
             system_id: system_id.ok_or_else(|| self.bad("the archive holds no global/pg_control".into()))?,
             pg_version: self
@@ -266,7 +266,7 @@ pub struct BaseTarSource {
     inner: Box<dyn StreamSource>,
     stanza: String,
     checker: TarChecker,
-    facts: Option<BaseFacts>,
+    facts: Option<PgFacts>,
 }
 
 impl BaseTarSource {

@@ -7,7 +7,10 @@
 use std::io::Read;
 
 use cairn_formats::redis::{ChecksumStatus, RdbParser, RdbSummary};
-use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::sources::StreamSource;
 use crate::{Error, Result};
@@ -62,39 +65,116 @@ impl<S: StreamSource> StreamSource for RdbSource<S> {
     }
 }
 
-/// The facts about an RDB file, as recorded in snapshots and printed by
-/// `cairn inspect rdb`.
+/// What a Redis snapshot records about its RDB file (the snapshot's
+/// metadata), and what `cairn inspect rdb` prints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisFacts {
+    /// Bytes of the RDB file.
+    pub bytes: u64,
+    /// RDB format version.
+    pub rdb_version: u32,
+    /// The `redis-ver` aux field.
+    pub redis_ver: Option<String>,
+    /// Replication id (aux field, or the live pull's).
+    pub repl_id: Option<String>,
+    /// Replication offset (aux field, or the live pull's).
+    pub repl_offset: Option<i64>,
+    /// Every aux field.
+    #[serde(default)]
+    pub aux: BTreeMap<String, String>,
+    /// Per database (by number).
+    #[serde(default)]
+    pub databases: BTreeMap<String, DbFacts>,
+    /// Keys in all databases.
+    pub keys: u64,
+    /// The trailing CRC-64.
+    pub checksum: ChecksumFacts,
+}
+
+/// One database of an RDB file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbFacts {
+    /// Keys.
+    pub keys: u64,
+    /// Keys with an expiry.
+    pub expires: u64,
+    /// String values.
+    pub strings: u64,
+    /// Lists.
+    pub lists: u64,
+    /// Sets.
+    pub sets: u64,
+    /// Sorted sets.
+    pub sorted_sets: u64,
+    /// Hashes.
+    pub hashes: u64,
+    /// Streams.
+    pub streams: u64,
+    /// Module values.
+    pub modules: u64,
+}
+
+/// The RDB file's checksum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumFacts {
+    /// `valid`, `disabled` (written as zero), `absent` (old versions) or
+    /// `pending`.
+    pub status: String,
+    /// The CRC-64, hex, when valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crc64: Option<String>,
+}
+
+impl RedisFacts {
+    /// The facts of a parsed RDB file.
+    pub fn from_summary(s: &RdbSummary) -> RedisFacts {
+        let (status, crc64) = match s.checksum {
+            ChecksumStatus::Valid(c) => ("valid", Some(format!("{c:016x}"))),
+            ChecksumStatus::Disabled => ("disabled", None),
+            ChecksumStatus::Absent => ("absent", None),
+            ChecksumStatus::Pending => ("pending", None),
+        };
+        let databases = s
+            .dbs
+            .iter()
+            .map(|(db, d)| {
+                let k = &d.kinds;
+                let facts = DbFacts {
+                    keys: d.keys,
+                    expires: d.expires,
+                    strings: k.strings,
+                    lists: k.lists,
+                    sets: k.sets,
+                    sorted_sets: k.sorted_sets,
+                    hashes: k.hashes,
+                    streams: k.streams,
+                    modules: k.modules,
+                };
+                (db.to_string(), facts)
+            })
+            .collect();
+        let get = |k: &str| s.aux.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
+        RedisFacts {
+            bytes: s.rdb_len,
+            rdb_version: s.version,
+            redis_ver: get("redis-ver"),
+            repl_id: get("repl-id"),
+            repl_offset: get("repl-offset").and_then(|v| v.parse::<i64>().ok()),
+            aux: s.aux.iter().cloned().collect(),
+            databases,
+            keys: s.dbs.values().map(|d| d.keys).sum::<u64>(),
+            checksum: ChecksumFacts { status: status.into(), crc64 },
+        }
+    }
+
+    /// The facts of a Redis snapshot; `None` for other kinds or unreadable
+    /// metadata.
+    pub fn of(snapshot: &crate::snapshot::Snapshot) -> Option<RedisFacts> {
+        (snapshot.source.kind == KIND).then(|| serde_json::from_value(snapshot.metadata.clone()).ok()).flatten()
+    }
+}
+
+/// [`RedisFacts`] as JSON, for snapshot metadata and `cairn inspect rdb`.
 pub fn summary_json(s: &RdbSummary) -> Value {
-    let checksum = match s.checksum {
-        ChecksumStatus::Valid(c) => json!({ "status": "valid", "crc64": format!("{c:016x}") }),
-        ChecksumStatus::Disabled => json!({ "status": "disabled" }),
-        ChecksumStatus::Absent => json!({ "status": "absent" }),
-        ChecksumStatus::Pending => json!({ "status": "pending" }),
-    };
-    let dbs: serde_json::Map<String, Value> = s
-        .dbs
-        .iter()
-        .map(|(db, d)| {
-            let k = &d.kinds;
-            (
-                db.to_string(),
-                json!({ "keys": d.keys, "expires": d.expires, "strings": k.strings, "lists": k.lists, "sets": k.sets,
-                        "sorted_sets": k.sorted_sets, "hashes": k.hashes, "streams": k.streams, "modules": k.modules }),
-            )
-        })
-        .collect();
-    let aux: serde_json::Map<String, Value> =
-        s.aux.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-    let get = |k: &str| s.aux.iter().find(|(a, _)| a == k).map(|(_, v)| v.clone());
-    json!({
-        "bytes": s.rdb_len,
-        "rdb_version": s.version,
-        "redis_ver": get("redis-ver"),
-        "repl_id": get("repl-id"),
-        "repl_offset": get("repl-offset").and_then(|v| v.parse::<i64>().ok()),
-        "aux": aux,
-        "databases": dbs,
-        "keys": s.dbs.values().map(|d| d.keys).sum::<u64>(),
-        "checksum": checksum,
-    })
+    serde_json::to_value(RedisFacts::from_summary(s)).expect("facts serialize")
 }

@@ -50,6 +50,51 @@ pub struct SyncOptions {
     pub tls: Option<TlsOptions>,
 }
 
+impl SyncOptions {
+    /// Options for the server a `redis://` or `rediss://` URL names
+    /// (default port 6379). TLS is spoken for `rediss://` or when `force_tls`
+    /// is set, and `tls` settings without TLS are refused. The password is
+    /// read from `password_file` (one trailing newline dropped) if given,
+    /// else taken from the URL (with a warning: it shows in the process
+    /// list), else from `REDISCLI_AUTH`.
+    pub fn from_url(
+        url: &str,
+        force_tls: bool,
+        tls: TlsOptions,
+        password_file: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<SyncOptions> {
+        let url = url::Url::parse(url).map_err(|e| Error::InvalidInput(format!("Redis URL: {e}")))?;
+        if !matches!(url.scheme(), "redis" | "rediss") {
+            return Err(Error::InvalidInput(
+                "the Redis URL must be redis://host:port or rediss://host:port (TLS)".into(),
+            ));
+        }
+        let tls_given =
+            tls.ca_file.is_some() || tls.cert_file.is_some() || tls.key_file.is_some() || tls.server_name.is_some();
+        let use_tls = force_tls || url.scheme() == "rediss";
+        if tls_given && !use_tls {
+            return Err(Error::InvalidInput("TLS settings need TLS (a rediss:// URL)".into()));
+        }
+        let host = url.host_str().ok_or_else(|| Error::InvalidInput("the Redis URL has no host".into()))?;
+        let addr = format!("{host}:{}", url.port().unwrap_or(6379));
+        let mut password = url.password().map(|p| p.to_string());
+        if password.is_some() {
+            tracing::warn!(
+                "the password in the Redis URL is visible in the process list; prefer REDISCLI_AUTH or a password file"
+            );
+        }
+        if let Some(f) = password_file {
+            let text = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+            password = Some(text.strip_suffix('\n').unwrap_or(&text).to_string());
+        } else if password.is_none() {
+            password = std::env::var("REDISCLI_AUTH").ok().filter(|p| !p.is_empty());
+        }
+        let user = (!url.username().is_empty()).then(|| url.username().to_string());
+        Ok(SyncOptions { addr, user, password, timeout, tls: use_tls.then_some(tls) })
+    }
+}
+
 /// How to set up and verify a TLS connection.
 #[derive(Clone, Debug, Default)]
 pub struct TlsOptions {
