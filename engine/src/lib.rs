@@ -67,7 +67,7 @@ pub use index::{rebuild_from_packs, LocalIndex, RebuildSummary};
 pub use keys::{KeySlot, Secret};
 pub use repo::{Config, InitOptions, Repository};
 pub use repofile::{Kind, ObjectKey, RepoFile};
-pub use snapshot::{Entry, Snapshot, SourceInfo};
+pub use snapshot::{Entry, FileKind, Snapshot, SourceInfo};
 pub use sources::command::CommandSource;
 pub use sources::dir::{
     build_excludes, previous_snapshot as previous_dir_snapshot, DirFacts, DirFeed, KIND as DIR_KIND,

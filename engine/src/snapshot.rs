@@ -22,13 +22,52 @@ pub struct TreeRef {
     pub bytes: u64,
 }
 
+/// What an entry or a tar member is. Stored as its lower-case name;
+/// a name this build does not know reads as `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A regular file, or a stream.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (its target in `target`).
+    Symlink,
+    /// Another name of a file stored earlier (its path in `target`).
+    Hardlink,
+    /// A character device (tar only; not extracted).
+    Char,
+    /// A block device (tar only; not extracted).
+    Block,
+    /// A FIFO (tar only; not extracted).
+    Fifo,
+    /// Anything else.
+    #[serde(other)]
+    Other,
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::File => "file",
+            FileKind::Dir => "dir",
+            FileKind::Symlink => "symlink",
+            FileKind::Hardlink => "hardlink",
+            FileKind::Char => "char",
+            FileKind::Block => "block",
+            FileKind::Fifo => "fifo",
+            FileKind::Other => "other",
+        })
+    }
+}
+
 /// One entry of a snapshot (a plain stream has exactly one).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Entry {
     /// Name inside the snapshot (e.g. `stdin`, `base.tar`).
     pub name: String,
     /// `file` for streams.
-    pub kind: String,
+    pub kind: FileKind,
     /// Unix mode bits.
     pub mode: u32,
     /// Modification time (Unix seconds), where the source had one.
@@ -62,10 +101,10 @@ pub struct Entry {
 impl Entry {
     /// An entry with no content yet (the pipeline fills in content, size
     /// and hash).
-    pub fn new(name: impl Into<String>, kind: &str, mode: u32, mtime: Option<i64>) -> Entry {
+    pub fn new(name: impl Into<String>, kind: FileKind, mode: u32, mtime: Option<i64>) -> Entry {
         Entry {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             mode,
             mtime,
             size: 0,
@@ -109,7 +148,7 @@ pub struct MembersRef {
 impl MembersRef {
     /// The index as an [`Entry`], so the ordinary restore pipeline reads it.
     pub fn as_entry(&self, of: &str) -> Entry {
-        let mut e = Entry::new(format!("{of} (member index)"), "file", 0o600, None);
+        let mut e = Entry::new(format!("{of} (member index)"), FileKind::File, 0o600, None);
         e.size = self.size;
         e.blake3 = self.blake3.clone();
         e.content = self.content.clone();

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::ids::Id;
 use crate::repo::Repository;
-use crate::snapshot::{Entry, FileStat, Snapshot};
+use crate::snapshot::{Entry, FileKind, FileStat, Snapshot};
 use crate::sources::tar::TarMode;
 use crate::sources::{Feed, Piece, PieceSink};
 use crate::{Error, Result};
@@ -154,12 +154,12 @@ impl DirFeed {
         meta: &std::fs::Metadata,
     ) -> Result<()> {
         let ft = meta.file_type();
-        let mut e = Entry::new(rel.clone(), "file", meta.mode() & 0o7777, Some(meta.mtime()));
+        let mut e = Entry::new(rel.clone(), FileKind::File, meta.mode() & 0o7777, Some(meta.mtime()));
         e.mtime_nanos = Some(meta.mtime_nsec() as u32);
         e.owner = Some((meta.uid(), meta.gid()));
         if ft.is_dir() {
             self.stats.dirs += 1;
-            e.kind = "dir".into();
+            e.kind = FileKind::Dir;
             sink.push(Piece::Reuse(Box::new(e)))?;
             let under = if rel == "." { "" } else { rel.as_str() };
             return self.walk(sink, params, seed, path, under);
@@ -173,7 +173,7 @@ impl DirFeed {
                     path.display()
                 ))
             })?;
-            e.kind = "symlink".into();
+            e.kind = FileKind::Symlink;
             e.target = Some(t);
             return sink.push(Piece::Reuse(Box::new(e)));
         }
@@ -185,7 +185,7 @@ impl DirFeed {
         if meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
                 self.stats.hardlinks += 1;
-                e.kind = "hardlink".into();
+                e.kind = FileKind::Hardlink;
                 e.target = Some(first.clone());
                 return sink.push(Piece::Reuse(Box::new(e)));
             }
@@ -199,7 +199,7 @@ impl DirFeed {
             ctime_nanos: meta.ctime_nsec() as u32,
         });
         if let Some(old) = self.cache.get(&rel) {
-            let same = old.kind == "file"
+            let same = old.kind == FileKind::File
                 && old.size == meta.len()
                 && old.mtime == e.mtime
                 && old.mtime_nanos == e.mtime_nanos

@@ -21,6 +21,7 @@ use cairn_formats::tar::{EntryKind, TarEvent, TarParser};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::CutHints;
+use crate::snapshot::FileKind;
 use crate::{Error, Result};
 
 /// Version of the member index JSON.
@@ -44,8 +45,8 @@ pub enum TarMode {
 pub struct Member {
     /// Path as stored in the archive (invalid UTF-8 replaced).
     pub path: String,
-    /// `file`, `dir`, `symlink`, `hardlink`, `char`, `block`, `fifo`, `other`.
-    pub kind: String,
+    /// What the member is.
+    pub kind: FileKind,
     /// Permission bits.
     pub mode: u32,
     /// Modification time, Unix seconds.
@@ -96,16 +97,16 @@ impl MemberIndex {
     }
 }
 
-fn kind_name(k: EntryKind) -> &'static str {
+fn kind_of(k: EntryKind) -> FileKind {
     match k {
-        EntryKind::File => "file",
-        EntryKind::HardLink => "hardlink",
-        EntryKind::Symlink => "symlink",
-        EntryKind::CharDevice => "char",
-        EntryKind::BlockDevice => "block",
-        EntryKind::Directory => "dir",
-        EntryKind::Fifo => "fifo",
-        EntryKind::Other(_) => "other",
+        EntryKind::File => FileKind::File,
+        EntryKind::HardLink => FileKind::Hardlink,
+        EntryKind::Symlink => FileKind::Symlink,
+        EntryKind::CharDevice => FileKind::Char,
+        EntryKind::BlockDevice => FileKind::Block,
+        EntryKind::Directory => FileKind::Dir,
+        EntryKind::Fifo => FileKind::Fifo,
+        EntryKind::Other(_) => FileKind::Other,
     }
 }
 
@@ -216,7 +217,7 @@ impl TarHints {
                         }
                         self.members.push(Member {
                             path: m.path_lossy().into_owned(),
-                            kind: kind_name(m.kind).into(),
+                            kind: kind_of(m.kind),
                             mode: m.mode,
                             mtime: m.mtime,
                             uid: m.uid,

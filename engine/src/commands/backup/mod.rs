@@ -35,7 +35,7 @@ use crate::chunker::ChunkerParams;
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
-use crate::snapshot::{BackupStats, Entry, Snapshot, SourceInfo, SNAPSHOT_VERSION};
+use crate::snapshot::{BackupStats, Entry, FileKind, Snapshot, SourceInfo, SNAPSHOT_VERSION};
 use crate::sources::tar::TarMode;
 use crate::sources::{Feed, Piece, StreamSource};
 use crate::{Error, Result};
@@ -181,7 +181,7 @@ impl Backup {
     /// Backs up one stream as one entry. A tar stream (by `opts.tar`) is cut
     /// at member boundaries and gets a member index.
     pub async fn stream(self, source: Box<dyn StreamSource>) -> Result<(Id, Snapshot)> {
-        let entry = Entry::new(self.opts.entry_name.clone(), "file", self.opts.mode, self.opts.mtime);
+        let entry = Entry::new(self.opts.entry_name.clone(), FileKind::File, self.opts.mode, self.opts.mtime);
         let feed = StreamFeed { source, entry, tar: self.opts.tar };
         self.feed(Box::new(feed)).await
     }

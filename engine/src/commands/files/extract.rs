@@ -12,6 +12,7 @@ use super::layout::{normalize, FileInfo, Layout, Location};
 use crate::commands::restore::{restore_entry, restore_entry_to_path, PartialFile};
 use crate::index::LocalIndex;
 use crate::repo::Repository;
+use crate::snapshot::FileKind;
 use crate::{Error, Result};
 
 /// Joins an archive path under `root`, refusing absolute paths and `..`.
@@ -89,12 +90,12 @@ impl Layout {
         // files; one file or subtree is read by ranges instead.
         let streamed = want.is_none() && self.tar_entry.is_some();
         if streamed {
-            for f in chosen.iter().filter(|f| f.kind == "dir") {
+            for f in chosen.iter().filter(|f| f.kind == FileKind::Dir) {
                 let dest = safe_join(to, &f.path)?;
                 std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
             }
             let mut files = Vec::new();
-            for f in chosen.iter().filter(|f| f.kind == "file") {
+            for f in chosen.iter().filter(|f| f.kind == FileKind::File) {
                 let Location::Tar(start) = f.at else { continue };
                 files.push((start, f.size, safe_join(to, &f.path)?));
             }
@@ -103,7 +104,7 @@ impl Layout {
             let demux = Demux { files, next: 0, pos: 0, cur: None };
             let (s, d) = restore_entry(repo, index, e, demux, 8, std::sync::Arc::default()).await?;
             d.finish()?;
-            sum.bytes_written += chosen.iter().filter(|f| f.kind == "file").map(|f| f.size).sum::<u64>();
+            sum.bytes_written += chosen.iter().filter(|f| f.kind == FileKind::File).map(|f| f.size).sum::<u64>();
             sum.bytes_fetched += s.bytes_fetched;
             sum.requests += s.requests;
         }
@@ -112,24 +113,24 @@ impl Layout {
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
-            match f.kind.as_str() {
-                "dir" => {
+            match f.kind {
+                FileKind::Dir => {
                     std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
                     dirs.push((dest, *f));
                 }
-                "symlink" => {
+                FileKind::Symlink => {
                     let t = f.target.as_deref().unwrap_or_default();
                     let _ = std::fs::remove_file(&dest);
                     std::os::unix::fs::symlink(t, &dest).map_err(|e| Error::io(&dest, e))?;
                     set_times_and_mode(&dest, f, true)?;
                 }
-                "hardlink" => {
+                FileKind::Hardlink => {
                     let t = normalize(f.target.as_deref().unwrap_or_default());
                     let _ = std::fs::remove_file(&dest);
                     if done.contains(t.as_str()) {
                         let src = safe_join(to, &t)?;
                         std::fs::hard_link(&src, &dest).map_err(|e| Error::io(&dest, e))?;
-                    } else if let Some(orig) = self.files.iter().find(|x| x.path == t && x.kind == "file") {
+                    } else if let Some(orig) = self.files.iter().find(|x| x.path == t && x.kind == FileKind::File) {
                         // The link's target was not chosen: give this name its bytes.
                         let mut as_file = orig.clone();
                         as_file.path = f.path.clone();
@@ -138,8 +139,8 @@ impl Layout {
                         return Err(Error::NotFound { what: format!("hard link target {t:?} of {:?}", f.path) });
                     }
                 }
-                "file" if streamed => set_times_and_mode(&dest, f, false)?,
-                "file" => self.write_file(repo, index, f, &dest, &mut sum).await?,
+                FileKind::File if streamed => set_times_and_mode(&dest, f, false)?,
+                FileKind::File => self.write_file(repo, index, f, &dest, &mut sum).await?,
                 other => {
                     tracing::warn!("{}: {other} members are not extracted", f.path);
                     continue;

@@ -11,7 +11,7 @@ use crate::commands::restore::{refs_in_range, restore_entry, restore_range, Rest
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{FileKind, Snapshot};
 use crate::sources::tar::MemberIndex;
 use crate::{Error, Result};
 
@@ -20,8 +20,8 @@ use crate::{Error, Result};
 pub struct FileInfo {
     /// Path relative to the snapshot's root, without `./` or a trailing `/`.
     pub path: String,
-    /// `file`, `dir`, `symlink`, `hardlink`, …
-    pub kind: String,
+    /// What it is.
+    pub kind: FileKind,
     /// Permission bits.
     pub mode: u32,
     /// Modification time, Unix seconds.
@@ -90,14 +90,14 @@ impl Layout {
                 .enumerate()
                 .map(|(i, e)| FileInfo {
                     path: if e.name == "." { String::new() } else { e.name.clone() },
-                    kind: e.kind.clone(),
+                    kind: e.kind,
                     mode: e.mode,
                     mtime: e.mtime,
                     size: e.size,
                     target: e.target.clone(),
                     owner: e.owner.map(|(u, g)| (u64::from(u), u64::from(g))),
                     nanos: e.mtime_nanos.unwrap_or(0),
-                    at: if e.kind == "file" { Location::Entry(i) } else { Location::None },
+                    at: if e.kind == FileKind::File { Location::Entry(i) } else { Location::None },
                 })
                 .collect();
             return Ok(Layout { snapshot, files, tar_entry: None, tar_refs: Default::default() });
@@ -125,14 +125,14 @@ impl Layout {
             .into_iter()
             .map(|m| FileInfo {
                 path: normalize(&m.path),
-                kind: m.kind.clone(),
+                kind: m.kind,
                 mode: m.mode,
                 mtime: Some(m.mtime),
                 size: m.size,
                 target: m.link,
                 owner: Some((m.uid, m.gid)),
                 nanos: 0,
-                at: if m.kind == "file" { Location::Tar(m.data) } else { Location::None },
+                at: if m.kind == FileKind::File { Location::Tar(m.data) } else { Location::None },
             })
             .collect();
         Ok(Layout { snapshot, files, tar_entry: Some(i), tar_refs: Default::default() })

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::base::{Checked, TarChecker};
 use crate::chunker::ChunkerParams;
 use crate::pg::replication::{BaseBackup, BaseBackupOptions, ConnInfo};
-use crate::snapshot::Entry;
+use crate::snapshot::{Entry, FileKind};
 use crate::sources::tar::TarMode;
 use crate::sources::{Feed, Piece, PieceSink};
 use crate::Result;
@@ -62,12 +62,12 @@ impl Feed for PullFeed {
             checker.next_archive(&prefix)?;
             let reader = Checked { inner: &mut bb, checker: &mut checker };
             let (_, hints) = sink.chunk_stream(reader, params, seed, TarMode::Require)?;
-            sink.push(Piece::End(Box::new(Entry::new(archive.name.clone(), "file", 0o600, None))))?;
+            sink.push(Piece::End(Box::new(Entry::new(archive.name.clone(), FileKind::File, 0o600, None))))?;
             sink.push_member_index(hints, params, seed)?;
         }
         let manifest = bb.manifest()?;
         sink.chunk_stream(std::io::Cursor::new(manifest.clone()), params, seed, TarMode::Off)?;
-        sink.push(Piece::End(Box::new(Entry::new("backup_manifest", "file", 0o600, None))))?;
+        sink.push(Piece::End(Box::new(Entry::new("backup_manifest", FileKind::File, 0o600, None))))?;
         checker.keep("backup_manifest", manifest);
         let system_id = bb.system_id();
         let end = bb.finish()?;
