@@ -48,7 +48,8 @@ pub enum FileKind {
 
 impl std::fmt::Display for FileKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        // `pad`, not `write_str`: `ls` aligns kinds in a column.
+        f.pad(match self {
             FileKind::File => "file",
             FileKind::Dir => "dir",
             FileKind::Symlink => "symlink",
@@ -313,5 +314,20 @@ impl Snapshot {
             }
             _ => Err(Error::InvalidInput(format!("snapshot prefix {spec} is ambiguous ({} matches)", hits.len()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_kinds_keep_their_names_and_pad() {
+        for (k, name) in [(FileKind::File, "file"), (FileKind::Dir, "dir"), (FileKind::Hardlink, "hardlink")] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("{name:?}"));
+            assert_eq!(k.to_string(), name);
+        }
+        assert_eq!(serde_json::from_str::<FileKind>("\"socket\"").unwrap(), FileKind::Other);
+        assert_eq!(format!("{:<8}|", FileKind::Dir), "dir     |", "ls aligns kinds in a column");
     }
 }

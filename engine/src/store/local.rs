@@ -11,7 +11,16 @@
 //! - a compare-and-swap update holds an exclusive `flock` on the object's
 //!   directory while it compares the current version and renames, so two
 //!   updates of one key cannot both win (every cairn process takes the same
-//!   lock; a blind overwrite does not, and wins last as documented).
+//!   lock, and so does a delete, which therefore cannot be undone by an
+//!   update that checked before it; a blind overwrite does not, and wins
+//!   last as documented).
+//!
+//! A version is the file's inode, modification time and size, and for
+//! objects of at most [`HASHED_VERSION_MAX`] bytes (leases, state records:
+//! what compare-and-swap is for) a BLAKE3 of the content too: a freed inode
+//! is soon reused, and a replacement written within one clock tick with
+//! the same size would otherwise carry the version of the object it
+//! replaced.
 
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
@@ -75,7 +84,9 @@ impl Backend for LocalBackend {
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let path = self.root.join(key);
         match std::fs::metadata(&path) {
-            Ok(m) if m.is_file() => Ok(meta_of(&m)),
+            Ok(m) if m.is_file() => {
+                meta_of(&m, || std::fs::read(&path).map(|b| blake3::hash(&b))).map_err(|e| Error::io(&path, e))
+            }
             Ok(_) => Err(Error::NotFound { what: key.to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound { what: key.to_string() }),
             Err(e) => Err(Error::io(&path, e)),
@@ -96,10 +107,17 @@ impl Backend for LocalBackend {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        match self.fs.delete(&StorePath::from(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(map_err(key, e, false)),
-        }
+        let path = self.root.join(key);
+        tokio::task::spawn_blocking(move || {
+            let Some(dir) = path.parent().filter(|d| d.is_dir()) else { return Ok(()) };
+            let _lock = lock_dir(dir)?;
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&path, e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("local delete task failed: {e}")))?
     }
 
     async fn sync_existing(&self, key: &str) -> Result<()> {
@@ -114,13 +132,23 @@ impl Backend for LocalBackend {
     }
 }
 
-/// A local file's version: inode, modification time (ns) and size. A put
-/// always renames or links a fresh file into place, so the inode alone
-/// changes with every write; the rest guards against inode reuse.
-fn meta_of(m: &std::fs::Metadata) -> ObjectMeta {
+/// Objects up to this size have a content hash in their version.
+pub const HASHED_VERSION_MAX: u64 = 1 << 20;
+
+/// A local file's metadata and version (see the module docs); `content`
+/// hashes the file, and is called only for small files.
+fn meta_of(
+    m: &std::fs::Metadata,
+    content: impl FnOnce() -> std::io::Result<blake3::Hash>,
+) -> std::io::Result<ObjectMeta> {
     let modified = m.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let ns = modified.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    ObjectMeta { size: m.len(), modified, version: Version(format!("{:x}-{ns:x}-{:x}", m.ino(), m.len())) }
+    let mut version = format!("{:x}-{ns:x}-{:x}", m.ino(), m.len());
+    if m.len() <= HASHED_VERSION_MAX {
+        version.push('-');
+        version.push_str(&content()?.to_hex()[..16]);
+    }
+    Ok(ObjectMeta { size: m.len(), modified, version: Version(version) })
 }
 
 /// A local put; see the module docs.
@@ -136,9 +164,10 @@ fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Ver
         .write(true)
         .create_new(true)
         .open(&staged)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()));
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()))
+        .and_then(|m| meta_of(&m, || Ok(blake3::hash(bytes))));
     let meta = match written {
-        Ok(m) => meta_of(&m),
+        Ok(m) => m,
         Err(e) => {
             let _ = std::fs::remove_file(&staged);
             return Err(Error::io(&staged, e));
@@ -146,14 +175,24 @@ fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Ver
     };
     // Held until the end of the function: see the module docs.
     let _lock = match mode {
-        PutMode::Update(_) => Some(lock_dir(dir)?),
+        PutMode::Update(_) => match lock_dir(dir) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        },
         _ => None,
     };
     let placed = match mode {
         PutMode::Overwrite => std::fs::rename(&staged, &path),
         PutMode::Create => std::fs::hard_link(&staged, &path),
         PutMode::Update(expected) => {
-            let current = std::fs::metadata(&path).ok().filter(|m| m.is_file()).map(|m| meta_of(&m).version);
+            let current = std::fs::metadata(&path)
+                .ok()
+                .filter(|m| m.is_file())
+                .and_then(|m| meta_of(&m, || std::fs::read(&path).map(|b| blake3::hash(&b))).ok())
+                .map(|m| m.version);
             if current.as_ref() != Some(expected) {
                 let _ = std::fs::remove_file(&staged);
                 return Err(Error::Precondition { what: key.to_string() });
@@ -205,4 +244,27 @@ pub(super) fn fsync_local(root: &Path, path: &Path) -> Result<()> {
         dir = d.parent();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_objects_carry_their_content_in_the_version() {
+        // A reused inode, written within one clock tick with the same size,
+        // has the same metadata: only the content hash tells them apart.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lease");
+        std::fs::write(&path, b"aaaa").unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        let a = meta_of(&m, || Ok(blake3::hash(b"aaaa"))).unwrap();
+        let b = meta_of(&m, || Ok(blake3::hash(b"bbbb"))).unwrap();
+        assert_ne!(a.version, b.version);
+        // Large objects are not read for their version.
+        std::fs::write(&path, vec![0u8; HASHED_VERSION_MAX as usize + 1]).unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        let big = meta_of(&m, || panic!("a large object is not hashed")).unwrap();
+        assert_eq!(big.version.0.matches('-').count(), 2);
+    }
 }

@@ -70,7 +70,7 @@ pub(super) fn map_err(key: &str, e: object_store::Error, networked: bool) -> Err
 #[async_trait]
 impl Backend for RemoteBackend {
     async fn put_opts(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<Version> {
-        let mode_is_create = matches!(mode, PutMode::Create);
+        let (is_create, is_update) = (matches!(mode, PutMode::Create), matches!(mode, PutMode::Update(_)));
         let mode = match mode {
             PutMode::Overwrite => object_store::PutMode::Overwrite,
             PutMode::Create => object_store::PutMode::Create,
@@ -81,12 +81,15 @@ impl Backend for RemoteBackend {
             Ok(r) => Ok(Version(r.e_tag.unwrap_or_default())),
             // A create-only put that lost is "already exists" whichever way
             // the server said it (S3 answers 412 to `If-None-Match: *`).
-            Err(object_store::Error::Precondition { .. }) if mode_is_create => {
+            Err(object_store::Error::Precondition { .. }) if is_create => {
                 Err(Error::AlreadyExists { what: key.to_string() })
             }
-            // An update of a missing key: AWS answers 404, Ceph 412; both
-            // mean the version named is not the current one.
-            Err(object_store::Error::NotFound { .. }) if !mode_is_create => {
+            // An update that lost: a missing key (AWS answers 404, Ceph
+            // 412), or S3's 409 for concurrent conditional writes once
+            // object_store's own retries of it ran out (it reports that as
+            // "already exists"). Each means the version named is not the
+            // current one.
+            Err(object_store::Error::NotFound { .. } | object_store::Error::AlreadyExists { .. }) if is_update => {
                 Err(Error::Precondition { what: key.to_string() })
             }
             Err(e) => Err(self.err(key, e)),

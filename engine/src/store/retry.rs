@@ -2,12 +2,13 @@
 //! may be transient ([`crate::Error::is_retryable`]), with exponential
 //! backoff.
 //!
-//! A retried conditional put can fail because its own earlier attempt
-//! landed even though the answer was lost (object_store itself retries 5xx
-//! answers, see shared/s3/README.md). So when a retried create comes back
-//! "already exists", or a retried update "changed meanwhile", the object is
-//! read back: if it holds exactly the bytes this put wrote, the put
-//! succeeded.
+//! A conditional put can fail because its own earlier attempt landed even
+//! though the answer was lost: on a retry here, or inside object_store,
+//! which resends a request answered 5xx before it reports anything (see
+//! shared/s3/README.md). So whenever a create comes back "already exists",
+//! or an update "changed meanwhile", the object is read back: if it holds
+//! exactly the bytes this put wrote, the put succeeded. Encrypted objects
+//! carry a random nonce, so equal bytes are this writer's own.
 
 use std::ops::Range;
 use std::path::Path;
@@ -52,18 +53,17 @@ impl<B: Backend> Retry<B> {
         Retry { inner, policy }
     }
 
-    /// Runs `op` until it succeeds, fails for good, or the retries are spent;
-    /// `op` learns whether this is a retry.
+    /// Runs `op` until it succeeds, fails for good, or the retries are spent.
     async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
-        F: FnMut(bool) -> Fut + Send,
+        F: FnMut() -> Fut + Send,
         Fut: std::future::Future<Output = Result<T>> + Send,
         T: Send,
     {
         let mut wait = self.policy.first_backoff;
         let mut attempt = 0;
         loop {
-            match op(attempt > 0).await {
+            match op().await {
                 Err(e) if e.is_retryable() && attempt < self.policy.retries => {
                     attempt += 1;
                     tracing::warn!(object = what, attempt, error = %e, "retrying after a transient storage failure");
@@ -79,11 +79,11 @@ impl<B: Backend> Retry<B> {
 #[async_trait]
 impl<B: Backend> Backend for Retry<B> {
     async fn put_opts(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<Version> {
-        self.run(key, |retried| {
+        self.run(key, || {
             let (bytes, mode) = (bytes.clone(), mode.clone());
             async move {
                 match self.inner.put_opts(key, bytes.clone(), mode).await {
-                    Err(e @ (Error::AlreadyExists { .. } | Error::Precondition { .. })) if retried => {
+                    Err(e @ (Error::AlreadyExists { .. } | Error::Precondition { .. })) => {
                         // Perhaps our own lost attempt: see the module docs.
                         match self.inner.get_opts(key, None).await {
                             Ok(stored) if stored == bytes => Ok(self.inner.head(key).await?.version),
@@ -98,23 +98,23 @@ impl<B: Backend> Backend for Retry<B> {
     }
 
     async fn get_opts(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        self.run(key, |_| self.inner.get_opts(key, range.clone())).await
+        self.run(key, || self.inner.get_opts(key, range.clone())).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.run(key, |_| self.inner.head(key)).await
+        self.run(key, || self.inner.head(key)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.run(prefix, |_| self.inner.list(prefix)).await
+        self.run(prefix, || self.inner.list(prefix)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.run(key, |_| self.inner.delete(key)).await
+        self.run(key, || self.inner.delete(key)).await
     }
 
     async fn sync_existing(&self, key: &str) -> Result<()> {
-        self.run(key, |_| self.inner.sync_existing(key)).await
+        self.run(key, || self.inner.sync_existing(key)).await
     }
 
     fn local_root(&self) -> Option<&Path> {

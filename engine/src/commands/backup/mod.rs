@@ -228,14 +228,18 @@ impl Backup {
             // read is not waited for.
             return Err(e);
         }
-        // Step 4: both threads end; the reader's error is the root cause
-        // when both failed (the packer then only saw a closed channel).
+        // Step 4: both threads end. When both failed, one only saw the
+        // other stop (`Cancelled`): the other's error is the root cause,
+        // and the reader's when neither was cancelled.
         let (packer_result, reader_result) = tokio::task::spawn_blocking(move || (packer_thread.join(), reader.join()))
             .await
             .map_err(|e| Error::Internal(format!("joining the pipeline: {e}")))?;
-        let (bytes_read, learnt) =
-            reader_result.map_err(|_| Error::Internal("the reader thread panicked".into()))??;
-        packer_result.map_err(|_| Error::Internal("the packer thread panicked".into()))??;
+        let reader_result = reader_result.map_err(|_| Error::Internal("the reader thread panicked".into()))?;
+        let packer_result = packer_result.map_err(|_| Error::Internal("the packer thread panicked".into()))?;
+        let (bytes_read, learnt) = match (reader_result, packer_result) {
+            (Err(Error::Cancelled(_)), Err(e)) | (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+            (Ok(read), Ok(())) => read,
+        };
         let done = match uploads {
             Uploads::Done(done) => done,
             Uploads::Stopped(e) | Uploads::Drained(e) => return Err(e),
