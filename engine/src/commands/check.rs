@@ -20,7 +20,7 @@ use crate::ids::Id;
 use crate::pack::{open_blob, trailer_of};
 use crate::repo::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How much data to read.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,12 +68,23 @@ fn problem(r: &mut CheckReport, object: impl Into<String>, message: impl Into<St
     r.problems.push(Problem { object: object.into(), message: message.into() });
 }
 
-/// Runs a check.
+/// Runs a check: packs, index segments, WAL manifests and snapshots, then
+/// (as `read` says) the packs' bytes.
 pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     let mut report = CheckReport::default();
-    let store = repo.store();
+    let packs = list_packs(repo, &mut report).await?;
+    let (blobs, indexed_packs) = read_index(repo, &packs, &mut report).await?;
+    check_wal(repo, &packs, &indexed_packs, &mut report).await?;
+    check_snapshots(repo, &blobs, &mut report).await?;
+    read_data(repo, &packs, &indexed_packs, read, &mut report).await;
+    report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
+    Ok(report)
+}
 
-    let packs: HashMap<Id, u64> = store
+/// Every pack in the store, with its size.
+async fn list_packs(repo: &Repository, report: &mut CheckReport) -> Result<HashMap<Id, u64>> {
+    let packs: HashMap<Id, u64> = repo
+        .store()
         .list("packs")
         .await?
         .into_iter()
@@ -86,8 +97,15 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         })
         .collect();
     report.packs = packs.len() as u64;
+    Ok(packs)
+}
 
-    // Index segments → where every blob is.
+/// Where every blob is, by index segment; and each indexed pack's blobs.
+type Indexed = (HashMap<Id, (Id, BlobEntry)>, HashMap<Id, Vec<BlobEntry>>);
+
+/// Index segments → where every blob is; a pack a segment names must exist
+/// with the size it records.
+async fn read_index(repo: &Repository, packs: &HashMap<Id, u64>, report: &mut CheckReport) -> Result<Indexed> {
     let mut blobs: HashMap<Id, (Id, BlobEntry)> = HashMap::new();
     let mut indexed_packs: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
     let segs = repo.list_ids(ObjectKind::Index).await?;
@@ -101,7 +119,7 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         }) {
             Ok(s) => s,
             Err(e) => {
-                problem(&mut report, ObjectKey::Index(id).to_string(), e.to_string());
+                problem(report, ObjectKey::Index(id).to_string(), e.to_string());
                 continue;
             }
         };
@@ -109,12 +127,12 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             let pid = Id(p.pack_id);
             match packs.get(&pid) {
                 None => problem(
-                    &mut report,
+                    report,
                     ObjectKey::Pack(pid).to_string(),
                     format!("named by {} but missing from the store", ObjectKey::Index(id)),
                 ),
                 Some(&size) if size != p.pack_len => problem(
-                    &mut report,
+                    report,
                     ObjectKey::Pack(pid).to_string(),
                     format!("size {size} in the store, {} recorded by {}", p.pack_len, ObjectKey::Index(id)),
                 ),
@@ -126,19 +144,25 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             indexed_packs.insert(pid, p.blobs);
         }
     }
-    // WAL manifests → their packs (WAL never goes through the index).
+    Ok((blobs, indexed_packs))
+}
+
+/// WAL manifests → their packs (WAL never goes through the index); packs
+/// neither names are unreferenced.
+async fn check_wal(
+    repo: &Repository,
+    packs: &HashMap<Id, u64>,
+    indexed_packs: &HashMap<Id, Vec<BlobEntry>>,
+    report: &mut CheckReport,
+) -> Result<()> {
     let (wal_packs, wal_files, wal_problems) = crate::wal::referenced_packs(repo).await?;
     report.wal_files = wal_files;
     for (object, message) in wal_problems {
-        problem(&mut report, object, message);
+        problem(report, object, message);
     }
     for pid in &wal_packs {
         if !packs.contains_key(pid) {
-            problem(
-                &mut report,
-                ObjectKey::Pack(*pid).to_string(),
-                "named by a WAL manifest but missing from the store",
-            );
+            problem(report, ObjectKey::Pack(*pid).to_string(), "named by a WAL manifest but missing from the store");
         }
     }
     report.unreferenced_packs = packs
@@ -147,15 +171,23 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         .map(|p| ObjectKey::Pack(*p).to_string())
         .collect();
     report.unreferenced_packs.sort();
+    Ok(())
+}
 
-    // Snapshots → every tree and data blob they need.
+/// Snapshots → every tree and data blob they need.
+async fn check_snapshots(
+    repo: &Repository,
+    blobs: &HashMap<Id, (Id, BlobEntry)>,
+    report: &mut CheckReport,
+) -> Result<()> {
     let mut trees_done: HashSet<Id> = HashSet::new();
     for (id, _) in repo.list_ids(ObjectKind::Snapshot).await? {
         report.snapshots += 1;
+        let key = ObjectKey::Snapshot(id).to_string();
         let snap = match Snapshot::load(repo, &id).await {
             Ok(s) => s,
             Err(e) => {
-                problem(&mut report, ObjectKey::Snapshot(id).to_string(), e.to_string());
+                problem(report, key, e.to_string());
                 continue;
             }
         };
@@ -163,35 +195,36 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
             let members = entry.members.iter().flat_map(|m| m.content.iter());
             for t in entry.content.iter().chain(members) {
                 let Some(tid) = Id::from_hex(&t.tree) else {
-                    problem(
-                        &mut report,
-                        ObjectKey::Snapshot(id).to_string(),
-                        format!("malformed tree id {:?}", t.tree),
-                    );
+                    problem(report, &key, format!("malformed tree id {:?}", t.tree));
                     continue;
                 };
                 if !trees_done.insert(tid) {
                     continue;
                 }
-                match check_tree(repo, &blobs, &tid).await {
+                match check_tree(repo, blobs, &tid).await {
                     Ok(missing) => {
                         for m in missing {
-                            problem(
-                                &mut report,
-                                ObjectKey::Snapshot(id).to_string(),
-                                format!("entry {:?} needs blob {m}, which no index segment lists", entry.name),
-                            );
+                            let what = format!("entry {:?} needs blob {m}, which no index segment lists", entry.name);
+                            problem(report, &key, what);
                         }
                     }
-                    Err(e) => {
-                        problem(&mut report, ObjectKey::Snapshot(id).to_string(), format!("tree {}: {e}", tid.short()))
-                    }
+                    Err(e) => problem(report, &key, format!("tree {}: {e}", tid.short())),
                 }
             }
         }
     }
+    Ok(())
+}
 
-    // Data.
+/// Reads every pack, or the share `read` asks for, whole: each must hash
+/// to its name, its trailer agree with the index, every blob open.
+async fn read_data(
+    repo: &Repository,
+    packs: &HashMap<Id, u64>,
+    indexed_packs: &HashMap<Id, Vec<BlobEntry>>,
+    read: ReadData,
+    report: &mut CheckReport,
+) {
     let mut to_read: Vec<Id> = packs.keys().copied().collect();
     to_read.sort();
     match read {
@@ -213,11 +246,9 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
         report.packs_read += 1;
         match r {
             Ok(n) => report.blobs_read += n,
-            Err(msg) => problem(&mut report, ObjectKey::Pack(pid).to_string(), msg),
+            Err(e) => problem(report, ObjectKey::Pack(pid).to_string(), e.to_string()),
         }
     }
-    report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
-    Ok(report)
 }
 
 async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid: &Id) -> Result<Vec<Id>> {
@@ -240,23 +271,31 @@ async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid
 }
 
 /// Reads one pack whole; returns the number of blobs verified.
-async fn read_pack(repo: &Repository, pid: &Id, expected: Option<Vec<BlobEntry>>) -> std::result::Result<u64, String> {
+async fn read_pack(repo: &Repository, pid: &Id, expected: Option<Vec<BlobEntry>>) -> Result<u64> {
     let key = ObjectKey::Pack(*pid).to_string();
-    let bytes = repo.store().get(&key).await.map_err(|e| e.to_string())?;
+    let bytes = repo.store().get(&key).await?;
     let keys = repo.keys();
     tokio::task::block_in_place(|| {
         if Id::of_bytes(&bytes) != *pid {
-            return Err("content does not match its name (BLAKE3 mismatch): the pack was modified".to_string());
+            return Err(Error::corrupt(
+                &key,
+                None,
+                "content does not match its name (BLAKE3 mismatch): the pack was modified",
+            ));
         }
-        let entries = trailer_of(keys, &key, &bytes).map_err(|e| e.to_string())?;
+        let entries = trailer_of(keys, &key, &bytes)?;
         if let Some(exp) = expected {
             if exp != entries {
-                return Err("trailer disagrees with the index segment that names this pack".into());
+                return Err(Error::corrupt(
+                    &key,
+                    None,
+                    "trailer disagrees with the index segment that names this pack",
+                ));
             }
         }
         for e in &entries {
             let s = e.offset as usize;
-            open_blob(keys, &key, e, &bytes[s..s + e.stored_len as usize]).map_err(|e| e.to_string())?;
+            open_blob(keys, &key, e, &bytes[s..s + e.stored_len as usize])?;
         }
         Ok(entries.len() as u64)
     })

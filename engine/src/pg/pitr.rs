@@ -193,8 +193,42 @@ pub async fn plan(
     let tli = timeline.unwrap_or_else(|| archive.highest_timeline());
     let path = archive.path(tli);
     let seg_bytes = u64::from(archive.size.bytes());
+    let backups = backups_on_path(repo, stanza, &path, tli).await?;
+    let (id, snap, facts) = choose_backup(&backups, &target)?;
+    let start_seg = facts.start().0 / seg_bytes;
+    let stop_seg = facts.stop().0.saturating_sub(1) / seg_bytes;
+    let (walked, end) = walk(&archive, &path, tli, &target, start_seg, stop_seg)?;
+    let last = end.unwrap_or_else(|| walked.last().map_or(start_seg, |(_, s)| *s));
+    if last < stop_seg {
+        return Err(refused(format!(
+            "the archive ends before the base backup's WAL does ({} is needed)",
+            archive.name(facts.timeline, stop_seg)
+        )));
+    }
+    let last_tli = walked.last().map_or(tli, |(t, _)| *t);
+    let plan = Plan {
+        stanza: stanza.into(),
+        snapshot: id.to_hex(),
+        backup: facts.clone(),
+        settings: recovery_settings(&target, tli, action, restore_command),
+        target,
+        timeline: tli,
+        path: path.iter().map(|(t, b)| (*t, Lsn(*b).to_string())).collect(),
+        first_wal: archive.name(walked[0].0, start_seg),
+        last_wal: archive.name(last_tli, last),
+        wal_segments: walked.len() as u64,
+    };
+    Ok((plan, snap))
+}
 
-    // Base backups of this stanza on the path, newest first.
+/// The base backups of `stanza` on the timeline path to `tli`, newest
+/// first; refused if there is none.
+async fn backups_on_path(
+    repo: &Repository,
+    stanza: &str,
+    path: &[(u32, u64)],
+    tli: u32,
+) -> Result<Vec<(Id, Snapshot, PgFacts)>> {
     let mut backups: Vec<(Id, Snapshot, PgFacts)> = Vec::new();
     for (id, s) in Snapshot::list(repo).await? {
         if s.source.kind != KIND {
@@ -217,12 +251,16 @@ pub async fn plan(
     if backups.is_empty() {
         return Err(refused(format!("no base backup of stanza {stanza:?} lies on timeline {tli}'s history")));
     }
+    Ok(backups)
+}
 
-    // Pick the backup and the position recovery must reach.
+/// The newest backup that ended before `target` (the newest of all for
+/// the other kinds of target).
+fn choose_backup(backups: &[(Id, Snapshot, PgFacts)], target: &Target) -> Result<(Id, Snapshot, PgFacts)> {
     let pick = |ok: &dyn Fn(&PgFacts) -> bool, what: String| {
         backups.iter().find(|(_, _, f)| ok(f)).cloned().ok_or_else(|| refused(what))
     };
-    let (id, snap, facts) = match &target {
+    Ok(match target {
         Target::Time(t) => {
             let oldest = backups.last().map(|(_, _, f)| f.stop_time.clone()).unwrap_or_default();
             pick(
@@ -234,16 +272,31 @@ pub async fn plan(
             pick(&|f| f.stop().0 <= *l, format!("LSN {} is before the oldest base backup's consistent point", Lsn(*l)))?
         }
         _ => backups[0].clone(),
-    };
-    let start_seg = facts.start().0 / seg_bytes;
-    let stop_seg = facts.stop().0.saturating_sub(1) / seg_bytes;
+    })
+}
 
-    // Walk the segments from the backup's start along the path.
+/// The segments walked, as (timeline, segment number), and the one where
+/// the target is reached, if found.
+type Walked = (Vec<(u32, u64)>, Option<u64>);
+
+/// The segments recovery reads, from the backup's first (`start_seg`)
+/// along the timeline path until the one where `target` is reached (or,
+/// for `latest`, the last archived), and that one if found. Refused at a
+/// segment missing from the archive that recovery needs.
+fn walk(
+    archive: &Archive,
+    path: &[(u32, u64)],
+    tli: u32,
+    target: &Target,
+    start_seg: u64,
+    stop_seg: u64,
+) -> Result<Walked> {
+    let seg_bytes = u64::from(archive.size.bytes());
     let mut walked: Vec<(u32, u64)> = Vec::new();
     let mut end: Option<u64> = None;
     let mut segno = start_seg;
     loop {
-        let Some(t) = archive.timeline_of(&path, segno) else {
+        let Some(t) = archive.timeline_of(path, segno) else {
             let want = path.iter().rev().find(|(_, b)| b / seg_bytes <= segno).map_or(tli, |(t, _)| *t);
             if matches!(target, Target::Latest) && segno > stop_seg {
                 let beyond =
@@ -289,42 +342,26 @@ pub async fn plan(
         }
         segno += 1;
     }
-    let last = end.unwrap_or_else(|| walked.last().map_or(start_seg, |(_, s)| *s));
-    if last < stop_seg {
-        return Err(refused(format!(
-            "the archive ends before the base backup's WAL does ({} is needed)",
-            archive.name(facts.timeline, stop_seg)
-        )));
-    }
-    let last_tli = walked.last().map_or(tli, |(t, _)| *t);
+    Ok((walked, end))
+}
 
+/// The `postgresql.auto.conf` settings that make recovery stop at `target`.
+fn recovery_settings(target: &Target, tli: u32, action: Action, restore_command: &str) -> Vec<(String, String)> {
     let mut settings = vec![
         ("restore_command".to_string(), restore_command.to_string()),
         ("recovery_target_timeline".to_string(), tli.to_string()),
     ];
-    match &target {
+    match target {
         Target::Time(t) => settings.push(("recovery_target_time".into(), pg_time(*t))),
         Target::Lsn(l) => settings.push(("recovery_target_lsn".into(), Lsn(*l).to_string())),
         Target::Xid(x) => settings.push(("recovery_target_xid".into(), x.to_string())),
         Target::Name(n) => settings.push(("recovery_target_name".into(), n.clone())),
         Target::Latest => {}
     }
-    if target != Target::Latest {
+    if *target != Target::Latest {
         settings.push(("recovery_target_action".into(), action.conf().into()));
     }
-    let plan = Plan {
-        stanza: stanza.into(),
-        snapshot: id.to_hex(),
-        backup: facts.clone(),
-        target,
-        timeline: tli,
-        path: path.iter().map(|(t, b)| (*t, Lsn(*b).to_string())).collect(),
-        first_wal: archive.name(walked[0].0, start_seg),
-        last_wal: archive.name(last_tli, last),
-        wal_segments: walked.len() as u64,
-        settings,
-    };
-    Ok((plan, snap))
+    settings
 }
 
 /// What a restore did.

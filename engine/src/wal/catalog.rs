@@ -11,7 +11,7 @@ use cairn_formats::pg::{Lsn, SegmentScanner, SegmentSize, WalFileName};
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::push::facts_of;
+use super::facts::facts_of;
 use super::{get_named, load_stanza, validate_stanza, StanzaRecord, WalFileKind, WalManifest};
 use crate::commands::check::Problem;
 use crate::repo::Repository;

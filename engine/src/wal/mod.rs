@@ -29,7 +29,9 @@
 
 pub mod ahead;
 pub mod catalog;
+mod facts;
 pub mod fetch;
+mod pack_out;
 pub mod push;
 mod receipt;
 pub mod spool;

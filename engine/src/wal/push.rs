@@ -20,24 +20,20 @@ use crate::store::{Backend as _, BackendExt as _};
 use std::fs::File;
 use std::path::Path;
 
-use cairn_formats::pg::{
-    parse_timeline_history, ScanEnd, ScanOptions, SegmentHeader, SegmentScanner, SegmentSize, SegmentSummary,
-    WalFileName,
-};
-use cairn_formats::repo::{BlobEntry, BlobKind};
+use cairn_formats::pg::{parse_timeline_history, ScanOptions, SegmentHeader, SegmentScanner, SegmentSize, WalFileName};
+use cairn_formats::repo::BlobKind;
 use serde::Serialize;
 
+use super::facts::{facts_of, parse_backup_history};
+use super::pack_out::{DonePack, PackBody, PackOut};
 use super::receipt::FileStamp;
 use super::window::{hash_file, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
 use super::{
-    get_named, load_stanza, manifest_key, manifest_key_of, seal_named, stanza_key, validate_stanza, CommitPoint,
-    HistoryLine, NamedPoint, Piece, SegmentFacts, StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
+    get_named, load_stanza, manifest_key, manifest_key_of, seal_named, stanza_key, validate_stanza, HistoryLine, Piece,
+    StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
-use crate::crypto::Keys;
-use crate::ids::Id;
-use crate::pack::{seal_blob, PackBuilder, SealedBlob};
+use crate::pack::{seal_blob, SealedBlob};
 use crate::repo::Repository;
-use crate::store::Staged;
 use crate::{Error, Result};
 
 /// History and backup history files are a few hundred bytes; anything this
@@ -214,156 +210,31 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         }
     }
 
+    // Step 2: the first piece alone first: its header decides whether to go on.
     let record = load_stanza(repo, stanza).await?;
-    // The first piece alone first: its header decides whether to go on.
     let mut window = Window::for_size(size, path)?;
     let head_len = PIECE.min(window.capacity());
-    let mut pre_read = read_full(&mut file, &mut window.as_mut_slice()[..head_len], path)?;
-    let first = window.data(pre_read);
-
-    // Step 2: what is this file, and does it belong to the stanza?
-    let header = match kind {
-        WalFileKind::Segment | WalFileKind::Partial => {
-            let h = SegmentHeader::parse(first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
-            if let Some(rec) = &record {
-                check_against_stanza(rec, &h, path)?;
-            }
-            Some(h)
-        }
-        WalFileKind::History | WalFileKind::Backup => {
-            if size > MAX_TEXT_FILE {
-                return Err(Error::corrupt(
-                    shown(path),
-                    None,
-                    format!("{size} bytes is too large for a {kind:?} file"),
-                ));
-            }
-            None
-        }
-    };
-    let seg_bytes =
-        header.map(|h| h.segment_size).or(record.as_ref().map(|r| r.segment_size)).unwrap_or(DEFAULT_SEGMENT_SIZE);
-    let seg_size = SegmentSize::new(seg_bytes.into())
-        .map_err(|e| Error::corrupt(shown(path), Some(0), format!("segment size: {e}")))?;
-    let parsed =
-        WalFileName::parse(&name, seg_size).map_err(|e| Error::InvalidInput(format!("{}: {e}", shown(path))))?;
-    match kind {
-        WalFileKind::Segment if size != u64::from(seg_bytes) => {
-            return Err(Error::corrupt(
-                shown(path),
-                None,
-                format!("{size} bytes, but this cluster's segments are {seg_bytes} bytes"),
-            ));
-        }
-        WalFileKind::Partial if size > u64::from(seg_bytes) => {
-            return Err(Error::corrupt(shown(path), None, format!("{size} bytes, more than a segment ({seg_bytes})")));
-        }
-        _ => {}
-    }
-    let key = manifest_key(stanza, parsed.timeline(), &name);
+    let pre_read = read_full(&mut file, &mut window.as_mut_slice()[..head_len], path)?;
+    let id = identify(window.data(pre_read), kind, size, &name, record.as_ref(), path)?;
+    let key = manifest_key(stanza, id.name.timeline(), &name);
     tracing::debug!(%key, "checked header and name");
 
     // Step 3: read once; scan here, seal and hash on the pool.
-    let scan_opts = ScanOptions {
-        start: parsed.segment().and_then(|s| s.start_lsn(seg_size)),
-        timeline: Some(parsed.timeline()),
-        system_id: header.map(|h| h.system_id),
-        segment_size: Some(seg_bytes),
-        block_size: header.map(|h| h.block_size),
-    };
-    let mut scanner = header.map(|_| SegmentScanner::new(scan_opts));
-    let mut text = Vec::new();
-    let keys = repo.keys();
-    let level = wal_zstd(opts.compression_level);
-    let target = repo.config().pack_target as usize;
-    let mut out = PackOut::new(repo, target, target.min(size as usize + 4096))?;
-    let mut piece_hashes: Vec<PieceHash> = Vec::new();
-    // Per window, one rayon scope: this thread reads the window piece by
-    // piece and scans each piece while the pool seals it and hashes it as a
-    // BLAKE3 subtree; between pieces, and at the end of the window, this
-    // thread writes out the sealed pieces that are ready, in order, so
-    // reading, scanning, hashing, compression and writing overlap.
-    let mut next_index = 0usize;
-    let mut read_bytes = 0u64;
-    let mut eof = false;
-    while !eof {
-        tokio::task::block_in_place(|| {
-            rayon::in_place_scope(|sc| -> Result<()> {
-                let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
-                let mut ready = InOrder::from(piece_hashes.len());
-                // Writes out, in order, the sealed pieces that are ready.
-                let mut write_ready = |ready: &mut InOrder<(SealedBlob, PieceHash)>| {
-                    while let Some((b, h)) = ready.pop() {
-                        out.push(keys, &b)?;
-                        piece_hashes.push(h);
-                    }
-                    Ok::<(), Error>(())
-                };
-                let mut rest: &mut [u8] = window.as_mut_slice();
-                while !rest.is_empty() {
-                    let at = PIECE.min(rest.len());
-                    let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
-                    rest = tail;
-                    let want = head.len();
-                    let n = match std::mem::take(&mut pre_read) {
-                        0 => read_full(&mut file, head, path)?,
-                        n => n,
-                    };
-                    eof = n < want;
-                    if n == 0 {
-                        break;
-                    }
-                    let piece: &[u8] = &head[..n];
-                    let i = next_index;
-                    let seal = move || {
-                        let h = PieceHash::of(piece, i, size);
-                        (i, seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece), h)
-                    };
-                    // The window's last piece is sealed here, after the scan,
-                    // rather than queued behind the pool's: this thread has
-                    // nothing else left to do, and the pool finishes sooner.
-                    let last = eof || rest.is_empty() || read_bytes + n as u64 >= size;
-                    if !last {
-                        let tx = tx.clone();
-                        sc.spawn(move |_| {
-                            let _ = tx.send(seal());
-                        });
-                    }
-                    next_index += 1;
-                    read_bytes += n as u64;
-                    match scanner.as_mut() {
-                        Some(s) => s.push(piece).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
-                        None => text.extend_from_slice(piece),
-                    }
-                    if last {
-                        let (i, b, h) = seal();
-                        ready.insert(i, (b, h));
-                        break;
-                    }
-                    rx.try_iter().for_each(|(i, b, h)| ready.insert(i, (b, h)));
-                    write_ready(&mut ready)?;
-                }
-                drop(tx);
-                for (i, b, h) in rx {
-                    ready.insert(i, (b, h));
-                    write_ready(&mut ready)?;
-                }
-                write_ready(&mut ready)
-            })
-        })?;
-    }
-    let packs = out.finish(keys)?;
+    let read = Reading { repo, file: &mut file, path, size, level: wal_zstd(opts.compression_level) };
+    let sealed = read.seal(&mut window, pre_read, &id)?;
     let changed = || Error::Input {
-        offset: read_bytes,
+        offset: sealed.read_bytes,
         source: std::io::Error::other(format!("{} changed while it was read ({size} bytes before)", shown(path))),
     };
-    if read_bytes != size {
+    if sealed.read_bytes != size {
         return Err(changed());
     }
     let stamp = file.metadata().ok().and_then(|after| FileStamp::settled(&meta, &after, opened));
-    let hash = merge_piece_hashes(&piece_hashes, size).ok_or_else(changed)?.to_hex().to_string();
-    tracing::debug!(packs = packs.len(), "read, scanned and sealed");
+    let hash = merge_piece_hashes(&sealed.piece_hashes, size).ok_or_else(changed)?.to_hex().to_string();
+    tracing::debug!(packs = sealed.packs.len(), "read, scanned and sealed");
 
+    // Step 4: the manifest's facts, the stanza record with the first
+    // segment, then packs durable and the manifest last: it is the commit.
     let mut manifest = WalManifest {
         version: WAL_MANIFEST_VERSION,
         name: name.clone(),
@@ -377,61 +248,14 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         history: None,
         backup: None,
     };
-    match kind {
-        WalFileKind::Segment | WalFileKind::Partial => {
-            let scanner = scanner.expect("segments are scanned");
-            match scanner.finish() {
-                Ok(s) => manifest.facts = Some(facts_of(&s)),
-                Err(e) if kind == WalFileKind::Segment => {
-                    return Err(Error::corrupt(shown(path), None, e.to_string()));
-                }
-                Err(e) => tracing::warn!(file = %shown(path), error = %e, "partial segment: no facts recorded"),
-            }
-            if let Some(f) = &manifest.facts {
-                if let Some(reason) = &f.stopped {
-                    if kind == WalFileKind::Segment {
-                        tracing::warn!(file = %shown(path), %reason, "valid WAL ends before the end of this segment; archived as is");
-                    }
-                }
-            }
-        }
-        WalFileKind::History => {
-            let lines = parse_timeline_history(&text, Some(parsed.timeline()))
-                .map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
-            manifest.history = Some(
-                lines
-                    .into_iter()
-                    .map(|l| HistoryLine { timeline: l.timeline, switchpoint: l.switchpoint.0, reason: l.reason })
-                    .collect(),
-            );
-        }
-        WalFileKind::Backup => manifest.backup = Some(parse_backup_history(&text)),
+    describe(&mut manifest, sealed.scanner, &sealed.text, &id, path)?;
+    if let (None, Some(h)) = (&record, &id.header) {
+        first_of_stanza(repo, stanza, h, path).await?;
     }
-
-    // The stanza record comes with the first segment.
-    if let (None, Some(h)) = (&record, &header) {
-        let rec = new_record(stanza, h);
-        let skey = stanza_key(stanza);
-        match repo.store().put_create(&skey, seal_named(repo, &skey, &rec)).await {
-            Ok(()) => {}
-            Err(Error::AlreadyExists { .. }) => {
-                let now = load_stanza(repo, stanza).await?.ok_or_else(|| Error::NotFound { what: skey.clone() })?;
-                check_against_stanza(&now, h, path)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-
-    // Packs durable first, then the manifest: the manifest is the commit.
     let mut stored = 0u64;
-    for p in packs {
-        let pid = p.id.to_hex();
-        let pkey = ObjectKey::Pack(p.id).to_string();
-        match p.body {
-            PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
-            PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
-        }
+    for p in sealed.packs {
         stored += p.len;
+        let pid = p.id.to_hex();
         manifest.pieces.extend(p.entries.iter().map(|e| Piece {
             pack: pid.clone(),
             id: hex::encode(e.id),
@@ -440,6 +264,11 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             raw_len: e.raw_len,
             zstd: e.compression == cairn_formats::repo::Compression::Zstd,
         }));
+        let pkey = ObjectKey::Pack(p.id).to_string();
+        match p.body {
+            PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
+            PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
+        }
     }
     tracing::debug!(stored, "packs durable");
     let sealed = seal_named(repo, &key, &manifest);
@@ -468,6 +297,242 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     }
 }
 
+/// What step 2 learnt about a file from its name and first piece.
+struct Identified {
+    kind: WalFileKind,
+    /// A segment's or partial's long page header.
+    header: Option<SegmentHeader>,
+    /// The cluster's segment size.
+    seg_bytes: u32,
+    seg_size: SegmentSize,
+    name: WalFileName,
+}
+
+/// Step 2: what the file is (from its name and `first` piece), and whether
+/// it belongs to the stanza that `record` describes.
+fn identify(
+    first: &[u8],
+    kind: WalFileKind,
+    size: u64,
+    name: &str,
+    record: Option<&StanzaRecord>,
+    path: &Path,
+) -> Result<Identified> {
+    let header = match kind {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            let h = SegmentHeader::parse(first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
+            if let Some(rec) = record {
+                check_against_stanza(rec, &h, path)?;
+            }
+            Some(h)
+        }
+        WalFileKind::History | WalFileKind::Backup => {
+            if size > MAX_TEXT_FILE {
+                return Err(Error::corrupt(
+                    shown(path),
+                    None,
+                    format!("{size} bytes is too large for a {kind:?} file"),
+                ));
+            }
+            None
+        }
+    };
+    let seg_bytes = header.map(|h| h.segment_size).or(record.map(|r| r.segment_size)).unwrap_or(DEFAULT_SEGMENT_SIZE);
+    let seg_size = SegmentSize::new(seg_bytes.into())
+        .map_err(|e| Error::corrupt(shown(path), Some(0), format!("segment size: {e}")))?;
+    let parsed =
+        WalFileName::parse(name, seg_size).map_err(|e| Error::InvalidInput(format!("{}: {e}", shown(path))))?;
+    match kind {
+        WalFileKind::Segment if size != u64::from(seg_bytes) => {
+            return Err(Error::corrupt(
+                shown(path),
+                None,
+                format!("{size} bytes, but this cluster's segments are {seg_bytes} bytes"),
+            ));
+        }
+        WalFileKind::Partial if size > u64::from(seg_bytes) => {
+            return Err(Error::corrupt(shown(path), None, format!("{size} bytes, more than a segment ({seg_bytes})")));
+        }
+        _ => {}
+    }
+    Ok(Identified { kind, header, seg_bytes, seg_size, name: parsed })
+}
+
+/// Step 3's inputs: the open file and how to seal it.
+struct Reading<'a> {
+    repo: &'a Repository,
+    file: &'a mut File,
+    path: &'a Path,
+    size: u64,
+    level: crate::compress::Zstd,
+}
+
+/// What step 3 produced.
+struct Sealed {
+    packs: Vec<DonePack>,
+    read_bytes: u64,
+    piece_hashes: Vec<PieceHash>,
+    /// A segment's scan, to be finished.
+    scanner: Option<SegmentScanner>,
+    /// A history or backup history file's text.
+    text: Vec<u8>,
+}
+
+impl Reading<'_> {
+    /// Reads the file once into `window` (whose first `pre_read` bytes are
+    /// already there), scanning each piece on this thread while the pool
+    /// seals it and hashes it as a BLAKE3 subtree.
+    fn seal(self, window: &mut Window, mut pre_read: usize, id: &Identified) -> Result<Sealed> {
+        let Reading { repo, file, path, size, level } = self;
+        let scan_opts = ScanOptions {
+            start: id.name.segment().and_then(|s| s.start_lsn(id.seg_size)),
+            timeline: Some(id.name.timeline()),
+            system_id: id.header.map(|h| h.system_id),
+            segment_size: Some(id.seg_bytes),
+            block_size: id.header.map(|h| h.block_size),
+        };
+        let mut scanner = id.header.map(|_| SegmentScanner::new(scan_opts));
+        let mut text = Vec::new();
+        let keys = repo.keys();
+        let target = repo.config().pack_target as usize;
+        let mut out = PackOut::new(repo, target, target.min(size as usize + 4096))?;
+        let mut piece_hashes: Vec<PieceHash> = Vec::new();
+        // Per window, one rayon scope: this thread reads the window piece by
+        // piece and scans each piece while the pool seals it and hashes it as a
+        // BLAKE3 subtree; between pieces, and at the end of the window, this
+        // thread writes out the sealed pieces that are ready, in order, so
+        // reading, scanning, hashing, compression and writing overlap.
+        let mut next_index = 0usize;
+        let mut read_bytes = 0u64;
+        let mut eof = false;
+        while !eof {
+            tokio::task::block_in_place(|| {
+                rayon::in_place_scope(|sc| -> Result<()> {
+                    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
+                    let mut ready = InOrder::from(piece_hashes.len());
+                    // Writes out, in order, the sealed pieces that are ready.
+                    let mut write_ready = |ready: &mut InOrder<(SealedBlob, PieceHash)>| {
+                        while let Some((b, h)) = ready.pop() {
+                            out.push(keys, &b)?;
+                            piece_hashes.push(h);
+                        }
+                        Ok::<(), Error>(())
+                    };
+                    let mut rest: &mut [u8] = window.as_mut_slice();
+                    while !rest.is_empty() {
+                        let at = PIECE.min(rest.len());
+                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
+                        rest = tail;
+                        let want = head.len();
+                        let n = match std::mem::take(&mut pre_read) {
+                            0 => read_full(file, head, path)?,
+                            n => n,
+                        };
+                        eof = n < want;
+                        if n == 0 {
+                            break;
+                        }
+                        let piece: &[u8] = &head[..n];
+                        let i = next_index;
+                        let seal = move || {
+                            let h = PieceHash::of(piece, i, size);
+                            (i, seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece), h)
+                        };
+                        // The window's last piece is sealed here, after the scan,
+                        // rather than queued behind the pool's: this thread has
+                        // nothing else left to do, and the pool finishes sooner.
+                        let last = eof || rest.is_empty() || read_bytes + n as u64 >= size;
+                        if !last {
+                            let tx = tx.clone();
+                            sc.spawn(move |_| {
+                                let _ = tx.send(seal());
+                            });
+                        }
+                        next_index += 1;
+                        read_bytes += n as u64;
+                        match scanner.as_mut() {
+                            Some(s) => s.push(piece).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
+                            None => text.extend_from_slice(piece),
+                        }
+                        if last {
+                            let (i, b, h) = seal();
+                            ready.insert(i, (b, h));
+                            break;
+                        }
+                        rx.try_iter().for_each(|(i, b, h)| ready.insert(i, (b, h)));
+                        write_ready(&mut ready)?;
+                    }
+                    drop(tx);
+                    for (i, b, h) in rx {
+                        ready.insert(i, (b, h));
+                        write_ready(&mut ready)?;
+                    }
+                    write_ready(&mut ready)
+                })
+            })?;
+        }
+        let packs = out.finish(keys)?;
+        Ok(Sealed { packs, read_bytes, piece_hashes, scanner, text })
+    }
+}
+
+/// Fills in what the manifest records about the file's content: a
+/// segment's scan facts, a history file's lines, a backup history file's
+/// fields. A segment whose scan fails is refused; a partial one is archived
+/// without facts.
+fn describe(
+    manifest: &mut WalManifest,
+    scanner: Option<SegmentScanner>,
+    text: &[u8],
+    id: &Identified,
+    path: &Path,
+) -> Result<()> {
+    match id.kind {
+        WalFileKind::Segment | WalFileKind::Partial => {
+            let scanner = scanner.expect("segments are scanned");
+            match scanner.finish() {
+                Ok(s) => manifest.facts = Some(facts_of(&s)),
+                Err(e) if id.kind == WalFileKind::Segment => {
+                    return Err(Error::corrupt(shown(path), None, e.to_string()));
+                }
+                Err(e) => tracing::warn!(file = %shown(path), error = %e, "partial segment: no facts recorded"),
+            }
+            if let Some(reason) = manifest.facts.as_ref().and_then(|f| f.stopped.as_ref()) {
+                if id.kind == WalFileKind::Segment {
+                    tracing::warn!(file = %shown(path), %reason, "valid WAL ends before the end of this segment; archived as is");
+                }
+            }
+        }
+        WalFileKind::History => {
+            let lines = parse_timeline_history(text, Some(id.name.timeline()))
+                .map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
+            manifest.history = Some(
+                lines
+                    .into_iter()
+                    .map(|l| HistoryLine { timeline: l.timeline, switchpoint: l.switchpoint.0, reason: l.reason })
+                    .collect(),
+            );
+        }
+        WalFileKind::Backup => manifest.backup = Some(parse_backup_history(text)),
+    }
+    Ok(())
+}
+
+/// The stanza record comes with the stanza's first segment; a push that
+/// lost the race to write it checks its header against the winner's.
+async fn first_of_stanza(repo: &Repository, stanza: &str, h: &SegmentHeader, path: &Path) -> Result<()> {
+    let rec = new_record(stanza, h);
+    let skey = stanza_key(stanza);
+    match repo.store().put_create(&skey, seal_named(repo, &skey, &rec)).await {
+        Ok(()) => Ok(()),
+        Err(Error::AlreadyExists { .. }) => {
+            let now = load_stanza(repo, stanza).await?.ok_or_else(|| Error::NotFound { what: skey.clone() })?;
+            check_against_stanza(&now, h, path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// zstd settings for WAL pieces. At level 1 (the default), a 4096-entry hash
 /// table (`hashLog` 12, the level's default being larger): on pgbench WAL
 /// in 2 MiB pieces it compressed 8–9 % faster with the same ratio (`zstd -b1
@@ -475,90 +540,6 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
 /// `wal push` used 1.4 ms less CPU per segment.
 fn wal_zstd(level: i32) -> crate::compress::Zstd {
     crate::compress::Zstd { level, hash_log: (level == 1).then_some(12) }
-}
-
-/// The packs of one pushed file, filled in piece order. On a local store
-/// each pack is written to a staged file as its pieces come ([`Staged`]),
-/// without a second copy in memory; nothing gets a pack's name before
-/// [`Staged::commit`], which the caller does only once the whole file
-/// checked out, so a refused push (that PostgreSQL will retry) leaves no
-/// pack behind. Remote stores get whole packs.
-struct PackOut<'a> {
-    repo: &'a Repository,
-    target: usize,
-    builder: PackBuilder,
-    staged: Option<Staged>,
-    done: Vec<DonePack>,
-}
-
-/// A finished pack of a pushed file, not yet stored.
-struct DonePack {
-    id: Id,
-    len: u64,
-    entries: Vec<BlobEntry>,
-    body: PackBody,
-}
-
-enum PackBody {
-    /// Written to this staged local file, to be committed.
-    Staged(Staged),
-    /// The whole pack, for a remote store.
-    Bytes(bytes::Bytes),
-}
-
-impl<'a> PackOut<'a> {
-    fn new(repo: &'a Repository, target: usize, first: usize) -> Result<Self> {
-        let mut out = PackOut { repo, target, builder: PackBuilder::new(0), staged: None, done: Vec::new() };
-        out.start(first)?;
-        Ok(out)
-    }
-
-    fn start(&mut self, capacity: usize) -> Result<()> {
-        self.staged = self.repo.store().stage("packs")?;
-        self.builder = match self.staged {
-            Some(_) => PackBuilder::streaming(),
-            None => PackBuilder::new(capacity),
-        };
-        Ok(())
-    }
-
-    fn push(&mut self, keys: &Keys, b: &SealedBlob) -> Result<()> {
-        if !self.builder.is_empty() && self.builder.len() + b.sealed.len() > self.target {
-            self.close(keys)?;
-            self.start(self.target)?;
-        }
-        self.builder.push(b);
-        match &mut self.staged {
-            Some(s) => s.append(&b.sealed),
-            None => Ok(()),
-        }
-    }
-
-    /// Ends the current pack.
-    fn close(&mut self, keys: &Keys) -> Result<()> {
-        let builder = std::mem::replace(&mut self.builder, PackBuilder::new(0));
-        let done = match self.staged.take() {
-            Some(mut s) => {
-                let p = builder.finish_streamed(keys);
-                s.append(&p.tail)?;
-                DonePack { id: p.id, len: p.len, entries: p.entries, body: PackBody::Staged(s) }
-            }
-            None => {
-                let p = builder.finish(keys);
-                DonePack { id: p.id, len: p.bytes.len() as u64, entries: p.entries, body: PackBody::Bytes(p.bytes) }
-            }
-        };
-        self.done.push(done);
-        Ok(())
-    }
-
-    /// The finished packs.
-    fn finish(mut self, keys: &Keys) -> Result<Vec<DonePack>> {
-        if !self.builder.is_empty() {
-            self.close(keys)?;
-        }
-        Ok(self.done)
-    }
 }
 
 fn same_or_conflict(
@@ -581,50 +562,4 @@ fn same_or_conflict(
             &hash[..16],
         ),
     ))
-}
-
-/// The facts a manifest keeps from a scan.
-pub(crate) fn facts_of(s: &SegmentSummary) -> SegmentFacts {
-    let to_us = |t: i64| cairn_formats::pg::timestamptz_to_unix_micros(t).unwrap_or(i64::MIN);
-    let commits: Vec<_> = s.xacts.iter().filter(|x| x.kind.is_commit()).collect();
-    let point = |x: &&cairn_formats::pg::XactEvent| CommitPoint { lsn: x.lsn.0, time_us: to_us(x.time), xid: x.xid };
-    let xids = commits.iter().map(|x| x.xid);
-    let commit_xids = xids.clone().min().zip(xids.max());
-    let (end, stopped) = match &s.end {
-        ScanEnd::Complete => ("complete", None),
-        ScanEnd::Switch { .. } => ("switch", None),
-        ScanEnd::Stopped { error } => ("stopped", Some(error.to_string())),
-    };
-    SegmentFacts {
-        postgresql: s.header.version.major(),
-        system_id: s.header.system_id.to_string(),
-        timeline: s.header.timeline,
-        start_lsn: s.header.start.0,
-        first_record: s.first_record.map(|l| l.0),
-        last_record: s.last_record.map(|l| l.0),
-        end_of_records: s.end_of_records.0,
-        records: s.records,
-        commits: commits.len() as u64,
-        aborts: (s.xacts.len() - commits.len()) as u64,
-        first_commit: commits.first().map(point),
-        last_commit: commits.last().map(point),
-        commit_xids,
-        restore_points: s
-            .restore_points
-            .iter()
-            .map(|r| NamedPoint { name: r.name.clone(), lsn: r.lsn.0, time_us: to_us(r.time) })
-            .collect(),
-        end: end.to_string(),
-        stopped,
-    }
-}
-
-/// `KEY: value` lines of a backup history file (`START WAL LOCATION`,
-/// `STOP WAL LOCATION`, `LABEL`, …).
-pub(crate) fn parse_backup_history(text: &[u8]) -> std::collections::BTreeMap<String, String> {
-    String::from_utf8_lossy(text)
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
 }

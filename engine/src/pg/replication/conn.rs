@@ -22,6 +22,7 @@ use zeroize::Zeroize;
 
 use super::conninfo::{ChannelBindingMode, ConnInfo, SslMode};
 use super::tls;
+use super::wire::message_name;
 use crate::{Error, Result};
 
 /// The largest backend message accepted. Archive data arrives in messages
@@ -148,27 +149,6 @@ pub(crate) fn connection_error(server: &str, during: impl Into<String>, source: 
 
 pub(crate) fn protocol_error(server: &str, detail: impl Into<String>) -> Error {
     Error::Protocol { server: server.to_owned(), detail: detail.into() }
-}
-
-/// A name for a message in protocol errors.
-pub(crate) fn message_name(m: &Message) -> &'static str {
-    match m {
-        Message::AuthenticationOk => "AuthenticationOk",
-        Message::BackendKeyData(_) => "BackendKeyData",
-        Message::CommandComplete(_) => "CommandComplete",
-        Message::CopyData(_) => "CopyData",
-        Message::CopyDone => "CopyDone",
-        Message::CopyInResponse(_) => "CopyInResponse",
-        Message::CopyOutResponse(_) => "CopyOutResponse",
-        Message::DataRow(_) => "DataRow",
-        Message::EmptyQueryResponse => "EmptyQueryResponse",
-        Message::ErrorResponse(_) => "ErrorResponse",
-        Message::NoticeResponse(_) => "NoticeResponse",
-        Message::ParameterStatus(_) => "ParameterStatus",
-        Message::ReadyForQuery(_) => "ReadyForQuery",
-        Message::RowDescription(_) => "RowDescription",
-        _ => "an unexpected message",
-    }
 }
 
 /// A live connection, authenticated and ready for replication commands.
@@ -306,38 +286,7 @@ impl Conn {
                     {
                         mechanisms.push(m.to_owned());
                     }
-                    let offered = |m: &str| mechanisms.iter().any(|o| o == m);
-                    let plus = offered("SCRAM-SHA-256-PLUS");
-                    // As libpq: bind when both sides can; say "y" (we could,
-                    // the server did not offer) over TLS so that a server
-                    // stripped of the -PLUS offer refuses; "n" otherwise.
-                    let (mechanism, binding) = match (ci.channel_binding, plus, &self.channel_binding) {
-                        (ChannelBindingMode::Disable, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
-                        (_, true, Some(data)) => {
-                            ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(data.clone()))
-                        }
-                        (ChannelBindingMode::Require, _, _) => {
-                            return Err(auth_failed(format!(
-                                "channel_binding=require, but {}",
-                                if !self.tls {
-                                    "the connection is not encrypted (TLS is needed for channel binding)"
-                                } else if !plus {
-                                    "the server does not offer SCRAM-SHA-256-PLUS"
-                                } else {
-                                    "the server certificate's signature algorithm has no tls-server-end-point hash"
-                                }
-                            )))
-                        }
-                        (ChannelBindingMode::Prefer, false, Some(_)) => {
-                            ("SCRAM-SHA-256", ChannelBinding::unrequested())
-                        }
-                        (ChannelBindingMode::Prefer, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
-                    };
-                    if !offered(mechanism) {
-                        return Err(auth_failed(format!(
-                            "the server offers only SASL mechanisms {mechanisms:?}; cairn speaks SCRAM-SHA-256"
-                        )));
-                    }
+                    let (mechanism, binding) = self.sasl_mechanism(ci, &mechanisms).map_err(auth_failed)?;
                     let pw = ci.password.as_ref().ok_or_else(no_password)?;
                     let s = ScramSha256::new(pw.expose().as_bytes(), binding);
                     frontend::sasl_initial_response(mechanism, s.message(), &mut out)
@@ -394,6 +343,43 @@ impl Conn {
             out[..].zeroize();
             sent?;
         }
+    }
+
+    /// The SASL mechanism and channel binding to use, from what the server
+    /// offers and `channel_binding`; `Err` says why authentication cannot
+    /// go on.
+    fn sasl_mechanism(
+        &self,
+        ci: &ConnInfo,
+        mechanisms: &[String],
+    ) -> std::result::Result<(&'static str, ChannelBinding), String> {
+        let offered = |m: &str| mechanisms.iter().any(|o| o == m);
+        let plus = offered("SCRAM-SHA-256-PLUS");
+        // As libpq: bind when both sides can; say "y" (we could, the server
+        // did not offer) over TLS so that a server stripped of the -PLUS
+        // offer refuses; "n" otherwise.
+        let chosen = match (ci.channel_binding, plus, &self.channel_binding) {
+            (ChannelBindingMode::Disable, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+            (_, true, Some(data)) => ("SCRAM-SHA-256-PLUS", ChannelBinding::tls_server_end_point(data.clone())),
+            (ChannelBindingMode::Require, _, _) => {
+                return Err(format!(
+                    "channel_binding=require, but {}",
+                    if !self.tls {
+                        "the connection is not encrypted (TLS is needed for channel binding)"
+                    } else if !plus {
+                        "the server does not offer SCRAM-SHA-256-PLUS"
+                    } else {
+                        "the server certificate's signature algorithm has no tls-server-end-point hash"
+                    }
+                ))
+            }
+            (ChannelBindingMode::Prefer, false, Some(_)) => ("SCRAM-SHA-256", ChannelBinding::unrequested()),
+            (ChannelBindingMode::Prefer, _, _) => ("SCRAM-SHA-256", ChannelBinding::unsupported()),
+        };
+        if !offered(chosen.0) {
+            return Err(format!("the server offers only SASL mechanisms {mechanisms:?}; cairn speaks SCRAM-SHA-256"));
+        }
+        Ok(chosen)
     }
 
     /// Writes `bytes` (one or more framed messages) and flushes.

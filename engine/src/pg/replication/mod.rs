@@ -50,6 +50,7 @@ mod conn;
 mod conninfo;
 mod options;
 mod tls;
+mod wire;
 
 #[cfg(test)]
 mod script_tests;
