@@ -2,9 +2,10 @@
 //! root, written so that a crash or power loss never leaves a torn object
 //! under its final name.
 //!
-//! object_store's `LocalFileSystem` serves reads, listings and deletes (its
-//! listing skips the `…#<digits>` staging names used here); writes are done
-//! here because it does not fsync:
+//! object_store's `LocalFileSystem`, behind a [`RemoteBackend`], serves
+//! reads and listings (its listing skips the `…#<digits>` staging names
+//! used here); writes and deletes are done here, because it does not fsync
+//! and takes no locks:
 //! - a put writes a staging file beside the target, fsyncs it, then renames
 //!   it into place (overwrite) or hard-links it (create-only: `link` fails if
 //!   the name exists), and fsyncs the directories up to the root;
@@ -29,20 +30,18 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
-use object_store::path::Path as StorePath;
-use object_store::ObjectStore;
 
 use super::backend::{Backend, ObjectInfo, ObjectMeta, PutMode, Version};
-use super::remote::map_err;
+use super::remote::RemoteBackend;
 use crate::{Error, Result};
 
 /// A local directory as a [`Backend`].
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
-    fs: LocalFileSystem,
+    /// Reads and listings.
+    fs: RemoteBackend,
 }
 
 impl LocalBackend {
@@ -57,7 +56,7 @@ impl LocalBackend {
         let root = std::fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
         let fs =
             LocalFileSystem::new_with_prefix(&root).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
-        Ok(LocalBackend { root, fs })
+        Ok(LocalBackend { root, fs: RemoteBackend::new(std::sync::Arc::new(fs), false) })
     }
 }
 
@@ -71,14 +70,7 @@ impl Backend for LocalBackend {
     }
 
     async fn get_opts(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        let path = StorePath::from(key);
-        match range {
-            Some(r) => self.fs.get_range(&path, r).await.map_err(|e| map_err(key, e, false)),
-            None => {
-                let r = self.fs.get(&path).await.map_err(|e| map_err(key, e, false))?;
-                r.bytes().await.map_err(|e| map_err(key, e, false))
-            }
-        }
+        self.fs.get_opts(key, range).await
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -94,16 +86,7 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let p = StorePath::from(prefix);
-        let mut out: Vec<ObjectInfo> = self
-            .fs
-            .list(Some(&p))
-            .map_ok(|m| ObjectInfo { key: m.location.to_string(), size: m.size, modified: m.last_modified.into() })
-            .try_collect()
-            .await
-            .map_err(|e| map_err(prefix, e, false))?;
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.fs.list(prefix).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -54,7 +54,7 @@ pub fn retry_config() -> object_store::RetryConfig {
 
 /// Maps an object_store error on `key` to the engine's. `networked`: the
 /// store behind it talks to a server, so a generic failure may be an outage.
-pub(super) fn map_err(key: &str, e: object_store::Error, networked: bool) -> Error {
+fn map_err(key: &str, e: object_store::Error, networked: bool) -> Error {
     use object_store::Error as E;
     match e {
         E::NotFound { .. } => Error::NotFound { what: key.to_string() },
