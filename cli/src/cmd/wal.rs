@@ -209,7 +209,7 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
     let r = match receipt {
         Some(r) => r,
         None => {
-            let opts = PushOptions { compression_level: a.compression, no_follow: false };
+            let opts = PushOptions::default().with_compression(a.compression);
             wal::push(&repo, &stanza, &a.path, &opts).await?
         }
     };
@@ -269,7 +269,7 @@ async fn push_ahead(g: &Global, a: PushAheadArgs) -> Result<i32> {
         tracing::warn!(error = %e, "could not remove old receipts");
     }
     let repo = g.open().await?;
-    let opts = PushOptions { compression_level: a.compression, no_follow: true };
+    let opts = PushOptions::default().with_compression(a.compression).no_follow();
     let n = match a.follow {
         Some(n) => state.follow(&repo, &stanza, &a.dir, n as usize, &opts, wal::ahead::PUSHER_IDLE).await,
         None => state.push_names(&repo, &stanza, &a.dir, &a.names, &opts).await,

@@ -260,7 +260,7 @@ impl AheadState {
         names: &[String],
         opts: &PushOptions,
     ) -> u64 {
-        let opts = PushOptions { no_follow: true, ..opts.clone() };
+        let opts = opts.clone().no_follow();
         let queue = std::sync::Mutex::new(names.iter().filter(|n| is_wal_file_name(n)));
         let inflight = std::sync::Mutex::new(std::collections::BTreeSet::new());
         let stored = std::sync::atomic::AtomicU64::new(0);

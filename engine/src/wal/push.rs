@@ -43,6 +43,7 @@ const DEFAULT_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
 
 /// How to push.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PushOptions {
     /// zstd level for the pieces.
     pub compression_level: i32,
@@ -59,6 +60,20 @@ pub const DEFAULT_WAL_COMPRESSION_LEVEL: i32 = 1;
 impl Default for PushOptions {
     fn default() -> Self {
         PushOptions { compression_level: DEFAULT_WAL_COMPRESSION_LEVEL, no_follow: false }
+    }
+}
+
+impl PushOptions {
+    /// Pieces compressed at zstd `level`.
+    pub fn with_compression(mut self, level: i32) -> PushOptions {
+        self.compression_level = level;
+        self
+    }
+
+    /// Refuses to open the file through a symbolic link.
+    pub fn no_follow(mut self) -> PushOptions {
+        self.no_follow = true;
+        self
     }
 }
 

@@ -249,7 +249,7 @@ impl ReplicationSource {
         send(&mut conn, &addr, &[b"PING"])?;
         let l = line(&mut conn, &addr)?;
         if l.starts_with("-NOAUTH") {
-            return Err(protocol(&addr, "the server requires a password (REDISCLI_AUTH or --password-file)"));
+            return Err(protocol(&addr, "the server requires a password (set REDISCLI_AUTH or give a password file)"));
         }
         if !l.starts_with('+') {
             return Err(protocol(&addr, format!("PING refused: {l}")));
@@ -319,7 +319,7 @@ fn tls_config(t: &TlsOptions) -> Result<Arc<rustls::ClientConfig>> {
             roots.add_parsable_certificates(found.certs);
             if roots.is_empty() {
                 return Err(Error::Config(
-                    "TLS: no trusted CA certificates found on this system; pass --tls-ca-file".into(),
+                    "TLS: no trusted CA certificates found on this system; name a CA file".into(),
                 ));
             }
         }
@@ -368,10 +368,10 @@ fn tls_handshake(
         if let Err(e) = tls.complete_io(&mut tcp) {
             let hint = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(rustls::Error::InvalidCertificate(_)) if t.ca_file.is_some() => {
-                    " (is the server's certificate signed by a CA in --tls-ca-file, and for this name?)"
+                    " (is the server's certificate signed by a CA in the CA file given, and for this name?)"
                 }
                 Some(rustls::Error::InvalidCertificate(_)) => {
-                    " (checked against the system's CA certificates; --tls-ca-file names others)"
+                    " (checked against the system's CA certificates; a CA file can name others)"
                 }
                 _ => "",
             };
