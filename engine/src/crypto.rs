@@ -12,7 +12,7 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::ids::Id;
+use crate::ids::{BlobId, Id};
 
 /// Bytes added to every sealed blob or object: nonce and tag.
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
@@ -69,8 +69,8 @@ impl Keys {
 
     /// The blob id of a plaintext: keyed BLAKE3, so ids reveal nothing about
     /// content to someone without the key.
-    pub fn blob_id(&self, plaintext: &[u8]) -> Id {
-        Id(*blake3::keyed_hash(&self.chunk_id_key, plaintext).as_bytes())
+    pub fn blob_id(&self, plaintext: &[u8]) -> BlobId {
+        BlobId(Id(*blake3::keyed_hash(&self.chunk_id_key, plaintext).as_bytes()))
     }
 
     /// Seed for the FastCDC gear table, so cut points depend on the key.
@@ -207,7 +207,7 @@ mod tests {
         // A known sealed blob (nonce fixed by the vector) must still open.
         let sealed = hex::decode(GOLDEN_SEALED).unwrap();
         let id = keys.blob_id(b"cairn");
-        assert_eq!(keys.open(&id.0, &sealed).unwrap(), b"cairn");
+        assert_eq!(keys.open(&id.0 .0, &sealed).unwrap(), b"cairn");
     }
 
     const GOLDEN_BLOB_ID: &str = "e60ea8fd919d6166e26b55d61110ff2fae6d12f2fd0f1c37331eb2ea95cb5755";

@@ -62,7 +62,7 @@ pub use commands::files::{diff, Change, DiffReport, ExtractSummary, FileInfo, La
 pub use commands::inspect;
 pub use commands::restore::{restore_entry, restore_entry_to_path, RestoreProgress, RestoreSummary};
 pub use commands::stats::{stats, Stats};
-pub use ids::Id;
+pub use ids::{BlobId, Id, PackId, SnapshotId, TreeId};
 pub use index::{rebuild_from_packs, LocalIndex, RebuildSummary};
 pub use keys::{KeySlot, Secret};
 pub use repo::{Config, InitOptions, Repository};

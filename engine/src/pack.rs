@@ -16,7 +16,7 @@ use cairn_formats::repo::{
 
 use crate::compress;
 use crate::crypto::{Keys, SEAL_OVERHEAD};
-use crate::ids::Id;
+use crate::ids::{BlobId, Id, PackId};
 use crate::store::Store;
 use crate::{Error, Result};
 
@@ -25,7 +25,7 @@ const TRAILER_AAD: &[u8] = b"cairn pack trailer v1";
 /// A blob ready to be appended to a pack: compressed and sealed.
 pub struct SealedBlob {
     /// Blob id.
-    pub id: Id,
+    pub id: BlobId,
     /// Data or tree.
     pub kind: BlobKind,
     /// How the plaintext was compressed.
@@ -37,7 +37,13 @@ pub struct SealedBlob {
 }
 
 /// Compresses (when worthwhile) and seals one blob.
-pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, zstd: impl Into<compress::Zstd>, plaintext: &[u8]) -> SealedBlob {
+pub fn seal_blob(
+    keys: &Keys,
+    id: BlobId,
+    kind: BlobKind,
+    zstd: impl Into<compress::Zstd>,
+    plaintext: &[u8],
+) -> SealedBlob {
     // One buffer: compressed in, sealed in place.
     let mut sealed = Vec::new();
     let compression = compress::compress_into(zstd, plaintext, &mut sealed);
@@ -45,7 +51,7 @@ pub fn seal_blob(keys: &Keys, id: Id, kind: BlobKind, zstd: impl Into<compress::
         sealed.reserve_exact(plaintext.len() + SEAL_OVERHEAD);
         sealed.extend_from_slice(plaintext);
     }
-    keys.seal_in_place(&id.0, &mut sealed);
+    keys.seal_in_place(&id.0 .0, &mut sealed);
     SealedBlob { id, kind, compression, raw_len: plaintext.len() as u32, sealed }
 }
 
@@ -66,7 +72,7 @@ thread_local! {
 /// nothing per blob.
 pub fn open_blob_into(keys: &Keys, object: &str, entry: &BlobEntry, sealed: &[u8], out: &mut [u8]) -> Result<()> {
     open_authentic_into(keys, object, entry, sealed, out)?;
-    let id = Id(entry.id);
+    let id = BlobId(Id(entry.id));
     if keys.blob_id(out) != id {
         let at = Some(u64::from(entry.offset));
         return Err(Error::corrupt(object, at, format!("blob {} does not hash to its id", id.short())));
@@ -118,7 +124,7 @@ pub struct PackBuilder {
 /// A finished pack.
 pub struct SealedPack {
     /// BLAKE3 of `bytes`.
-    pub id: Id,
+    pub id: PackId,
     /// The whole pack.
     pub bytes: Bytes,
     /// Its blobs.
@@ -129,7 +135,7 @@ pub struct SealedPack {
 /// the blobs; `tail` (encrypted trailer, its length, magic) ends the pack.
 pub struct StreamedPack {
     /// BLAKE3 of the whole pack.
-    pub id: Id,
+    pub id: PackId,
     /// What follows the blobs.
     pub tail: Vec<u8>,
     /// The whole pack's length.
@@ -169,7 +175,7 @@ impl PackBuilder {
     /// Appends a sealed blob.
     pub fn push(&mut self, b: &SealedBlob) {
         self.entries.push(BlobEntry {
-            id: b.id.0,
+            id: b.id.0 .0,
             kind: b.kind,
             compression: b.compression,
             offset: self.len() as u32,
@@ -185,7 +191,7 @@ impl PackBuilder {
 
     /// Appends the encrypted trailer, its length and the magic to `buf`;
     /// returns the pack's id.
-    fn seal_tail(&mut self, keys: &Keys) -> Id {
+    fn seal_tail(&mut self, keys: &Keys) -> PackId {
         let trailer = encode_trailer(&self.entries);
         let before = self.buf.len();
         keys.seal_into(TRAILER_AAD, &trailer, &mut self.buf);
@@ -193,14 +199,14 @@ impl PackBuilder {
         self.buf.extend_from_slice(&trailer_len.to_le_bytes());
         self.buf.extend_from_slice(&PACK_MAGIC);
         self.hasher.update(&self.buf[before..]);
-        Id(*self.hasher.finalize().as_bytes())
+        PackId(Id(*self.hasher.finalize().as_bytes()))
     }
 
     /// Appends the encrypted trailer and tail and names the pack.
     pub fn finish(mut self, keys: &Keys) -> SealedPack {
         assert!(self.streamed.is_none(), "a streamed pack ends with finish_streamed");
         let id = self.seal_tail(keys);
-        debug_assert_eq!(id, Id::of_bytes(&self.buf));
+        debug_assert_eq!(id.0, Id::of_bytes(&self.buf));
         SealedPack { id, bytes: Bytes::from(self.buf), entries: self.entries }
     }
 
@@ -234,7 +240,7 @@ fn open_trailer(keys: &Keys, object: &str, sealed: &[u8], start: u64) -> Result<
 }
 
 /// Reads only the trailer of a stored pack (two range reads).
-pub async fn read_trailer(store: &Store, keys: &Keys, id: &Id, size: u64) -> Result<Vec<BlobEntry>> {
+pub async fn read_trailer(store: &Store, keys: &Keys, id: &PackId, size: u64) -> Result<Vec<BlobEntry>> {
     let object = ObjectKey::Pack(*id).to_string();
     if size < PACK_TAIL_LEN as u64 {
         return Err(Error::corrupt(&object, Some(0), format!("{size} bytes is too short for a pack")));
@@ -272,7 +278,7 @@ mod tests {
         for i in 0..pack.bytes.len() {
             let mut t = pack.bytes.to_vec();
             t[i] ^= 0x80;
-            assert_ne!(Id::of_bytes(&t), pack.id);
+            assert_ne!(Id::of_bytes(&t), pack.id.0);
             let trailer_ok = trailer_of(&keys, "p", &t).map(|e| e == entries).unwrap_or(false);
             let blobs_ok = entries.iter().all(|e| {
                 let s = &t[e.offset as usize..(e.offset + e.stored_len) as usize];
@@ -298,7 +304,7 @@ mod tests {
         }
         let (whole, streamed) = (whole.finish(&keys), streamed.finish_streamed(&keys));
         written.extend_from_slice(&streamed.tail);
-        assert_eq!(streamed.id, Id::of_bytes(&written));
+        assert_eq!(streamed.id.0, Id::of_bytes(&written));
         assert_eq!(streamed.len, written.len() as u64);
         assert_eq!(streamed.entries, whole.entries);
         assert_eq!(trailer_of(&keys, "p", &written).unwrap(), whole.entries);

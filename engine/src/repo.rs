@@ -57,7 +57,7 @@ impl ObjectKind {
     pub fn key(self, id: Id) -> ObjectKey {
         match self {
             ObjectKind::Index => ObjectKey::Index(id),
-            ObjectKind::Snapshot => ObjectKey::Snapshot(id),
+            ObjectKind::Snapshot => ObjectKey::Snapshot(crate::ids::SnapshotId(id)),
         }
     }
 

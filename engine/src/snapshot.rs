@@ -3,7 +3,7 @@
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use crate::ids::Id;
+use crate::ids::{SnapshotId, TreeId};
 use crate::repo::{ObjectKind, Repository};
 use crate::repofile::{ObjectKey, RepoFile};
 use crate::{Error, Result};
@@ -14,8 +14,8 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 /// A reference to one tree blob and what it covers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TreeRef {
-    /// Tree blob id (hex).
-    pub tree: String,
+    /// The tree blob (64 hex digits in the manifest).
+    pub tree: TreeId,
     /// Chunk references in the tree.
     pub chunks: u64,
     /// Plaintext bytes those chunks hold.
@@ -213,8 +213,8 @@ pub struct Snapshot {
 
 impl RepoFile for Snapshot {
     const VERSION: u32 = SNAPSHOT_VERSION;
-    type Id = Id;
-    fn key(id: &Id) -> ObjectKey {
+    type Id = SnapshotId;
+    fn key(id: &SnapshotId) -> ObjectKey {
         ObjectKey::Snapshot(*id)
     }
 }
@@ -228,20 +228,20 @@ impl Snapshot {
     }
 
     /// Seals and stores the manifest; returns its id.
-    pub async fn save(&self, repo: &Repository) -> Result<Id> {
-        repo.put_object(ObjectKind::Snapshot, &self.encode()).await
+    pub async fn save(&self, repo: &Repository) -> Result<SnapshotId> {
+        repo.put_object(ObjectKind::Snapshot, &self.encode()).await.map(SnapshotId)
     }
 
     /// Loads one manifest.
-    pub async fn load(repo: &Repository, id: &Id) -> Result<Snapshot> {
-        let plain = repo.get_object(ObjectKind::Snapshot, id).await?;
+    pub async fn load(repo: &Repository, id: &SnapshotId) -> Result<Snapshot> {
+        let plain = repo.get_object(ObjectKind::Snapshot, &id.0).await?;
         Self::decode(&Self::key(id).to_string(), &plain)
     }
 
     /// Loads every manifest, oldest first.
-    pub async fn list(repo: &Repository) -> Result<Vec<(Id, Snapshot)>> {
+    pub async fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
         let ids = repo.list_ids(ObjectKind::Snapshot).await?;
-        let mut all: Vec<(Id, Snapshot)> = futures::stream::iter(ids.into_iter().map(|(id, _)| id))
+        let mut all: Vec<(SnapshotId, Snapshot)> = futures::stream::iter(ids.into_iter().map(|(id, _)| SnapshotId(id)))
             .map(|id| async move { Ok::<_, Error>((id, Snapshot::load(repo, &id).await?)) })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
@@ -255,7 +255,7 @@ impl Snapshot {
     /// Resolves `latest` or an id prefix (at least 4 hex characters),
     /// optionally among snapshots of one source. A prefix loads only the
     /// snapshot it names, so one unreadable manifest does not block others.
-    pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(Id, Snapshot)> {
+    pub async fn resolve(repo: &Repository, spec: &str, source: Option<&str>) -> Result<(SnapshotId, Snapshot)> {
         Self::resolve_kind(repo, spec, source, None).await
     }
 
@@ -266,7 +266,7 @@ impl Snapshot {
         spec: &str,
         source: Option<&str>,
         kind: Option<&str>,
-    ) -> Result<(Id, Snapshot)> {
+    ) -> Result<(SnapshotId, Snapshot)> {
         let wanted =
             |s: &Snapshot| source.is_none_or(|n| s.source.name == n) && kind.is_none_or(|k| s.source.kind == k);
         if spec == "latest" {
@@ -285,11 +285,11 @@ impl Snapshot {
             )));
         }
         let spec = spec.to_ascii_lowercase();
-        let hits: Vec<Id> = repo
+        let hits: Vec<SnapshotId> = repo
             .list_ids(ObjectKind::Snapshot)
             .await?
             .into_iter()
-            .map(|(id, _)| id)
+            .map(|(id, _)| SnapshotId(id))
             .filter(|id| id.to_hex().starts_with(&spec))
             .collect();
         match hits.as_slice() {

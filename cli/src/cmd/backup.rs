@@ -236,7 +236,7 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     Ok(exit::OK)
 }
 
-fn report(g: &Global, (id, snap): (cairn_engine::Id, Snapshot)) {
+fn report(g: &Global, (id, snap): (cairn_engine::SnapshotId, Snapshot)) {
     if g.json {
         super::print_json(
             &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "kind": snap.source.kind, "time": snap.time, "stats": snap.stats, "blake3": snap.entries.first().map(|e| e.blake3.clone()), "metadata": snap.metadata }),

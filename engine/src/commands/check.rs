@@ -16,7 +16,7 @@ use futures::StreamExt;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::ids::Id;
+use crate::ids::{BlobId, Id, PackId, SnapshotId, TreeId};
 use crate::pack::{open_blob, trailer_of};
 use crate::repo::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
@@ -82,14 +82,14 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
 }
 
 /// Every pack in the store, with its size.
-async fn list_packs(repo: &Repository, report: &mut CheckReport) -> Result<HashMap<Id, u64>> {
-    let packs: HashMap<Id, u64> = repo
+async fn list_packs(repo: &Repository, report: &mut CheckReport) -> Result<HashMap<PackId, u64>> {
+    let packs: HashMap<PackId, u64> = repo
         .store()
         .list("packs")
         .await?
         .into_iter()
         .filter_map(|o| {
-            let id = Id::from_hex(o.key.rsplit('/').next().unwrap_or_default());
+            let id = PackId::from_hex(o.key.rsplit('/').next().unwrap_or_default());
             if id.is_none() {
                 report.problems.push(Problem { object: o.key.clone(), message: "malformed pack name".into() });
             }
@@ -101,13 +101,13 @@ async fn list_packs(repo: &Repository, report: &mut CheckReport) -> Result<HashM
 }
 
 /// Where every blob is, by index segment; and each indexed pack's blobs.
-type Indexed = (HashMap<Id, (Id, BlobEntry)>, HashMap<Id, Vec<BlobEntry>>);
+type Indexed = (HashMap<BlobId, (PackId, BlobEntry)>, HashMap<PackId, Vec<BlobEntry>>);
 
 /// Index segments → where every blob is; a pack a segment names must exist
 /// with the size it records.
-async fn read_index(repo: &Repository, packs: &HashMap<Id, u64>, report: &mut CheckReport) -> Result<Indexed> {
-    let mut blobs: HashMap<Id, (Id, BlobEntry)> = HashMap::new();
-    let mut indexed_packs: HashMap<Id, Vec<BlobEntry>> = HashMap::new();
+async fn read_index(repo: &Repository, packs: &HashMap<PackId, u64>, report: &mut CheckReport) -> Result<Indexed> {
+    let mut blobs: HashMap<BlobId, (PackId, BlobEntry)> = HashMap::new();
+    let mut indexed_packs: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
     let segs = repo.list_ids(ObjectKind::Index).await?;
     let mut fetched = futures::stream::iter(segs.into_iter().map(|(id, _)| id))
         .map(|id| async move { (id, repo.get_object(ObjectKind::Index, &id).await) })
@@ -124,7 +124,7 @@ async fn read_index(repo: &Repository, packs: &HashMap<Id, u64>, report: &mut Ch
             }
         };
         for p in seg.packs {
-            let pid = Id(p.pack_id);
+            let pid = PackId(Id(p.pack_id));
             match packs.get(&pid) {
                 None => problem(
                     report,
@@ -139,7 +139,7 @@ async fn read_index(repo: &Repository, packs: &HashMap<Id, u64>, report: &mut Ch
                 Some(_) => {}
             }
             for b in &p.blobs {
-                blobs.insert(Id(b.id), (pid, *b));
+                blobs.insert(BlobId(Id(b.id)), (pid, *b));
             }
             indexed_packs.insert(pid, p.blobs);
         }
@@ -151,8 +151,8 @@ async fn read_index(repo: &Repository, packs: &HashMap<Id, u64>, report: &mut Ch
 /// neither names are unreferenced.
 async fn check_wal(
     repo: &Repository,
-    packs: &HashMap<Id, u64>,
-    indexed_packs: &HashMap<Id, Vec<BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    indexed_packs: &HashMap<PackId, Vec<BlobEntry>>,
     report: &mut CheckReport,
 ) -> Result<()> {
     let (wal_packs, wal_files, wal_problems) = crate::wal::referenced_packs(repo).await?;
@@ -177,11 +177,12 @@ async fn check_wal(
 /// Snapshots → every tree and data blob they need.
 async fn check_snapshots(
     repo: &Repository,
-    blobs: &HashMap<Id, (Id, BlobEntry)>,
+    blobs: &HashMap<BlobId, (PackId, BlobEntry)>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let mut trees_done: HashSet<Id> = HashSet::new();
+    let mut trees_done: HashSet<TreeId> = HashSet::new();
     for (id, _) in repo.list_ids(ObjectKind::Snapshot).await? {
+        let id = SnapshotId(id);
         report.snapshots += 1;
         let key = ObjectKey::Snapshot(id).to_string();
         let snap = match Snapshot::load(repo, &id).await {
@@ -194,10 +195,7 @@ async fn check_snapshots(
         for entry in &snap.entries {
             let members = entry.members.iter().flat_map(|m| m.content.iter());
             for t in entry.content.iter().chain(members) {
-                let Some(tid) = Id::from_hex(&t.tree) else {
-                    problem(report, &key, format!("malformed tree id {:?}", t.tree));
-                    continue;
-                };
+                let tid = t.tree;
                 if !trees_done.insert(tid) {
                     continue;
                 }
@@ -220,12 +218,12 @@ async fn check_snapshots(
 /// to its name, its trailer agree with the index, every blob open.
 async fn read_data(
     repo: &Repository,
-    packs: &HashMap<Id, u64>,
-    indexed_packs: &HashMap<Id, Vec<BlobEntry>>,
+    packs: &HashMap<PackId, u64>,
+    indexed_packs: &HashMap<PackId, Vec<BlobEntry>>,
     read: ReadData,
     report: &mut CheckReport,
 ) {
-    let mut to_read: Vec<Id> = packs.keys().copied().collect();
+    let mut to_read: Vec<PackId> = packs.keys().copied().collect();
     to_read.sort();
     match read {
         ReadData::None => to_read.clear(),
@@ -251,9 +249,13 @@ async fn read_data(
     }
 }
 
-async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid: &Id) -> Result<Vec<Id>> {
-    let Some((pack, entry)) = blobs.get(tid) else {
-        return Ok(vec![*tid]);
+async fn check_tree(
+    repo: &Repository,
+    blobs: &HashMap<BlobId, (PackId, BlobEntry)>,
+    tid: &TreeId,
+) -> Result<Vec<BlobId>> {
+    let Some((pack, entry)) = blobs.get(&tid.blob()) else {
+        return Ok(vec![tid.blob()]);
     };
     if entry.kind != BlobKind::Tree {
         return Err(crate::Error::corrupt(
@@ -267,16 +269,16 @@ async fn check_tree(repo: &Repository, blobs: &HashMap<Id, (Id, BlobEntry)>, tid
     let sealed = repo.store().get_range(&key, s..s + u64::from(entry.stored_len)).await?;
     let plain = open_blob(repo.keys(), &key, entry, &sealed)?;
     let refs = decode_tree(&plain).map_err(|e| crate::Error::decode(&key, e))?;
-    Ok(refs.iter().map(|r| Id(r.id)).filter(|id| !blobs.contains_key(id)).collect())
+    Ok(refs.iter().map(|r| BlobId(Id(r.id))).filter(|id| !blobs.contains_key(id)).collect())
 }
 
 /// Reads one pack whole; returns the number of blobs verified.
-async fn read_pack(repo: &Repository, pid: &Id, expected: Option<Vec<BlobEntry>>) -> Result<u64> {
+async fn read_pack(repo: &Repository, pid: &PackId, expected: Option<Vec<BlobEntry>>) -> Result<u64> {
     let key = ObjectKey::Pack(*pid).to_string();
     let bytes = repo.store().get(&key).await?;
     let keys = repo.keys();
     tokio::task::block_in_place(|| {
-        if Id::of_bytes(&bytes) != *pid {
+        if Id::of_bytes(&bytes) != pid.0 {
             return Err(Error::corrupt(
                 &key,
                 None,

@@ -22,7 +22,7 @@ use cairn_formats::repo::{decode_tree, ChunkRef};
 use futures::StreamExt;
 use rayon::prelude::*;
 
-use crate::ids::Id;
+use crate::ids::{BlobId, Id, PackId, TreeId};
 use crate::index::{BlobLocation, LocalIndex};
 use crate::pack::open_blob;
 use crate::repo::Repository;
@@ -56,7 +56,7 @@ pub struct RestoreProgress {
 }
 
 struct Range {
-    pack: Id,
+    pack: PackId,
     start: u64,
     end: u64,
     blobs: Vec<BlobLocation>,
@@ -64,7 +64,7 @@ struct Range {
 
 /// Plans the range reads for a set of distinct blobs.
 fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
-    let mut by_pack: HashMap<Id, Vec<BlobLocation>> = HashMap::new();
+    let mut by_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
     for l in locs {
         by_pack.entry(l.pack).or_default().push(l);
     }
@@ -96,10 +96,10 @@ fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
 pub async fn fetch_blobs(
     repo: &Repository,
     index: &LocalIndex,
-    ids: &[Id],
+    ids: &[BlobId],
     concurrency: usize,
-) -> Result<(HashMap<Id, Arc<Vec<u8>>>, u64, u64)> {
-    let mut distinct: Vec<Id> = ids.to_vec();
+) -> Result<(HashMap<BlobId, Arc<Vec<u8>>>, u64, u64)> {
+    let mut distinct: Vec<BlobId> = ids.to_vec();
     distinct.sort_unstable();
     distinct.dedup();
     let found = index.lookup_many(&distinct)?;
@@ -115,13 +115,13 @@ pub async fn fetch_blobs(
         .map(|r| async move {
             let key = ObjectKey::Pack(r.pack).to_string();
             let bytes = repo.store().get_range(&key, r.start..r.end).await?;
-            let opened: Vec<Result<(Id, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
+            let opened: Vec<Result<(BlobId, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
                 r.blobs
                     .par_iter()
                     .map(|b| {
                         let s = (u64::from(b.entry.offset) - r.start) as usize;
                         let sealed = &bytes[s..s + b.entry.stored_len as usize];
-                        open_blob(repo.keys(), &key, &b.entry, sealed).map(|p| (Id(b.entry.id), Arc::new(p)))
+                        open_blob(repo.keys(), &key, &b.entry, sealed).map(|p| (BlobId(Id(b.entry.id)), Arc::new(p)))
                     })
                     .collect()
             });
@@ -142,8 +142,8 @@ pub async fn fetch_blobs(
 }
 
 /// Loads the chunk references of a tree blob.
-pub async fn load_tree(repo: &Repository, index: &LocalIndex, tree: &str) -> Result<Vec<ChunkRef>> {
-    let id = Id::from_hex(tree).ok_or_else(|| Error::corrupt("snapshot", None, format!("bad tree id {tree:?}")))?;
+pub async fn load_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId) -> Result<Vec<ChunkRef>> {
+    let id = tree.blob();
     let (blobs, _, _) = fetch_blobs(repo, index, &[id], 1).await?;
     let plain = blobs.get(&id).expect("fetched");
     decode_tree(plain).map_err(|e| Error::decode(format!("tree blob {id}"), e))
@@ -210,7 +210,7 @@ pub async fn restore_entry<W: Write + Send + 'static>(
         }
         let mut fetched = futures::stream::iter(windows)
             .map(|w| async move {
-                let ids: Vec<Id> = w.iter().map(|r| Id(r.id)).collect();
+                let ids: Vec<BlobId> = w.iter().map(|r| BlobId(Id(r.id))).collect();
                 let (blobs, n, reqs) = fetch_blobs(repo, index, &ids, concurrency).await?;
                 let ordered: Window = ids.iter().map(|id| blobs[id].clone()).collect();
                 Ok::<_, Error>((ordered, n, reqs))
@@ -378,12 +378,12 @@ pub async fn restore_range<W: Write>(
             bytes += u64::from(refs[j].1.len);
             j += 1;
         }
-        let ids: Vec<Id> = refs[i..j].iter().map(|(_, r)| Id(r.id)).collect();
+        let ids: Vec<BlobId> = refs[i..j].iter().map(|(_, r)| BlobId(Id(r.id))).collect();
         let (blobs, n, reqs) = fetch_blobs(repo, index, &ids, concurrency).await?;
         summary.bytes_fetched += n;
         summary.requests += reqs;
         for (at, r) in &refs[i..j] {
-            let b = &blobs[&Id(r.id)];
+            let b = &blobs[&BlobId(Id(r.id))];
             let s = start.saturating_sub(*at) as usize;
             let e = ((end - at) as usize).min(b.len());
             out.write_all(&b[s..e]).map_err(|e| Error::io("<restore output>", e))?;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use cairn_formats::repo::{BlobEntry, IndexSegment, BLOB_ENTRY_LEN};
 use rocksdb::{Options, WriteBatch, DB};
 
-use crate::ids::Id;
+use crate::ids::{BlobId, Id, PackId};
 use crate::{Error, Result};
 
 pub use sync::{rebuild_from_packs, RebuildSummary};
@@ -33,7 +33,7 @@ const META_REPO: &[u8] = b"m:repo";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
     /// The pack holding it.
-    pub pack: Id,
+    pub pack: PackId,
     /// Its entry in that pack.
     pub entry: BlobEntry,
 }
@@ -41,7 +41,7 @@ pub struct BlobLocation {
 impl BlobLocation {
     fn encode(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(32 + BLOB_ENTRY_LEN);
-        v.extend_from_slice(&self.pack.0);
+        v.extend_from_slice(&self.pack.0 .0);
         self.entry.encode(&mut v);
         v
     }
@@ -54,14 +54,14 @@ impl BlobLocation {
         let mut pack = [0u8; 32];
         pack.copy_from_slice(&v[..32]);
         let entry = BlobEntry::decode_exact(&v[32..]).map_err(|_| bad())?;
-        Ok(BlobLocation { pack: Id(pack), entry })
+        Ok(BlobLocation { pack: PackId(Id(pack)), entry })
     }
 }
 
-fn blob_key(id: &Id) -> [u8; 33] {
+fn blob_key(id: &BlobId) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = BLOB_PREFIX;
-    k[1..].copy_from_slice(&id.0);
+    k[1..].copy_from_slice(&id.0 .0);
     k
 }
 
@@ -86,7 +86,7 @@ pub struct LocalIndex {
     db: DB,
     path: PathBuf,
     mode: Mode,
-    overlay: HashMap<Id, BlobLocation>,
+    overlay: HashMap<BlobId, BlobLocation>,
     overlay_seen: HashSet<Id>,
 }
 
@@ -205,7 +205,7 @@ impl LocalIndex {
     }
 
     /// Looks up many blobs at once (one RocksDB multi-get).
-    pub fn lookup_many(&self, ids: &[Id]) -> Result<Vec<Option<BlobLocation>>> {
+    pub fn lookup_many(&self, ids: &[BlobId]) -> Result<Vec<Option<BlobLocation>>> {
         let keys: Vec<[u8; 33]> = ids.iter().map(blob_key).collect();
         let mut out = Vec::with_capacity(ids.len());
         for (id, r) in ids.iter().zip(self.db.multi_get(keys.iter())) {
@@ -219,7 +219,7 @@ impl LocalIndex {
     }
 
     /// Looks up one blob.
-    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLocation>> {
+    pub fn lookup(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
         Ok(self.lookup_many(std::slice::from_ref(id))?.pop().flatten())
     }
 
@@ -238,7 +238,7 @@ impl LocalIndex {
             Mode::Reader => {
                 for p in &segment.packs {
                     for e in &p.blobs {
-                        self.overlay.insert(Id(e.id), BlobLocation { pack: Id(p.pack_id), entry: *e });
+                        self.overlay.insert(BlobId(Id(e.id)), BlobLocation { pack: PackId(Id(p.pack_id)), entry: *e });
                     }
                 }
                 self.overlay_seen.insert(*seg);
@@ -255,14 +255,14 @@ impl LocalIndex {
         }
         let mut batch = WriteBatch::default();
         for p in &segment.packs {
-            add_pack(&mut batch, &Id(p.pack_id), &p.blobs);
+            add_pack(&mut batch, &PackId(Id(p.pack_id)), &p.blobs);
         }
         batch.put(seen_key(seg), []);
         self.db.write(batch).map_err(|e| self.err(e))
     }
 
     /// Records pack entries found without a segment (rebuild from packs).
-    pub(crate) fn put_pack(&self, pack: &Id, entries: &[BlobEntry]) -> Result<()> {
+    pub(crate) fn put_pack(&self, pack: &PackId, entries: &[BlobEntry]) -> Result<()> {
         let mut batch = WriteBatch::default();
         add_pack(&mut batch, pack, entries);
         self.db.write(batch).map_err(|e| self.err(e))
@@ -278,9 +278,9 @@ impl LocalIndex {
     }
 }
 
-fn add_pack(batch: &mut WriteBatch, pack: &Id, entries: &[BlobEntry]) {
+fn add_pack(batch: &mut WriteBatch, pack: &PackId, entries: &[BlobEntry]) {
     for e in entries {
-        batch.put(blob_key(&Id(e.id)), BlobLocation { pack: *pack, entry: *e }.encode());
+        batch.put(blob_key(&BlobId(Id(e.id))), BlobLocation { pack: *pack, entry: *e }.encode());
     }
 }
 

@@ -9,7 +9,7 @@ use cairn_formats::repo::IndexSegment;
 use futures::StreamExt;
 
 use super::{discard, LocalIndex};
-use crate::ids::Id;
+use crate::ids::{Id, PackId};
 use crate::pack::read_trailer;
 use crate::repo::{ObjectKind, Repository};
 use crate::{Error, Result};
@@ -120,7 +120,7 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
         .buffer_unordered(FETCH_CONCURRENCY);
     while let Some((id, r)) = segs.next().await {
         match r {
-            Ok(seg) => covered.extend(seg.packs.iter().map(|p| Id(p.pack_id))),
+            Ok(seg) => covered.extend(seg.packs.iter().map(|p| PackId(Id(p.pack_id)))),
             Err(e) => summary.unreadable.push(format!("{}: {e}", ObjectKey::Index(id))),
         }
     }
@@ -135,11 +135,11 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     let mut orphans = Vec::new();
     let mut trailers = futures::stream::iter(packs.iter().filter(|o| {
         let name = o.key.rsplit('/').next().unwrap_or_default();
-        !Id::from_hex(name).is_some_and(|id| wal_packs.contains(&id))
+        !PackId::from_hex(name).is_some_and(|id| wal_packs.contains(&id))
     }))
     .map(|o| async move {
         let name = o.key.rsplit('/').next().unwrap_or_default();
-        let Some(pid) = Id::from_hex(name) else {
+        let Some(pid) = PackId::from_hex(name) else {
             return (o.key.clone(), Err(Error::corrupt(&o.key, None, "malformed pack name")));
         };
         (o.key.clone(), read_trailer(repo.store(), repo.keys(), &pid, o.size).await.map(|e| (pid, e)))
@@ -152,7 +152,7 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
                 if !covered.contains(&pid) {
                     let size = packs.iter().find(|o| o.key == key).map(|o| o.size).unwrap_or_default();
                     orphans.push(cairn_formats::repo::PackEntries {
-                        pack_id: pid.0,
+                        pack_id: pid.0 .0,
                         pack_len: size,
                         blobs: entries.clone(),
                     });

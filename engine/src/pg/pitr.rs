@@ -16,7 +16,7 @@ use cairn_formats::pg::{BackupManifest, FileChecker, Lsn, SegmentName, SegmentSi
 use serde::Serialize;
 
 use crate::commands::files::Layout;
-use crate::ids::Id;
+use crate::ids::SnapshotId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -228,8 +228,8 @@ async fn backups_on_path(
     stanza: &str,
     path: &[(u32, u64)],
     tli: u32,
-) -> Result<Vec<(Id, Snapshot, PgFacts)>> {
-    let mut backups: Vec<(Id, Snapshot, PgFacts)> = Vec::new();
+) -> Result<Vec<(SnapshotId, Snapshot, PgFacts)>> {
+    let mut backups: Vec<(SnapshotId, Snapshot, PgFacts)> = Vec::new();
     for (id, s) in Snapshot::list(repo).await? {
         if s.source.kind != KIND {
             continue;
@@ -256,7 +256,10 @@ async fn backups_on_path(
 
 /// The newest backup that ended before `target` (the newest of all for
 /// the other kinds of target).
-fn choose_backup(backups: &[(Id, Snapshot, PgFacts)], target: &Target) -> Result<(Id, Snapshot, PgFacts)> {
+fn choose_backup(
+    backups: &[(SnapshotId, Snapshot, PgFacts)],
+    target: &Target,
+) -> Result<(SnapshotId, Snapshot, PgFacts)> {
     let pick = |ok: &dyn Fn(&PgFacts) -> bool, what: String| {
         backups.iter().find(|(_, _, f)| ok(f)).cloned().ok_or_else(|| refused(what))
     };

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::ids::Id;
+use crate::ids::{Id, PackId, SnapshotId};
 
 /// The kinds of repository objects, each under its own key prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -46,11 +46,11 @@ pub enum ObjectKey {
     KeySlot(String),
     /// `packs/<first two hex digits>/<id>`: a pack, named by the BLAKE3 of
     /// its bytes.
-    Pack(Id),
+    Pack(PackId),
     /// `index/<id>`: an index segment.
     Index(Id),
     /// `snapshots/<id>`: a snapshot manifest.
-    Snapshot(Id),
+    Snapshot(SnapshotId),
     /// `wal/<stanza>/stanza`: what a stanza's first file recorded about its
     /// cluster.
     Stanza(String),
@@ -87,9 +87,9 @@ impl ObjectKey {
         match parts.as_slice() {
             ["config"] => Some(ObjectKey::Config),
             ["keys", slot] if !slot.is_empty() => Some(ObjectKey::KeySlot(slot.to_string())),
-            ["packs", ab, hex] => id(hex).filter(|_| hex.get(..2) == Some(*ab)).map(ObjectKey::Pack),
+            ["packs", ab, hex] => id(hex).filter(|_| hex.get(..2) == Some(*ab)).map(|i| ObjectKey::Pack(PackId(i))),
             ["index", hex] => id(hex).map(ObjectKey::Index),
-            ["snapshots", hex] => id(hex).map(ObjectKey::Snapshot),
+            ["snapshots", hex] => id(hex).map(|i| ObjectKey::Snapshot(SnapshotId(i))),
             ["wal", stanza, "stanza"] => Some(ObjectKey::Stanza(stanza.to_string())),
             ["wal", stanza, tli, name] if tli.len() == 8 => {
                 let timeline = u32::from_str_radix(tli, 16).ok()?;
@@ -99,10 +99,10 @@ impl ObjectKey {
         }
     }
 
-    /// The id of a pack, index segment or snapshot key.
+    /// The raw id of a pack, index segment or snapshot key.
     pub fn id(&self) -> Option<Id> {
         match self {
-            ObjectKey::Pack(id) | ObjectKey::Index(id) | ObjectKey::Snapshot(id) => Some(*id),
+            ObjectKey::Pack(PackId(id)) | ObjectKey::Index(id) | ObjectKey::Snapshot(SnapshotId(id)) => Some(*id),
             _ => None,
         }
     }
@@ -141,9 +141,9 @@ mod tests {
         let keys = [
             ObjectKey::Config,
             ObjectKey::KeySlot("0123456789abcdef".into()),
-            ObjectKey::Pack(id),
+            ObjectKey::Pack(PackId(id)),
             ObjectKey::Index(id),
-            ObjectKey::Snapshot(id),
+            ObjectKey::Snapshot(SnapshotId(id)),
             ObjectKey::Stanza("main".into()),
             ObjectKey::WalFile { stanza: "main".into(), timeline: 0x1a, name: "0000001A0000000000000003".into() },
         ];
@@ -151,7 +151,7 @@ mod tests {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");
             assert!(k.to_string().starts_with(k.kind().prefix()));
         }
-        assert_eq!(ObjectKey::Pack(id).to_string(), format!("packs/ab/{}", id.to_hex()));
+        assert_eq!(ObjectKey::Pack(PackId(id)).to_string(), format!("packs/ab/{}", id.to_hex()));
         assert_eq!(
             ObjectKey::WalFile { stanza: "s".into(), timeline: 2, name: "n".into() }.to_string(),
             "wal/s/00000002/n"

@@ -22,7 +22,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
-use crate::ids::Id;
+use crate::ids::SnapshotId;
 use crate::repo::Repository;
 use crate::snapshot::{Entry, FileKind, FileStat, Snapshot};
 use crate::sources::tar::TarMode;
@@ -74,7 +74,7 @@ impl DirFacts {
 
 /// The files cache for a backup of `root` as source `name` on this host:
 /// the newest directory snapshot of the same source, host and path.
-pub async fn previous_snapshot(repo: &Repository, name: &str, root: &Path) -> Result<Option<(Id, Snapshot)>> {
+pub async fn previous_snapshot(repo: &Repository, name: &str, root: &Path) -> Result<Option<(SnapshotId, Snapshot)>> {
     let host = crate::hostname();
     let root = root.display().to_string();
     Ok(Snapshot::list(repo)

@@ -44,7 +44,7 @@ use bytes::Bytes;
 use cairn_formats::repo::{BlobEntry, BlobKind, Compression};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::Id;
+use crate::ids::{Id, PackId};
 use crate::repo::Repository;
 use crate::repofile::envelope::{self, Binding};
 use crate::repofile::{ObjectKey, RepoFile};
@@ -154,8 +154,8 @@ pub struct Piece {
 
 impl Piece {
     /// The pack id and blob entry this piece names; `None` when malformed.
-    pub fn entry(&self) -> Option<(Id, BlobEntry)> {
-        let pack = Id::from_hex(&self.pack)?;
+    pub fn entry(&self) -> Option<(PackId, BlobEntry)> {
+        let pack = PackId::from_hex(&self.pack)?;
         let id = Id::from_hex(&self.id)?;
         let compression = if self.zstd { Compression::Zstd } else { Compression::None };
         let entry = BlobEntry {
@@ -393,7 +393,7 @@ pub async fn list_stanzas(repo: &Repository) -> Result<Vec<String>> {
 /// Manifests that do not open are returned as problems `(key, message)`.
 pub async fn referenced_packs(
     repo: &Repository,
-) -> Result<(std::collections::HashSet<Id>, u64, Vec<(String, String)>)> {
+) -> Result<(std::collections::HashSet<PackId>, u64, Vec<(String, String)>)> {
     use futures::StreamExt;
     let keys: Vec<String> =
         repo.store().list("wal").await?.into_iter().map(|o| o.key).filter(|k| k.split('/').count() == 4).collect();
@@ -410,7 +410,7 @@ pub async fn referenced_packs(
         match r {
             Ok(Some(m)) => {
                 for p in &m.pieces {
-                    match Id::from_hex(&p.pack) {
+                    match PackId::from_hex(&p.pack) {
                         Some(id) => {
                             packs.insert(id);
                         }

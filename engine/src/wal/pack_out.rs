@@ -3,7 +3,7 @@
 use cairn_formats::repo::BlobEntry;
 
 use crate::crypto::Keys;
-use crate::ids::Id;
+use crate::ids::PackId;
 use crate::pack::{PackBuilder, SealedBlob};
 use crate::repo::Repository;
 use crate::store::Staged;
@@ -25,7 +25,7 @@ pub(super) struct PackOut<'a> {
 
 /// A finished pack of a pushed file, not yet stored.
 pub(super) struct DonePack {
-    pub(super) id: Id,
+    pub(super) id: PackId,
     pub(super) len: u64,
     pub(super) entries: Vec<BlobEntry>,
     pub(super) body: PackBody,

@@ -11,7 +11,7 @@ use cairn_formats::repo::{IndexSegment, PackEntries};
 
 use super::packer::SessionSet;
 use super::Progress;
-use crate::ids::Id;
+use crate::ids::{BlobId, Id};
 use crate::index::LocalIndex;
 use crate::pack::SealedPack;
 use crate::repo::{ObjectKind, Repository};
@@ -68,7 +68,7 @@ impl<'a> Committer<'a> {
         let mut s = self.session.lock().expect("session lock");
         for p in &seg.packs {
             for b in &p.blobs {
-                s.remove(&Id(b.id));
+                s.remove(&BlobId(Id(b.id)));
             }
         }
         Ok(())
@@ -79,5 +79,5 @@ pub(super) async fn upload(repo: &Repository, p: SealedPack, progress: &Progress
     let len = p.bytes.len() as u64;
     repo.store().put(&ObjectKey::Pack(p.id).to_string(), p.bytes).await?;
     progress.uploaded_bytes.fetch_add(len, Ordering::Relaxed);
-    Ok(PackEntries { pack_id: p.id.0, pack_len: len, blobs: p.entries })
+    Ok(PackEntries { pack_id: p.id.0 .0, pack_len: len, blobs: p.entries })
 }

@@ -32,7 +32,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 
 use crate::chunker::ChunkerParams;
-use crate::ids::Id;
+use crate::ids::SnapshotId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::{BackupStats, Entry, FileKind, Snapshot, SourceInfo, SNAPSHOT_VERSION};
@@ -180,19 +180,19 @@ impl Backup {
 
     /// Backs up one stream as one entry. A tar stream (by `opts.tar`) is cut
     /// at member boundaries and gets a member index.
-    pub async fn stream(self, source: Box<dyn StreamSource>) -> Result<(Id, Snapshot)> {
+    pub async fn stream(self, source: Box<dyn StreamSource>) -> Result<(SnapshotId, Snapshot)> {
         let entry = Entry::new(self.opts.entry_name.clone(), FileKind::File, self.opts.mode, self.opts.mtime);
         let feed = StreamFeed { source, entry, tar: self.opts.tar };
         self.feed(Box::new(feed)).await
     }
 
     /// Backs up `bytes` as one entry (tests, small inputs).
-    pub async fn bytes(self, bytes: Vec<u8>) -> Result<(Id, Snapshot)> {
+    pub async fn bytes(self, bytes: Vec<u8>) -> Result<(SnapshotId, Snapshot)> {
         self.stream(Box::new(std::io::Cursor::new(bytes))).await
     }
 
     /// Backs up what `feed` produces.
-    pub async fn feed(self, feed: Box<dyn Feed>) -> Result<(Id, Snapshot)> {
+    pub async fn feed(self, feed: Box<dyn Feed>) -> Result<(SnapshotId, Snapshot)> {
         let Backup { repo, index, opts, progress, gate } = self;
         let started = Instant::now();
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);

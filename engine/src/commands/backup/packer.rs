@@ -13,7 +13,7 @@ use cairn_formats::repo::{encode_tree, BlobKind, ChunkRef};
 use rayon::prelude::*;
 
 use super::{cancelled, Progress, TREE_FANOUT};
-use crate::ids::Id;
+use crate::ids::{BlobId, TreeId};
 use crate::index::LocalIndex;
 use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::Repository;
@@ -27,13 +27,13 @@ pub(super) enum PackerMsg {
 }
 
 /// Blobs added during this backup whose index segment is not yet written.
-pub(super) type SessionSet = Arc<Mutex<HashSet<Id>>>;
+pub(super) type SessionSet = Arc<Mutex<HashSet<BlobId>>>;
 
 /// Decides whether one id is new (not in this session, not in the index),
 /// recording it in the session if so. The session is checked first and
 /// entries leave it only after they are in the index, so an id is never
 /// missed by both.
-pub(super) fn is_new(index: &LocalIndex, session: &SessionSet, id: &Id) -> Result<bool> {
+pub(super) fn is_new(index: &LocalIndex, session: &SessionSet, id: &BlobId) -> Result<bool> {
     if session.lock().expect("session lock").contains(id) {
         return Ok(false);
     }
@@ -145,7 +145,7 @@ impl Packer {
                         }
                         _ => Ok(None),
                     })
-                    .collect::<Result<Vec<Option<(Id, Option<SealedBlob>)>>>>()
+                    .collect::<Result<Vec<Option<(BlobId, Option<SealedBlob>)>>>>()
             },
         );
         let mut hashes = hashes.into_iter();
@@ -159,7 +159,7 @@ impl Packer {
                         self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                         self.push_sealed(&s)?;
                     }
-                    self.refs.push(ChunkRef { id: id.0, len: chunk.len() as u32 });
+                    self.refs.push(ChunkRef { id: id.0 .0, len: chunk.len() as u32 });
                     self.refs_bytes += chunk.len() as u64;
                     self.entry_bytes += chunk.len() as u64;
                     if self.refs.len() == TREE_FANOUT {
@@ -205,7 +205,7 @@ impl Packer {
             let s = seal_blob(keys, id, BlobKind::Tree, self.level, &plain);
             self.push_sealed(&s)?;
         }
-        self.trees.push(TreeRef { tree: id.to_hex(), chunks: self.refs.len() as u64, bytes: self.refs_bytes });
+        self.trees.push(TreeRef { tree: TreeId(id.0), chunks: self.refs.len() as u64, bytes: self.refs_bytes });
         self.refs.clear();
         self.refs_bytes = 0;
         Ok(())
