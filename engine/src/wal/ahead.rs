@@ -52,7 +52,9 @@ use super::{get_named, manifest_key_of, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
 
-/// How many files the pusher stores at once.
+/// How many files the pusher stores at once. One push is parallel only
+/// while it seals; its start and its fsyncs leave cores idle that a second
+/// push fills.
 pub const PUSHERS: usize = 2;
 /// How long a foreground push waits for the pusher that is storing its file.
 const WAIT_FOR_PUSHER: Duration = Duration::from_secs(60);
