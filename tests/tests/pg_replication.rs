@@ -37,7 +37,7 @@ fn tcp_conn(c: &Cluster, host: &str, user: &str, sslmode: &str) -> String {
 }
 
 fn options() -> BaseBackupOptions {
-    BaseBackupOptions { label: "cairn 'test'".into(), fast_checkpoint: true, ..Default::default() }
+    BaseBackupOptions::default().with_label("cairn 'test'").with_fast_checkpoint(true)
 }
 
 /// One archive as received.
@@ -470,7 +470,7 @@ fn pg_replication_session_cut_short() {
     c.pgbench(&["-i", "-s", "2", "-q"]);
     let conn = conninfo(&socket_conn(&c, "postgres"), &[]);
     // The server sends at most 1 MB/s, so the copy is still going when it is cut.
-    let slow = BaseBackupOptions { max_rate_kb: Some(1024), ..options() };
+    let slow = options().with_max_rate_kb(Some(1024));
 
     let mut bb = BaseBackup::start(&conn, &slow).unwrap();
     assert_eq!(bb.next_archive().unwrap().unwrap().name, "base.tar");

@@ -143,12 +143,10 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         bail!("--connect must not carry a password: use PGPASSWORD or PGPASSFILE");
     }
     let conn = ConnInfo::parse(&a.connect)?;
-    let bb = BaseBackupOptions {
-        label: a.label.clone(),
-        fast_checkpoint: a.fast,
-        max_rate_kb: a.max_rate,
-        ..BaseBackupOptions::default()
-    };
+    let bb = BaseBackupOptions::default()
+        .with_label(a.label.clone())
+        .with_fast_checkpoint(a.fast)
+        .with_max_rate_kb(a.max_rate);
     let mut opts = BackupOptions::stream(&stanza);
     opts.source.kind = cairn_engine::PG_BASE_KIND.into();
     opts.compression_level = a.compression;

@@ -37,8 +37,10 @@ impl ManifestChecksums {
     }
 }
 
-/// What to ask the server for.
+/// What to ask the server for: [`BaseBackupOptions::default`], then the
+/// `with_…` methods.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BaseBackupOptions {
     /// The backup label, recorded in `backup_label` (single quotes allowed).
     pub label: String,
@@ -81,6 +83,26 @@ impl Default for BaseBackupOptions {
             tablespace_map: true,
             max_rate_kb: None,
         }
+    }
+}
+
+impl BaseBackupOptions {
+    /// The backup label.
+    pub fn with_label(mut self, label: impl Into<String>) -> BaseBackupOptions {
+        self.label = label.into();
+        self
+    }
+
+    /// An immediate checkpoint (`true`) or a spread one.
+    pub fn with_fast_checkpoint(mut self, fast: bool) -> BaseBackupOptions {
+        self.fast_checkpoint = fast;
+        self
+    }
+
+    /// The server's send rate limit in kB/s, or none.
+    pub fn with_max_rate_kb(mut self, rate: Option<u32>) -> BaseBackupOptions {
+        self.max_rate_kb = rate;
+        self
     }
 }
 

@@ -37,6 +37,7 @@ use crate::{Error, Result};
 
 /// Where and how to connect.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SyncOptions {
     /// `host:port`.
     pub addr: String,
