@@ -277,3 +277,39 @@ async fn metrics_count_requests_and_bytes_per_kind() {
     assert_eq!((m.requests("snapshots", Op::Get), m.bytes("snapshots", Op::Get)), (1, 0));
     assert_eq!(m.requests("packs", Op::List), 1);
 }
+
+/// A damaged repository on disk (a local directory whose pack file had a
+/// byte changed, and one whose index segment was deleted): restore refuses
+/// the damaged bytes naming the pack, and check reports both problems.
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_local_repository_is_refused_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let store = Store::open(&cairn_engine::store::Location::Local(root.clone()), true).unwrap();
+    let (repo, index) = repo_on(store, dir.path()).await;
+    let bytes = data(6);
+    let (_, snap) =
+        Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(bytes.clone()).await.unwrap();
+    let packs: Vec<_> = repo.store().list("packs").await.unwrap();
+    assert!(packs.len() >= 2);
+    // One changed byte in the middle of the first pack.
+    let victim = root.join(&packs[0].key);
+    let mut b = std::fs::read(&victim).unwrap();
+    let mid = b.len() / 3;
+    b[mid] ^= 0x40;
+    std::fs::write(&victim, &b).unwrap();
+    match restore(&repo, &index, &snap).await {
+        Err(Error::Corrupt { object, .. }) => assert_eq!(object, packs[0].key),
+        other => panic!("a changed pack byte must fail the restore, got {:?}", other.map(|v| v.len())),
+    }
+    let report = check(&repo, ReadData::All).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.object == packs[0].key), "{:?}", report.problems);
+    // An index segment removed: its packs become unreferenced, and the
+    // snapshot's blobs are no longer listed.
+    for seg in repo.store().list("index").await.unwrap() {
+        std::fs::remove_file(root.join(&seg.key)).unwrap();
+    }
+    let report = check(&repo, ReadData::None).await.unwrap();
+    assert!(report.unreferenced_packs.len() >= 2, "{:?}", report.unreferenced_packs);
+    assert!(report.problems.iter().any(|p| p.object.starts_with("snapshots/")), "{:?}", report.problems);
+}
