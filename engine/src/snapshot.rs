@@ -238,10 +238,14 @@ impl Snapshot {
         Self::decode(&Self::key(id).to_string(), &plain)
     }
 
+    /// The id of every manifest in the store, unread.
+    pub async fn ids(repo: &Repository) -> Result<Vec<SnapshotId>> {
+        Ok(repo.list_ids(ObjectKind::Snapshot).await?.into_iter().map(|(id, _)| SnapshotId(id)).collect())
+    }
+
     /// Loads every manifest, oldest first.
     pub async fn list(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let ids = repo.list_ids(ObjectKind::Snapshot).await?;
-        let mut all: Vec<(SnapshotId, Snapshot)> = futures::stream::iter(ids.into_iter().map(|(id, _)| SnapshotId(id)))
+        let mut all: Vec<(SnapshotId, Snapshot)> = futures::stream::iter(Self::ids(repo).await?)
             .map(|id| async move { Ok::<_, Error>((id, Snapshot::load(repo, &id).await?)) })
             .buffer_unordered(16)
             .collect::<Vec<_>>()
@@ -285,13 +289,8 @@ impl Snapshot {
             )));
         }
         let spec = spec.to_ascii_lowercase();
-        let hits: Vec<SnapshotId> = repo
-            .list_ids(ObjectKind::Snapshot)
-            .await?
-            .into_iter()
-            .map(|(id, _)| SnapshotId(id))
-            .filter(|id| id.to_hex().starts_with(&spec))
-            .collect();
+        let hits: Vec<SnapshotId> =
+            Self::ids(repo).await?.into_iter().filter(|id| id.to_hex().starts_with(&spec)).collect();
         match hits.as_slice() {
             [] => Err(Error::NotFound { what: format!("snapshot {spec}") }),
             [id] => {

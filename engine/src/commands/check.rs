@@ -16,7 +16,7 @@ use futures::StreamExt;
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use crate::ids::{BlobId, Id, PackId, SnapshotId, TreeId};
+use crate::ids::{BlobId, Id, PackId, TreeId};
 use crate::pack::{open_blob, trailer_of};
 use crate::repo::{ObjectKind, Repository};
 use crate::snapshot::Snapshot;
@@ -181,8 +181,7 @@ async fn check_snapshots(
     report: &mut CheckReport,
 ) -> Result<()> {
     let mut trees_done: HashSet<TreeId> = HashSet::new();
-    for (id, _) in repo.list_ids(ObjectKind::Snapshot).await? {
-        let id = SnapshotId(id);
+    for id in Snapshot::ids(repo).await? {
         report.snapshots += 1;
         let key = ObjectKey::Snapshot(id).to_string();
         let snap = match Snapshot::load(repo, &id).await {
@@ -244,7 +243,18 @@ async fn read_data(
         report.packs_read += 1;
         match r {
             Ok(n) => report.blobs_read += n,
-            Err(e) => problem(report, ObjectKey::Pack(pid).to_string(), e.to_string()),
+            Err(e) => {
+                let key = ObjectKey::Pack(pid).to_string();
+                // The problem names the pack already; its message need not.
+                let message = match e {
+                    Error::Corrupt { object, offset, detail } if object == key => match offset {
+                        Some(at) => format!("at offset {at}: {detail}"),
+                        None => detail,
+                    },
+                    other => other.to_string(),
+                };
+                problem(report, key, message)
+            }
         }
     }
 }

@@ -74,15 +74,18 @@ impl Backend for LocalBackend {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        let path = self.root.join(key);
-        match std::fs::metadata(&path) {
+        let (path, key) = (self.root.join(key), key.to_string());
+        // Blocking: a small object is read whole for its version.
+        tokio::task::spawn_blocking(move || match std::fs::metadata(&path) {
             Ok(m) if m.is_file() => {
                 meta_of(&m, || std::fs::read(&path).map(|b| blake3::hash(&b))).map_err(|e| Error::io(&path, e))
             }
-            Ok(_) => Err(Error::NotFound { what: key.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound { what: key.to_string() }),
+            Ok(_) => Err(Error::NotFound { what: key }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotFound { what: key }),
             Err(e) => Err(Error::io(&path, e)),
-        }
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("local head task failed: {e}")))?
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {

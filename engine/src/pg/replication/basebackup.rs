@@ -29,8 +29,7 @@ use postgres_protocol::message::frontend;
 use super::conn::{log_notice, protocol_error, server_error, Conn};
 use super::conninfo::ConnInfo;
 use super::options::{base_backup_command, parse_server_version, BaseBackupOptions, NEW_PROTOCOL_VERSION};
-use super::wire::message_name;
-use super::wire::{Event, Tablespace, Wire};
+use super::wire::{message_name, Event, Tablespace, Wire};
 use crate::{Error, Result};
 
 /// The oldest server spoken to: backup manifests appeared in 13.
