@@ -63,7 +63,10 @@ impl ObjectKind {
 
     /// The key prefix of this kind.
     pub fn prefix(self) -> &'static str {
-        self.key(Id([0; 32])).kind().prefix()
+        match self {
+            ObjectKind::Index => Kind::Index.prefix(),
+            ObjectKind::Snapshot => Kind::Snapshot.prefix(),
+        }
     }
 }
 

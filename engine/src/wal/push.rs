@@ -318,7 +318,6 @@ struct Identified {
     /// A segment's or partial's long page header.
     header: Option<SegmentHeader>,
     /// The cluster's segment size.
-    seg_bytes: u32,
     seg_size: SegmentSize,
     name: WalFileName,
 }
@@ -370,7 +369,7 @@ fn identify(
         }
         _ => {}
     }
-    Ok(Identified { kind, header, seg_bytes, seg_size, name: parsed })
+    Ok(Identified { kind, header, seg_size, name: parsed })
 }
 
 /// Step 3's inputs: the open file and how to seal it.
@@ -403,7 +402,7 @@ impl Reading<'_> {
             start: id.name.segment().and_then(|s| s.start_lsn(id.seg_size)),
             timeline: Some(id.name.timeline()),
             system_id: id.header.map(|h| h.system_id),
-            segment_size: Some(id.seg_bytes),
+            segment_size: Some(id.seg_size.bytes()),
             block_size: id.header.map(|h| h.block_size),
         };
         let mut scanner = id.header.map(|_| SegmentScanner::new(scan_opts));
