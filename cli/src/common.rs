@@ -53,6 +53,9 @@ pub struct Global {
     /// `wal_push_ahead` from the config file (`wal push --ahead`).
     #[arg(skip)]
     pub wal_push_ahead_from_config: Option<u32>,
+    /// Retention rules per source, from `[sources.NAME]` in the config file.
+    #[arg(skip)]
+    pub policies_from_config: std::collections::BTreeMap<String, cairn_engine::gc::Policy>,
 }
 
 /// The --config file.
@@ -65,6 +68,9 @@ struct ConfigFile {
     cache_dir: Option<PathBuf>,
     stanza: Option<String>,
     wal_push_ahead: Option<u32>,
+    /// `[sources.NAME]`: per-source settings (retention rules so far).
+    #[serde(default)]
+    sources: std::collections::BTreeMap<String, cairn_engine::gc::Policy>,
 }
 
 impl Global {
@@ -110,6 +116,10 @@ impl Global {
             anyhow::ensure!((1..=64).contains(&n), "config file {}: wal_push_ahead must be 1 to 64", path.display());
         }
         self.wal_push_ahead_from_config = c.wal_push_ahead;
+        for (name, p) in &c.sources {
+            p.validate().with_context(|| format!("config file {}: [sources.{name}]", path.display()))?;
+        }
+        self.policies_from_config = c.sources;
         Ok(())
     }
 

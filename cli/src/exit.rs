@@ -21,6 +21,10 @@ pub const INPUT: i32 = 7;
 /// Refused: conflicts with what the repository holds.
 pub const CONFLICT: i32 = 8;
 
+/// Fenced out: this writer's lease was broken by garbage collection, and
+/// what it wrote was withdrawn.
+pub const FENCED: i32 = 9;
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -34,6 +38,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::Corrupt { .. } | Error::CheckFailed(_)) => CORRUPT,
         Some(Error::IndexBusy { .. }) => BUSY,
         Some(Error::Conflict { .. }) => CONFLICT,
+        Some(Error::LeaseLost { .. }) => FENCED,
         Some(Error::ProducerFailed { .. } | Error::Input { .. }) => INPUT,
         Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => OK,
         _ => FAILURE,

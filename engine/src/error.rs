@@ -46,6 +46,16 @@ pub enum Error {
         /// The object.
         what: String,
     },
+    /// This writer's lease was broken by garbage collection (it was paused
+    /// or cut off for longer than the lease lasts): what it wrote may
+    /// reference packs that were deleted, so it must not be acknowledged.
+    #[error("lease {lease} lost: {detail}")]
+    LeaseLost {
+        /// The lease object.
+        lease: String,
+        /// What happened, and what was withdrawn.
+        detail: String,
+    },
     /// Stored bytes failed authentication, hashing or decoding.
     #[error("corrupt {object}{}: {detail}", offset.map(|o| format!(" at offset {o}")).unwrap_or_default())]
     Corrupt {

@@ -80,8 +80,31 @@ macro_rules! typed_id {
                 fmt::Display::fmt(&self.0, f)
             }
         }
+
+        hex_serde!($name);
     };
 }
+
+/// Serializes an id as its 64 hex digits.
+macro_rules! hex_serde {
+    ($name:ident) => {
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                $name::from_hex(&s)
+                    .ok_or_else(|| serde::de::Error::custom(format!("malformed {} {s:?}", stringify!($name))))
+            }
+        }
+    };
+}
+
+hex_serde!(Id);
 
 typed_id!(
     /// A blob: the keyed BLAKE3 of its plaintext (data chunks and tree blobs
@@ -108,19 +131,6 @@ impl TreeId {
     }
 }
 
-impl serde::Serialize for TreeId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for TreeId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TreeId, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        TreeId::from_hex(&s).ok_or_else(|| serde::de::Error::custom(format!("malformed tree id {s:?}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,7 +142,7 @@ mod tests {
         assert_eq!(json, format!("\"{}\"", "5a".repeat(32)), "the manifest format is unchanged");
         assert_eq!(serde_json::from_str::<TreeId>(&json).unwrap(), t);
         let bad = serde_json::from_str::<TreeId>("\"5a5a\"").unwrap_err();
-        assert!(bad.to_string().contains("malformed tree id"), "{bad}");
+        assert!(bad.to_string().contains("malformed TreeId"), "{bad}");
         assert_eq!(t.blob(), BlobId(Id([0x5a; 32])));
         assert_eq!(format!("{t:?}"), "TreeId(5a5a5a5a)");
     }

@@ -42,6 +42,7 @@ mod commands;
 mod compress;
 mod crypto;
 mod error;
+pub mod gc;
 mod ids;
 mod index;
 mod keys;

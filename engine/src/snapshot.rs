@@ -209,6 +209,11 @@ pub struct Snapshot {
     pub entries: Vec<Entry>,
     /// Counters.
     pub stats: BackupStats,
+    /// The garbage-collection lease the writer held when it committed
+    /// (`leases/<id>`): a later GC withdraws a snapshot that references a
+    /// swept pack only when its lease was broken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
 }
 
 impl RepoFile for Snapshot {

@@ -179,11 +179,12 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         }
         _ => None,
     };
-    let mut backup = Backup::new(repo, index, opts).progress(progress);
+    let mut backup = Backup::new(repo, index.clone(), opts).progress(progress);
     if let Some(gate) = gate {
         backup = backup.gate(gate);
     }
     let result = backup.stream(source).await;
+    LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();
     }
@@ -228,7 +229,8 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     let p = progress.clone();
     let ticker = Ticker::start(g.show_progress(), None, "backup", move || p.bytes_read.load(Ordering::Relaxed));
     let feed = DirFeed::new(root, excludes, parent.map(|(_, s)| s));
-    let result = Backup::new(repo, index, opts).progress(progress).feed(Box::new(feed)).await;
+    let result = Backup::new(repo, index.clone(), opts).progress(progress).feed(Box::new(feed)).await;
+    LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();
     }

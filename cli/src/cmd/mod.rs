@@ -3,12 +3,15 @@
 mod backup;
 mod check;
 mod diff;
+mod forget;
 mod index;
 mod init;
 mod inspect;
 mod key;
 mod ls;
 mod pg;
+mod pin;
+mod prune;
 mod redis;
 mod restore;
 mod snapshots;
@@ -39,6 +42,8 @@ Exit codes:
      no snapshot was written
   8  refused: conflicts with what the repository holds (`wal push` of different
      content under an archived name, or of WAL from another cluster)
+  9  fenced out: garbage collection broke this writer's lease (it was paused
+     past it); nothing it wrote was acknowledged, run it again
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 
@@ -62,6 +67,11 @@ pub enum Command {
     /// List snapshots.
     Snapshots(snapshots::Args),
     Check(check::Args),
+    Forget(forget::Args),
+    Prune(prune::Args),
+    Pin(pin::Args),
+    /// Remove a snapshot's pin.
+    Unpin(pin::Args),
     /// Manage the local index cache.
     #[command(subcommand)]
     Index(index::Command),
@@ -93,6 +103,10 @@ pub async fn run(mut cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(g, a).await,
         Command::Snapshots(a) => snapshots::run(g, a).await,
         Command::Check(a) => check::run(g, a).await,
+        Command::Forget(a) => forget::run(g, a).await,
+        Command::Prune(a) => prune::run(g, a).await,
+        Command::Pin(a) => pin::pin(g, a).await,
+        Command::Unpin(a) => pin::unpin(g, a).await,
         Command::Index(c) => index::run(g, c).await,
         Command::Key(c) => key::run(g, c).await,
         Command::Stats(a) => stats::run(g, a).await,

@@ -159,7 +159,8 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     });
     let gate = cairn_engine::pg::wal_gate(repo.clone(), stanza.clone(), std::time::Duration::from_secs(a.wal_timeout));
     let feed = cairn_engine::PullFeed::new(conn, bb, &stanza);
-    let result = Backup::new(repo, index, opts).progress(progress).gate(gate).feed(Box::new(feed)).await;
+    let result = Backup::new(repo, index.clone(), opts).progress(progress).gate(gate).feed(Box::new(feed)).await;
+    LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();
     }

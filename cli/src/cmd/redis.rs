@@ -122,8 +122,11 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     let ticker = crate::common::Ticker::start(g.show_progress(), None, "redis", move || {
         p.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     });
-    let result =
-        Backup::new(repo, index, bopts).progress(progress).stream(Box::new(cairn_engine::RdbSource::new(source))).await;
+    let result = Backup::new(repo, index.clone(), bopts)
+        .progress(progress)
+        .stream(Box::new(cairn_engine::RdbSource::new(source)))
+        .await;
+    cairn_engine::LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();
     }

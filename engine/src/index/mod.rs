@@ -28,6 +28,7 @@ pub use sync::{rebuild_from_packs, RebuildSummary};
 const BLOB_PREFIX: u8 = b'b';
 const SEEN_PREFIX: u8 = b's';
 const META_REPO: &[u8] = b"m:repo";
+const META_GC_EPOCH: &[u8] = b"m:gc_epoch";
 
 /// Where a blob lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,11 @@ pub struct LocalIndex {
     mode: Mode,
     overlay: HashMap<BlobId, BlobLocation>,
     overlay_seen: HashSet<Id>,
+    /// Packs garbage collection condemned: never returned by a lookup, so
+    /// nothing deduplicates against them (see `gc`).
+    excluded: HashSet<PackId>,
+    /// The lease a writer index holds for its backups (see `gc::lease`).
+    lease: Option<crate::gc::Lease>,
 }
 
 impl std::fmt::Debug for LocalIndex {
@@ -148,6 +154,8 @@ impl LocalIndex {
             mode: Mode::Writer,
             overlay: HashMap::new(),
             overlay_seen: HashSet::new(),
+            excluded: HashSet::new(),
+            lease: None,
         };
         match idx.db.get(META_REPO).map_err(|e| idx.err(e))? {
             Some(v) if v == repo_id.as_bytes() => Ok(idx),
@@ -183,6 +191,8 @@ impl LocalIndex {
             mode: Mode::Reader,
             overlay: HashMap::new(),
             overlay_seen: HashSet::new(),
+            excluded: HashSet::new(),
+            lease: None,
         };
         match idx.db.get(META_REPO).map_err(|e| idx.err(e))? {
             Some(v) if v == repo_id.as_bytes() => Ok(Some(idx)),
@@ -210,10 +220,11 @@ impl LocalIndex {
         let mut out = Vec::with_capacity(ids.len());
         for (id, r) in ids.iter().zip(self.db.multi_get(keys.iter())) {
             let v = r.map_err(|e| self.err(e))?;
-            out.push(match v {
+            let loc = match v {
                 Some(v) => Some(BlobLocation::decode(&self.path, &v)?),
                 None => self.overlay.get(id).copied(),
-            });
+            };
+            out.push(loc.filter(|l| !self.excluded.contains(&l.pack)));
         }
         Ok(out)
     }
@@ -236,7 +247,7 @@ impl LocalIndex {
         match self.mode {
             Mode::Writer => self.record_segment(seg, segment),
             Mode::Reader => {
-                for p in &segment.packs {
+                for p in segment.packs.iter().filter(|p| !self.excluded.contains(&PackId(Id(p.pack_id)))) {
                     for e in &p.blobs {
                         self.overlay.insert(BlobId(Id(e.id)), BlobLocation { pack: PackId(Id(p.pack_id)), entry: *e });
                     }
@@ -254,7 +265,7 @@ impl LocalIndex {
             return Err(Error::Index { path: self.path.clone(), detail: "opened read-only".into() });
         }
         let mut batch = WriteBatch::default();
-        for p in &segment.packs {
+        for p in segment.packs.iter().filter(|p| !self.excluded.contains(&PackId(Id(p.pack_id)))) {
             add_pack(&mut batch, &PackId(Id(p.pack_id)), &p.blobs);
         }
         batch.put(seen_key(seg), []);
@@ -270,6 +281,51 @@ impl LocalIndex {
 
     pub(crate) fn mark_seen(&self, seg: &Id) -> Result<()> {
         self.db.put(seen_key(seg), []).map_err(|e| self.err(e))
+    }
+
+    /// The garbage-collection epoch this cache was built at.
+    pub(crate) fn gc_epoch(&self) -> Result<u64> {
+        let v = self.db.get(META_GC_EPOCH).map_err(|e| self.err(e))?;
+        Ok(v.and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok()).map(u64::from_le_bytes).unwrap_or(0))
+    }
+
+    pub(crate) fn set_gc_epoch(&self, epoch: u64) -> Result<()> {
+        self.db.put(META_GC_EPOCH, epoch.to_le_bytes()).map_err(|e| self.err(e))
+    }
+
+    /// Packs lookups must not return.
+    pub(crate) fn exclude(&mut self, packs: HashSet<PackId>) {
+        self.excluded = packs;
+    }
+
+    /// The lease this writer index holds, if any.
+    pub fn lease(&self) -> Option<&crate::gc::Lease> {
+        self.lease.as_ref()
+    }
+
+    /// Releases the lease of a writer index: call once every snapshot
+    /// written through it is durable. Dropping the index without this
+    /// leaves the lease to expire, which makes garbage collection wait.
+    pub async fn release(mut self) -> Result<()> {
+        match self.lease.take() {
+            Some(l) => l.release().await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`LocalIndex::release`] through the last `Arc`: once a backup has
+    /// returned, its index is held here alone. Still shared, the lease is
+    /// left to expire (GC then waits for it) and a warning says so, as it
+    /// does when deleting the lease fails: neither loses anything.
+    pub async fn release_shared(this: std::sync::Arc<LocalIndex>) {
+        match std::sync::Arc::try_unwrap(this) {
+            Ok(idx) => {
+                if let Err(e) = idx.release().await {
+                    tracing::warn!(error = %e, "could not delete the lease; it will expire");
+                }
+            }
+            Err(_) => tracing::warn!("local index still shared; its lease is left to expire"),
+        }
     }
 
     /// Number of blob entries (an estimate from RocksDB for large indexes).

@@ -3,6 +3,7 @@
 use crate::repofile::ObjectKey;
 use crate::store::Backend as _;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_formats::repo::IndexSegment;
@@ -43,15 +44,49 @@ impl LocalIndex {
         Ok(n)
     }
 
-    /// Opens the index for a job that writes (backup), synced.
-    pub async fn for_writing(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
+    /// Opens the index for a job that writes snapshots (backup), synced.
+    ///
+    /// It first takes a garbage-collection lease (kept by the index until
+    /// [`LocalIndex::release`]), then reads `gc/state`: a cache built at
+    /// another GC epoch is rebuilt, and packs condemned by a pending
+    /// generation are never returned by lookups. That order is what makes
+    /// deduplication safe beside a concurrent prune (docs/FORMAT.md,
+    /// "Garbage collection").
+    pub async fn for_writing(repo: &Arc<Repository>, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
+        let lease = if crate::gc::fencing_disabled() {
+            None
+        } else {
+            Some(crate::gc::Lease::acquire(repo.clone(), "backup").await?)
+        };
+        let mut idx = Self::build(repo, cache_dir, lock_timeout).await?;
+        idx.lease = lease;
+        Ok(idx)
+    }
+
+    /// Opens the writer index, rebuilt if GC retired segments since, with
+    /// condemned packs excluded, and synced.
+    async fn build(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
         let path = super::index_dir(cache_dir, &repo.config().id);
         let id = repo.config().id.clone();
         let p = path.clone();
         let mut idx = tokio::task::spawn_blocking(move || LocalIndex::open_writer(&p, &id, lock_timeout))
             .await
             .expect("index open panicked")?;
+        let view = crate::gc::GcView::read(repo).await?;
+        if idx.gc_epoch()? != view.epoch {
+            tracing::info!(index = %path.display(), epoch = view.epoch, "garbage collection retired index segments; rebuilding the local index");
+            drop(idx);
+            let (p, id) = (path.clone(), repo.config().id.clone());
+            idx = tokio::task::spawn_blocking(move || -> Result<LocalIndex> {
+                discard(&p)?;
+                LocalIndex::open_writer(&p, &id, lock_timeout)
+            })
+            .await
+            .expect("index open panicked")?;
+        }
+        idx.exclude(view.excluded);
         let n = idx.sync(repo).await?;
+        idx.set_gc_epoch(view.epoch)?;
         tracing::debug!(segments = n, "local index synced");
         Ok(idx)
     }
@@ -61,12 +96,18 @@ impl LocalIndex {
     pub async fn for_reading(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
         let path = super::index_dir(cache_dir, &repo.config().id);
         let id = repo.config().id.clone();
-        if LocalIndex::open_reader(&path, &id)?.is_none() {
+        let view = crate::gc::GcView::read(repo).await?;
+        let current = match LocalIndex::open_reader(&path, &id)? {
+            Some(r) => r.gc_epoch()? == view.epoch,
+            None => false,
+        };
+        if !current {
             tracing::info!(index = %path.display(), "building the local index from the repository");
-            drop(Self::for_writing(repo, cache_dir, lock_timeout).await?);
+            drop(Self::build(repo, cache_dir, lock_timeout).await?);
         }
         let mut idx = LocalIndex::open_reader(&path, &id)?
             .ok_or_else(|| Error::Index { path: path.clone(), detail: "unreadable right after a rebuild".into() })?;
+        idx.exclude(view.excluded);
         idx.sync(repo).await?;
         Ok(idx)
     }
@@ -102,7 +143,19 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     })
     .await
     .expect("index open panicked")?;
-    let packs = repo.store().list("packs").await?;
+    // Packs a pending garbage collection condemned are neither indexed nor
+    // registered again: that would hand them back to deduplication.
+    let view = crate::gc::GcView::read(repo).await?;
+    let packs: Vec<_> = repo
+        .store()
+        .list("packs")
+        .await?
+        .into_iter()
+        .filter(|o| {
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            !PackId::from_hex(name).is_some_and(|id| view.excluded.contains(&id))
+        })
+        .collect();
     let mut summary = RebuildSummary::default();
     // Which packs the repository's own segments already name.
     let segments = repo.list_ids(ObjectKind::Index).await?;
@@ -167,6 +220,7 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
     for (seg, _) in &segments {
         idx.mark_seen(seg)?;
     }
+    idx.set_gc_epoch(view.epoch)?;
     if !orphans.is_empty() {
         summary.registered_packs = orphans.len() as u64;
         let seg = IndexSegment { packs: orphans };

@@ -21,6 +21,12 @@ pub enum Kind {
     /// `wal/<stanza>/…`: stanza records and WAL manifests (sealed, bound to
     /// their key).
     Wal,
+    /// `pins/<snapshot id>`: snapshots `forget` never removes.
+    Pin,
+    /// `leases/<id>`: writers garbage collection must wait for.
+    Lease,
+    /// `gc/…`: garbage collection's state, plans and lease lists.
+    Gc,
 }
 
 impl Kind {
@@ -33,6 +39,9 @@ impl Kind {
             Kind::Index => "index",
             Kind::Snapshot => "snapshots",
             Kind::Wal => "wal",
+            Kind::Pin => "pins",
+            Kind::Lease => "leases",
+            Kind::Gc => "gc",
         }
     }
 }
@@ -64,6 +73,19 @@ pub enum ObjectKey {
         /// The WAL file name.
         name: String,
     },
+    /// `pins/<snapshot id>`: a pin (sealed, bound to its key).
+    Pin(SnapshotId),
+    /// `leases/<16 hex>`: one writer's lease (sealed, bound to its key).
+    Lease(String),
+    /// `gc/state`: the generation, the epoch and the plans not yet swept.
+    GcState,
+    /// `gc/clock`: rewritten by garbage collection to read the store's clock.
+    GcClock,
+    /// `gc/plans/<generation, 16 hex>`: the packs one generation condemned.
+    GcPlan(u64),
+    /// `gc/leases/<generation, 16 hex>`: the leases that existed when the
+    /// generation began; its sweep waits for each to end.
+    GcLeases(u64),
 }
 
 impl ObjectKey {
@@ -76,6 +98,9 @@ impl ObjectKey {
             ObjectKey::Index(_) => Kind::Index,
             ObjectKey::Snapshot(_) => Kind::Snapshot,
             ObjectKey::Stanza(_) | ObjectKey::WalFile { .. } => Kind::Wal,
+            ObjectKey::Pin(_) => Kind::Pin,
+            ObjectKey::Lease(_) => Kind::Lease,
+            ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
         }
     }
 
@@ -95,6 +120,14 @@ impl ObjectKey {
                 let timeline = u32::from_str_radix(tli, 16).ok()?;
                 Some(ObjectKey::WalFile { stanza: stanza.to_string(), timeline, name: name.to_string() })
             }
+            ["pins", hex] => id(hex).map(|i| ObjectKey::Pin(SnapshotId(i))),
+            ["leases", l] if l.len() == 16 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Some(ObjectKey::Lease(l.to_string()))
+            }
+            ["gc", "state"] => Some(ObjectKey::GcState),
+            ["gc", "clock"] => Some(ObjectKey::GcClock),
+            ["gc", "plans", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcPlan),
+            ["gc", "leases", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcLeases),
             _ => None,
         }
     }
@@ -121,6 +154,12 @@ impl fmt::Display for ObjectKey {
             ObjectKey::Snapshot(id) => write!(f, "snapshots/{}", id.to_hex()),
             ObjectKey::Stanza(stanza) => write!(f, "wal/{stanza}/stanza"),
             ObjectKey::WalFile { stanza, timeline, name } => write!(f, "wal/{stanza}/{timeline:08X}/{name}"),
+            ObjectKey::Pin(id) => write!(f, "pins/{}", id.to_hex()),
+            ObjectKey::Lease(l) => write!(f, "leases/{l}"),
+            ObjectKey::GcState => f.write_str("gc/state"),
+            ObjectKey::GcClock => f.write_str("gc/clock"),
+            ObjectKey::GcPlan(g) => write!(f, "gc/plans/{g:016x}"),
+            ObjectKey::GcLeases(g) => write!(f, "gc/leases/{g:016x}"),
         }
     }
 }
@@ -146,6 +185,12 @@ mod tests {
             ObjectKey::Snapshot(SnapshotId(id)),
             ObjectKey::Stanza("main".into()),
             ObjectKey::WalFile { stanza: "main".into(), timeline: 0x1a, name: "0000001A0000000000000003".into() },
+            ObjectKey::Pin(SnapshotId(id)),
+            ObjectKey::Lease("0123456789abcdef".into()),
+            ObjectKey::GcState,
+            ObjectKey::GcClock,
+            ObjectKey::GcPlan(7),
+            ObjectKey::GcLeases(7),
         ];
         for k in keys {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");

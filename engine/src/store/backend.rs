@@ -197,7 +197,9 @@ pub fn kind_of(key: &str) -> &'static str {
         "index" => "index",
         "snapshots" => "snapshots",
         "wal" => "wal",
-        "locks" => "locks",
+        "pins" => "pins",
+        "leases" => "leases",
+        "gc" => "gc",
         _ => "other",
     }
 }

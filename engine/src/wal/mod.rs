@@ -394,10 +394,24 @@ pub async fn list_stanzas(repo: &Repository) -> Result<Vec<String>> {
 pub async fn referenced_packs(
     repo: &Repository,
 ) -> Result<(std::collections::HashSet<PackId>, u64, Vec<(String, String)>)> {
-    use futures::StreamExt;
-    let keys: Vec<String> =
-        repo.store().list("wal").await?.into_iter().map(|o| o.key).filter(|k| k.split('/').count() == 4).collect();
+    let keys = manifest_keys(repo).await?;
     let count = keys.len() as u64;
+    let (packs, problems) = manifest_packs(repo, keys).await?;
+    Ok((packs, count, problems))
+}
+
+/// The key of every WAL manifest (not stanza records).
+pub(crate) async fn manifest_keys(repo: &Repository) -> Result<Vec<String>> {
+    Ok(repo.store().list("wal").await?.into_iter().map(|o| o.key).filter(|k| k.split('/').count() == 4).collect())
+}
+
+/// The packs the manifests at `keys` name, and what could not be read
+/// (a manifest deleted meanwhile is skipped).
+pub(crate) async fn manifest_packs(
+    repo: &Repository,
+    keys: Vec<String>,
+) -> Result<(std::collections::HashSet<PackId>, Vec<(String, String)>)> {
+    use futures::StreamExt;
     let mut packs = std::collections::HashSet::new();
     let mut problems = Vec::new();
     let mut fetched = futures::stream::iter(keys)
@@ -422,5 +436,5 @@ pub async fn referenced_packs(
             Err(e) => problems.push((k, e.to_string())),
         }
     }
-    Ok((packs, count, problems))
+    Ok((packs, problems))
 }

@@ -268,6 +268,8 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         first_of_stanza(repo, stanza, h, path).await?;
     }
     let mut stored = 0u64;
+    let packs_started = std::time::Instant::now();
+    let mut pack_keys = Vec::new();
     for p in sealed.packs {
         stored += p.len;
         let pid = p.id.to_hex();
@@ -284,8 +286,10 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
             PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
         }
+        pack_keys.push(pkey);
     }
     tracing::debug!(stored, "packs durable");
+    refresh_if_old(repo, &pack_keys, packs_started).await?;
     let sealed = seal_named(repo, &key, &manifest);
     stored += sealed.len() as u64;
     match repo.store().put_create(&key, sealed).await {
@@ -310,6 +314,32 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         }
         Err(e) => Err(e),
     }
+}
+
+/// Garbage collection never condemns a pack younger than
+/// [`crate::gc::min_age`] on the store's clock, and a push takes no lease:
+/// so the manifest must follow its packs well within that age. If this
+/// push was held up for half of it (a paused process, a stalled network),
+/// its packs are written again first (same bytes, same names, a fresh
+/// store time); one already collected fails the push, and PostgreSQL
+/// retries it from the start.
+async fn refresh_if_old(repo: &Repository, keys: &[String], since: std::time::Instant) -> Result<()> {
+    if since.elapsed() < crate::gc::min_age() / 2 {
+        return Ok(());
+    }
+    for k in keys {
+        let bytes = match repo.store().get(k).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => {
+                return Err(Error::Precondition {
+                    what: format!("{k} (collected while this push was held up; it must be pushed again)"),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        repo.store().put(k, bytes).await?;
+    }
+    Ok(())
 }
 
 /// What step 2 learnt about a file from its name and first piece.

@@ -271,10 +271,39 @@ impl Backup {
                 packs: committer.packs,
                 duration_s: started.elapsed().as_secs_f64(),
             },
+            lease: index.lease().map(|l| l.key().to_string()),
         };
-        let id = snapshot.save(&repo).await?;
+        let id = commit(&repo, index.lease(), &snapshot).await?;
         Ok((id, snapshot))
     }
+}
+
+/// Writes the snapshot under the writer's lease: renewed right before
+/// (a broken lease fails the backup before anything references a pack GC
+/// may delete) and right after (if GC broke it meanwhile, the snapshot is
+/// withdrawn and the backup fails: nothing acknowledged can reference a
+/// swept pack). docs/FORMAT.md, "Garbage collection", argues why.
+async fn commit(repo: &Repository, lease: Option<&crate::gc::Lease>, snapshot: &Snapshot) -> Result<SnapshotId> {
+    let Some(lease) = lease else { return snapshot.save(repo).await };
+    lease.renew().await?;
+    let id = snapshot.save(repo).await?;
+    if let Err(e) = lease.renew().await {
+        let key = crate::repofile::ObjectKey::Snapshot(id).to_string();
+        let withdrawn = crate::store::Backend::delete(repo.store(), &key).await;
+        return Err(match (e, withdrawn) {
+            (Error::LeaseLost { lease, detail }, Ok(())) => {
+                Error::LeaseLost { lease, detail: format!("{detail}; snapshot {id} withdrawn") }
+            }
+            (Error::LeaseLost { lease, detail }, Err(w)) => Error::LeaseLost {
+                lease,
+                detail: format!("{detail}; withdrawing snapshot {id} failed ({w}): the next prune withdraws it"),
+            },
+            // Could not tell (storage error): the snapshot may be unsafe,
+            // so it is withdrawn and the backup fails either way.
+            (other, _) => other,
+        });
+    }
+    Ok(id)
 }
 
 /// What the packer reported at the end: entries, chunks, new chunks, new bytes.

@@ -1,0 +1,86 @@
+//! Marking: the blobs a set of snapshots needs.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+
+use crate::commands::restore::load_tree;
+use crate::ids::{BlobId, Id, SnapshotId, TreeId};
+use crate::index::LocalIndex;
+use crate::repo::Repository;
+use crate::snapshot::Snapshot;
+use crate::{Error, Result};
+
+/// A snapshot that references blobs no index segment lists.
+#[derive(Debug, Clone)]
+pub(super) struct Dangling {
+    pub id: SnapshotId,
+    pub lease: Option<String>,
+    pub missing: u64,
+}
+
+/// What marking found.
+#[derive(Debug, Default)]
+pub(super) struct Marked {
+    /// Snapshots read (those forgotten meanwhile are left out).
+    pub snapshots: Vec<SnapshotId>,
+    /// Snapshots with missing blobs.
+    pub dangling: Vec<Dangling>,
+}
+
+/// Adds every blob (trees and data) the snapshots `ids` need to `live`.
+/// A snapshot deleted meanwhile (forgotten) is skipped; one that cannot be
+/// read stops the mark: its references are unknown, so nothing may be
+/// condemned.
+pub(super) async fn mark(
+    repo: &Repository,
+    index: &LocalIndex,
+    ids: &[SnapshotId],
+    live: &mut HashSet<BlobId>,
+) -> Result<Marked> {
+    let mut out = Marked::default();
+    let mut loaded = futures::stream::iter(ids.iter().copied())
+        .map(|id| async move { (id, Snapshot::load(repo, &id).await) })
+        .buffered(8);
+    while let Some((id, r)) = loaded.next().await {
+        let snap = match r {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        out.snapshots.push(id);
+        let mut missing = 0u64;
+        for entry in &snap.entries {
+            let members = entry.members.iter().flat_map(|m| m.content.iter());
+            for t in entry.content.iter().chain(members) {
+                missing += mark_tree(repo, index, &t.tree, live).await?;
+            }
+        }
+        if missing > 0 {
+            out.dangling.push(Dangling { id, lease: snap.lease.clone(), missing });
+        }
+    }
+    Ok(out)
+}
+
+/// Marks one tree and its chunks; returns how many of them the index does
+/// not know.
+async fn mark_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId, live: &mut HashSet<BlobId>) -> Result<u64> {
+    if !live.insert(tree.blob()) {
+        return Ok(0);
+    }
+    if index.lookup(&tree.blob())?.is_none() {
+        return Ok(1);
+    }
+    let refs = load_tree(repo, index, tree).await?;
+    let ids: Vec<BlobId> = refs.iter().map(|r| BlobId(Id(r.id))).collect();
+    let found = index.lookup_many(&ids)?;
+    let mut missing = 0;
+    for (id, f) in ids.into_iter().zip(found) {
+        if f.is_none() {
+            missing += 1;
+        }
+        live.insert(id);
+    }
+    Ok(missing)
+}

@@ -1,0 +1,317 @@
+//! `cairn prune`, phase one: mark what snapshots and WAL manifests need,
+//! and condemn the packs nothing needs under a new generation. Phase two
+//! (`sweep.rs`) deletes them once no writer can still commit a reference.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cairn_formats::repo::IndexSegment;
+use futures::StreamExt;
+use serde::Serialize;
+
+use super::mark::mark;
+use super::state::{self, Condemned, GcState, LeaseList, Plan};
+use crate::ids::{BlobId, Id, PackId};
+use crate::index::LocalIndex;
+use crate::repo::{ObjectKind, Repository};
+use crate::repofile::{Kind, ObjectKey};
+use crate::snapshot::Snapshot;
+use crate::store::{Backend as _, PutMode};
+use crate::{Error, Result};
+
+/// Packs younger than this (store time) are never condemned:
+/// `CAIRN_GC_MIN_AGE` seconds, else one hour. `wal push` writes its
+/// manifest well within it of its pack (it re-sends the pack otherwise), so
+/// a pack whose manifest is still on its way is never condemned.
+pub fn min_age() -> Duration {
+    let s = std::env::var("CAIRN_GC_MIN_AGE").ok().and_then(|v| v.parse::<u64>().ok());
+    Duration::from_secs(s.unwrap_or(3600))
+}
+
+/// How a prune runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PruneOptions {
+    /// Report what would be condemned and deleted; write nothing.
+    pub dry_run: bool,
+    /// How long a sweep waits for leases older than its generation to end
+    /// before leaving the generation to the next prune.
+    pub sweep_wait: Duration,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions { dry_run: false, sweep_wait: Duration::from_secs(300) }
+    }
+}
+
+impl PruneOptions {
+    /// Only report.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+    /// Wait at most this long for older leases.
+    pub fn with_sweep_wait(mut self, wait: Duration) -> Self {
+        self.sweep_wait = wait;
+        self
+    }
+}
+
+/// What one generation's sweep did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SweepReport {
+    /// The generation.
+    pub generation: u64,
+    /// Packs deleted and their bytes.
+    pub deleted_packs: u64,
+    /// Bytes.
+    pub deleted_bytes: u64,
+    /// Condemned packs a snapshot or manifest committed since needed.
+    pub spared_packs: u64,
+    /// Index segments rewritten without the deleted packs.
+    pub rewritten_segments: u64,
+    /// Leases broken because they were not renewed within their TTL.
+    pub broken_leases: Vec<String>,
+}
+
+/// What a prune found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Snapshots marked.
+    pub snapshots: u64,
+    /// WAL manifests marked.
+    pub wal_files: u64,
+    /// Packs in the store, and their bytes.
+    pub packs: u64,
+    /// Bytes.
+    pub pack_bytes: u64,
+    /// Packs something needs.
+    pub live_packs: u64,
+    /// Packs condemned now, and their bytes.
+    pub condemned_packs: u64,
+    /// Bytes.
+    pub condemned_bytes: u64,
+    /// Unused packs younger than the minimum age, left for a later prune.
+    pub too_recent_packs: u64,
+    /// Packs an earlier generation condemned (still pending).
+    pub pending_packs: u64,
+    /// The generation this run condemned under, if any.
+    pub generation: Option<u64>,
+    /// Sweeps done.
+    pub swept: Vec<SweepReport>,
+    /// Generations whose sweep must wait (a lease still held), with why.
+    pub deferred: Vec<String>,
+    /// Snapshots withdrawn: they referenced swept packs and their writer's
+    /// lease had been broken (that writer exited non-zero).
+    pub withdrawn_snapshots: Vec<String>,
+    /// Things found wrong (reported, not acted on).
+    pub problems: Vec<String>,
+    /// Store requests the deletions cost (or will cost, on a dry run).
+    pub delete_requests: u64,
+}
+
+/// Runs a prune: condemns (phase one), then sweeps every pending
+/// generation whose older leases have ended (phase two).
+pub async fn prune(
+    repo: &Arc<Repository>,
+    cache_dir: &std::path::Path,
+    lock_timeout: Duration,
+    opts: &PruneOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<PruneReport> {
+    let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    let now = if opts.dry_run { SystemTime::now() } else { state::store_now(repo).await? };
+    let (gc_state, version) = GcState::read(repo).await?;
+    let mut pending = HashSet::new();
+    for g in &gc_state.pending {
+        pending.extend(state::load_plan(repo, *g).await?.condemned.into_iter().map(|c| c.pack));
+    }
+    report.pending_packs = pending.len() as u64;
+
+    progress("listing snapshots and WAL manifests");
+    // Snapshots first, then the index: every segment a listed snapshot
+    // needs was durable before the snapshot, so the index sync sees it.
+    let snapshot_ids = Snapshot::ids(repo).await?;
+    let wal_keys = crate::wal::manifest_keys(repo).await?;
+    let (wal_packs, wal_problems) = crate::wal::manifest_packs(repo, wal_keys.clone()).await?;
+    if let Some((object, message)) = wal_problems.into_iter().next() {
+        return Err(Error::corrupt(object, None, format!("{message} (prune needs every WAL manifest)")));
+    }
+    report.wal_files = wal_keys.len() as u64;
+    let mut index = LocalIndex::for_reading(repo, cache_dir, lock_timeout).await?;
+    // Marking must see every copy, condemned or not.
+    index.exclude(HashSet::new());
+
+    progress("marking what snapshots need");
+    let mut live: HashSet<BlobId> = HashSet::new();
+    let marked = mark(repo, &index, &snapshot_ids, &mut live).await?;
+    report.snapshots = marked.snapshots.len() as u64;
+    let mut marked_ids = marked.snapshots.clone();
+    for d in &marked.dangling {
+        if withdrawable(repo, d.lease.as_deref()).await? {
+            report.withdrawn_snapshots.push(d.id.to_hex());
+            marked_ids.retain(|s| *s != d.id);
+            if !opts.dry_run {
+                repo.store().delete(&ObjectKey::Snapshot(d.id).to_string()).await?;
+            }
+        } else {
+            report.problems.push(format!(
+                "{}: {} blob(s) missing from every index segment (run `cairn check`)",
+                ObjectKey::Snapshot(d.id),
+                d.missing
+            ));
+        }
+    }
+
+    progress("reading index segments");
+    let segments = read_segments(repo).await?;
+    let mut in_segments: HashMap<PackId, (Vec<BlobId>, Vec<Id>)> = HashMap::new();
+    for (seg, s) in &segments {
+        for p in &s.packs {
+            let e = in_segments.entry(PackId(Id(p.pack_id))).or_default();
+            if e.0.is_empty() {
+                e.0 = p.blobs.iter().map(|b| BlobId(Id(b.id))).collect();
+            }
+            e.1.push(*seg);
+        }
+    }
+
+    let min_age = min_age();
+    let mut condemned = Vec::new();
+    for o in repo.store().list(Kind::Pack.prefix()).await? {
+        let Some(ObjectKey::Pack(pid)) = ObjectKey::parse(&o.key) else { continue };
+        report.packs += 1;
+        report.pack_bytes += o.size;
+        if pending.contains(&pid) {
+            continue;
+        }
+        let (blobs, segs) = in_segments.remove(&pid).unwrap_or_default();
+        if wal_packs.contains(&pid) || blobs.iter().any(|b| live.contains(b)) {
+            report.live_packs += 1;
+            continue;
+        }
+        if now.duration_since(o.modified).unwrap_or_default() < min_age {
+            report.too_recent_packs += 1;
+            continue;
+        }
+        let blobs = if segs.is_empty() {
+            // An orphan (a crashed writer's): its trailer says what it holds.
+            match crate::pack::read_trailer(repo.store(), repo.keys(), &pid, o.size).await {
+                Ok(entries) => entries.iter().map(|e| BlobId(Id(e.id))).collect(),
+                Err(e) => {
+                    report.problems.push(format!("{}: unreadable orphan, condemned as it is: {e}", o.key));
+                    Vec::new()
+                }
+            }
+        } else {
+            blobs
+        };
+        report.condemned_bytes += o.size;
+        condemned.push(Condemned { pack: pid, size: o.size, blobs, segments: segs });
+    }
+    report.condemned_packs = condemned.len() as u64;
+    let segments_touched: HashSet<Id> = condemned.iter().flat_map(|c| c.segments.iter().copied()).collect();
+    report.delete_requests = condemned.len() as u64 + 2 * segments_touched.len() as u64;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if !condemned.is_empty() {
+        let plan = Plan {
+            version: 1,
+            generation: 0,
+            created: chrono::Utc::now().to_rfc3339(),
+            snapshots: marked_ids,
+            wal: wal_keys,
+            condemned,
+        };
+        report.generation = Some(condemn(repo, gc_state, version.as_ref(), plan).await?);
+    }
+    drop(index);
+    super::sweep::sweep_pending(repo, cache_dir, lock_timeout, opts, &mut report, progress).await?;
+    Ok(report)
+}
+
+/// A dangling snapshot may be withdrawn when its writer was fenced out:
+/// its lease is gone or was broken. A live lease means a writer that
+/// should not have committed: reported, not touched.
+async fn withdrawable(repo: &Repository, lease: Option<&str>) -> Result<bool> {
+    let Some(key) = lease else { return Ok(false) };
+    match crate::store::BackendExt::get(repo.store(), key).await {
+        Err(Error::NotFound { .. }) => Ok(true),
+        Err(e) => Err(e),
+        Ok(b) => Ok(super::lease::LeaseRecord::open(repo, key, &b)?.broken.is_some()),
+    }
+}
+
+/// Every index segment, decoded.
+pub(super) async fn read_segments(repo: &Repository) -> Result<Vec<(Id, IndexSegment)>> {
+    let ids = repo.list_ids(ObjectKind::Index).await?;
+    futures::stream::iter(ids.into_iter().map(|(id, _)| id))
+        .map(|id| async move {
+            let plain = repo.get_object(ObjectKind::Index, &id).await?;
+            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
+            Ok::<_, Error>((id, seg))
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Publishes `plan` as the next generation: the plan create-only, then
+/// `gc/state` by compare-and-swap, then the leases present right after.
+async fn condemn(
+    repo: &Repository,
+    from: GcState,
+    version: Option<&crate::store::Version>,
+    mut plan: Plan,
+) -> Result<u64> {
+    // A crashed prune may have left a plan no state names: skip past it.
+    let mut g = from.generation + 1;
+    for o in repo.store().list("gc/plans").await? {
+        if let Some(ObjectKey::GcPlan(n)) = ObjectKey::parse(&o.key) {
+            g = g.max(n + 1);
+        }
+    }
+    plan.generation = g;
+    let key = ObjectKey::GcPlan(g).to_string();
+    repo.store().put_opts(&key, state::seal(repo, &key, &plan), PutMode::Create).await?;
+    let mut next = from.clone();
+    next.version = 1;
+    next.generation = g;
+    next.pending.push(g);
+    next.updated = chrono::Utc::now().to_rfc3339();
+    match next.swap(repo, version).await {
+        Ok(_) => {}
+        Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => {
+            return Err(Error::Precondition {
+                what: "gc/state (another prune moved it meanwhile; run prune again)".into(),
+            })
+        }
+        Err(e) => return Err(e),
+    }
+    record_leases(repo, g).await?;
+    Ok(g)
+}
+
+/// Writes `gc/leases/<g>`: the leases present now, which is after the
+/// state moved to `g`. Listed later than that only adds leases (safe);
+/// a lease that ended before is one whose writer already committed.
+pub(super) async fn record_leases(repo: &Repository, g: u64) -> Result<LeaseList> {
+    let leases: Vec<String> = repo.store().list(Kind::Lease.prefix()).await?.into_iter().map(|o| o.key).collect();
+    let list = LeaseList { version: 1, leases };
+    let key = ObjectKey::GcLeases(g).to_string();
+    match repo.store().put_opts(&key, state::seal(repo, &key, &list), PutMode::Create).await {
+        Ok(_) => Ok(list),
+        Err(Error::AlreadyExists { .. }) => match state::read::<LeaseList>(repo, &ObjectKey::GcLeases(g)).await? {
+            Some((l, _)) => Ok(l),
+            None => Err(Error::Precondition { what: key }),
+        },
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,229 @@
+//! `cairn prune`, phase two: delete a generation's condemned packs once no
+//! writer that could still reference them is running.
+//!
+//! For each pending generation, oldest first:
+//! 1. wait until every lease in `gc/leases/<g>` has ended (deleted by its
+//!    writer after its commit) or is broken (not renewed within the TTL on
+//!    the store's clock: broken here by compare-and-swap into a tombstone);
+//! 2. mark again what was committed since the plan (snapshots and WAL
+//!    manifests it had not seen) and spare every condemned pack they need;
+//! 3. rewrite the index segments naming the rest without them, and delete
+//!    the old segments;
+//! 4. delete the packs in batches, re-reading `gc/state` before each
+//!    batch (a prune suspended meanwhile finds its generation done and
+//!    stops);
+//! 5. move `gc/state`: the generation leaves `pending` and the epoch
+//!    advances, so local caches rebuild before they dedup again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_formats::repo::IndexSegment;
+
+use super::lease::{fencing_disabled, lease_ttl, LeaseRecord};
+use super::mark::mark;
+use super::prune::{read_segments, record_leases, PruneOptions, PruneReport, SweepReport};
+use super::state::{self, GcState, LeaseList, Plan};
+use crate::ids::{BlobId, Id, PackId, SnapshotId};
+use crate::index::LocalIndex;
+use crate::repo::{ObjectKind, Repository};
+use crate::repofile::ObjectKey;
+use crate::snapshot::Snapshot;
+use crate::store::{Backend as _, BackendExt as _, PutMode};
+use crate::{Error, Result};
+
+/// Packs deleted between two checks of `gc/state`.
+const DELETE_BATCH: usize = 64;
+
+pub(super) async fn sweep_pending(
+    repo: &Arc<Repository>,
+    cache_dir: &std::path::Path,
+    lock_timeout: Duration,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<()> {
+    let (gc_state, _) = GcState::read(repo).await?;
+    for g in gc_state.pending.clone() {
+        let plan = state::load_plan(repo, g).await?;
+        let leases = match state::read::<LeaseList>(repo, &ObjectKey::GcLeases(g)).await? {
+            Some((l, _)) => l,
+            None => record_leases(repo, g).await?,
+        };
+        progress(&format!("generation {g}: waiting for {} older lease(s)", leases.leases.len()));
+        let mut sweep = SweepReport { generation: g, ..Default::default() };
+        if let Some(held) = wait_for_leases(repo, &leases, opts.sweep_wait, &mut sweep).await? {
+            report.deferred.push(format!("generation {g}: lease {held} is still held (a writer is running)"));
+            report.swept.push(sweep);
+            continue;
+        }
+        progress(&format!("generation {g}: marking what was committed since"));
+        let spared = remark(repo, cache_dir, lock_timeout, &plan).await?;
+        sweep.spared_packs = spared.len() as u64;
+        let doomed: Vec<&state::Condemned> = plan.condemned.iter().filter(|c| !spared.contains(&c.pack)).collect();
+        progress(&format!("generation {g}: deleting {} pack(s)", doomed.len()));
+        if !still_pending(repo, g).await? {
+            report.swept.push(sweep);
+            continue;
+        }
+        sweep.rewritten_segments = rewrite_segments(repo, &doomed).await?;
+        for batch in doomed.chunks(DELETE_BATCH) {
+            if !still_pending(repo, g).await? {
+                break;
+            }
+            for c in batch {
+                repo.store().delete(&ObjectKey::Pack(c.pack).to_string()).await?;
+                sweep.deleted_packs += 1;
+                sweep.deleted_bytes += c.size;
+            }
+        }
+        finish(repo, g).await?;
+        for l in &sweep.broken_leases {
+            repo.store().delete(l).await?;
+        }
+        report.swept.push(sweep);
+    }
+    Ok(())
+}
+
+/// Waits for every lease of the list to end or break; returns the first
+/// still held when `wait` runs out.
+async fn wait_for_leases(
+    repo: &Repository,
+    leases: &LeaseList,
+    wait: Duration,
+    sweep: &mut SweepReport,
+) -> Result<Option<String>> {
+    if fencing_disabled() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let ttl = lease_ttl();
+    for key in &leases.leases {
+        loop {
+            let meta = match repo.store().head(key).await {
+                Ok(m) => m,
+                Err(Error::NotFound { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            let bytes = match repo.store().get(key).await {
+                Ok(b) => b,
+                Err(Error::NotFound { .. }) => break,
+                Err(e) => return Err(e),
+            };
+            let mut record = LeaseRecord::open(repo, key, &bytes)?;
+            if record.broken.is_some() {
+                break;
+            }
+            let now = state::store_now(repo).await?;
+            if now.duration_since(meta.modified).unwrap_or_default() > ttl {
+                record.broken = Some(format!("not renewed for over {} s; broken by prune", ttl.as_secs()));
+                match repo.store().put_opts(key, record.seal(repo, key), PutMode::Update(meta.version)).await {
+                    Ok(_) => {
+                        tracing::warn!(lease = %key, host = %record.host, pid = record.pid, "broke an expired lease");
+                        sweep.broken_leases.push(key.clone());
+                        break;
+                    }
+                    // Renewed (or released) meanwhile: look again.
+                    Err(Error::Precondition { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if started.elapsed() >= wait {
+                return Ok(Some(key.clone()));
+            }
+            tokio::time::sleep(Duration::from_millis(500).min(ttl / 4)).await;
+        }
+    }
+    Ok(None)
+}
+
+/// Condemned packs that snapshots or WAL manifests committed since the
+/// plan need.
+async fn remark(
+    repo: &Arc<Repository>,
+    cache_dir: &std::path::Path,
+    lock_timeout: Duration,
+    plan: &Plan,
+) -> Result<HashSet<PackId>> {
+    let mut spared = HashSet::new();
+    let condemned: HashMap<PackId, &state::Condemned> = plan.condemned.iter().map(|c| (c.pack, c)).collect();
+    let seen_wal: HashSet<&String> = plan.wal.iter().collect();
+    let new_wal: Vec<String> =
+        crate::wal::manifest_keys(repo).await?.into_iter().filter(|k| !seen_wal.contains(k)).collect();
+    let (wal_packs, problems) = crate::wal::manifest_packs(repo, new_wal).await?;
+    if let Some((object, message)) = problems.into_iter().next() {
+        return Err(Error::corrupt(object, None, format!("{message} (a sweep needs every new WAL manifest)")));
+    }
+    spared.extend(wal_packs.into_iter().filter(|p| condemned.contains_key(p)));
+    let seen: HashSet<&SnapshotId> = plan.snapshots.iter().collect();
+    let new: Vec<SnapshotId> = Snapshot::ids(repo).await?.into_iter().filter(|s| !seen.contains(s)).collect();
+    if !new.is_empty() {
+        let mut index = LocalIndex::for_reading(repo, cache_dir, lock_timeout).await?;
+        index.exclude(HashSet::new());
+        let mut live: HashSet<BlobId> = HashSet::new();
+        let marked = mark(repo, &index, &new, &mut live).await?;
+        if let Some(d) = marked.dangling.first() {
+            tracing::warn!(snapshot = %d.id, missing = d.missing, "a snapshot committed since the plan misses blobs");
+        }
+        for c in &plan.condemned {
+            if c.blobs.iter().any(|b| live.contains(b)) {
+                spared.insert(c.pack);
+            }
+        }
+    }
+    Ok(spared)
+}
+
+async fn still_pending(repo: &Repository, g: u64) -> Result<bool> {
+    Ok(GcState::read(repo).await?.0.pending.contains(&g))
+}
+
+/// Rewrites each index segment naming a doomed pack without it (the new
+/// segment first, then the old one deleted); returns how many.
+async fn rewrite_segments(repo: &Repository, doomed: &[&state::Condemned]) -> Result<u64> {
+    let doomed_packs: HashSet<PackId> = doomed.iter().map(|c| c.pack).collect();
+    let touched: HashSet<Id> = doomed.iter().flat_map(|c| c.segments.iter().copied()).collect();
+    let mut n = 0;
+    for (id, seg) in read_segments(repo).await? {
+        let names_doomed = seg.packs.iter().any(|p| doomed_packs.contains(&PackId(Id(p.pack_id))));
+        if !touched.contains(&id) && !names_doomed {
+            continue;
+        }
+        let keep: Vec<_> = seg.packs.into_iter().filter(|p| !doomed_packs.contains(&PackId(Id(p.pack_id)))).collect();
+        if !keep.is_empty() {
+            repo.put_object(ObjectKind::Index, &IndexSegment { packs: keep }.encode()).await?;
+        }
+        repo.store().delete(&ObjectKey::Index(id).to_string()).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Takes `g` out of `pending` and advances the epoch, retrying the
+/// compare-and-swap while other prunes move the state.
+async fn finish(repo: &Repository, g: u64) -> Result<()> {
+    loop {
+        let (mut s, v) = GcState::read(repo).await?;
+        if !s.pending.contains(&g) {
+            return Ok(());
+        }
+        s.pending.retain(|p| *p != g);
+        s.epoch += 1;
+        s.updated = chrono::Utc::now().to_rfc3339();
+        match s.swap(repo, v.as_ref()).await {
+            Ok(_) => {
+                // Plans two generations back and done are no longer read.
+                if g >= 2 && !s.pending.contains(&(g - 2)) {
+                    for old in [ObjectKey::GcPlan(g - 2), ObjectKey::GcLeases(g - 2)] {
+                        repo.store().delete(&old.to_string()).await?;
+                    }
+                }
+                return Ok(());
+            }
+            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
