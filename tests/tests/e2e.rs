@@ -7,6 +7,7 @@ mod conformance;
 mod crash;
 mod dirsnap;
 mod faults;
+mod gc;
 mod index_cache;
 mod pg_harness;
 mod pg_replication;

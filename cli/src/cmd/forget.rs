@@ -130,8 +130,14 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         ids.push(Snapshot::resolve(&repo, s, None).await?.0);
     }
     let summary = gc::forget(&repo, &policies, &ids, a.dry_run).await?;
+    let pruned = if a.prune && !a.dry_run { Some(super::prune::execute(g, a.prune_opts).await?) } else { None };
     if g.json {
-        super::print_json(&summary);
+        // One JSON document: the forget summary, with the prune's report.
+        let mut v = serde_json::to_value(&summary)?;
+        if let Some(p) = &pruned {
+            v["prune"] = serde_json::to_value(p)?;
+        }
+        super::print_json(&v);
     } else if !g.quiet {
         let mut group = None;
         for r in &summary.rows {
@@ -155,8 +161,11 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             println!("{} snapshot(s) removed, {} kept", summary.removed, summary.kept);
         }
     }
-    if a.prune && !a.dry_run {
-        return super::prune::run(g, a.prune_opts).await;
+    match &pruned {
+        Some(p) => {
+            super::prune::print(g, p);
+            Ok(super::prune::code(p))
+        }
+        None => Ok(exit::OK),
     }
-    Ok(exit::OK)
 }

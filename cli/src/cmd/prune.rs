@@ -29,6 +29,25 @@ pub struct Args {
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let r = execute(g, a).await?;
+    if g.json {
+        super::print_json(&r);
+    }
+    print(g, &r);
+    Ok(code(&r))
+}
+
+/// The exit code for a prune's report.
+pub fn code(r: &gc::PruneReport) -> i32 {
+    if r.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::CORRUPT
+    }
+}
+
+/// Runs a prune and returns its report, printing nothing.
+pub async fn execute(g: &Global, a: Args) -> Result<gc::PruneReport> {
     let repo = g.open().await?;
     let opts = PruneOptions::default().with_dry_run(a.dry_run).with_sweep_wait(Duration::from_secs(a.sweep_wait));
     let show = g.show_progress();
@@ -37,10 +56,12 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             eprintln!("prune: {m}");
         }
     };
-    let r = gc::prune(&repo, &g.cache_dir(), g.lock_timeout(), &opts, &progress).await?;
-    if g.json {
-        super::print_json(&r);
-    } else if !g.quiet {
+    Ok(gc::prune(&repo, &g.cache_dir(), g.lock_timeout(), &opts, &progress).await?)
+}
+
+/// The human summary (nothing with --json or --quiet).
+pub fn print(g: &Global, r: &gc::PruneReport) {
+    if !g.json && !g.quiet {
         println!(
             "{} snapshot(s), {} WAL file(s); {} pack(s), {} in the store; {} needed",
             r.snapshots,
@@ -82,5 +103,4 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             println!("problem: {p}");
         }
     }
-    Ok(if r.problems.is_empty() { exit::OK } else { exit::CORRUPT })
 }
