@@ -66,7 +66,7 @@ pub use commands::stats::{stats, Stats};
 pub use ids::{BlobId, Id, PackId, SnapshotId, TreeId};
 pub use index::{rebuild_from_packs, LocalIndex, RebuildSummary};
 pub use keys::{KeySlot, Secret};
-pub use repo::{Config, InitOptions, Repository};
+pub use repo::{Config, GcParams, InitOptions, Repository};
 pub use repofile::{Kind, ObjectKey, RepoFile};
 pub use snapshot::{Entry, FileKind, Snapshot, SourceInfo};
 pub use sources::command::CommandSource;

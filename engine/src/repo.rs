@@ -33,6 +33,33 @@ pub struct Config {
     pub chunker: ChunkerParams,
     /// Packs are closed once they reach this many bytes.
     pub pack_target: u32,
+    /// Garbage collection's timings, shared by every client so that none
+    /// can disagree (absent in repositories made before: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<GcParams>,
+}
+
+/// Garbage collection's timings (`config.gc`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcParams {
+    /// A pack younger than this (store time) is never condemned; `wal
+    /// push`, which takes no lease, sends its manifest well within it.
+    pub min_age_s: u64,
+    /// A lease not renewed for this long (store time) may be broken.
+    pub lease_ttl_s: u64,
+}
+
+impl Default for GcParams {
+    fn default() -> Self {
+        GcParams { min_age_s: 3600, lease_ttl_s: 600 }
+    }
+}
+
+impl Config {
+    /// The GC timings this repository uses.
+    pub fn gc(&self) -> GcParams {
+        self.gc.unwrap_or_default()
+    }
 }
 
 /// Sealed object kinds; each has its own associated data, so an index
@@ -79,11 +106,13 @@ pub struct InitOptions {
     pub chunker: ChunkerParams,
     /// Pack target size.
     pub pack_target: u32,
+    /// GC timings (`None`: the defaults, not written).
+    pub gc: Option<GcParams>,
 }
 
 impl Default for InitOptions {
     fn default() -> Self {
-        InitOptions { chunker: ChunkerParams::default(), pack_target: DEFAULT_PACK_TARGET }
+        InitOptions { chunker: ChunkerParams::default(), pack_target: DEFAULT_PACK_TARGET, gc: None }
     }
 }
 
@@ -91,6 +120,12 @@ impl InitOptions {
     /// Packs are closed once they reach `bytes`.
     pub fn with_pack_target(mut self, bytes: u32) -> InitOptions {
         self.pack_target = bytes;
+        self
+    }
+
+    /// These GC timings instead of the defaults (tests use short ones).
+    pub fn with_gc(mut self, gc: GcParams) -> InitOptions {
+        self.gc = Some(gc);
         self
     }
 
@@ -139,6 +174,7 @@ impl Repository {
             created: chrono::Utc::now().to_rfc3339(),
             chunker: opts.chunker,
             pack_target: opts.pack_target,
+            gc: opts.gc,
         };
         let master = MasterKey::generate();
         let repo = Repository { keys: Keys::derive(&master), store, config, master };

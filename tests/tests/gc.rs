@@ -14,10 +14,7 @@ use cairn_tests::TestRepo;
 /// A repository whose GC runs with short clocks: packs may be condemned
 /// at any age and leases expire after `ttl` seconds.
 fn gc_repo(ttl: u64) -> TestRepo {
-    let mut r = TestRepo::with_args(&["--pack-size-mib", "1"]);
-    r.env.push(("CAIRN_GC_MIN_AGE", "0".into()));
-    r.env.push(("CAIRN_LEASE_TTL", ttl.to_string()));
-    r
+    TestRepo::with_args(&["--pack-size-mib", "1", "--gc-min-age", "0", "--lease-ttl", &ttl.to_string()])
 }
 
 fn snapshot_ids(r: &TestRepo) -> BTreeSet<String> {
@@ -150,7 +147,7 @@ fn paused_writer_run(unfenced: bool) -> (i32, std::process::Output, TestRepo) {
     let a = r.backup_bytes(&d, &["--source", "x"]);
     // The producer writes D, then waits: W has deduplicated D by then.
     let script = format!("cat {}; sleep 6", input.display());
-    let mut w = r
+    let w = r
         .cmd(&["backup", "--source", "x", "--json", "--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

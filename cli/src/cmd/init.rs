@@ -16,6 +16,15 @@ pub struct Args {
     /// Pack target size in MiB (packs are closed once they reach it).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=64))]
     pack_size_mib: u32,
+    /// Seconds an unused pack must have existed (store time) before
+    /// garbage collection may condemn it; `wal push` must finish well
+    /// within it. Every client reads it from the repository.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    gc_min_age: u64,
+    /// Seconds a writer's lease lasts without renewal before garbage
+    /// collection may break it (the writer then fails instead of committing).
+    #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    lease_ttl: u64,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
@@ -30,7 +39,11 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     };
     let location = g.location()?;
     let store = Store::open(&location, true)?;
-    let opts = InitOptions::default().with_pack_target(a.pack_size_mib << 20);
+    let mut opts = InitOptions::default().with_pack_target(a.pack_size_mib << 20);
+    let gc = cairn_engine::GcParams { min_age_s: a.gc_min_age, lease_ttl_s: a.lease_ttl };
+    if gc != cairn_engine::GcParams::default() {
+        opts = opts.with_gc(gc);
+    }
     let repo = Repository::init(store, &secret, opts).await?;
     if g.json {
         super::print_json(&serde_json::json!({ "repository": location.to_string(), "id": repo.config().id }));

@@ -23,9 +23,11 @@ pub struct Args {
     #[arg(long = "dry-run", id = "prune_dry_run")]
     dry_run: bool,
     /// Seconds to wait for backups that began before this prune's
-    /// condemnation to finish before leaving the deletion to a later prune.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    sweep_wait: u64,
+    /// condemnation to finish before leaving the deletion to a later prune
+    /// [default: the repository's lease TTL plus 30 s, so that leases of
+    /// killed writers expire within the wait].
+    #[arg(long, value_name = "SECONDS")]
+    sweep_wait: Option<u64>,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
@@ -49,7 +51,8 @@ pub fn code(r: &gc::PruneReport) -> i32 {
 /// Runs a prune and returns its report, printing nothing.
 pub async fn execute(g: &Global, a: Args) -> Result<gc::PruneReport> {
     let repo = g.open().await?;
-    let opts = PruneOptions::default().with_dry_run(a.dry_run).with_sweep_wait(Duration::from_secs(a.sweep_wait));
+    let wait = a.sweep_wait.unwrap_or(repo.config().gc().lease_ttl_s + 30);
+    let opts = PruneOptions::default().with_dry_run(a.dry_run).with_sweep_wait(Duration::from_secs(wait));
     let show = g.show_progress();
     let progress = move |m: &str| {
         if show {

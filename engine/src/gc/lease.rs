@@ -28,11 +28,10 @@ use crate::{Error, Result};
 
 const LEASE_AAD: &[u8] = b"cairn lease v1\0";
 
-/// How long a lease lasts without renewal: `CAIRN_LEASE_TTL` seconds, else
-/// 10 minutes. Writers renew every quarter of it.
-pub fn lease_ttl() -> Duration {
-    let s = std::env::var("CAIRN_LEASE_TTL").ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0);
-    Duration::from_secs(s.unwrap_or(600))
+/// How long a lease lasts without renewal (`config.gc.lease_ttl_s`, one
+/// value for every client). Writers renew every quarter of it.
+pub fn lease_ttl(repo: &Repository) -> Duration {
+    Duration::from_secs(repo.config().gc().lease_ttl_s.max(1))
 }
 
 /// Test-only: `CAIRN_TEST_UNSAFE_NO_FENCING=1` switches the fencing off
@@ -128,7 +127,7 @@ impl Lease {
     fn spawn_renewer(&self) -> tokio::task::JoinHandle<()> {
         let (repo, key, held, lost) = (self.repo.clone(), self.key.clone(), self.held.clone(), self.lost.clone());
         tokio::spawn(async move {
-            let every = lease_ttl() / 4;
+            let every = lease_ttl(&repo) / 4;
             loop {
                 tokio::time::sleep(every).await;
                 match renew(&repo, &key, &held).await {

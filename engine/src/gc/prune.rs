@@ -20,13 +20,13 @@ use crate::snapshot::Snapshot;
 use crate::store::{Backend as _, PutMode};
 use crate::{Error, Result};
 
-/// Packs younger than this (store time) are never condemned:
-/// `CAIRN_GC_MIN_AGE` seconds, else one hour. `wal push` writes its
-/// manifest well within it of its pack (it re-sends the pack otherwise), so
-/// a pack whose manifest is still on its way is never condemned.
-pub fn min_age() -> Duration {
-    let s = std::env::var("CAIRN_GC_MIN_AGE").ok().and_then(|v| v.parse::<u64>().ok());
-    Duration::from_secs(s.unwrap_or(3600))
+/// Packs younger than this (store time) are never condemned
+/// (`config.gc.min_age_s`, one value for every client). `wal push` writes
+/// its manifest well within it of its pack (it re-sends the pack
+/// otherwise), so a pack whose manifest is still on its way is never
+/// condemned.
+pub fn min_age(repo: &Repository) -> Duration {
+    Duration::from_secs(repo.config().gc().min_age_s)
 }
 
 /// How a prune runs.
@@ -159,10 +159,15 @@ pub async fn prune(
                 repo.store().delete(&ObjectKey::Snapshot(d.id).to_string()).await?;
             }
         } else {
-            report.problems.push(format!(
-                "{}: {} blob(s) missing from every index segment (run `cairn check`)",
-                ObjectKey::Snapshot(d.id),
-                d.missing
+            // Its references are not all known: condemning anything now
+            // could delete what it needs.
+            return Err(Error::corrupt(
+                ObjectKey::Snapshot(d.id).to_string(),
+                None,
+                format!(
+                    "{} blob(s) it needs are missing from every index segment; prune refuses to run (see `cairn check`)",
+                    d.missing
+                ),
             ));
         }
     }
@@ -180,7 +185,7 @@ pub async fn prune(
         }
     }
 
-    let min_age = min_age();
+    let min_age = min_age(repo);
     let mut condemned = Vec::new();
     for o in repo.store().list(Kind::Pack.prefix()).await? {
         let Some(ObjectKey::Pack(pid)) = ObjectKey::parse(&o.key) else { continue };
@@ -200,11 +205,13 @@ pub async fn prune(
         }
         let blobs = if segs.is_empty() {
             // An orphan (a crashed writer's): its trailer says what it holds.
+            // One it cannot read is left alone: without its blobs a sweep
+            // could not tell whether a later snapshot needs it.
             match crate::pack::read_trailer(repo.store(), repo.keys(), &pid, o.size).await {
                 Ok(entries) => entries.iter().map(|e| BlobId(Id(e.id))).collect(),
                 Err(e) => {
-                    report.problems.push(format!("{}: unreadable orphan, condemned as it is: {e}", o.key));
-                    Vec::new()
+                    report.problems.push(format!("{}: unreadable pack no index segment names, left alone: {e}", o.key));
+                    continue;
                 }
             }
         } else {
@@ -228,20 +235,25 @@ pub async fn prune(
             wal: wal_keys,
             condemned,
         };
-        report.generation = Some(condemn(repo, gc_state, version.as_ref(), plan).await?);
+        match condemn(repo, gc_state, version.as_ref(), plan).await {
+            Ok(g) => report.generation = Some(g),
+            // Another prune condemned first: sweep what is pending anyway.
+            Err(Error::Precondition { what }) => report.deferred.push(format!("no new generation: {what}")),
+            Err(e) => return Err(e),
+        }
     }
     drop(index);
     super::sweep::sweep_pending(repo, cache_dir, lock_timeout, opts, &mut report, progress).await?;
     Ok(report)
 }
 
-/// A dangling snapshot may be withdrawn when its writer was fenced out:
-/// its lease is gone or was broken. A live lease means a writer that
-/// should not have committed: reported, not touched.
+/// A dangling snapshot is withdrawn only when its writer was fenced out:
+/// its lease is a tombstone GC left when it broke it. Any other dangling
+/// snapshot stops the prune.
 async fn withdrawable(repo: &Repository, lease: Option<&str>) -> Result<bool> {
     let Some(key) = lease else { return Ok(false) };
     match crate::store::BackendExt::get(repo.store(), key).await {
-        Err(Error::NotFound { .. }) => Ok(true),
+        Err(Error::NotFound { .. }) => Ok(false),
         Err(e) => Err(e),
         Ok(b) => Ok(super::lease::LeaseRecord::open(repo, key, &b)?.broken.is_some()),
     }

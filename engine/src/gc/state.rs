@@ -31,6 +31,11 @@ pub struct GcState {
     /// Generations condemned and not yet completely swept. Writers never
     /// deduplicate against their packs.
     pub pending: Vec<u64>,
+    /// The lease of the prune sweeping now: one sweeper at a time, so two
+    /// never rewrite the same index segment differently. A sweeper whose
+    /// lease is broken or gone is taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweeper: Option<String>,
     /// When it was last moved (the mover's clock; for people).
     pub updated: String,
 }

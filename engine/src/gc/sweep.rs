@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use cairn_formats::repo::IndexSegment;
 
-use super::lease::{fencing_disabled, lease_ttl, LeaseRecord};
+use super::lease::{fencing_disabled, lease_ttl, Lease, LeaseRecord};
 use super::mark::mark;
 use super::prune::{read_segments, record_leases, PruneOptions, PruneReport, SweepReport};
 use super::state::{self, GcState, LeaseList, Plan};
@@ -44,8 +44,44 @@ pub(super) async fn sweep_pending(
     report: &mut PruneReport,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<()> {
+    if GcState::read(repo).await?.0.pending.is_empty() {
+        return Ok(());
+    }
+    let lease = if fencing_disabled() { None } else { Some(Lease::acquire(repo.clone(), "prune").await?) };
+    if let Some(l) = &lease {
+        if let Some(other) = claim(repo, l.key(), opts.sweep_wait).await? {
+            report.deferred.push(format!("another prune (lease {other}) is sweeping"));
+            l.renew().await?;
+            return lease.expect("held").release().await;
+        }
+    }
+    let swept = sweep_claimed(repo, cache_dir, lock_timeout, opts, report, progress, lease.as_ref()).await;
+    if let Some(l) = lease {
+        let unclaimed = unclaim(repo, l.key()).await;
+        swept?;
+        unclaimed?;
+        l.release().await?;
+        return Ok(());
+    }
+    swept
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn sweep_claimed(
+    repo: &Arc<Repository>,
+    cache_dir: &std::path::Path,
+    lock_timeout: Duration,
+    opts: &PruneOptions,
+    report: &mut PruneReport,
+    progress: &(dyn Fn(&str) + Sync),
+    lease: Option<&Lease>,
+) -> Result<()> {
     let (gc_state, _) = GcState::read(repo).await?;
-    for g in gc_state.pending.clone() {
+    let mut pending = gc_state.pending.clone();
+    pending.sort_unstable();
+    // Oldest first, and none after one that must wait: segments are
+    // rewritten generation by generation, in order.
+    for g in pending {
         let plan = state::load_plan(repo, g).await?;
         let leases = match state::read::<LeaseList>(repo, &ObjectKey::GcLeases(g)).await? {
             Some((l, _)) => l,
@@ -53,23 +89,24 @@ pub(super) async fn sweep_pending(
         };
         progress(&format!("generation {g}: waiting for {} older lease(s)", leases.leases.len()));
         let mut sweep = SweepReport { generation: g, ..Default::default() };
-        if let Some(held) = wait_for_leases(repo, &leases, opts.sweep_wait, &mut sweep).await? {
+        let own = lease.map(|l| l.key());
+        if let Some(held) = wait_for_leases(repo, &leases, own, opts.sweep_wait, &mut sweep).await? {
             report.deferred.push(format!("generation {g}: lease {held} is still held (a writer is running)"));
             report.swept.push(sweep);
-            continue;
+            break;
         }
         progress(&format!("generation {g}: marking what was committed since"));
         let spared = remark(repo, cache_dir, lock_timeout, &plan).await?;
         sweep.spared_packs = spared.len() as u64;
         let doomed: Vec<&state::Condemned> = plan.condemned.iter().filter(|c| !spared.contains(&c.pack)).collect();
         progress(&format!("generation {g}: deleting {} pack(s)", doomed.len()));
-        if !still_pending(repo, g).await? {
+        if !guard(repo, lease, g).await? {
             report.swept.push(sweep);
-            continue;
+            break;
         }
         sweep.rewritten_segments = rewrite_segments(repo, &doomed).await?;
         for batch in doomed.chunks(DELETE_BATCH) {
-            if !still_pending(repo, g).await? {
+            if !guard(repo, lease, g).await? {
                 break;
             }
             for c in batch {
@@ -78,20 +115,81 @@ pub(super) async fn sweep_pending(
                 sweep.deleted_bytes += c.size;
             }
         }
-        finish(repo, g).await?;
-        for l in &sweep.broken_leases {
-            repo.store().delete(l).await?;
+        if guard(repo, lease, g).await? {
+            finish(repo, g).await?;
         }
         report.swept.push(sweep);
     }
     Ok(())
 }
 
-/// Waits for every lease of the list to end or break; returns the first
-/// still held when `wait` runs out.
+/// Right before each destructive step: this prune's lease still holds
+/// (renewed now) and `gc/state` still names it as the sweeper, with `g`
+/// pending. Otherwise another prune has taken over or finished `g`.
+async fn guard(repo: &Repository, lease: Option<&Lease>, g: u64) -> Result<bool> {
+    if let Some(l) = lease {
+        l.renew().await?;
+    }
+    let (s, _) = GcState::read(repo).await?;
+    Ok(s.pending.contains(&g) && lease.is_none_or(|l| s.sweeper.as_deref() == Some(l.key())))
+}
+
+/// Makes this prune the sweeper; `Some(other)` when another prune's live
+/// lease holds the claim for longer than `wait`.
+async fn claim(repo: &Repository, mine: &str, wait: Duration) -> Result<Option<String>> {
+    let started = Instant::now();
+    loop {
+        let (mut s, v) = GcState::read(repo).await?;
+        match s.sweeper.clone() {
+            Some(m) if m == mine => return Ok(None),
+            Some(other) if lease_alive(repo, &other).await? => {
+                if started.elapsed() >= wait {
+                    return Ok(Some(other));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            _ => {}
+        }
+        s.sweeper = Some(mine.to_string());
+        s.updated = chrono::Utc::now().to_rfc3339();
+        match s.swap(repo, v.as_ref()).await {
+            Ok(_) => return Ok(None),
+            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Gives the claim up, if it is still this prune's.
+async fn unclaim(repo: &Repository, mine: &str) -> Result<()> {
+    loop {
+        let (mut s, v) = GcState::read(repo).await?;
+        if s.sweeper.as_deref() != Some(mine) {
+            return Ok(());
+        }
+        s.sweeper = None;
+        match s.swap(repo, v.as_ref()).await {
+            Ok(_) => return Ok(()),
+            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True while `key` is a lease renewed within its TTL (store time); a
+/// stale one is broken here.
+async fn lease_alive(repo: &Repository, key: &str) -> Result<bool> {
+    let mut scratch = SweepReport::default();
+    Ok(!check_lease(repo, key, &mut scratch).await?)
+}
+
+/// Waits for every lease of the list (but this prune's own) to end or
+/// break; returns the first still held when `wait` runs out.
 async fn wait_for_leases(
     repo: &Repository,
     leases: &LeaseList,
+    own: Option<&str>,
     wait: Duration,
     sweep: &mut SweepReport,
 ) -> Result<Option<String>> {
@@ -99,37 +197,9 @@ async fn wait_for_leases(
         return Ok(None);
     }
     let started = Instant::now();
-    let ttl = lease_ttl();
-    for key in &leases.leases {
-        loop {
-            let meta = match repo.store().head(key).await {
-                Ok(m) => m,
-                Err(Error::NotFound { .. }) => break,
-                Err(e) => return Err(e),
-            };
-            let bytes = match repo.store().get(key).await {
-                Ok(b) => b,
-                Err(Error::NotFound { .. }) => break,
-                Err(e) => return Err(e),
-            };
-            let mut record = LeaseRecord::open(repo, key, &bytes)?;
-            if record.broken.is_some() {
-                break;
-            }
-            let now = state::store_now(repo).await?;
-            if now.duration_since(meta.modified).unwrap_or_default() > ttl {
-                record.broken = Some(format!("not renewed for over {} s; broken by prune", ttl.as_secs()));
-                match repo.store().put_opts(key, record.seal(repo, key), PutMode::Update(meta.version)).await {
-                    Ok(_) => {
-                        tracing::warn!(lease = %key, host = %record.host, pid = record.pid, "broke an expired lease");
-                        sweep.broken_leases.push(key.clone());
-                        break;
-                    }
-                    // Renewed (or released) meanwhile: look again.
-                    Err(Error::Precondition { .. }) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
+    let ttl = lease_ttl(repo);
+    for key in leases.leases.iter().filter(|k| Some(k.as_str()) != own) {
+        while !check_lease(repo, key, sweep).await? {
             if started.elapsed() >= wait {
                 return Ok(Some(key.clone()));
             }
@@ -137,6 +207,44 @@ async fn wait_for_leases(
         }
     }
     Ok(None)
+}
+
+/// True when the lease has ended: deleted, a tombstone, or not renewed
+/// within the TTL on the store's clock (then broken here, by
+/// compare-and-swap, and recorded in `sweep`).
+async fn check_lease(repo: &Repository, key: &str, sweep: &mut SweepReport) -> Result<bool> {
+    let ttl = lease_ttl(repo);
+    loop {
+        let meta = match repo.store().head(key).await {
+            Ok(m) => m,
+            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let bytes = match repo.store().get(key).await {
+            Ok(b) => b,
+            Err(Error::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let mut record = LeaseRecord::open(repo, key, &bytes)?;
+        if record.broken.is_some() {
+            return Ok(true);
+        }
+        let now = state::store_now(repo).await?;
+        if now.duration_since(meta.modified).unwrap_or_default() <= ttl {
+            return Ok(false);
+        }
+        record.broken = Some(format!("not renewed for over {} s; broken by prune", ttl.as_secs()));
+        match repo.store().put_opts(key, record.seal(repo, key), PutMode::Update(meta.version)).await {
+            Ok(_) => {
+                tracing::warn!(lease = %key, host = %record.host, pid = record.pid, "broke an expired lease");
+                sweep.broken_leases.push(key.to_string());
+                return Ok(true);
+            }
+            // Renewed (or released) meanwhile: look again.
+            Err(Error::Precondition { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Condemned packs that snapshots or WAL manifests committed since the
@@ -165,7 +273,12 @@ async fn remark(
         let mut live: HashSet<BlobId> = HashSet::new();
         let marked = mark(repo, &index, &new, &mut live).await?;
         if let Some(d) = marked.dangling.first() {
-            tracing::warn!(snapshot = %d.id, missing = d.missing, "a snapshot committed since the plan misses blobs");
+            // Its references are not all known: nothing may be deleted.
+            return Err(Error::corrupt(
+                ObjectKey::Snapshot(d.id).to_string(),
+                None,
+                format!("{} blob(s) it needs are in no index segment; the sweep stops (see `cairn check`)", d.missing),
+            ));
         }
         for c in &plan.condemned {
             if c.blobs.iter().any(|b| live.contains(b)) {
@@ -174,10 +287,6 @@ async fn remark(
         }
     }
     Ok(spared)
-}
-
-async fn still_pending(repo: &Repository, g: u64) -> Result<bool> {
-    Ok(GcState::read(repo).await?.0.pending.contains(&g))
 }
 
 /// Rewrites each index segment naming a doomed pack without it (the new
@@ -214,9 +323,10 @@ async fn finish(repo: &Repository, g: u64) -> Result<()> {
         s.updated = chrono::Utc::now().to_rfc3339();
         match s.swap(repo, v.as_ref()).await {
             Ok(_) => {
-                // Plans two generations back and done are no longer read.
-                if g >= 2 && !s.pending.contains(&(g - 2)) {
-                    for old in [ObjectKey::GcPlan(g - 2), ObjectKey::GcLeases(g - 2)] {
+                // Plans ten generations back and done are no longer read
+                // (a writer reads the plans `gc/state` lists as pending).
+                if g >= 10 && !s.pending.contains(&(g - 10)) {
+                    for old in [ObjectKey::GcPlan(g - 10), ObjectKey::GcLeases(g - 10)] {
                         repo.store().delete(&old.to_string()).await?;
                     }
                 }

@@ -247,7 +247,7 @@ impl LocalIndex {
         match self.mode {
             Mode::Writer => self.record_segment(seg, segment),
             Mode::Reader => {
-                for p in segment.packs.iter().filter(|p| !self.excluded.contains(&PackId(Id(p.pack_id)))) {
+                for p in &segment.packs {
                     for e in &p.blobs {
                         self.overlay.insert(BlobId(Id(e.id)), BlobLocation { pack: PackId(Id(p.pack_id)), entry: *e });
                     }
@@ -265,7 +265,7 @@ impl LocalIndex {
             return Err(Error::Index { path: self.path.clone(), detail: "opened read-only".into() });
         }
         let mut batch = WriteBatch::default();
-        for p in segment.packs.iter().filter(|p| !self.excluded.contains(&PackId(Id(p.pack_id)))) {
+        for p in &segment.packs {
             add_pack(&mut batch, &PackId(Id(p.pack_id)), &p.blobs);
         }
         batch.put(seen_key(seg), []);
@@ -293,7 +293,8 @@ impl LocalIndex {
         self.db.put(META_GC_EPOCH, epoch.to_le_bytes()).map_err(|e| self.err(e))
     }
 
-    /// Packs lookups must not return.
+    /// Packs lookups must not return. Entries are still stored, only
+    /// hidden: garbage collection clears the set to see every copy.
     pub(crate) fn exclude(&mut self, packs: HashSet<PackId>) {
         self.excluded = packs;
     }

@@ -20,28 +20,47 @@ const FETCH_CONCURRENCY: usize = 16;
 
 impl LocalIndex {
     /// Applies every `index/` segment not seen yet; returns how many.
+    ///
+    /// Garbage collection replaces a segment by writing its successor and
+    /// then deleting it: a listed segment that is gone when read means the
+    /// listing is stale, so the sync lists again until it reads everything
+    /// it listed.
     pub async fn sync(&mut self, repo: &Repository) -> Result<usize> {
-        let mut unseen = Vec::new();
-        for (id, _) in repo.list_ids(ObjectKind::Index).await? {
-            if !self.has_seen(&id)? {
-                unseen.push(id);
+        let mut n = 0;
+        for _ in 0..8 {
+            let mut unseen = Vec::new();
+            for (id, _) in repo.list_ids(ObjectKind::Index).await? {
+                if !self.has_seen(&id)? {
+                    unseen.push(id);
+                }
+            }
+            let mut fetched = futures::stream::iter(unseen.iter().copied())
+                .map(|id| async move {
+                    let plain = match repo.get_object(ObjectKind::Index, &id).await {
+                        Ok(p) => p,
+                        Err(Error::NotFound { .. }) => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    let seg =
+                        IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
+                    Ok::<_, Error>(Some((id, seg)))
+                })
+                .buffer_unordered(FETCH_CONCURRENCY);
+            let mut vanished = false;
+            while let Some(r) = fetched.next().await {
+                match r? {
+                    Some((id, seg)) => {
+                        self.apply_segment(&id, &seg)?;
+                        n += 1;
+                    }
+                    None => vanished = true,
+                }
+            }
+            if !vanished {
+                return Ok(n);
             }
         }
-        let mut fetched = futures::stream::iter(unseen.iter().copied())
-            .map(|id| async move {
-                let plain = repo.get_object(ObjectKind::Index, &id).await?;
-                let seg =
-                    IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-                Ok::<_, Error>((id, seg))
-            })
-            .buffer_unordered(FETCH_CONCURRENCY);
-        let mut n = 0;
-        while let Some(r) = fetched.next().await {
-            let (id, seg) = r?;
-            self.apply_segment(&id, &seg)?;
-            n += 1;
-        }
-        Ok(n)
+        Err(Error::Precondition { what: "index/ (segments kept vanishing while being read; retry)".into() })
     }
 
     /// Opens the index for a job that writes snapshots (backup), synced.
@@ -58,21 +77,26 @@ impl LocalIndex {
         } else {
             Some(crate::gc::Lease::acquire(repo.clone(), "backup").await?)
         };
-        let mut idx = Self::build(repo, cache_dir, lock_timeout).await?;
+        let view = crate::gc::GcView::read(repo).await?;
+        let mut idx = Self::build(repo, cache_dir, lock_timeout, view).await?;
         idx.lease = lease;
         Ok(idx)
     }
 
     /// Opens the writer index, rebuilt if GC retired segments since, with
     /// condemned packs excluded, and synced.
-    async fn build(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<LocalIndex> {
+    async fn build(
+        repo: &Repository,
+        cache_dir: &Path,
+        lock_timeout: Duration,
+        view: crate::gc::GcView,
+    ) -> Result<LocalIndex> {
         let path = super::index_dir(cache_dir, &repo.config().id);
         let id = repo.config().id.clone();
         let p = path.clone();
         let mut idx = tokio::task::spawn_blocking(move || LocalIndex::open_writer(&p, &id, lock_timeout))
             .await
             .expect("index open panicked")?;
-        let view = crate::gc::GcView::read(repo).await?;
         if idx.gc_epoch()? != view.epoch {
             tracing::info!(index = %path.display(), epoch = view.epoch, "garbage collection retired index segments; rebuilding the local index");
             drop(idx);
@@ -103,7 +127,7 @@ impl LocalIndex {
         };
         if !current {
             tracing::info!(index = %path.display(), "building the local index from the repository");
-            drop(Self::build(repo, cache_dir, lock_timeout).await?);
+            drop(Self::build(repo, cache_dir, lock_timeout, view.clone()).await?);
         }
         let mut idx = LocalIndex::open_reader(&path, &id)?
             .ok_or_else(|| Error::Index { path: path.clone(), detail: "unreadable right after a rebuild".into() })?;
@@ -130,7 +154,39 @@ pub struct RebuildSummary {
 
 /// Discards the local index and rebuilds it from pack trailers alone (the
 /// path of last resort: it works even when `index/` segments are lost).
-pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeout: Duration) -> Result<RebuildSummary> {
+///
+/// It registers packs no segment names in a new segment, which makes them
+/// deduplication candidates again: so it holds a garbage-collection lease
+/// from before it reads `gc/state` until that segment is durable, like a
+/// backup, and withdraws the segment if the lease was broken meanwhile.
+pub async fn rebuild_from_packs(
+    repo: &Arc<Repository>,
+    cache_dir: &Path,
+    lock_timeout: Duration,
+) -> Result<RebuildSummary> {
+    let lease = if crate::gc::fencing_disabled() {
+        None
+    } else {
+        Some(crate::gc::Lease::acquire(repo.clone(), "index rebuild").await?)
+    };
+    let (summary, written) = rebuild_inner(repo, cache_dir, lock_timeout).await?;
+    if let Some(lease) = lease {
+        if let Err(e) = lease.renew().await {
+            if let Some(seg) = written {
+                repo.store().delete(&ObjectKey::Index(seg).to_string()).await?;
+            }
+            return Err(e);
+        }
+        lease.release().await?;
+    }
+    Ok(summary)
+}
+
+async fn rebuild_inner(
+    repo: &Repository,
+    cache_dir: &Path,
+    lock_timeout: Duration,
+) -> Result<(RebuildSummary, Option<Id>)> {
     let path = super::index_dir(cache_dir, &repo.config().id);
     let id = repo.config().id.clone();
     let p = path.clone();
@@ -221,11 +277,13 @@ pub async fn rebuild_from_packs(repo: &Repository, cache_dir: &Path, lock_timeou
         idx.mark_seen(seg)?;
     }
     idx.set_gc_epoch(view.epoch)?;
+    let mut written = None;
     if !orphans.is_empty() {
         summary.registered_packs = orphans.len() as u64;
         let seg = IndexSegment { packs: orphans };
         let id = repo.put_object(ObjectKind::Index, &seg.encode()).await?;
         idx.mark_seen(&id)?;
+        written = Some(id);
     }
-    Ok(summary)
+    Ok((summary, written))
 }

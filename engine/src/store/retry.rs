@@ -85,8 +85,14 @@ impl<B: Backend> Backend for Retry<B> {
                 match self.inner.put_opts(key, bytes.clone(), mode).await {
                     Err(e @ (Error::AlreadyExists { .. } | Error::Precondition { .. })) => {
                         // Perhaps our own lost attempt: see the module docs.
-                        match self.inner.get_opts(key, None).await {
-                            Ok(stored) if stored == bytes => Ok(self.inner.head(key).await?.version),
+                        // The version must be the one of the bytes compared:
+                        // unchanged across the read, or someone else's write
+                        // (a lease broken meanwhile) could be adopted.
+                        let before = self.inner.head(key).await;
+                        let stored = self.inner.get_opts(key, None).await;
+                        let after = self.inner.head(key).await;
+                        match (before, stored, after) {
+                            (Ok(b), Ok(stored), Ok(a)) if stored == bytes && a.version == b.version => Ok(a.version),
                             _ => Err(e),
                         }
                     }

@@ -268,7 +268,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         first_of_stanza(repo, stanza, h, path).await?;
     }
     let mut stored = 0u64;
-    let packs_started = std::time::Instant::now();
+    let packs_started = boottime();
     let mut pack_keys = Vec::new();
     for p in sealed.packs {
         stored += p.len;
@@ -293,17 +293,20 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     let sealed = seal_named(repo, &key, &manifest);
     stored += sealed.len() as u64;
     match repo.store().put_create(&key, sealed).await {
-        Ok(()) => Ok(PushReport {
-            name,
-            kind,
-            size,
-            already_archived: false,
-            stored_bytes: stored,
-            object: key,
-            blake3: hash,
-            receipt: false,
-            stamp,
-        }),
+        Ok(()) => {
+            confirm_if_slow(repo, &key, &pack_keys, packs_started).await?;
+            Ok(PushReport {
+                name,
+                kind,
+                size,
+                already_archived: false,
+                stored_bytes: stored,
+                object: key,
+                blake3: hash,
+                receipt: false,
+                stamp,
+            })
+        }
         Err(Error::AlreadyExists { .. }) => {
             // Another push of the same name won the race.
             let existing =
@@ -323,8 +326,8 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
 /// its packs are written again first (same bytes, same names, a fresh
 /// store time); one already collected fails the push, and PostgreSQL
 /// retries it from the start.
-async fn refresh_if_old(repo: &Repository, keys: &[String], since: std::time::Instant) -> Result<()> {
-    if since.elapsed() < crate::gc::min_age() / 2 {
+async fn refresh_if_old(repo: &Repository, keys: &[String], since: std::time::Duration) -> Result<()> {
+    if boottime().saturating_sub(since) < crate::gc::min_age(repo) / 2 {
         return Ok(());
     }
     for k in keys {
@@ -338,6 +341,39 @@ async fn refresh_if_old(repo: &Repository, keys: &[String], since: std::time::In
             Err(e) => return Err(e),
         };
         repo.store().put(k, bytes).await?;
+    }
+    Ok(())
+}
+
+/// The time since boot, suspend included (a laptop asleep is a pause too).
+fn boottime() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// When the push was held up between its first pack and its manifest (for
+/// a quarter of the minimum age), a prune may have condemned the packs
+/// before the manifest existed to protect them, and its sweep may already
+/// have decided to delete them. Then the push checks, after the manifest
+/// is durable: a pack that is gone, or condemned by a generation still
+/// pending, withdraws the manifest and fails the push, which PostgreSQL
+/// retries with fresh packs. A pack neither gone nor condemned now is safe:
+/// every later condemnation lists the manifest first.
+async fn confirm_if_slow(repo: &Repository, key: &str, packs: &[String], since: std::time::Duration) -> Result<()> {
+    if boottime().saturating_sub(since) < crate::gc::min_age(repo) / 4 {
+        return Ok(());
+    }
+    let view = crate::gc::GcView::read(repo).await?;
+    for k in packs {
+        let condemned =
+            ObjectKey::parse(k).is_some_and(|o| matches!(o, ObjectKey::Pack(p) if view.excluded.contains(&p)));
+        let missing = !repo.store().exists(k).await?;
+        if condemned || missing {
+            repo.store().delete(key).await?;
+            return Err(Error::Precondition {
+                what: format!("{k} (collected while this push was held up; {key} withdrawn, push it again)"),
+            });
+        }
     }
     Ok(())
 }
