@@ -8,6 +8,7 @@ mod crash;
 mod dirsnap;
 mod faults;
 mod gc;
+mod gc_stress;
 mod index_cache;
 mod pg_harness;
 mod pg_replication;

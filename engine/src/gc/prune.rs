@@ -124,6 +124,9 @@ pub async fn prune(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PruneReport> {
     let mut report = PruneReport { dry_run: opts.dry_run, ..Default::default() };
+    if !opts.dry_run {
+        state::probe_conditional_writes(repo).await?;
+    }
     let now = if opts.dry_run { SystemTime::now() } else { state::store_now(repo).await? };
     let (gc_state, version) = GcState::read(repo).await?;
     let mut pending = HashSet::new();

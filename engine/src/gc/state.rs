@@ -172,3 +172,38 @@ pub async fn store_now(repo: &Repository) -> Result<SystemTime> {
     repo.store().put(&key, Bytes::from_static(b"cairn gc clock\n")).await?;
     Ok(repo.store().head(&key).await?.modified)
 }
+
+/// Checks that the store honours conditional writes, which every fence
+/// here rests on: a second create-only put of one key must fail, and so
+/// must a compare-and-swap naming a stale version. Some S3 servers accept
+/// both silently (shared/s3/README.md); prune then refuses to run rather
+/// than delete what a writer is about to reference. The probe object is
+/// removed afterwards.
+pub async fn probe_conditional_writes(repo: &Repository) -> Result<()> {
+    let mut raw = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw);
+    let key = format!("gc/probe-{}", hex::encode(raw));
+    let refuse = |what: &str| {
+        Err(Error::Precondition {
+            what: format!(
+                "{key}: the store ignores {what}; garbage collection cannot be fenced safely here, so prune refuses to run"
+            ),
+        })
+    };
+    let v1 = repo.store().put_opts(&key, Bytes::from_static(b"1"), PutMode::Create).await?;
+    let second = repo.store().put_opts(&key, Bytes::from_static(b"2"), PutMode::Create).await;
+    let v2 = repo.store().put_opts(&key, Bytes::from_static(b"3"), PutMode::Update(v1.clone())).await;
+    let stale = repo.store().put_opts(&key, Bytes::from_static(b"4"), PutMode::Update(v1)).await;
+    repo.store().delete(&key).await?;
+    match second {
+        Err(Error::AlreadyExists { .. }) => {}
+        Ok(_) => return refuse("create-only writes (If-None-Match)"),
+        Err(e) => return Err(e),
+    }
+    v2?;
+    match stale {
+        Err(Error::Precondition { .. }) => Ok(()),
+        Ok(_) => refuse("compare-and-swap writes (If-Match)"),
+        Err(e) => Err(e),
+    }
+}
