@@ -3,7 +3,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all deps build demo test fmt clippy unit e2e bench bench-peers fuzz clean
+.PHONY: all deps build demo test fmt clippy unit e2e bench bench-peers stress stress-unfenced fuzz clean
 
 all: build
 
@@ -31,6 +31,12 @@ bench: deps
 
 bench-peers: build
 	@benches/peers/run.sh
+
+stress: build
+	CAIRN_STRESS_SECS=$${CAIRN_STRESS_SECS:-1800} cargo test --release -p cairn-tests --test e2e gc_stress::stress_local_repository -- --nocapture
+
+stress-unfenced: build
+	CAIRN_STRESS_SECS=$${CAIRN_STRESS_SECS:-300} cargo test --release -p cairn-tests --test e2e gc_stress::stress_without_fencing_loses_data -- --ignored --nocapture
 
 fuzz:
 	@fuzz/run.sh
