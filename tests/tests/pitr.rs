@@ -268,3 +268,108 @@ fn corrupted_backup_is_caught_during_restore() {
     assert_eq!(code(&o), 5, "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!dir.join("recovery.signal").exists());
 }
+
+fn lsn_of(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+fn archived_names(a: &Archive) -> Vec<String> {
+    let v = a.repo.json(&["wal", "show", "--stanza", "main", "--list"]);
+    v[0]["names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect()
+}
+
+/// Four base backups with a marker writer; expiry keeps two backups and a
+/// window shorter than them. A time inside the window restores exactly;
+/// one before it is refused naming the retention; the WAL removed is
+/// exactly the WAL before the oldest kept backup's start.
+#[test]
+fn expiry_keeps_two_backups_and_a_shorter_pitr_window() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&[]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    let mut backups = Vec::new();
+    for i in 0..4 {
+        insert_markers(&src, i * 10..i * 10 + 10);
+        src.switch_wal();
+        backups.push(basebackup(&a, &src));
+        std::thread::sleep(Duration::from_millis(2600)); // well past the STOP TIME second
+    }
+    insert_markers(&src, 40..50);
+    let last = src.switch_wal();
+    src.wait_archived(&last, Duration::from_secs(120));
+    let times = marker_times(&src);
+    let pg = |i: usize, k: &str| backups[i]["metadata"]["pg"][k].as_str().unwrap().to_string();
+    let stop =
+        |i: usize| chrono::DateTime::parse_from_rfc3339(&pg(i, "stop_time")).unwrap().with_timezone(&chrono::Utc);
+    // A target inside the window, between two rows written after the third
+    // backup and before the fourth: recovery starts from the third.
+    let target = times[34].1 + (times[35].1 - times[34].1) / 2;
+    assert!(
+        target > stop(2) + chrono::Duration::seconds(2) && target < stop(3) + chrono::Duration::seconds(1),
+        "timing: target {target}, stops {} {}",
+        stop(2),
+        stop(3)
+    );
+    let window_s = (chrono::Utc::now() - target).num_seconds() + 1;
+    let window = format!("{window_s}s");
+
+    let before = archived_names(&a);
+    let b3_start = lsn_of(&pg(2, "start_lsn"));
+    let seg = 16u64 << 20;
+    let expected: Vec<String> = before
+        .iter()
+        .filter(|n| n.len() == 24 && n.starts_with("00000001"))
+        .filter(|n| {
+            let segno =
+                u64::from_str_radix(&n[8..16], 16).unwrap() * 0x100 + u64::from_str_radix(&n[16..], 16).unwrap();
+            (segno + 1) * seg <= b3_start
+        })
+        .cloned()
+        .collect();
+    assert!(expected.len() >= 4, "the run archived WAL before the third backup: {expected:?}");
+
+    let args = ["pg", "expire", "--stanza", "main", "--retain-full", "2", "--pitr-window", &window];
+    let dry = a.repo.json(&[&args[..], &["--dry-run"]].concat());
+    let ids_of = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|b| b["snapshot"].as_str().unwrap().to_string()).collect()
+    };
+    let snap = |i: usize| backups[i]["snapshot"].as_str().unwrap().to_string();
+    assert_eq!(ids_of(&dry["kept"]), vec![snap(3), snap(2)], "{dry}");
+    assert_eq!(ids_of(&dry["removed"]), vec![snap(1), snap(0)], "{dry}");
+    let mut removed: Vec<String> =
+        dry["wal_removed_names"].as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    removed.sort();
+    assert_eq!(removed, expected, "the WAL removed is exactly what precedes the third backup's start");
+    assert_eq!(archived_names(&a), before, "a dry run removes nothing");
+    assert_eq!(a.repo.snapshots().len(), 4);
+
+    let done = a.repo.json(&args);
+    assert_eq!(done["wal_removed_names"], dry["wal_removed_names"]);
+    let after = archived_names(&a);
+    let expect_after: Vec<String> = before.iter().filter(|n| !expected.contains(n)).cloned().collect();
+    assert_eq!(after, expect_after);
+    assert_eq!(a.repo.snapshots().len(), 2);
+    let show = a.show();
+    assert_eq!(show["retention"]["restorable_from"].as_str().is_some(), true, "{show}");
+    let tl1 = show["timelines"].as_array().unwrap().iter().find(|t| t["timeline"] == 1).unwrap().clone();
+    assert_eq!(tl1["gaps"].as_array().unwrap().len(), 0, "no gap inside the window: {tl1}");
+    let verify = a.repo.run(&["wal", "verify", "--stanza", "main"]);
+    assert_eq!(code(&verify), 0, "{}", String::from_utf8_lossy(&verify.stdout));
+    // The space comes back with prune; everything left still checks.
+    a.repo.ok(&["prune"]);
+
+    let mut r = Restores { a: &a, n: 0 };
+    let t = target.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let want: Vec<i32> = times.iter().filter(|(_, at)| *at <= target).map(|(i, _)| *i).collect();
+    assert_eq!(r.run(&["--target-time", &t], false).1, want, "a time inside the window");
+    let late = between(times[44].1, times[45].1);
+    assert_eq!(r.run(&["--target-time", &late], false).1, ids(0..=44));
+    // Before the window: refused, naming the retention, nothing written.
+    let early = between(times[12].1, times[13].1);
+    r.refused(&["--target-time", &early], "retention");
+    let c = a.repo.run(&["check"]);
+    assert_eq!(code(&c), 0, "{}", String::from_utf8_lossy(&c.stdout));
+    drop(src);
+}

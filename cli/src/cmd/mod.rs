@@ -10,6 +10,7 @@ mod inspect;
 mod key;
 mod ls;
 mod pg;
+mod pg_expire;
 mod pin;
 mod prune;
 mod redis;

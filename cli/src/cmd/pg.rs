@@ -20,6 +20,7 @@ use crate::exit;
 pub enum Command {
     Backup(BackupArgs),
     Restore(RestoreArgs),
+    Expire(super::pg_expire::Args),
 }
 
 /// Take a base backup over the replication protocol.
@@ -130,6 +131,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
     match c {
         Command::Backup(a) => backup(g, a).await,
         Command::Restore(a) => restore(g, a).await,
+        Command::Expire(a) => super::pg_expire::run(g, a).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! to its stop position, which [`wal_gate`] waits for before the snapshot
 //! is written.
 
+pub mod expire;
 pub mod pitr;
 pub mod replication;
 

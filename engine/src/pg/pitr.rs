@@ -194,7 +194,21 @@ pub async fn plan(
     let path = archive.path(tli);
     let seg_bytes = u64::from(archive.size.bytes());
     let backups = backups_on_path(repo, stanza, &path, tli).await?;
-    let (id, snap, facts) = choose_backup(&backups, &target)?;
+    let (id, snap, facts) = match choose_backup(&backups, &target) {
+        Ok(c) => c,
+        Err(Error::NotFound { what }) => {
+            // Say so when retention is why the archive starts where it does.
+            let why = match super::expire::expiry_record(repo, stanza).await? {
+                Some(r) => format!(
+                    "{what}; retention (`cairn pg expire` at {}, PITR window {} s) keeps restores from {} on",
+                    r.expired_at, r.pitr_window_s, r.restorable_from
+                ),
+                None => what,
+            };
+            return Err(Error::NotFound { what: why });
+        }
+        Err(e) => return Err(e),
+    };
     let start_seg = facts.start().0 / seg_bytes;
     let stop_seg = facts.stop().0.saturating_sub(1) / seg_bytes;
     let (walked, end) = walk(&archive, &path, tli, &target, start_seg, stop_seg)?;

@@ -73,6 +73,8 @@ pub enum ObjectKey {
         /// The WAL file name.
         name: String,
     },
+    /// `wal/<stanza>/expiry`: what retention last removed from a stanza.
+    Expiry(String),
     /// `pins/<snapshot id>`: a pin (sealed, bound to its key).
     Pin(SnapshotId),
     /// `leases/<16 hex>`: one writer's lease (sealed, bound to its key).
@@ -97,7 +99,7 @@ impl ObjectKey {
             ObjectKey::Pack(_) => Kind::Pack,
             ObjectKey::Index(_) => Kind::Index,
             ObjectKey::Snapshot(_) => Kind::Snapshot,
-            ObjectKey::Stanza(_) | ObjectKey::WalFile { .. } => Kind::Wal,
+            ObjectKey::Stanza(_) | ObjectKey::Expiry(_) | ObjectKey::WalFile { .. } => Kind::Wal,
             ObjectKey::Pin(_) => Kind::Pin,
             ObjectKey::Lease(_) => Kind::Lease,
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
@@ -116,6 +118,7 @@ impl ObjectKey {
             ["index", hex] => id(hex).map(ObjectKey::Index),
             ["snapshots", hex] => id(hex).map(|i| ObjectKey::Snapshot(SnapshotId(i))),
             ["wal", stanza, "stanza"] => Some(ObjectKey::Stanza(stanza.to_string())),
+            ["wal", stanza, "expiry"] => Some(ObjectKey::Expiry(stanza.to_string())),
             ["wal", stanza, tli, name] if tli.len() == 8 => {
                 let timeline = u32::from_str_radix(tli, 16).ok()?;
                 Some(ObjectKey::WalFile { stanza: stanza.to_string(), timeline, name: name.to_string() })
@@ -153,6 +156,7 @@ impl fmt::Display for ObjectKey {
             ObjectKey::Index(id) => write!(f, "index/{}", id.to_hex()),
             ObjectKey::Snapshot(id) => write!(f, "snapshots/{}", id.to_hex()),
             ObjectKey::Stanza(stanza) => write!(f, "wal/{stanza}/stanza"),
+            ObjectKey::Expiry(stanza) => write!(f, "wal/{stanza}/expiry"),
             ObjectKey::WalFile { stanza, timeline, name } => write!(f, "wal/{stanza}/{timeline:08X}/{name}"),
             ObjectKey::Pin(id) => write!(f, "pins/{}", id.to_hex()),
             ObjectKey::Lease(l) => write!(f, "leases/{l}"),
@@ -185,6 +189,7 @@ mod tests {
             ObjectKey::Snapshot(SnapshotId(id)),
             ObjectKey::Stanza("main".into()),
             ObjectKey::WalFile { stanza: "main".into(), timeline: 0x1a, name: "0000001A0000000000000003".into() },
+            ObjectKey::Expiry("main".into()),
             ObjectKey::Pin(SnapshotId(id)),
             ObjectKey::Lease("0123456789abcdef".into()),
             ObjectKey::GcState,

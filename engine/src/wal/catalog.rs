@@ -114,6 +114,10 @@ pub struct StanzaReport {
     pub names: Option<Vec<String>>,
     /// Manifests that could not be read.
     pub problems: Vec<Problem>,
+    /// What retention (`cairn pg expire`) last left: the earliest
+    /// restorable time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::pg::expire::ExpiryRecord>,
 }
 
 /// The result of `wal verify`.
@@ -191,6 +195,7 @@ pub async fn show(repo: &Repository, stanza: &str, names: bool) -> Result<Stanza
         timelines,
         names: names.then(|| all.iter().map(|(_, m)| m.name.clone()).collect()),
         problems,
+        retention: crate::pg::expire::expiry_record(repo, stanza).await?,
     })
 }
 

@@ -1,0 +1,296 @@
+//! PostgreSQL-aware retention (`cairn pg expire`): base backups kept by
+//! count or age, and a point-in-time window kept independently of them.
+//!
+//! What is kept, for a stanza:
+//! - base backups: the newest always; then the newest `retain_full`, or
+//!   those that ended within `retain_full_for`; and the *window anchor*,
+//!   the newest backup that ended before now − `pitr_window` (so every
+//!   time inside the window has a backup before it); pinned ones;
+//! - WAL: everything from the anchor's start LSN on (every timeline), and
+//!   for every kept backup its own start→stop range, so it stays
+//!   consistent; history and `.backup` files always.
+//!
+//! Removing goes backups first, then WAL manifests (their packs are left
+//! to `prune`): a crash in between leaves extra WAL, never a kept backup
+//! without its WAL. Before anything is removed, `wal/<stanza>/expiry`
+//! records the earliest restorable time, so a restore to a time before it
+//! is refused naming the retention.
+
+use std::collections::HashSet;
+
+use cairn_formats::pg::{Lsn, WalFileName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::SnapshotId;
+use crate::repo::Repository;
+use crate::repofile::{ObjectKey, RepoFile};
+use crate::snapshot::Snapshot;
+use crate::sources::pg::base::{PgFacts, KIND};
+use crate::store::Backend as _;
+use crate::wal::{catalog, get_named, seal_named, WalFileKind};
+use crate::{Error, Result};
+
+/// How to expire.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ExpireOptions {
+    /// Keep the newest N base backups.
+    pub retain_full: Option<usize>,
+    /// Keep base backups that ended within this long of now.
+    pub retain_full_for: Option<chrono::Duration>,
+    /// Every time within this long of now stays restorable.
+    pub pitr_window: chrono::Duration,
+    /// Only report.
+    pub dry_run: bool,
+    /// "Now" (tests); the wall clock when `None`.
+    pub now: Option<DateTime<Utc>>,
+}
+
+impl ExpireOptions {
+    /// A window; the other rules unset.
+    pub fn window(pitr_window: chrono::Duration) -> ExpireOptions {
+        ExpireOptions { pitr_window, ..Default::default() }
+    }
+}
+
+/// One base backup and the decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupRow {
+    /// Snapshot id.
+    pub snapshot: String,
+    /// Label, timeline, start and stop.
+    pub label: String,
+    /// Timeline.
+    pub timeline: u32,
+    /// Start LSN.
+    pub start_lsn: String,
+    /// Stop LSN.
+    pub stop_lsn: String,
+    /// When it became consistent.
+    pub stop_time: String,
+    /// Why it is kept (empty: removed).
+    pub reasons: Vec<String>,
+}
+
+/// WAL removed from one timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalRemoved {
+    /// Timeline.
+    pub timeline: u32,
+    /// First and last file removed, and how many.
+    pub first: String,
+    /// Last.
+    pub last: String,
+    /// Count.
+    pub files: u64,
+}
+
+/// What expiry decided (and, unless a dry run, did).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpireReport {
+    /// The stanza.
+    pub stanza: String,
+    /// Nothing was removed.
+    pub dry_run: bool,
+    /// Base backups kept, newest first.
+    pub kept: Vec<BackupRow>,
+    /// Base backups removed.
+    pub removed: Vec<BackupRow>,
+    /// WAL below this LSN is removed unless a kept backup needs it.
+    pub wal_kept_from: String,
+    /// WAL removed, per timeline.
+    pub wal_removed: Vec<WalRemoved>,
+    /// Every WAL file removed.
+    pub wal_removed_names: Vec<String>,
+    /// Earliest time a restore could reach before and after.
+    pub restorable_from_before: Option<String>,
+    /// After.
+    pub restorable_from_after: Option<String>,
+}
+
+/// `wal/<stanza>/expiry`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExpiryRecord {
+    /// Format version (1).
+    pub version: u32,
+    /// When the expiry ran.
+    pub expired_at: String,
+    /// The earliest restorable time it left (a backup's consistent point).
+    pub restorable_from: String,
+    /// WAL below this LSN was removed unless a kept backup needed it.
+    pub wal_kept_from: String,
+    /// The window.
+    pub pitr_window_s: i64,
+}
+
+impl RepoFile for ExpiryRecord {
+    const VERSION: u32 = 1;
+    type Id = str;
+    fn key(stanza: &str) -> ObjectKey {
+        ObjectKey::Expiry(stanza.to_string())
+    }
+}
+
+/// The retention record of a stanza, if expiry ever ran.
+pub async fn expiry_record(repo: &Repository, stanza: &str) -> Result<Option<ExpiryRecord>> {
+    get_named::<ExpiryRecord>(repo, &ObjectKey::Expiry(stanza.into()).to_string()).await
+}
+
+fn stop_time(f: &PgFacts) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(&f.stop_time).map(|t| t.with_timezone(&Utc)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Plans, and unless `dry_run` carries out, the expiry of `stanza`.
+pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Result<ExpireReport> {
+    let now = opts.now.unwrap_or_else(Utc::now);
+    let pins = crate::gc::pins(repo).await?;
+    let mut backups: Vec<(SnapshotId, PgFacts)> = Vec::new();
+    for (id, s) in Snapshot::list(repo).await? {
+        if s.source.kind == KIND {
+            let f = PgFacts::of(&s)?;
+            if f.stanza == stanza && f.wal_complete {
+                backups.push((id, f));
+            }
+        }
+    }
+    if backups.is_empty() {
+        return Err(Error::NotFound { what: format!("a complete base backup of stanza {stanza:?}") });
+    }
+    backups.sort_by_key(|(_, f)| std::cmp::Reverse(stop_time(f)));
+    let edge = now - opts.pitr_window;
+    let anchor = backups.iter().position(|(_, f)| stop_time(f) <= edge).unwrap_or(backups.len() - 1);
+    let mut rows: Vec<BackupRow> = Vec::new();
+    for (i, (id, f)) in backups.iter().enumerate() {
+        let mut reasons = Vec::new();
+        if i == 0 {
+            reasons.push("newest".to_string());
+        }
+        if opts.retain_full.is_some_and(|n| i < n) {
+            reasons.push(format!("one of the newest {}", opts.retain_full.unwrap_or_default()));
+        }
+        if opts.retain_full_for.is_some_and(|d| stop_time(f) > now - d) {
+            reasons.push("within the backup retention".to_string());
+        }
+        if i == anchor {
+            reasons.push("start of the PITR window".to_string());
+        }
+        if pins.contains(id) {
+            reasons.push("pinned".to_string());
+        }
+        rows.push(BackupRow {
+            snapshot: id.to_hex(),
+            label: f.label.clone(),
+            timeline: f.timeline,
+            start_lsn: f.start_lsn.clone(),
+            stop_lsn: f.stop_lsn.clone(),
+            stop_time: f.stop_time.clone(),
+            reasons,
+        });
+    }
+    let kept_facts: Vec<&PgFacts> =
+        backups.iter().zip(&rows).filter(|(_, r)| !r.reasons.is_empty()).map(|((_, f), _)| f).collect();
+    let cutoff = backups[anchor].1.start().0;
+    let (size, archived) = catalog::archived(repo, stanza).await?;
+    let seg = u64::from(size.bytes());
+    let mut removed_names = Vec::new();
+    for (name, m) in &archived {
+        let (tli, lo, hi) = match (name, m.kind) {
+            (WalFileName::Segment(s), WalFileKind::Segment | WalFileKind::Partial) => {
+                (s.timeline, s.segno * seg, (s.segno + 1) * seg)
+            }
+            _ => continue, // history and .backup files stay
+        };
+        let needed = hi > cutoff
+            || kept_facts.iter().any(|f| f.timeline == tli && lo < f.stop().0.max(f.start().0 + 1) && hi > f.start().0);
+        if !needed {
+            removed_names.push((tli, m.name.clone()));
+        }
+    }
+    let mut wal_removed: Vec<WalRemoved> = Vec::new();
+    for (tli, name) in &removed_names {
+        match wal_removed.last_mut() {
+            Some(w) if w.timeline == *tli => {
+                w.last = name.clone();
+                w.files += 1;
+            }
+            _ => wal_removed.push(WalRemoved { timeline: *tli, first: name.clone(), last: name.clone(), files: 1 }),
+        }
+    }
+    let oldest_kept = kept_facts.iter().map(|f| stop_time(f)).min();
+    let report = ExpireReport {
+        stanza: stanza.to_string(),
+        dry_run: opts.dry_run,
+        restorable_from_before: backups.last().map(|(_, f)| f.stop_time.clone()),
+        restorable_from_after: oldest_kept.map(|t| t.to_rfc3339()),
+        kept: rows.iter().filter(|r| !r.reasons.is_empty()).cloned().collect(),
+        removed: rows.iter().filter(|r| r.reasons.is_empty()).cloned().collect(),
+        wal_kept_from: Lsn(cutoff).to_string(),
+        wal_removed,
+        wal_removed_names: removed_names.iter().map(|(_, n)| n.clone()).collect(),
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    let key = ObjectKey::Expiry(stanza.to_string()).to_string();
+    let record = ExpiryRecord {
+        version: 1,
+        expired_at: now.to_rfc3339(),
+        restorable_from: report.restorable_from_after.clone().unwrap_or_default(),
+        wal_kept_from: report.wal_kept_from.clone(),
+        pitr_window_s: opts.pitr_window.num_seconds(),
+    };
+    repo.store().put_opts(&key, seal_named(repo, &key, &record), crate::store::PutMode::Overwrite).await?;
+    let removed_ids: HashSet<&str> = report.removed.iter().map(|r| r.snapshot.as_str()).collect();
+    for (id, _) in backups.iter().filter(|(id, _)| removed_ids.contains(id.to_hex().as_str())) {
+        repo.store().delete(&ObjectKey::Snapshot(*id).to_string()).await?;
+    }
+    for (tli, name) in &removed_names {
+        let k = ObjectKey::WalFile { stanza: stanza.to_string(), timeline: *tli, name: name.clone() };
+        repo.store().delete(&k.to_string()).await?;
+    }
+    Ok(report)
+}
+
+/// Parses a duration like `7d`, `36h`, `90s`, `2h30min`, `2w` (units w,
+/// d, h, min, s).
+pub fn parse_duration(text: &str) -> Result<chrono::Duration> {
+    let bad = |why: &str| Error::InvalidInput(format!("duration {text:?}: {why} (use e.g. 7d, 36h, 90s, 2h30min)"));
+    let mut total = chrono::Duration::zero();
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(bad("empty"));
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: i64 = rest[..digits].parse().map_err(|_| bad("a unit needs a number before it"))?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        total += match &rest[..unit] {
+            "w" => chrono::Duration::weeks(n),
+            "d" => chrono::Duration::days(n),
+            "h" => chrono::Duration::hours(n),
+            "min" | "m" => chrono::Duration::minutes(n),
+            "s" => chrono::Duration::seconds(n),
+            "" => return Err(bad("a number needs a unit after it")),
+            u => return Err(bad(&format!("unknown unit {u:?}"))),
+        };
+        rest = &rest[unit..];
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("7d").unwrap(), chrono::Duration::days(7));
+        assert_eq!(parse_duration("2h30min").unwrap(), chrono::Duration::minutes(150));
+        assert_eq!(parse_duration("90s").unwrap(), chrono::Duration::seconds(90));
+        for bad in ["", "7", "d", "7x", "1y"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+}
