@@ -259,3 +259,44 @@ fn sigkill_at_random_points_of_forget_and_prune_leaves_a_clean_repository() {
     assert_eq!(dry["condemned_packs"], 0, "{dry}");
     assert_eq!(dry["pending_packs"], 0, "{dry}");
 }
+
+#[test]
+fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
+    let r = gc_repo(30);
+    let v1 = random(4 << 20, 77);
+    let mut v2 = v1.clone();
+    // Every other 128 KiB region changes: each pack of v1 ends up about
+    // half unused once v1 is forgotten.
+    for (i, region) in v2.chunks_mut(128 << 10).enumerate() {
+        if i % 2 == 1 {
+            region.copy_from_slice(&random(region.len(), 1000 + i as u64));
+        }
+    }
+    let args = ["--source", "m", "--chunk-avg-kib", "64"];
+    let a = r.backup_bytes(&v1, &args);
+    let b = r.backup_bytes(&v2, &args);
+    r.ok(&["forget", a["snapshot"].as_str().unwrap()]);
+    let dry = r.json(&["prune", "--dry-run"]);
+    let would = dry["repack"]["packs"].as_u64().unwrap();
+    assert!(would > 0, "{dry}");
+    // A byte budget smaller than one pack repacks nothing and says so.
+    let capped = r.json(&["prune", "--dry-run", "--max-repack-size", "1K"]);
+    assert_eq!(capped["repack"]["packs"], 0, "{capped}");
+    assert_eq!(capped["repack"]["packs_left"].as_u64().unwrap(), would, "{capped}");
+    let before = dir_bytes(&r, "packs");
+    let p = r.json(&["prune"]);
+    assert_eq!(p["repack"]["packs"].as_u64().unwrap(), would, "{p}");
+    assert!(p["repack"]["packs_written"].as_u64().unwrap() > 0, "{p}");
+    let after = dir_bytes(&r, "packs");
+    assert!(after < before, "repacking reclaimed space: {after} < {before}");
+    assert_eq!(r.restore_bytes(b["snapshot"].as_str().unwrap()), v2);
+    let c = check_clean(&r);
+    assert_eq!(c["unreferenced_packs"].as_array().unwrap().len(), 0, "{c}");
+    // What is left is all live: nothing more to repack or condemn.
+    let again = r.json(&["prune", "--dry-run"]);
+    assert_eq!(again["repack"]["packs"], 0, "{again}");
+    assert_eq!(again["condemned_packs"], 0, "{again}");
+    // And a backup of v2 again deduplicates completely against the new packs.
+    let j = r.backup_bytes(&v2, &args);
+    assert_eq!(j["stats"]["new_chunks"], 0, "{j}");
+}

@@ -28,6 +28,36 @@ pub struct Args {
     /// killed writers expire within the wait].
     #[arg(long, value_name = "SECONDS")]
     sweep_wait: Option<u64>,
+    /// Repack packs more than this share unused (their live blobs are
+    /// copied into new packs, then the old packs are deleted).
+    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    max_unused: String,
+    /// Repack at most this many bytes of packs per run (e.g. 2G, 500M).
+    #[arg(long, value_name = "SIZE")]
+    max_repack_size: Option<String>,
+}
+
+fn percent(s: &str) -> Result<f64> {
+    let n: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--max-unused {s:?}: use a percentage like 10%"))?;
+    anyhow::ensure!((0.0..=100.0).contains(&n), "--max-unused must be between 0% and 100%");
+    Ok(n / 100.0)
+}
+
+fn size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| anyhow::anyhow!("--max-repack-size {s:?}: use bytes or K, M, G, T"))?;
+    Ok(n.saturating_mul(mult))
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
@@ -52,7 +82,11 @@ pub fn code(r: &gc::PruneReport) -> i32 {
 pub async fn execute(g: &Global, a: Args) -> Result<gc::PruneReport> {
     let repo = g.open().await?;
     let wait = a.sweep_wait.unwrap_or(repo.config().gc().lease_ttl_s + 30);
-    let opts = PruneOptions::default().with_dry_run(a.dry_run).with_sweep_wait(Duration::from_secs(wait));
+    let repack_bytes = a.max_repack_size.as_deref().map(size).transpose()?;
+    let opts = PruneOptions::default()
+        .with_dry_run(a.dry_run)
+        .with_sweep_wait(Duration::from_secs(wait))
+        .with_repack(percent(&a.max_unused)?, repack_bytes);
     let show = g.show_progress();
     let progress = move |m: &str| {
         if show {
@@ -81,6 +115,23 @@ pub fn print(g: &Global, r: &gc::PruneReport) {
             r.delete_requests,
             r.too_recent_packs
         );
+        let rp = &r.repack;
+        if rp.packs > 0 || rp.packs_left > 0 {
+            println!(
+                "{} {} pack(s) over the unused limit: {} read, {} live copied into {} new pack(s){}",
+                if r.dry_run { "would repack" } else { "repacked" },
+                rp.packs,
+                human_bytes(rp.bytes_read),
+                human_bytes(rp.live_bytes),
+                rp.packs_written,
+                if rp.packs_left > 0 {
+                    format!("; {} left for later (--max-repack-size)", rp.packs_left)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        println!("about {} store request(s) beyond listing and marking", r.requests);
         for s in &r.swept {
             println!(
                 "generation {}: deleted {} pack(s), {}; spared {}; rewrote {} index segment(s){}",

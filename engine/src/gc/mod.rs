@@ -23,6 +23,7 @@ mod lease;
 mod mark;
 mod policy;
 mod prune;
+mod repack;
 mod state;
 mod sweep;
 
@@ -30,4 +31,5 @@ pub use forget::{forget, pin, pins, plan as plan_forget, unpin, ForgetSummary, G
 pub use lease::{fencing_disabled, lease_ttl, Lease, LeaseRecord};
 pub use policy::{apply as apply_policy, Bucket, Candidate, Decision, Policy, Span};
 pub use prune::{min_age, prune, PruneOptions, PruneReport, SweepReport};
+pub use repack::RepackReport;
 pub use state::{GcState, GcView};

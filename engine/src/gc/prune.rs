@@ -11,6 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::mark::mark;
+use super::repack::{repack, unused_share, Candidate};
 use super::state::{self, Condemned, GcState, LeaseList, Plan};
 use crate::ids::{BlobId, Id, PackId};
 use crate::index::LocalIndex;
@@ -19,6 +20,7 @@ use crate::repofile::{Kind, ObjectKey};
 use crate::snapshot::Snapshot;
 use crate::store::{Backend as _, PutMode};
 use crate::{Error, Result};
+use cairn_formats::repo::BlobEntry;
 
 /// Packs younger than this (store time) are never condemned
 /// (`config.gc.min_age_s`, one value for every client). `wal push` writes
@@ -38,11 +40,17 @@ pub struct PruneOptions {
     /// How long a sweep waits for leases older than its generation to end
     /// before leaving the generation to the next prune.
     pub sweep_wait: Duration,
+    /// A pack whose unused share (bytes of blobs nothing needs over its
+    /// size) is above this is repacked (0.10 = 10 %).
+    pub max_unused: f64,
+    /// At most this many bytes of packs are repacked per run (`None`: no
+    /// limit).
+    pub max_repack_bytes: Option<u64>,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { dry_run: false, sweep_wait: Duration::from_secs(300) }
+        PruneOptions { dry_run: false, sweep_wait: Duration::from_secs(300), max_unused: 0.10, max_repack_bytes: None }
     }
 }
 
@@ -55,6 +63,12 @@ impl PruneOptions {
     /// Wait at most this long for older leases.
     pub fn with_sweep_wait(mut self, wait: Duration) -> Self {
         self.sweep_wait = wait;
+        self
+    }
+    /// Repack packs more than `share` unused, at most `bytes` of them.
+    pub fn with_repack(mut self, share: f64, bytes: Option<u64>) -> Self {
+        self.max_unused = share;
+        self.max_repack_bytes = bytes;
         self
     }
 }
@@ -112,6 +126,11 @@ pub struct PruneReport {
     pub problems: Vec<String>,
     /// Store requests the deletions cost (or will cost, on a dry run).
     pub delete_requests: u64,
+    /// Repacking (on a dry run: what it would read).
+    pub repack: super::repack::RepackReport,
+    /// Store requests this run costs beyond listing and marking: pack
+    /// reads and writes of repacking, index segments, deletions.
+    pub requests: u64,
 }
 
 /// Runs a prune: condemns (phase one), then sweeps every pending
@@ -177,16 +196,18 @@ pub async fn prune(
 
     progress("reading index segments");
     let segments = read_segments(repo).await?;
-    let mut in_segments: HashMap<PackId, (Vec<BlobId>, Vec<Id>)> = HashMap::new();
+    let mut in_segments: HashMap<PackId, (Vec<BlobEntry>, Vec<Id>)> = HashMap::new();
     for (seg, s) in &segments {
         for p in &s.packs {
             let e = in_segments.entry(PackId(Id(p.pack_id))).or_default();
             if e.0.is_empty() {
-                e.0 = p.blobs.iter().map(|b| BlobId(Id(b.id))).collect();
+                e.0 = p.blobs.clone();
             }
             e.1.push(*seg);
         }
     }
+    drop(segments);
+    let mut repack_candidates: Vec<(f64, Candidate)> = Vec::new();
 
     let min_age = min_age(repo);
     let mut condemned = Vec::new();
@@ -197,9 +218,14 @@ pub async fn prune(
         if pending.contains(&pid) {
             continue;
         }
-        let (blobs, segs) = in_segments.remove(&pid).unwrap_or_default();
+        let (entries, segs) = in_segments.remove(&pid).unwrap_or_default();
+        let blobs: Vec<BlobId> = entries.iter().map(|e| BlobId(Id(e.id))).collect();
         if wal_packs.contains(&pid) || blobs.iter().any(|b| live.contains(b)) {
             report.live_packs += 1;
+            let share = unused_share(o.size, &entries, &live);
+            if !wal_packs.contains(&pid) && share > opts.max_unused {
+                repack_candidates.push((share, Candidate { pack: pid, size: o.size, entries, segments: segs }));
+            }
             continue;
         }
         if now.duration_since(o.modified).unwrap_or_default() < min_age {
@@ -223,9 +249,46 @@ pub async fn prune(
         report.condemned_bytes += o.size;
         condemned.push(Condemned { pack: pid, size: o.size, blobs, segments: segs });
     }
+    // The most unused first, within the byte budget.
+    repack_candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
+    let mut chosen = Vec::new();
+    for (_, c) in repack_candidates {
+        if c.size <= budget {
+            budget -= c.size;
+            chosen.push(c);
+        } else {
+            report.repack.packs_left += 1;
+        }
+    }
+    let target = u64::from(repo.config().pack_target).max(1);
+    if opts.dry_run {
+        report.repack.packs = chosen.len() as u64;
+        report.repack.bytes_read = chosen.iter().map(|c| c.size).sum();
+        report.repack.live_bytes = chosen
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .filter(|e| live.contains(&BlobId(Id(e.id))))
+            .map(|e| u64::from(e.stored_len))
+            .sum();
+        report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
+    } else if !chosen.is_empty() {
+        progress(&format!("repacking {} pack(s)", chosen.len()));
+        repack(repo, &chosen, &live, &mut report.repack).await?;
+    }
+    for c in chosen {
+        // Only what was not copied can make a sweep spare the old pack: a
+        // snapshot needing a copied blob finds it in the new pack.
+        let uncopied = c.entries.iter().map(|e| BlobId(Id(e.id))).filter(|b| !live.contains(b)).collect();
+        report.condemned_bytes += c.size;
+        condemned.push(Condemned { pack: c.pack, size: c.size, blobs: uncopied, segments: c.segments });
+    }
     report.condemned_packs = condemned.len() as u64;
     let segments_touched: HashSet<Id> = condemned.iter().flat_map(|c| c.segments.iter().copied()).collect();
     report.delete_requests = condemned.len() as u64 + 2 * segments_touched.len() as u64;
+    let repack_requests =
+        report.repack.packs + report.repack.packs_written + u64::from(report.repack.packs_written > 0);
+    report.requests = report.delete_requests + repack_requests + 4;
     if opts.dry_run {
         return Ok(report);
     }

@@ -220,11 +220,14 @@ impl LocalIndex {
         let mut out = Vec::with_capacity(ids.len());
         for (id, r) in ids.iter().zip(self.db.multi_get(keys.iter())) {
             let v = r.map_err(|e| self.err(e))?;
-            let loc = match v {
+            // A location in a condemned pack is hidden; the overlay may
+            // know a copy elsewhere (a repacked blob).
+            let stored = match v {
                 Some(v) => Some(BlobLocation::decode(&self.path, &v)?),
-                None => self.overlay.get(id).copied(),
+                None => None,
             };
-            out.push(loc.filter(|l| !self.excluded.contains(&l.pack)));
+            let usable = |l: &BlobLocation| !self.excluded.contains(&l.pack);
+            out.push(stored.filter(usable).or_else(|| self.overlay.get(id).copied().filter(usable)));
         }
         Ok(out)
     }
@@ -248,8 +251,15 @@ impl LocalIndex {
             Mode::Writer => self.record_segment(seg, segment),
             Mode::Reader => {
                 for p in &segment.packs {
+                    let pack = PackId(Id(p.pack_id));
+                    let condemned = self.excluded.contains(&pack);
                     for e in &p.blobs {
-                        self.overlay.insert(BlobId(Id(e.id)), BlobLocation { pack: PackId(Id(p.pack_id)), entry: *e });
+                        let id = BlobId(Id(e.id));
+                        // A condemned pack's copy never displaces another.
+                        if condemned && self.overlay.contains_key(&id) {
+                            continue;
+                        }
+                        self.overlay.insert(id, BlobLocation { pack, entry: *e });
                     }
                 }
                 self.overlay_seen.insert(*seg);
@@ -266,7 +276,18 @@ impl LocalIndex {
         }
         let mut batch = WriteBatch::default();
         for p in &segment.packs {
-            add_pack(&mut batch, &PackId(Id(p.pack_id)), &p.blobs);
+            let pack = PackId(Id(p.pack_id));
+            if self.excluded.contains(&pack) {
+                // Its blobs are recorded only where no other copy is known,
+                // so a repacked blob keeps pointing at its new pack.
+                let keys: Vec<[u8; 33]> = p.blobs.iter().map(|e| blob_key(&BlobId(Id(e.id)))).collect();
+                let have = self.db.multi_get(keys.iter());
+                let fresh: Vec<BlobEntry> =
+                    p.blobs.iter().zip(have).filter(|(_, h)| matches!(h, Ok(None))).map(|(e, _)| *e).collect();
+                add_pack(&mut batch, &pack, &fresh);
+            } else {
+                add_pack(&mut batch, &pack, &p.blobs);
+            }
         }
         batch.put(seen_key(seg), []);
         self.db.write(batch).map_err(|e| self.err(e))
