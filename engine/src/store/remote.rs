@@ -52,6 +52,16 @@ pub fn retry_config() -> object_store::RetryConfig {
     }
 }
 
+/// The [`Version`] of an object with ETag `e_tag`: the ETag without its
+/// quotes. An update sends it back as `If-Match` exactly as stored here, and
+/// servers differ on the quoted form: Ceph's radosgw refuses it (412) while
+/// AWS S3 and moto accept both, so the unquoted one works everywhere.
+fn version(e_tag: Option<String>) -> Version {
+    let e_tag = e_tag.unwrap_or_default();
+    let bare = e_tag.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(&e_tag);
+    Version(bare.to_string())
+}
+
 /// Maps an object_store error on `key` to the engine's. `networked`: the
 /// store behind it talks to a server, so a generic failure may be an outage.
 fn map_err(key: &str, e: object_store::Error, networked: bool) -> Error {
@@ -78,7 +88,7 @@ impl Backend for RemoteBackend {
         };
         let opts = PutOptions { mode, ..Default::default() };
         match self.inner.put_opts(&Path::from(key), PutPayload::from(bytes), opts).await {
-            Ok(r) => Ok(Version(r.e_tag.unwrap_or_default())),
+            Ok(r) => Ok(version(r.e_tag)),
             // A create-only put that lost is "already exists" whichever way
             // the server said it (S3 answers 412 to `If-None-Match: *`).
             Err(object_store::Error::Precondition { .. }) if is_create => {
@@ -109,7 +119,7 @@ impl Backend for RemoteBackend {
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
         let m = self.inner.head(&Path::from(key)).await.map_err(|e| self.err(key, e))?;
-        Ok(ObjectMeta { size: m.size, modified: m.last_modified.into(), version: Version(m.e_tag.unwrap_or_default()) })
+        Ok(ObjectMeta { size: m.size, modified: m.last_modified.into(), version: version(m.e_tag) })
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -130,5 +140,18 @@ impl Backend for RemoteBackend {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(key, e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_unquoted_etags() {
+        assert_eq!(version(Some("\"6654c734\"".into())), Version("6654c734".into()));
+        assert_eq!(version(Some("6654c734".into())), Version("6654c734".into()));
+        assert_eq!(version(Some("\"".into())), Version("\"".into()));
+        assert_eq!(version(None), Version(String::new()));
     }
 }
