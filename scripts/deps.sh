@@ -2,7 +2,9 @@
 # Installs what cairn's build, tests and demo need on a Debian machine, and
 # only what is missing: clang/libclang (RocksDB's bindings), PostgreSQL 15,
 # redis-server, zstd, b3sum, GNU time, openssl (test certificates for the
-# Redis TLS test), and moto (a real S3 API) in .venv.
+# Redis TLS test), Ceph's mon, OSD and radosgw (an S3 server whose
+# conditional writes are atomic, started by scripts/ceph.sh), and moto (a
+# quick S3 emulator) in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +21,11 @@ have b3sum || need+=(b3sum)
 [ -x /usr/bin/time ] || need+=(time)
 have tar || need+=(tar)
 have openssl || need+=(openssl)
+have ceph-mon || need+=(ceph-mon)
+have ceph-osd || need+=(ceph-osd)
+have radosgw || need+=(radosgw)
+have uuidgen || need+=(uuid-runtime)
+have curl || need+=(curl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
