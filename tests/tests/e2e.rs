@@ -1,6 +1,7 @@
 //! cairn's end-to-end tests, compiled into one binary. Each module pins one
 //! promise made in README.md, using the real `cairn` binary and real
-//! storage (a local directory, and moto's S3 server on 127.0.0.1).
+//! storage (a local directory, moto's S3 server and Ceph's radosgw on
+//! 127.0.0.1).
 
 mod cli;
 mod conformance;
