@@ -172,21 +172,34 @@ impl PackBuilder {
         self.entries.is_empty()
     }
 
+    /// An empty pack filling `buf` (cleared), so a caller writing many
+    /// packs in turn (repacking) reuses one allocation.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        PackBuilder { buf, entries: Vec::new(), hasher: blake3::Hasher::new(), streamed: None }
+    }
+
     /// Appends a sealed blob.
     pub fn push(&mut self, b: &SealedBlob) {
+        self.push_sealed(b.id, b.kind, b.compression, b.raw_len, &b.sealed);
+    }
+
+    /// Appends a blob sealed elsewhere, as it was stored (repacking moves
+    /// blobs between packs without opening them: the seal binds the id only).
+    pub fn push_sealed(&mut self, id: BlobId, kind: BlobKind, compression: Compression, raw_len: u32, sealed: &[u8]) {
         self.entries.push(BlobEntry {
-            id: b.id.0 .0,
-            kind: b.kind,
-            compression: b.compression,
+            id: id.0 .0,
+            kind,
+            compression,
             offset: self.len() as u32,
-            stored_len: b.sealed.len() as u32,
-            raw_len: b.raw_len,
+            stored_len: sealed.len() as u32,
+            raw_len,
         });
         match &mut self.streamed {
-            Some(n) => *n += b.sealed.len(),
-            None => self.buf.extend_from_slice(&b.sealed),
+            Some(n) => *n += sealed.len(),
+            None => self.buf.extend_from_slice(sealed),
         }
-        self.hasher.update(&b.sealed);
+        self.hasher.update(sealed);
     }
 
     /// Appends the encrypted trailer, its length and the magic to `buf`;

@@ -10,11 +10,11 @@ use cairn_formats::repo::{BlobEntry, IndexSegment, PackEntries};
 use serde::Serialize;
 
 use crate::ids::{BlobId, Id, PackId};
-use crate::pack::{PackBuilder, SealedBlob};
+use crate::pack::PackBuilder;
 use crate::repo::{ObjectKind, Repository};
 use crate::repofile::ObjectKey;
 use crate::store::BackendExt as _;
-use crate::{Error, Result};
+use crate::Result;
 
 /// A pack chosen for repacking.
 #[derive(Debug, Clone)]
@@ -48,8 +48,10 @@ pub(super) fn unused_share(size: u64, entries: &[BlobEntry], live: &HashSet<Blob
 }
 
 /// Copies the live blobs of `candidates` into new packs and writes the
-/// index segment naming them. Every byte read is checked against the
-/// pack's name first.
+/// index segment naming them. Only the live blobs are read (adjacent ones
+/// in one ranged read), and each is authenticated before it is copied, so
+/// damage is never carried over. Memory is two pack buffers and one read
+/// buffer, reused from pack to pack whatever the number of packs.
 pub(super) async fn repack(
     repo: &Repository,
     candidates: &[Candidate],
@@ -57,42 +59,59 @@ pub(super) async fn repack(
     report: &mut RepackReport,
 ) -> Result<()> {
     let target = repo.config().pack_target as usize;
-    let mut builder = PackBuilder::new(target);
+    let mut spare: Vec<u8> = Vec::with_capacity(target + target / 4);
+    let mut builder = PackBuilder::with_buffer(Vec::with_capacity(target + target / 4));
+    let mut read_buf: Vec<u8> = Vec::new();
     let mut written: Vec<PackEntries> = Vec::new();
     let mut copied: HashSet<BlobId> = HashSet::new();
     for c in candidates {
         let key = ObjectKey::Pack(c.pack).to_string();
-        let bytes = repo.store().get(&key).await?;
-        if Id::of_bytes(&bytes) != c.pack.0 {
-            return Err(Error::corrupt(key, None, "content does not match its name (BLAKE3 mismatch); not repacked"));
-        }
+        let mut wanted: Vec<&BlobEntry> =
+            c.entries.iter().filter(|e| live.contains(&BlobId(Id(e.id))) && copied.insert(BlobId(Id(e.id)))).collect();
+        wanted.sort_by_key(|e| e.offset);
         report.packs += 1;
-        report.bytes_read += bytes.len() as u64;
-        for e in &c.entries {
-            let id = BlobId(Id(e.id));
-            if !live.contains(&id) || !copied.insert(id) {
-                continue;
-            }
-            let (at, len) = (e.offset as usize, e.stored_len as usize);
-            let sealed = bytes
-                .get(at..at + len)
-                .ok_or_else(|| Error::corrupt(&key, Some(e.offset.into()), "blob runs past the pack's end"))?;
-            builder.push(&SealedBlob {
-                id,
-                kind: e.kind,
-                compression: e.compression,
-                raw_len: e.raw_len,
-                sealed: sealed.to_vec(),
-            });
-            report.live_bytes += len as u64;
-            if builder.len() >= target {
-                let full = std::mem::replace(&mut builder, PackBuilder::new(target));
-                written.push(store_pack(repo, full).await?);
+        let local = repo.store().open_local(&key)?;
+        for run in runs(&wanted) {
+            let last = run[run.len() - 1];
+            let (start, end) = (u64::from(run[0].offset), u64::from(last.offset) + u64::from(last.stored_len));
+            let fetched;
+            let bytes: &[u8] = match &local {
+                Some(f) => {
+                    read_buf.resize((end - start) as usize, 0);
+                    let buf = &mut read_buf[..];
+                    tokio::task::block_in_place(|| f.read_at(buf, start))?;
+                    &read_buf
+                }
+                None => {
+                    fetched = repo.store().get_range(&key, start..end).await?;
+                    &fetched
+                }
+            };
+            report.bytes_read += bytes.len() as u64;
+            let slice = |e: &BlobEntry| {
+                let at = (u64::from(e.offset) - start) as usize;
+                &bytes[at..at + e.stored_len as usize]
+            };
+            // Authenticated (and the id checked) on every core before any is
+            // copied: damage stops here.
+            tokio::task::block_in_place(|| {
+                use rayon::prelude::*;
+                run.par_iter().try_for_each(|e| verify(repo, &key, e, slice(e)))
+            })?;
+            for e in run {
+                builder.push_sealed(BlobId(Id(e.id)), e.kind, e.compression, e.raw_len, slice(e));
+                report.live_bytes += u64::from(e.stored_len);
+                if builder.len() >= target {
+                    let full = std::mem::replace(&mut builder, PackBuilder::with_buffer(std::mem::take(&mut spare)));
+                    let (entries, buf) = store_pack(repo, full).await?;
+                    written.push(entries);
+                    spare = buf;
+                }
             }
         }
     }
     if !builder.is_empty() {
-        written.push(store_pack(repo, builder).await?);
+        written.push(store_pack(repo, builder).await?.0);
     }
     report.packs_written = written.len() as u64;
     if !written.is_empty() {
@@ -101,9 +120,38 @@ pub(super) async fn repack(
     Ok(())
 }
 
-async fn store_pack(repo: &Repository, b: PackBuilder) -> Result<PackEntries> {
+thread_local! {
+    /// Where each verifying thread opens blobs, reused.
+    static OPENED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn verify(repo: &Repository, key: &str, e: &BlobEntry, sealed: &[u8]) -> Result<()> {
+    OPENED.with(|o| {
+        let mut out = o.borrow_mut();
+        out.resize(e.raw_len as usize, 0);
+        crate::pack::open_blob_into(repo.keys(), key, e, sealed, &mut out)
+    })
+}
+
+/// Adjacent entries (sorted by offset) grouped into runs read at once.
+fn runs<'a>(sorted: &[&'a BlobEntry]) -> Vec<Vec<&'a BlobEntry>> {
+    let mut out: Vec<Vec<&BlobEntry>> = Vec::new();
+    for e in sorted {
+        match out.last_mut() {
+            Some(run) if run.last().is_some_and(|l| l.offset + l.stored_len == e.offset) => run.push(e),
+            _ => out.push(vec![e]),
+        }
+    }
+    out
+}
+
+/// Stores a finished pack; returns its entries and, when the store let go
+/// of the bytes, their buffer for the next pack.
+async fn store_pack(repo: &Repository, b: PackBuilder) -> Result<(PackEntries, Vec<u8>)> {
     let p = b.finish(repo.keys());
     let len = p.bytes.len() as u64;
+    let kept = p.bytes.clone();
     repo.store().put(&ObjectKey::Pack(p.id).to_string(), p.bytes).await?;
-    Ok(PackEntries { pack_id: p.id.0 .0, pack_len: len, blobs: p.entries })
+    let buf = kept.try_into_mut().map(Vec::from).unwrap_or_default();
+    Ok((PackEntries { pack_id: p.id.0 .0, pack_len: len, blobs: p.entries }, buf))
 }
