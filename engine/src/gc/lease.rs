@@ -191,7 +191,9 @@ async fn renew(repo: &Repository, key: &str, held: &tokio::sync::Mutex<Option<He
         }
         Err(Error::Precondition { .. }) => Err(Error::LeaseLost {
             lease: key.into(),
-            detail: "garbage collection broke it (the writer was paused or cut off past the lease's time to live)"
+            detail: "its compare-and-swap renewal was refused: garbage collection broke it (the writer was paused \
+                     or cut off past the lease's time to live), or the store does not honour conditional writes \
+                     (`cairn prune` probes for that)"
                 .into(),
         }),
         Err(e) => Err(e),

@@ -1,8 +1,8 @@
 //! Marking: the blobs a set of snapshots needs.
 
-use std::collections::HashSet;
-
 use futures::StreamExt;
+
+use super::live::Marks;
 
 use crate::commands::restore::load_tree;
 use crate::ids::{BlobId, Id, SnapshotId, TreeId};
@@ -36,7 +36,7 @@ pub(super) async fn mark(
     repo: &Repository,
     index: &LocalIndex,
     ids: &[SnapshotId],
-    live: &mut HashSet<BlobId>,
+    live: &mut dyn Marks,
 ) -> Result<Marked> {
     let mut out = Marked::default();
     let mut loaded = futures::stream::iter(ids.iter().copied())
@@ -65,8 +65,8 @@ pub(super) async fn mark(
 
 /// Marks one tree and its chunks; returns how many of them the index does
 /// not know.
-async fn mark_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId, live: &mut HashSet<BlobId>) -> Result<u64> {
-    if !live.insert(tree.blob()) {
+async fn mark_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId, live: &mut dyn Marks) -> Result<u64> {
+    if !live.add(&tree.blob())? {
         return Ok(0);
     }
     if index.lookup(&tree.blob())?.is_none() {
@@ -75,12 +75,7 @@ async fn mark_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId, live: &
     let refs = load_tree(repo, index, tree).await?;
     let ids: Vec<BlobId> = refs.iter().map(|r| BlobId(Id(r.id))).collect();
     let found = index.lookup_many(&ids)?;
-    let mut missing = 0;
-    for (id, f) in ids.into_iter().zip(found) {
-        if f.is_none() {
-            missing += 1;
-        }
-        live.insert(id);
-    }
+    let missing = found.iter().filter(|f| f.is_none()).count() as u64;
+    live.add_all(&ids)?;
     Ok(missing)
 }

@@ -20,6 +20,7 @@
 
 mod forget;
 mod lease;
+mod live;
 mod mark;
 mod policy;
 mod prune;

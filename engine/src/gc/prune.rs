@@ -10,6 +10,7 @@ use cairn_formats::repo::IndexSegment;
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::live::{LiveSet, Marks};
 use super::mark::mark;
 use super::repack::{repack, unused_share, Candidate};
 use super::state::{self, Condemned, GcState, LeaseList, Plan};
@@ -20,7 +21,6 @@ use crate::repofile::{Kind, ObjectKey};
 use crate::snapshot::Snapshot;
 use crate::store::{Backend as _, PutMode};
 use crate::{Error, Result};
-use cairn_formats::repo::BlobEntry;
 
 /// Packs younger than this (store time) are never condemned
 /// (`config.gc.min_age_s`, one value for every client). `wal push` writes
@@ -169,8 +169,9 @@ pub async fn prune(
     index.exclude(HashSet::new());
 
     progress("marking what snapshots need");
-    let mut live: HashSet<BlobId> = HashSet::new();
+    let mut live = LiveSet::create(cache_dir)?;
     let marked = mark(repo, &index, &snapshot_ids, &mut live).await?;
+    drop(index);
     report.snapshots = marked.snapshots.len() as u64;
     let mut marked_ids = marked.snapshots.clone();
     for d in &marked.dangling {
@@ -195,82 +196,20 @@ pub async fn prune(
     }
 
     progress("reading index segments");
-    let segments = read_segments(repo).await?;
-    let mut in_segments: HashMap<PackId, (Vec<BlobEntry>, Vec<Id>)> = HashMap::new();
-    for (seg, s) in &segments {
-        for p in &s.packs {
-            let e = in_segments.entry(PackId(Id(p.pack_id))).or_default();
-            if e.0.is_empty() {
-                e.0 = p.blobs.clone();
-            }
-            e.1.push(*seg);
-        }
-    }
-    drop(segments);
-    let mut repack_candidates: Vec<(f64, Candidate)> = Vec::new();
-
-    let min_age = min_age(repo);
-    let mut condemned = Vec::new();
-    for o in repo.store().list(Kind::Pack.prefix()).await? {
-        let Some(ObjectKey::Pack(pid)) = ObjectKey::parse(&o.key) else { continue };
-        report.packs += 1;
-        report.pack_bytes += o.size;
-        if pending.contains(&pid) {
-            continue;
-        }
-        let (entries, segs) = in_segments.remove(&pid).unwrap_or_default();
-        let blobs: Vec<BlobId> = entries.iter().map(|e| BlobId(Id(e.id))).collect();
-        if wal_packs.contains(&pid) || blobs.iter().any(|b| live.contains(b)) {
-            report.live_packs += 1;
-            let share = unused_share(o.size, &entries, &live);
-            if !wal_packs.contains(&pid) && share > opts.max_unused {
-                repack_candidates.push((share, Candidate { pack: pid, size: o.size, entries, segments: segs }));
-            }
-            continue;
-        }
-        if now.duration_since(o.modified).unwrap_or_default() < min_age {
-            report.too_recent_packs += 1;
-            continue;
-        }
-        let blobs = if segs.is_empty() {
-            // An orphan (a crashed writer's): its trailer says what it holds.
-            // One it cannot read is left alone: without its blobs a sweep
-            // could not tell whether a later snapshot needs it.
-            match crate::pack::read_trailer(repo.store(), repo.keys(), &pid, o.size).await {
-                Ok(entries) => entries.iter().map(|e| BlobId(Id(e.id))).collect(),
-                Err(e) => {
-                    report.problems.push(format!("{}: unreadable pack no index segment names, left alone: {e}", o.key));
-                    continue;
-                }
-            }
-        } else {
-            blobs
-        };
-        report.condemned_bytes += o.size;
-        condemned.push(Condemned { pack: pid, size: o.size, blobs, segments: segs });
-    }
-    // The most unused first, within the byte budget.
-    repack_candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let mut budget = opts.max_repack_bytes.unwrap_or(u64::MAX);
-    let mut chosen = Vec::new();
-    for (_, c) in repack_candidates {
-        if c.size <= budget {
-            budget -= c.size;
-            chosen.push(c);
-        } else {
-            report.repack.packs_left += 1;
-        }
-    }
+    let scope =
+        Scope { now, min_age: min_age(repo), pending: &pending, wal_packs: &wal_packs, max_unused: opts.max_unused };
+    let (mut condemned, candidates) = classify(repo, &scope, &live, &mut report).await?;
+    let chosen = choose(candidates, opts.max_repack_bytes, &mut report);
     let target = u64::from(repo.config().pack_target).max(1);
     if opts.dry_run {
         report.repack.packs = chosen.len() as u64;
         report.repack.bytes_read = chosen.iter().map(|c| c.size).sum();
-        report.repack.live_bytes = chosen
-            .iter()
-            .flat_map(|c| c.entries.iter())
-            .filter(|e| live.contains(&BlobId(Id(e.id))))
-            .map(|e| u64::from(e.stored_len))
-            .sum();
+        for c in &chosen {
+            let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
+            let has = live.has(&ids)?;
+            report.repack.live_bytes +=
+                c.entries.iter().zip(has).filter(|(_, h)| *h).map(|(e, _)| u64::from(e.stored_len)).sum::<u64>();
+        }
         report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
     } else if !chosen.is_empty() {
         progress(&format!("repacking {} pack(s)", chosen.len()));
@@ -279,10 +218,13 @@ pub async fn prune(
     for c in chosen {
         // Only what was not copied can make a sweep spare the old pack: a
         // snapshot needing a copied blob finds it in the new pack.
-        let uncopied = c.entries.iter().map(|e| BlobId(Id(e.id))).filter(|b| !live.contains(b)).collect();
+        let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
+        let has = live.has(&ids)?;
+        let uncopied = ids.into_iter().zip(has).filter(|(_, h)| !h).map(|(b, _)| b).collect();
         report.condemned_bytes += c.size;
         condemned.push(Condemned { pack: c.pack, size: c.size, blobs: uncopied, segments: c.segments });
     }
+    drop(live);
     report.condemned_packs = condemned.len() as u64;
     let segments_touched: HashSet<Id> = condemned.iter().flat_map(|c| c.segments.iter().copied()).collect();
     report.delete_requests = condemned.len() as u64 + 2 * segments_touched.len() as u64;
@@ -308,9 +250,137 @@ pub async fn prune(
             Err(e) => return Err(e),
         }
     }
-    drop(index);
     super::sweep::sweep_pending(repo, cache_dir, lock_timeout, opts, &mut report, progress).await?;
     Ok(report)
+}
+
+/// What classifying a pack needs to know.
+struct Scope<'a> {
+    now: SystemTime,
+    min_age: Duration,
+    pending: &'a HashSet<PackId>,
+    wal_packs: &'a HashSet<PackId>,
+    max_unused: f64,
+}
+
+/// Where a pack went.
+enum Class {
+    Live,
+    Condemned(usize),
+    Candidate(usize),
+}
+
+/// Reads the index segments one at a time and sorts every listed pack:
+/// needed (possibly a repack candidate), or condemned. Memory holds the
+/// pack listing and the condemned and candidate packs, not the index.
+async fn classify(
+    repo: &Repository,
+    scope: &Scope<'_>,
+    live: &LiveSet,
+    report: &mut PruneReport,
+) -> Result<(Vec<Condemned>, Vec<(f64, Candidate)>)> {
+    let listed: HashMap<PackId, (u64, SystemTime)> = repo
+        .store()
+        .list(Kind::Pack.prefix())
+        .await?
+        .into_iter()
+        .filter_map(|o| match ObjectKey::parse(&o.key) {
+            Some(ObjectKey::Pack(p)) => Some((p, (o.size, o.modified))),
+            _ => None,
+        })
+        .collect();
+    report.packs = listed.len() as u64;
+    report.pack_bytes = listed.values().map(|(s, _)| s).sum();
+    let pending_listed = listed.keys().filter(|p| scope.pending.contains(p)).count() as u64;
+    let mut seen: HashMap<PackId, Class> = HashMap::new();
+    let mut condemned: Vec<Condemned> = Vec::new();
+    let mut candidates: Vec<(f64, Candidate)> = Vec::new();
+    let ids = repo.list_ids(ObjectKind::Index).await?;
+    let mut segments = futures::stream::iter(ids.into_iter().map(|(id, _)| id))
+        .map(|id| async move {
+            let plain = repo.get_object(ObjectKind::Index, &id).await?;
+            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
+            Ok::<_, Error>((id, seg))
+        })
+        .buffer_unordered(8);
+    while let Some(r) = segments.next().await {
+        let (seg, s) = r?;
+        for p in s.packs {
+            let pid = PackId(Id(p.pack_id));
+            let Some(&(size, modified)) = listed.get(&pid) else { continue };
+            match seen.get(&pid) {
+                Some(Class::Condemned(i)) => condemned[*i].segments.push(seg),
+                Some(Class::Candidate(i)) => candidates[*i].1.segments.push(seg),
+                Some(Class::Live) => {}
+                None => {
+                    let class = if scope.pending.contains(&pid) || scope.wal_packs.contains(&pid) {
+                        Class::Live
+                    } else {
+                        let ids: Vec<BlobId> = p.blobs.iter().map(|e| BlobId(Id(e.id))).collect();
+                        let has = live.has(&ids)?;
+                        if has.iter().any(|h| *h) {
+                            let share = unused_share(size, &p.blobs, &has);
+                            if share > scope.max_unused {
+                                let c = Candidate { pack: pid, size, entries: p.blobs, segments: vec![seg] };
+                                candidates.push((share, c));
+                                Class::Candidate(candidates.len() - 1)
+                            } else {
+                                Class::Live
+                            }
+                        } else if scope.now.duration_since(modified).unwrap_or_default() < scope.min_age {
+                            report.too_recent_packs += 1;
+                            Class::Live
+                        } else {
+                            condemned.push(Condemned { pack: pid, size, blobs: ids, segments: vec![seg] });
+                            Class::Condemned(condemned.len() - 1)
+                        }
+                    };
+                    seen.insert(pid, class);
+                }
+            }
+        }
+    }
+    // Packs no segment names: WAL packs, and orphans of crashed writers.
+    for (pid, (size, modified)) in listed {
+        if seen.contains_key(&pid) || scope.pending.contains(&pid) || scope.wal_packs.contains(&pid) {
+            continue;
+        }
+        if scope.now.duration_since(modified).unwrap_or_default() < scope.min_age {
+            report.too_recent_packs += 1;
+            continue;
+        }
+        // Its trailer says what it holds; one that cannot be read is left
+        // alone: without its blobs a sweep could not tell whether a later
+        // snapshot needs it.
+        match crate::pack::read_trailer(repo.store(), repo.keys(), &pid, size).await {
+            Ok(entries) => {
+                let blobs = entries.iter().map(|e| BlobId(Id(e.id))).collect();
+                condemned.push(Condemned { pack: pid, size, blobs, segments: Vec::new() });
+            }
+            Err(e) => report
+                .problems
+                .push(format!("{}: unreadable pack no index segment names, left alone: {e}", ObjectKey::Pack(pid))),
+        }
+    }
+    report.live_packs = report.packs - condemned.len() as u64 - pending_listed;
+    report.condemned_bytes = condemned.iter().map(|c| c.size).sum();
+    Ok((condemned, candidates))
+}
+
+/// The most unused candidates first, within the byte budget.
+fn choose(mut candidates: Vec<(f64, Candidate)>, budget: Option<u64>, report: &mut PruneReport) -> Vec<Candidate> {
+    candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut budget = budget.unwrap_or(u64::MAX);
+    let mut chosen = Vec::new();
+    for (_, c) in candidates {
+        if c.size <= budget {
+            budget -= c.size;
+            chosen.push(c);
+        } else {
+            report.repack.packs_left += 1;
+        }
+    }
+    chosen
 }
 
 /// A dangling snapshot is withdrawn only when its writer was fenced out:

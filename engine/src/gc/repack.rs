@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use cairn_formats::repo::{BlobEntry, IndexSegment, PackEntries};
 use serde::Serialize;
 
+use super::live::Marks;
 use crate::ids::{BlobId, Id, PackId};
 use crate::pack::PackBuilder;
 use crate::repo::{ObjectKind, Repository};
@@ -40,10 +41,10 @@ pub struct RepackReport {
     pub packs_left: u64,
 }
 
-/// Unused share of a pack: bytes of blobs not in `live` over the pack size.
-pub(super) fn unused_share(size: u64, entries: &[BlobEntry], live: &HashSet<BlobId>) -> f64 {
-    let unused: u64 =
-        entries.iter().filter(|e| !live.contains(&BlobId(Id(e.id)))).map(|e| u64::from(e.stored_len)).sum();
+/// Unused share of a pack: bytes of blobs not live (`has`, by entry)
+/// over the pack size.
+pub(super) fn unused_share(size: u64, entries: &[BlobEntry], has: &[bool]) -> f64 {
+    let unused: u64 = entries.iter().zip(has).filter(|(_, h)| !**h).map(|(e, _)| u64::from(e.stored_len)).sum();
     unused as f64 / size.max(1) as f64
 }
 
@@ -55,7 +56,7 @@ pub(super) fn unused_share(size: u64, entries: &[BlobEntry], live: &HashSet<Blob
 pub(super) async fn repack(
     repo: &Repository,
     candidates: &[Candidate],
-    live: &HashSet<BlobId>,
+    live: &dyn Marks,
     report: &mut RepackReport,
 ) -> Result<()> {
     let target = repo.config().pack_target as usize;
@@ -66,8 +67,10 @@ pub(super) async fn repack(
     let mut copied: HashSet<BlobId> = HashSet::new();
     for c in candidates {
         let key = ObjectKey::Pack(c.pack).to_string();
+        let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
+        let has = live.has(&ids)?;
         let mut wanted: Vec<&BlobEntry> =
-            c.entries.iter().filter(|e| live.contains(&BlobId(Id(e.id))) && copied.insert(BlobId(Id(e.id)))).collect();
+            c.entries.iter().zip(has).filter(|(e, h)| *h && copied.insert(BlobId(Id(e.id)))).map(|(e, _)| e).collect();
         wanted.sort_by_key(|e| e.offset);
         report.packs += 1;
         let local = repo.store().open_local(&key)?;

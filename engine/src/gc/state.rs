@@ -186,7 +186,7 @@ pub async fn probe_conditional_writes(repo: &Repository) -> Result<()> {
     let refuse = |what: &str| {
         Err(Error::Precondition {
             what: format!(
-                "{key}: the store ignores {what}; garbage collection cannot be fenced safely here, so prune refuses to run"
+                "{key}: the store {what}; garbage collection cannot be fenced safely here, so prune refuses to run"
             ),
         })
     };
@@ -197,13 +197,17 @@ pub async fn probe_conditional_writes(repo: &Repository) -> Result<()> {
     repo.store().delete(&key).await?;
     match second {
         Err(Error::AlreadyExists { .. }) => {}
-        Ok(_) => return refuse("create-only writes (If-None-Match)"),
+        Ok(_) => return refuse("ignores create-only writes (If-None-Match)"),
         Err(e) => return Err(e),
     }
-    v2?;
+    match v2 {
+        Ok(_) => {}
+        Err(Error::Precondition { .. }) => return refuse("refuses a compare-and-swap naming the current version"),
+        Err(e) => return Err(e),
+    }
     match stale {
         Err(Error::Precondition { .. }) => Ok(()),
-        Ok(_) => refuse("compare-and-swap writes (If-Match)"),
+        Ok(_) => refuse("ignores compare-and-swap writes (If-Match)"),
         Err(e) => Err(e),
     }
 }
