@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use cairn_engine::gc::{self, Policies, Policy, PruneOptions};
-use cairn_engine::store::{Backend, BackendExt, ObjectInfo, ObjectMeta, PutMode, Store, Version};
+use cairn_engine::store::{Backend, ObjectInfo, ObjectMeta, PutMode, Store, Version};
 use cairn_engine::{
     check, Backup, BackupOptions, Error, GcParams, InitOptions, LocalIndex, ReadData, Repository, Secret,
 };
