@@ -300,3 +300,35 @@ fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
     let j = r.backup_bytes(&v2, &args);
     assert_eq!(j["stats"]["new_chunks"], 0, "{j}");
 }
+
+#[test]
+fn a_damaged_live_blob_leaves_its_pack_alone_and_the_rest_is_collected() {
+    let r = gc_repo(30);
+    let v1 = random(4 << 20, 91);
+    let mut v2 = v1.clone();
+    for (i, region) in v2.chunks_mut(128 << 10).enumerate() {
+        if i % 2 == 1 {
+            region.copy_from_slice(&random(region.len(), 2000 + i as u64));
+        }
+    }
+    let args = ["--source", "m", "--chunk-avg-kib", "64"];
+    let a = r.backup_bytes(&v1, &args);
+    r.backup_bytes(&v2, &args);
+    r.ok(&["forget", a["snapshot"].as_str().unwrap()]);
+    // Damage the first of v1's packs every 32 KiB: live and dead blobs alike.
+    let mut packs = r.objects("packs");
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    let victim = packs[0].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    for at in (1000..bytes.len() - 4096).step_by(32 << 10) {
+        bytes[at] ^= 0x10;
+    }
+    std::fs::write(&victim, &bytes).unwrap();
+    let o = r.run(&["--json", "prune"]);
+    assert_eq!(code(&o), 5, "problems make prune exit 5: {}", String::from_utf8_lossy(&o.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let problems = p["problems"].to_string();
+    assert!(problems.contains("not repacked"), "{p}");
+    assert!(p["repack"]["packs"].as_u64().unwrap() > 0, "the other packs were repacked: {p}");
+    assert!(victim.exists(), "the damaged pack is left whole");
+}

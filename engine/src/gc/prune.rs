@@ -213,9 +213,16 @@ pub async fn prune(
         report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
     } else if !chosen.is_empty() {
         progress(&format!("repacking {} pack(s)", chosen.len()));
-        repack(repo, &chosen, &live, &mut report.repack).await?;
+        let skipped = repack(repo, &chosen, &live, &mut report.repack).await?;
+        // A pack with a damaged live blob is left whole (and reported):
+        // one bad blob must not stop every other pack's collection.
+        for (pack, why) in skipped {
+            report.problems.push(format!("{}: not repacked: {why}", ObjectKey::Pack(pack)));
+        }
     }
-    for c in chosen {
+    let repacked: HashSet<PackId> =
+        if opts.dry_run { HashSet::new() } else { report.repack.repacked.iter().copied().collect() };
+    for c in chosen.into_iter().filter(|c| repacked.contains(&c.pack)) {
         // Only what was not copied can make a sweep spare the old pack: a
         // snapshot needing a copied blob finds it in the new pack.
         let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
@@ -428,7 +435,14 @@ async fn condemn(
     }
     plan.generation = g;
     let key = ObjectKey::GcPlan(g).to_string();
-    repo.store().put_opts(&key, state::seal(repo, &key, &plan), PutMode::Create).await?;
+    match repo.store().put_opts(&key, state::seal(repo, &key, &plan), PutMode::Create).await {
+        Ok(_) => {}
+        // Another prune is publishing the same generation.
+        Err(Error::AlreadyExists { .. }) => {
+            return Err(Error::Precondition { what: format!("{key} (another prune is condemning; run prune again)") })
+        }
+        Err(e) => return Err(e),
+    }
     let mut next = from.clone();
     next.version = 1;
     next.generation = g;

@@ -39,6 +39,9 @@ pub struct RepackReport {
     pub packs_written: u64,
     /// Packs over the limit left for a later prune by `max_repack_bytes`.
     pub packs_left: u64,
+    /// The packs whose live blobs all moved (only these are condemned).
+    #[serde(skip)]
+    pub repacked: Vec<PackId>,
 }
 
 /// Unused share of a pack: bytes of blobs not live (`has`, by entry)
@@ -58,7 +61,8 @@ pub(super) async fn repack(
     candidates: &[Candidate],
     live: &dyn Marks,
     report: &mut RepackReport,
-) -> Result<()> {
+) -> Result<Vec<(PackId, String)>> {
+    let mut skipped = Vec::new();
     let target = repo.config().pack_target as usize;
     let mut spare: Vec<u8> = Vec::with_capacity(target + target / 4);
     let mut builder = PackBuilder::with_buffer(Vec::with_capacity(target + target / 4));
@@ -69,11 +73,16 @@ pub(super) async fn repack(
         let key = ObjectKey::Pack(c.pack).to_string();
         let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
         let has = live.has(&ids)?;
-        let mut wanted: Vec<&BlobEntry> =
-            c.entries.iter().zip(has).filter(|(e, h)| *h && copied.insert(BlobId(Id(e.id)))).map(|(e, _)| e).collect();
+        let mut wanted: Vec<&BlobEntry> = c
+            .entries
+            .iter()
+            .zip(has)
+            .filter(|(e, h)| *h && !copied.contains(&BlobId(Id(e.id))))
+            .map(|(e, _)| e)
+            .collect();
         wanted.sort_by_key(|e| e.offset);
-        report.packs += 1;
         let local = repo.store().open_local(&key)?;
+        let mut damaged = None;
         for run in runs(&wanted) {
             let last = run[run.len() - 1];
             let (start, end) = (u64::from(run[0].offset), u64::from(last.offset) + u64::from(last.stored_len));
@@ -97,11 +106,18 @@ pub(super) async fn repack(
             };
             // Authenticated (and the id checked) on every core before any is
             // copied: damage stops here.
-            tokio::task::block_in_place(|| {
+            let verified = tokio::task::block_in_place(|| {
                 use rayon::prelude::*;
                 run.par_iter().try_for_each(|e| verify(repo, &key, e, slice(e)))
-            })?;
+            });
+            if let Err(e) = verified {
+                damaged = Some(e.to_string());
+                break;
+            }
             for e in run {
+                if !copied.insert(BlobId(Id(e.id))) {
+                    continue; // a duplicate entry within this pack
+                }
                 builder.push_sealed(BlobId(Id(e.id)), e.kind, e.compression, e.raw_len, slice(e));
                 report.live_bytes += u64::from(e.stored_len);
                 if builder.len() >= target {
@@ -112,6 +128,13 @@ pub(super) async fn repack(
                 }
             }
         }
+        match damaged {
+            Some(why) => skipped.push((c.pack, why)),
+            None => {
+                report.packs += 1;
+                report.repacked.push(c.pack);
+            }
+        }
     }
     if !builder.is_empty() {
         written.push(store_pack(repo, builder).await?.0);
@@ -120,7 +143,7 @@ pub(super) async fn repack(
     if !written.is_empty() {
         repo.put_object(ObjectKind::Index, &IndexSegment { packs: written }.encode()).await?;
     }
-    Ok(())
+    Ok(skipped)
 }
 
 thread_local! {
@@ -140,8 +163,9 @@ fn verify(repo: &Repository, key: &str, e: &BlobEntry, sealed: &[u8]) -> Result<
 fn runs<'a>(sorted: &[&'a BlobEntry]) -> Vec<Vec<&'a BlobEntry>> {
     let mut out: Vec<Vec<&BlobEntry>> = Vec::new();
     for e in sorted {
+        let ends_at = |l: &BlobEntry| u64::from(l.offset) + u64::from(l.stored_len);
         match out.last_mut() {
-            Some(run) if run.last().is_some_and(|l| l.offset + l.stored_len == e.offset) => run.push(e),
+            Some(run) if run.last().is_some_and(|l| ends_at(l) == u64::from(e.offset)) => run.push(e),
             _ => out.push(vec![e]),
         }
     }

@@ -105,6 +105,8 @@ async fn sweep_claimed(
             break;
         }
         sweep.rewritten_segments = rewrite_segments(repo, &doomed).await?;
+        // Caches rebuilt from now on see no segment naming a doomed pack.
+        advance_epoch(repo, g).await?;
         for batch in doomed.chunks(DELETE_BATCH) {
             if !guard(repo, lease, g).await? {
                 break;
@@ -308,6 +310,23 @@ async fn rewrite_segments(repo: &Repository, doomed: &[&state::Condemned]) -> Re
         n += 1;
     }
     Ok(n)
+}
+
+/// Advances the epoch while `g` stays pending.
+async fn advance_epoch(repo: &Repository, g: u64) -> Result<()> {
+    loop {
+        let (mut s, v) = GcState::read(repo).await?;
+        if !s.pending.contains(&g) {
+            return Ok(());
+        }
+        s.epoch += 1;
+        s.updated = chrono::Utc::now().to_rfc3339();
+        match s.swap(repo, v.as_ref()).await {
+            Ok(_) => return Ok(()),
+            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Takes `g` out of `pending` and advances the epoch, retrying the

@@ -227,7 +227,15 @@ impl LocalIndex {
                 None => None,
             };
             let usable = |l: &BlobLocation| !self.excluded.contains(&l.pack);
-            out.push(stored.filter(usable).or_else(|| self.overlay.get(id).copied().filter(usable)));
+            let overlay = self.overlay.get(id).copied();
+            let found = stored.filter(usable).or_else(|| overlay.filter(usable));
+            // A reader may still read a condemned pack (it exists until
+            // swept, and nothing committed needs a swept one); a writer
+            // must never deduplicate against it.
+            out.push(match self.mode {
+                Mode::Reader => found.or(stored).or(overlay),
+                Mode::Writer => found,
+            });
         }
         Ok(out)
     }

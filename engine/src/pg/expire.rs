@@ -154,19 +154,39 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
             }
         }
     }
-    if backups.is_empty() {
-        return Err(Error::NotFound { what: format!("a complete base backup of stanza {stanza:?}") });
-    }
+    let (size, archived) = catalog::archived(repo, stanza).await?;
+    // Retention follows the newest timeline's history: backups and WAL of
+    // timelines off it (abandoned branches) are kept whole.
+    let path = timeline_path(&archived);
+    let on_path = |f: &PgFacts| {
+        path.iter().enumerate().any(|(i, (t, _))| {
+            *t == f.timeline && path.get(i + 1).is_none_or(|(_, next_begin)| f.stop().0 <= *next_begin)
+        })
+    };
     backups.sort_by_key(|(_, f)| std::cmp::Reverse(stop_time(f)));
+    let on: Vec<usize> = (0..backups.len()).filter(|i| on_path(&backups[*i].1)).collect();
+    let Some(&oldest_on) = on.last() else {
+        return Err(Error::NotFound {
+            what: format!("a complete base backup of stanza {stanza:?} on the newest timeline's history"),
+        });
+    };
+    // Every time after the anchor's end is restorable from it: the newest
+    // backup that was consistent (STOP TIME is whole seconds, truncated)
+    // before the window begins.
     let edge = now - opts.pitr_window;
-    let anchor = backups.iter().position(|(_, f)| stop_time(f) <= edge).unwrap_or(backups.len() - 1);
+    let consistent = |f: &PgFacts| stop_time(f) + chrono::Duration::seconds(1);
+    let anchor = on.iter().copied().find(|i| consistent(&backups[*i].1) <= edge).unwrap_or(oldest_on);
     let mut rows: Vec<BackupRow> = Vec::new();
     for (i, (id, f)) in backups.iter().enumerate() {
         let mut reasons = Vec::new();
-        if i == 0 {
+        let rank = on.iter().position(|j| *j == i);
+        if rank == Some(0) {
             reasons.push("newest".to_string());
         }
-        if opts.retain_full.is_some_and(|n| i < n) {
+        if rank.is_none() {
+            reasons.push("on another timeline's history".to_string());
+        }
+        if opts.retain_full.is_some_and(|n| rank.is_some_and(|r| r < n)) {
             reasons.push(format!("one of the newest {}", opts.retain_full.unwrap_or_default()));
         }
         if opts.retain_full_for.is_some_and(|d| stop_time(f) > now - d) {
@@ -191,17 +211,18 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
     let kept_facts: Vec<&PgFacts> =
         backups.iter().zip(&rows).filter(|(_, r)| !r.reasons.is_empty()).map(|((_, f), _)| f).collect();
     let cutoff = backups[anchor].1.start().0;
-    let (size, archived) = catalog::archived(repo, stanza).await?;
+    let path_tlis: HashSet<u32> = path.iter().map(|(t, _)| *t).collect();
     let seg = u64::from(size.bytes());
     let mut removed_names = Vec::new();
     for (name, m) in &archived {
         let (tli, lo, hi) = match (name, m.kind) {
             (WalFileName::Segment(s), WalFileKind::Segment | WalFileKind::Partial) => {
-                (s.timeline, s.segno * seg, (s.segno + 1) * seg)
+                (s.timeline, s.segno.saturating_mul(seg), s.segno.saturating_add(1).saturating_mul(seg))
             }
             _ => continue, // history and .backup files stay
         };
-        let needed = hi > cutoff
+        let needed = !path_tlis.contains(&tli)
+            || hi > cutoff
             || kept_facts.iter().any(|f| f.timeline == tli && lo < f.stop().0.max(f.start().0 + 1) && hi > f.start().0);
         if !needed {
             removed_names.push((tli, m.name.clone()));
@@ -217,12 +238,11 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
             _ => wal_removed.push(WalRemoved { timeline: *tli, first: name.clone(), last: name.clone(), files: 1 }),
         }
     }
-    let oldest_kept = kept_facts.iter().map(|f| stop_time(f)).min();
     let report = ExpireReport {
         stanza: stanza.to_string(),
         dry_run: opts.dry_run,
-        restorable_from_before: backups.last().map(|(_, f)| f.stop_time.clone()),
-        restorable_from_after: oldest_kept.map(|t| t.to_rfc3339()),
+        restorable_from_before: Some(consistent(&backups[oldest_on].1).to_rfc3339()),
+        restorable_from_after: Some(consistent(&backups[anchor].1).to_rfc3339()),
         kept: rows.iter().filter(|r| !r.reasons.is_empty()).cloned().collect(),
         removed: rows.iter().filter(|r| r.reasons.is_empty()).cloned().collect(),
         wal_kept_from: Lsn(cutoff).to_string(),
@@ -250,6 +270,29 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
         repo.store().delete(&k.to_string()).await?;
     }
     Ok(report)
+}
+
+/// `(timeline, begin LSN)` from the oldest ancestor to the newest
+/// timeline archived, as its history file lists them.
+fn timeline_path(archived: &[(WalFileName, crate::wal::WalManifest)]) -> Vec<(u32, u64)> {
+    let newest = archived.iter().map(|(n, _)| n.timeline()).max().unwrap_or(1);
+    let lines: Vec<(u32, u64)> = archived
+        .iter()
+        .find_map(|(n, m)| match n {
+            WalFileName::History { timeline } if *timeline == newest => {
+                Some(m.history.iter().flatten().map(|l| (l.timeline, l.switchpoint)).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut begin = 0;
+    for (t, switchpoint) in lines {
+        out.push((t, begin));
+        begin = switchpoint;
+    }
+    out.push((newest, begin));
+    out
 }
 
 /// Parses a duration like `7d`, `36h`, `90s`, `2h30min`, `2w` (units w,
