@@ -260,22 +260,28 @@ fn sigkill_at_random_points_of_forget_and_prune_leaves_a_clean_repository() {
     assert_eq!(dry["pending_packs"], 0, "{dry}");
 }
 
-#[test]
-fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
-    let r = gc_repo(30);
-    let v1 = random(4 << 20, 77);
+/// Backs up v1 (4 MiB) and v2, in which every other 128 KiB region
+/// changed, then forgets v1: each of v1's packs is about half unused.
+/// Returns the backup arguments, v2's summary and v2.
+fn half_forgotten(r: &TestRepo, seed: u64) -> ([&'static str; 4], serde_json::Value, Vec<u8>) {
+    let v1 = random(4 << 20, seed);
     let mut v2 = v1.clone();
-    // Every other 128 KiB region changes: each pack of v1 ends up about
-    // half unused once v1 is forgotten.
     for (i, region) in v2.chunks_mut(128 << 10).enumerate() {
         if i % 2 == 1 {
-            region.copy_from_slice(&random(region.len(), 1000 + i as u64));
+            region.copy_from_slice(&random(region.len(), seed * 1000 + i as u64));
         }
     }
     let args = ["--source", "m", "--chunk-avg-kib", "64"];
     let a = r.backup_bytes(&v1, &args);
     let b = r.backup_bytes(&v2, &args);
     r.ok(&["forget", a["snapshot"].as_str().unwrap()]);
+    (args, b, v2)
+}
+
+#[test]
+fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
+    let r = gc_repo(30);
+    let (args, b, v2) = half_forgotten(&r, 77);
     let dry = r.json(&["prune", "--dry-run"]);
     let would = dry["repack"]["packs"].as_u64().unwrap();
     assert!(would > 0, "{dry}");
@@ -304,17 +310,7 @@ fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
 #[test]
 fn a_damaged_live_blob_leaves_its_pack_alone_and_the_rest_is_collected() {
     let r = gc_repo(30);
-    let v1 = random(4 << 20, 91);
-    let mut v2 = v1.clone();
-    for (i, region) in v2.chunks_mut(128 << 10).enumerate() {
-        if i % 2 == 1 {
-            region.copy_from_slice(&random(region.len(), 2000 + i as u64));
-        }
-    }
-    let args = ["--source", "m", "--chunk-avg-kib", "64"];
-    let a = r.backup_bytes(&v1, &args);
-    r.backup_bytes(&v2, &args);
-    r.ok(&["forget", a["snapshot"].as_str().unwrap()]);
+    half_forgotten(&r, 91);
     // Damage the first of v1's packs every 32 KiB: live and dead blobs alike.
     let mut packs = r.objects("packs");
     packs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
