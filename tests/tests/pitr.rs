@@ -375,3 +375,66 @@ fn expiry_keeps_two_backups_and_a_shorter_pitr_window() {
     assert_eq!(code(&c), 0, "{}", String::from_utf8_lossy(&c.stdout));
     drop(src);
 }
+
+/// After a point-in-time restore promoted timeline 2 from a point between
+/// two timeline-1 backups, expiry follows timeline 2's history: the
+/// timeline-1 backup past the switch is off that history and kept whole,
+/// and a restore of timeline 2's latest still works.
+#[test]
+fn expiry_follows_the_newest_timeline_history() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&[]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    let b1 = basebackup(&a, &src);
+    std::thread::sleep(Duration::from_millis(1200));
+    insert_markers(&src, 0..10);
+    let times = marker_times(&src);
+    src.switch_wal();
+    insert_markers(&src, 10..20);
+    let b2 = basebackup(&a, &src);
+    let last = src.switch_wal();
+    src.wait_archived(&last, Duration::from_secs(120));
+    drop(src);
+    // Timeline 2 branches at row 4, before b2.
+    let mut r = Restores { a: &a, n: 0 };
+    let (tl2, got) = r.run(&["--target-time", &between(times[4].1, times[5].1)], true);
+    assert_eq!(got, ids(0..=4));
+    insert_markers(&tl2, 100..105);
+    std::thread::sleep(Duration::from_millis(2500));
+    let b3 = basebackup(&a, &tl2);
+    insert_markers(&tl2, 105..110);
+    let last = tl2.switch_wal();
+    tl2.wait_archived(&last, Duration::from_secs(120));
+    drop(tl2);
+    let (_, before) = r.run(&["--latest", "--target-timeline", "2"], false);
+    // A window that begins just before b3 was consistent: on timeline 2's
+    // history the newest backup before it is b1 (b2 is on timeline 1 past
+    // the switch).
+    let b3_stop = chrono::DateTime::parse_from_rfc3339(b3["metadata"]["pg"]["stop_time"].as_str().unwrap()).unwrap();
+    let window = (chrono::Utc::now() - b3_stop.with_timezone(&chrono::Utc)).num_seconds() + 1;
+    let v = a.repo.json(&[
+        "pg",
+        "expire",
+        "--stanza",
+        "main",
+        "--retain-full",
+        "1",
+        "--pitr-window",
+        &format!("{window}s"),
+    ]);
+    let reasons = |b: &serde_json::Value| -> String {
+        let id = b["snapshot"].as_str().unwrap();
+        let row = v["kept"].as_array().unwrap().iter().find(|k| k["snapshot"] == id);
+        row.map(|k| k["reasons"].to_string()).unwrap_or_else(|| "removed".into())
+    };
+    assert!(reasons(&b3).contains("newest"), "{v}");
+    assert!(reasons(&b1).contains("start of the PITR window"), "{v}");
+    assert!(reasons(&b2).contains("another timeline"), "{v}");
+    // Timeline 2 still restores to its end.
+    let (_, got) = r.run(&["--latest", "--target-timeline", "2"], false);
+    assert!(before.starts_with(&[ids(0..=4), ids(100..=104)].concat()), "before expiry: {before:?}");
+    assert_eq!(got, before, "expiry lost nothing timeline 2's end needs");
+    let verify = a.repo.run(&["wal", "verify", "--stanza", "main"]);
+    assert_eq!(code(&verify), 0, "{}", String::from_utf8_lossy(&verify.stdout));
+}
