@@ -132,6 +132,30 @@ impl GcState {
     }
 }
 
+impl GcState {
+    /// Reads the state, lets `change` edit it, and writes it back by
+    /// compare-and-swap, starting over whenever another prune moved it
+    /// meanwhile. `change` returns false to leave the state as it is;
+    /// the result is the state written, if any.
+    pub(crate) async fn update(
+        repo: &Repository,
+        mut change: impl FnMut(&mut GcState) -> bool,
+    ) -> Result<Option<GcState>> {
+        loop {
+            let (mut s, v) = GcState::read(repo).await?;
+            if !change(&mut s) {
+                return Ok(None);
+            }
+            s.updated = chrono::Utc::now().to_rfc3339();
+            match s.swap(repo, v.as_ref()).await {
+                Ok(_) => return Ok(Some(s)),
+                Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// The plan of a generation.
 pub async fn load_plan(repo: &Repository, generation: u64) -> Result<Plan> {
     let key = ObjectKey::GcPlan(generation);

@@ -165,18 +165,14 @@ async fn claim(repo: &Repository, mine: &str, wait: Duration) -> Result<Option<S
 
 /// Gives the claim up, if it is still this prune's.
 async fn unclaim(repo: &Repository, mine: &str) -> Result<()> {
-    loop {
-        let (mut s, v) = GcState::read(repo).await?;
-        if s.sweeper.as_deref() != Some(mine) {
-            return Ok(());
+    let moved = GcState::update(repo, |s| {
+        let held = s.sweeper.as_deref() == Some(mine);
+        if held {
+            s.sweeper = None;
         }
-        s.sweeper = None;
-        match s.swap(repo, v.as_ref()).await {
-            Ok(_) => return Ok(()),
-            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+        held
+    });
+    moved.await.map(drop)
 }
 
 /// True while `key` is a lease renewed within its TTL (store time); a
@@ -314,45 +310,34 @@ async fn rewrite_segments(repo: &Repository, doomed: &[&state::Condemned]) -> Re
 
 /// Advances the epoch while `g` stays pending.
 async fn advance_epoch(repo: &Repository, g: u64) -> Result<()> {
-    loop {
-        let (mut s, v) = GcState::read(repo).await?;
-        if !s.pending.contains(&g) {
-            return Ok(());
+    let moved = GcState::update(repo, |s| {
+        let pending = s.pending.contains(&g);
+        if pending {
+            s.epoch += 1;
         }
-        s.epoch += 1;
-        s.updated = chrono::Utc::now().to_rfc3339();
-        match s.swap(repo, v.as_ref()).await {
-            Ok(_) => return Ok(()),
-            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+        pending
+    });
+    moved.await.map(drop)
 }
 
 /// Takes `g` out of `pending` and advances the epoch, retrying the
 /// compare-and-swap while other prunes move the state.
 async fn finish(repo: &Repository, g: u64) -> Result<()> {
-    loop {
-        let (mut s, v) = GcState::read(repo).await?;
-        if !s.pending.contains(&g) {
-            return Ok(());
+    let moved = GcState::update(repo, |s| {
+        let pending = s.pending.contains(&g);
+        if pending {
+            s.pending.retain(|p| *p != g);
+            s.epoch += 1;
         }
-        s.pending.retain(|p| *p != g);
-        s.epoch += 1;
-        s.updated = chrono::Utc::now().to_rfc3339();
-        match s.swap(repo, v.as_ref()).await {
-            Ok(_) => {
-                // Plans ten generations back and done are no longer read
-                // (a writer reads the plans `gc/state` lists as pending).
-                if g >= 10 && !s.pending.contains(&(g - 10)) {
-                    for old in [ObjectKey::GcPlan(g - 10), ObjectKey::GcLeases(g - 10)] {
-                        repo.store().delete(&old.to_string()).await?;
-                    }
-                }
-                return Ok(());
-            }
-            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(e),
+        pending
+    });
+    let Some(s) = moved.await? else { return Ok(()) };
+    // Plans ten generations back and done are no longer read (a writer
+    // reads the plans `gc/state` lists as pending).
+    if g >= 10 && !s.pending.contains(&(g - 10)) {
+        for old in [ObjectKey::GcPlan(g - 10), ObjectKey::GcLeases(g - 10)] {
+            repo.store().delete(&old.to_string()).await?;
         }
     }
+    Ok(())
 }
