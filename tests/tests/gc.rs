@@ -311,10 +311,10 @@ fn prune_repacks_mostly_unused_packs_and_keeps_what_is_live() {
 fn a_damaged_live_blob_leaves_its_pack_alone_and_the_rest_is_collected() {
     let r = gc_repo(30);
     half_forgotten(&r, 91);
-    // Damage the first of v1's packs every 32 KiB: live and dead blobs alike.
-    let mut packs = r.objects("packs");
-    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
-    let victim = packs[0].clone();
+    // Damage a pack chosen for repacking every 32 KiB: live and dead
+    // blobs alike.
+    let dry = r.json(&["prune", "--dry-run"]);
+    let victim = r.repo_dir().join(dry["repack"]["chosen"][0].as_str().unwrap());
     let mut bytes = std::fs::read(&victim).unwrap();
     for at in (1000..bytes.len() - 4096).step_by(32 << 10) {
         bytes[at] ^= 0x10;

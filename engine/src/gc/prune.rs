@@ -200,6 +200,7 @@ pub async fn prune(
         Scope { now, min_age: min_age(repo), pending: &pending, wal_packs: &wal_packs, max_unused: opts.max_unused };
     let (mut condemned, candidates) = classify(repo, &scope, &live, &mut report).await?;
     let chosen = choose(candidates, opts.max_repack_bytes, &mut report);
+    report.repack.chosen = chosen.iter().map(|c| ObjectKey::Pack(c.pack).to_string()).collect();
     let target = u64::from(repo.config().pack_target).max(1);
     if opts.dry_run {
         report.repack.packs = chosen.len() as u64;

@@ -39,6 +39,8 @@ pub struct RepackReport {
     pub packs_written: u64,
     /// Packs over the limit left for a later prune by `max_repack_bytes`.
     pub packs_left: u64,
+    /// The packs chosen for repacking (on a dry run, those it would read).
+    pub chosen: Vec<String>,
     /// The packs whose live blobs all moved (only these are condemned).
     #[serde(skip)]
     pub repacked: Vec<PackId>,
