@@ -98,7 +98,11 @@ fn basebackup(a: &Archive, src: &Cluster) -> serde_json::Value {
     args.extend(src.connect_args());
     args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    a.repo.json(&refs)
+    let v = a.repo.json(&refs);
+    // The backup ran as this (root) user; archive_command runs as the
+    // server's: pack directories it created must stay writable for pushes.
+    pg::chown_to_user(&a.repo.repo_dir());
+    v
 }
 
 fn verify_backup(dir: &Path) {
