@@ -226,6 +226,42 @@ impl Ticker {
     }
 }
 
+/// A name from a snapshot, safe to print on a terminal: control
+/// characters (C0, DEL, C1, which could move the cursor or rewrite the
+/// screen) become escapes, and a backslash is doubled so the escapes are
+/// unambiguous. Plain names come back unchanged.
+pub fn escape_name(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() || c == '\\') {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_name;
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        assert_eq!(escape_name("plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape_name("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_name("l1\nl2\\"), "l1\\nl2\\\\");
+        assert_eq!(escape_name("c1\u{9b}x"), "c1\\u{9b}x");
+        assert!(!escape_name("\x07\x7f\u{85}").chars().any(char::is_control));
+    }
 }

@@ -25,6 +25,11 @@ pub const CONFLICT: i32 = 8;
 /// what it wrote was withdrawn.
 pub const FENCED: i32 = 9;
 
+/// Refused to restore: the snapshot holds members that would act outside
+/// the target, or the target holds links in the way; nothing was written
+/// outside it.
+pub const REFUSED: i32 = 10;
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -39,6 +44,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::IndexBusy { .. }) => BUSY,
         Some(Error::Conflict { .. }) => CONFLICT,
         Some(Error::LeaseLost { .. }) => FENCED,
+        Some(Error::Refused { .. }) => REFUSED,
         Some(Error::ProducerFailed { .. } | Error::Input { .. }) => INPUT,
         Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => OK,
         _ => FAILURE,

@@ -139,6 +139,17 @@ pub enum Error {
         /// What differs.
         detail: String,
     },
+    /// A restore refused to write something because it would act outside
+    /// its target: a member path with `..` or through a symbolic link, a
+    /// duplicate, a hard link to something that is not a member, a link
+    /// planted in the target. Nothing outside the target was touched.
+    #[error("refused {what}: {detail}")]
+    Refused {
+        /// The member or path.
+        what: String,
+        /// Why.
+        detail: String,
+    },
     /// The repository location or configuration is not usable (a TLS or
     /// connection setting, a repository URL, a key file).
     #[error("{0}")]

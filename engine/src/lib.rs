@@ -37,6 +37,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod beneath;
 mod chunker;
 mod commands;
 mod compress;
@@ -59,7 +60,9 @@ pub mod wal;
 pub use chunker::ChunkerParams;
 pub use commands::backup::{Backup, BackupOptions, CommitGate, Progress, DEFAULT_COMPRESSION_LEVEL};
 pub use commands::check::{check, CheckReport, Problem, ReadData};
-pub use commands::files::{diff, Change, DiffReport, ExtractSummary, FileInfo, Layout};
+pub use commands::files::{
+    diff, Change, DiffReport, ExtractOptions, ExtractSummary, FileInfo, Layout, LinkRule, Refusal,
+};
 pub use commands::inspect;
 pub use commands::restore::{restore_entry, restore_entry_to_path, RestoreProgress, RestoreSummary};
 pub use commands::stats::{stats, Stats};

@@ -10,6 +10,7 @@ mod dirsnap;
 mod faults;
 mod gc;
 mod gc_stress;
+mod hostile;
 mod index_cache;
 mod pg_harness;
 mod pg_replication;

@@ -3,7 +3,7 @@ use cairn_engine::LocalIndex;
 use cairn_engine::Snapshot;
 use cairn_engine::{diff, Layout};
 
-use crate::common::{human_bytes, Global};
+use crate::common::{escape_name, human_bytes, Global};
 use crate::exit;
 
 /// Show what changed between two tar or directory snapshots.
@@ -43,16 +43,16 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     }
     for c in &report.changes {
         match c.change {
-            "added" => println!("+ {} ({})", c.path, human_bytes(c.size_b.unwrap_or(0))),
-            "removed" => println!("- {} ({})", c.path, human_bytes(c.size_a.unwrap_or(0))),
+            "added" => println!("+ {} ({})", escape_name(&c.path), human_bytes(c.size_b.unwrap_or(0))),
+            "removed" => println!("- {} ({})", escape_name(&c.path), human_bytes(c.size_a.unwrap_or(0))),
             "changed" => println!(
                 "M {} ({} -> {}, {} new)",
-                c.path,
+                escape_name(&c.path),
                 human_bytes(c.size_a.unwrap_or(0)),
                 human_bytes(c.size_b.unwrap_or(0)),
                 human_bytes(c.new_bytes)
             ),
-            _ => println!("m {}", c.path),
+            _ => println!("m {}", escape_name(&c.path)),
         }
     }
     if !g.quiet {

@@ -3,7 +3,7 @@ use cairn_engine::Layout;
 use cairn_engine::LocalIndex;
 use cairn_engine::Snapshot;
 
-use crate::common::{human_bytes, Global};
+use crate::common::{escape_name, human_bytes, Global};
 use crate::exit;
 
 /// List the files of a tar or directory snapshot.
@@ -48,8 +48,8 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
             .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default();
-        let link = f.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-        let path = if f.path.is_empty() { "." } else { &f.path };
+        let link = f.target.as_deref().map(|t| format!(" -> {}", escape_name(t))).unwrap_or_default();
+        let path = if f.path.is_empty() { ".".into() } else { escape_name(&f.path) };
         println!("{:<8} {:04o} {:>10} {time:16} {path}{link}", f.kind, f.mode, human_bytes(f.size));
     }
     Ok(exit::OK)

@@ -115,9 +115,29 @@ pub struct RestoreArgs {
     /// key and stanza running `wal fetch`].
     #[arg(long, value_name = "CMD")]
     restore_command: Option<String>,
+    /// Restore tablespace OID into DIR instead of the directory the server
+    /// had (repeatable); tablespace_map is rewritten to match. Every
+    /// tablespace's directory must be absolute, and is printed in the plan.
+    #[arg(long, value_name = "OID=DIR", value_parser = parse_tablespace_map)]
+    tablespace_map: Vec<(String, PathBuf)>,
+    /// Extract into tablespace directories that already hold files.
+    #[arg(long)]
+    allow_nonempty_tablespaces: bool,
     /// Print the plan and stop.
     #[arg(long)]
     dry_run: bool,
+}
+
+fn parse_tablespace_map(s: &str) -> std::result::Result<(String, PathBuf), String> {
+    let (oid, dir) = s.split_once('=').ok_or("expected OID=DIR")?;
+    if oid.is_empty() || !oid.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{oid:?} is not a tablespace OID"));
+    }
+    let dir = PathBuf::from(dir);
+    if !dir.is_absolute() {
+        return Err(format!("{}: give an absolute directory", dir.display()));
+    }
+    Ok((oid.to_string(), dir))
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -255,7 +275,8 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
         None => default_restore_command(g, &stanza)?,
     };
     let repo = g.open().await?;
-    let (plan, snap) = pitr::plan(&repo, &stanza, target, a.target_timeline, action, &restore_command).await?;
+    let (mut plan, snap) = pitr::plan(&repo, &stanza, target, a.target_timeline, action, &restore_command).await?;
+    plan.map_tablespaces(&a.tablespace_map)?;
     if a.dry_run {
         if g.json {
             super::print_json(&plan);
@@ -272,15 +293,25 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
                 "WAL           {} .. {} ({} segments, all archived)",
                 plan.first_wal, plan.last_wal, plan.wal_segments
             );
+            for t in &plan.tablespaces {
+                let mapped = if t.restore_to.as_os_str() == t.server_location.as_str() { "" } else { " (mapped)" };
+                println!(
+                    "tablespace    {} -> {}{mapped} (server: {})",
+                    t.oid,
+                    t.restore_to.display(),
+                    crate::common::escape_name(&t.server_location)
+                );
+            }
             for (k, v) in &plan.settings {
-                println!("setting       {k} = '{v}'");
+                println!("setting       {k} = {:?}", v);
             }
         }
         return Ok(exit::OK);
     }
     let index = LocalIndex::for_reading(&repo, &g.cache_dir(), g.lock_timeout()).await?;
     let started = std::time::Instant::now();
-    let report = pitr::restore(&repo, &index, plan, snap, &a.to).await?;
+    let opts = pitr::RestoreOptions { allow_nonempty_tablespaces: a.allow_nonempty_tablespaces };
+    let report = pitr::restore(&repo, &index, plan, snap, &a.to, &opts).await?;
     if g.json {
         super::print_json(&report);
     } else if !g.quiet {

@@ -20,8 +20,16 @@ use crate::exit;
 ///
 /// A directory snapshot is restored into the directory `--to` names, with
 /// modes, mtimes, symlinks and hard links (and owners when run as root).
+/// Nothing is ever written outside `--to`: a snapshot with a member that
+/// climbs out (`..`, an absolute path, a path through one of its own
+/// symbolic links, a duplicate, a hard link to a non-member) is refused
+/// before anything is written, exit 10, naming every such member; links
+/// already in the target are replaced, never followed. New directories
+/// stay 0700 and files 0600 until their own modes are applied at the end.
 /// `--path P` restores only P (and what is under it) from a directory or
 /// tar snapshot; from a tar snapshot only the blobs holding P are read.
+/// A tar snapshot restored `--to` an existing directory is extracted into
+/// it whole, the stream read once.
 ///
 /// Examples:
 ///   cairn restore latest --source db1 --to /restore/base.tar
@@ -35,8 +43,8 @@ pub struct Args {
     /// With `latest`: the newest snapshot of this source.
     #[arg(long)]
     source: Option<String>,
-    /// Output file, or `-` for stdout; a directory with `--path` or for a
-    /// directory snapshot.
+    /// Output file, or `-` for stdout; a directory with `--path`, for a
+    /// directory snapshot, or (existing) to extract a tar snapshot.
     #[arg(long, default_value = "-", value_name = "FILE|DIR")]
     to: PathBuf,
     /// Restore only this file or directory (tar and directory snapshots).
@@ -48,12 +56,45 @@ pub struct Args {
     /// Concurrent range reads.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=128))]
     reads: u16,
+    /// Give files their recorded owners (root only). The default: yes for
+    /// directory snapshots, no for tar snapshots, as GNU tar.
+    #[arg(long, overrides_with = "no_same_owner")]
+    same_owner: bool,
+    /// Leave files owned by whoever restores.
+    #[arg(long)]
+    no_same_owner: bool,
+    /// Keep setuid and setgid bits. The default: only for directory
+    /// snapshots restored by root; tar snapshots lose them.
+    #[arg(long, overrides_with = "no_same_permissions")]
+    same_permissions: bool,
+    /// Drop setuid and setgid bits.
+    #[arg(long)]
+    no_same_permissions: bool,
+}
+
+fn tri(yes: bool, no: bool) -> Option<bool> {
+    match (yes, no) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
 }
 
 impl Args {
     /// Restore of a whole single-entry snapshot.
     pub fn whole(snapshot: String, source: Option<String>, to: PathBuf) -> Args {
-        Args { snapshot, source, to, path: None, entry: None, reads: 8 }
+        Args {
+            snapshot,
+            source,
+            to,
+            path: None,
+            entry: None,
+            reads: 8,
+            same_owner: false,
+            no_same_owner: false,
+            same_permissions: false,
+            no_same_permissions: false,
+        }
     }
 }
 
@@ -69,14 +110,25 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     }
     let repo = g.open().await?;
     let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
-    if a.path.is_some() || snap.is_file_tree() {
+    // A tar snapshot restored into an existing directory is extracted
+    // (read once, in order); to a file name it is written as the tar.
+    let extract_tar = a.entry.is_none()
+        && !to_stdout
+        && a.to.is_dir()
+        && snap.entries.iter().filter(|e| e.members.is_some()).count() == 1;
+    if a.path.is_some() || snap.is_file_tree() || extract_tar {
         if to_stdout {
             bail!("restoring files needs a target directory: --to DIR");
         }
         let index = LocalIndex::for_reading(&repo, &g.cache_dir(), g.lock_timeout()).await?;
         let layout = Layout::load(&repo, &index, snap).await?;
         let started = std::time::Instant::now();
-        let sum = layout.extract(&repo, &index, a.path.as_deref(), &a.to).await?;
+        let opts = cairn_engine::ExtractOptions {
+            same_owner: tri(a.same_owner, a.no_same_owner),
+            same_permissions: tri(a.same_permissions, a.no_same_permissions),
+            ..Default::default()
+        };
+        let sum = layout.extract(&repo, &index, a.path.as_deref(), &a.to, &opts).await?;
         if g.json {
             super::print_json(&serde_json::json!({ "snapshot": id.to_hex(), "path": a.path, "summary": sum }));
         } else if !g.quiet {

@@ -22,6 +22,7 @@ use cairn_formats::repo::{decode_tree, ChunkRef};
 use futures::StreamExt;
 use rayon::prelude::*;
 
+use crate::beneath::{Beneath, Meta};
 use crate::ids::{BlobId, Id, PackId, TreeId};
 use crate::index::{BlobLocation, LocalIndex};
 use crate::pack::open_blob;
@@ -257,7 +258,8 @@ pub async fn restore_entry<W: Write + Send + 'static>(
 }
 
 /// Restores one entry to a file: written beside it under a temporary name,
-/// fsynced, then renamed, so the target is never left half-written.
+/// fsynced, then renamed, so the target is never left half-written. The
+/// file is created 0600, in a directory that is the operator's to choose.
 pub async fn restore_entry_to_path(
     repo: &Repository,
     index: &LocalIndex,
@@ -266,51 +268,52 @@ pub async fn restore_entry_to_path(
     concurrency: usize,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreSummary> {
-    let (partial, w) = PartialFile::create(path, 4 << 20)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let b = Beneath::open(dir)?;
+    restore_into(repo, index, entry, &b, name, None, concurrency, progress).await
+}
+
+/// Restores one entry to file `rel` beneath `b` (see [`Beneath`]), with
+/// `meta` applied on its handle before it takes its name.
+pub(crate) async fn restore_entry_beneath(
+    repo: &Repository,
+    index: &LocalIndex,
+    entry: &Entry,
+    b: &Beneath,
+    rel: &str,
+    meta: Option<&Meta>,
+    concurrency: usize,
+) -> Result<RestoreSummary> {
+    restore_into(repo, index, entry, b, rel, meta, concurrency, Arc::default()).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_into(
+    repo: &Repository,
+    index: &LocalIndex,
+    entry: &Entry,
+    b: &Beneath,
+    rel: &str,
+    meta: Option<&Meta>,
+    concurrency: usize,
+    progress: Arc<RestoreProgress>,
+) -> Result<RestoreSummary> {
+    let (partial, f) = b.create(rel)?;
+    let w = std::io::BufWriter::with_capacity(4 << 20, f);
     match restore_entry(repo, index, entry, w, concurrency, progress).await {
         Ok((summary, w)) => {
-            partial.commit(w)?;
+            let f = w.into_inner().map_err(|e| Error::io(partial.shown(), e.into_error()))?;
+            partial.commit(f, meta)?;
             Ok(summary)
         }
         Err(e) => {
             partial.abandon();
             Err(e)
         }
-    }
-}
-
-/// A file being written under a temporary name beside its target: it
-/// takes the target's name only once complete and fsynced, so the target
-/// is never left half-written.
-pub(crate) struct PartialFile {
-    tmp: std::path::PathBuf,
-    path: std::path::PathBuf,
-}
-
-impl PartialFile {
-    /// Creates `.<name>.cairn-partial` beside `path`, with a buffered writer.
-    pub(crate) fn create(path: &Path, buffer: usize) -> Result<(PartialFile, std::io::BufWriter<std::fs::File>)> {
-        let name =
-            path.file_name().ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
-        let tmp = path.with_file_name(format!(".{}.cairn-partial", name.to_string_lossy()));
-        let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok((PartialFile { tmp, path: path.to_path_buf() }, std::io::BufWriter::with_capacity(buffer, f)))
-    }
-
-    /// Flushes and fsyncs the file, renames it into place, fsyncs the directory.
-    pub(crate) fn commit(self, w: std::io::BufWriter<std::fs::File>) -> Result<()> {
-        let f = w.into_inner().map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        f.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
-        }
-        Ok(())
-    }
-
-    /// Removes the temporary file after a failure.
-    pub(crate) fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

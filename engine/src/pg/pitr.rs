@@ -15,7 +15,9 @@ use std::path::Path;
 use cairn_formats::pg::{BackupManifest, FileChecker, Lsn, SegmentName, SegmentSize, WalFileName};
 use serde::Serialize;
 
-use crate::commands::files::Layout;
+use crate::beneath::{Beneath, Meta};
+use crate::commands::files::{ExtractOptions, Layout, LinkRule};
+use crate::commands::restore::restore_entry_beneath;
 use crate::ids::SnapshotId;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
@@ -85,6 +87,68 @@ pub struct Plan {
     pub wal_segments: u64,
     /// The settings written to `postgresql.auto.conf`.
     pub settings: Vec<(String, String)>,
+    /// The backup's tablespaces and where each is restored.
+    pub tablespaces: Vec<TablespacePlan>,
+}
+
+/// Where a tablespace of the backup is restored.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TablespacePlan {
+    /// Its OID (the archive is `<oid>.tar`).
+    pub oid: String,
+    /// Its directory on the server the backup was taken from, as the
+    /// server reported it.
+    pub server_location: String,
+    /// Where this restore writes it: the server's location unless mapped.
+    pub restore_to: std::path::PathBuf,
+}
+
+impl Plan {
+    /// Sends tablespace `oid` to `dir` instead of the server's location
+    /// (`--tablespace-map OID=DIR`); `tablespace_map` is rewritten to
+    /// match. Every destination must be absolute.
+    pub fn map_tablespaces(&mut self, map: &[(String, std::path::PathBuf)]) -> Result<()> {
+        for (oid, dir) in map {
+            let Some(t) = self.tablespaces.iter_mut().find(|t| &t.oid == oid) else {
+                let known: Vec<&str> = self.tablespaces.iter().map(|t| t.oid.as_str()).collect();
+                return Err(Error::InvalidInput(format!(
+                    "tablespace {oid} is not in backup {} (it has {known:?})",
+                    &self.snapshot[..12]
+                )));
+            };
+            t.restore_to = dir.clone();
+        }
+        for t in &self.tablespaces {
+            if !t.restore_to.is_absolute() {
+                return Err(Error::InvalidInput(format!(
+                    "tablespace {} would be restored to {:?}, which is not an absolute path; map it to one",
+                    t.oid, t.restore_to
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tablespaces a pulled backup recorded (a `pg_basebackup` tar has
+/// them in `tablespace_map` only, which PostgreSQL reads itself).
+fn tablespaces_of(snap: &Snapshot) -> Vec<TablespacePlan> {
+    snap.metadata
+        .get("tablespaces")
+        .and_then(|t| t.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    let location = t["location"].as_str()?.to_string();
+                    Some(TablespacePlan {
+                        oid: t["oid"].as_str()?.to_string(),
+                        restore_to: location.clone().into(),
+                        server_location: location,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 struct Archive {
@@ -228,9 +292,10 @@ pub async fn plan(
         target,
         timeline: tli,
         path: path.iter().map(|(t, b)| (*t, Lsn(*b).to_string())).collect(),
-        first_wal: archive.name(walked[0].0, start_seg),
+        first_wal: archive.name(walked.first().map_or(tli, |(t, _)| *t), start_seg),
         last_wal: archive.name(last_tli, last),
         wal_segments: walked.len() as u64,
+        tablespaces: tablespaces_of(&snap),
     };
     Ok((plan, snap))
 }
@@ -394,66 +459,115 @@ pub struct RestoreReport {
     pub verified: u64,
 }
 
-/// Quotes a value for postgresql.conf.
-fn conf_quote(v: &str) -> String {
-    format!("'{}'", v.replace('\'', "''"))
+/// Quotes a value for postgresql.conf: inside single quotes a quote is
+/// doubled and a backslash escaped, as PostgreSQL's configuration parser
+/// reads them; a line break cannot be represented and is refused.
+fn conf_quote(key: &str, v: &str) -> Result<String> {
+    if v.contains(['\n', '\r', '\0']) {
+        return Err(Error::InvalidInput(format!(
+            "{key}: a line break or NUL cannot be written to postgresql.auto.conf"
+        )));
+    }
+    Ok(format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''")))
+}
+
+/// A `tablespace_map` line's path, escaped as PostgreSQL writes it.
+fn map_escape(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    for c in p.chars() {
+        if matches!(c, '\n' | '\r' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How `pg restore` treats existing directories.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Extract into tablespace directories that are not empty.
+    pub allow_nonempty_tablespaces: bool,
+}
+
+fn read_all(b: &Beneath, rel: &str) -> Result<Option<Vec<u8>>> {
+    let Some(mut f) = b.read_file(rel)? else { return Ok(None) };
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut v).map_err(|e| Error::io(b.shown(rel), e))?;
+    Ok(Some(v))
 }
 
 /// Carries out a plan into `pgdata`, which must be missing or empty.
+///
+/// Everything is written beneath `pgdata` (and each tablespace's
+/// directory) through [`Beneath`]; the only symbolic links the backup may
+/// hold are `pg_tblspc/<oid>`, and none is followed. Directories stay 0700
+/// and files 0600 until their own modes are applied at the end.
 pub async fn restore(
     repo: &Repository,
     index: &LocalIndex,
     plan: Plan,
     snapshot: Snapshot,
     pgdata: &Path,
+    opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    if let Ok(mut rd) = std::fs::read_dir(pgdata) {
-        if rd.next().is_some() {
-            return Err(Error::InvalidInput(format!("{}: not empty; restore into a new directory", pgdata.display())));
+    let b = Beneath::open(pgdata)?;
+    if !b.is_empty_dir("")? {
+        return Err(Error::InvalidInput(format!("{}: not empty; restore into a new directory", pgdata.display())));
+    }
+    for t in &plan.tablespaces {
+        if !t.restore_to.is_absolute() {
+            return Err(Error::InvalidInput(format!(
+                "tablespace {}: {:?} is not an absolute path",
+                t.oid, t.restore_to
+            )));
+        }
+        if !opts.allow_nonempty_tablespaces && std::fs::read_dir(&t.restore_to).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::InvalidInput(format!(
+                "tablespace {}'s directory {} is not empty",
+                t.oid,
+                t.restore_to.display()
+            )));
         }
     }
-    // A pulled backup has one tar per tablespace and the manifest apart.
-    let tablespaces: Vec<(String, String)> = snapshot
-        .metadata
-        .get("tablespaces")
-        .and_then(|t| t.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|t| Some((t["oid"].as_str()?.to_string(), t["location"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    for (oid, location) in &tablespaces {
-        if std::fs::read_dir(location).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::InvalidInput(format!("tablespace {oid}'s directory {location} is not empty")));
-        }
-    }
+    // A PostgreSQL data directory holds no setuid files and no links but
+    // the tablespaces'; its files belong to the server's user, kept when
+    // root restores.
+    let xopts =
+        ExtractOptions { same_owner: Some(true), same_permissions: Some(false), links: LinkRule::PgTablespaces };
     let manifest_entry = snapshot.entries.iter().find(|e| e.name == "backup_manifest" && e.members.is_none()).cloned();
-    let mut sum = Layout::load(repo, index, snapshot.clone()).await?.extract(repo, index, None, pgdata).await?;
-    for (oid, location) in &tablespaces {
-        let Some(i) = snapshot.entries.iter().position(|e| e.name == format!("{oid}.tar")) else {
-            return Err(Error::corrupt("snapshot", None, format!("tablespace {oid} has no archive")));
+    let mut sum = Layout::load(repo, index, snapshot.clone()).await?.extract(repo, index, None, pgdata, &xopts).await?;
+    let mut roots = Vec::new();
+    for t in &plan.tablespaces {
+        let Some(i) = snapshot.entries.iter().position(|e| e.name == format!("{}.tar", t.oid)) else {
+            return Err(Error::corrupt("snapshot", None, format!("tablespace {} has no archive", t.oid)));
         };
         let l = Layout::load_tar(repo, index, snapshot.clone(), i).await?;
-        let s = l.extract(repo, index, None, Path::new(location)).await?;
+        let s = l.extract(repo, index, None, &t.restore_to, &xopts).await?;
         sum.items += s.items;
         sum.bytes_written += s.bytes_written;
+        roots.push((t, Beneath::open(&t.restore_to)?));
+    }
+    if plan.tablespaces.iter().any(|t| t.restore_to.as_os_str() != t.server_location.as_str()) {
+        let mut map = String::new();
+        for t in &plan.tablespaces {
+            let to = t.restore_to.to_str().ok_or_else(|| {
+                Error::InvalidInput(format!("tablespace {}: {:?} is not valid UTF-8", t.oid, t.restore_to))
+            })?;
+            map.push_str(&format!("{} {}\n", t.oid, map_escape(to)));
+        }
+        b.write("tablespace_map", map.as_bytes(), Some(&Meta { mode: 0o600, owner: None, mtime: None }))?;
     }
     if let Some(e) = manifest_entry {
-        let p = pgdata.join("backup_manifest");
-        crate::commands::restore::restore_entry_to_path(repo, index, &e, &p, 4, std::sync::Arc::default()).await?;
+        restore_entry_beneath(repo, index, &e, &b, "backup_manifest", None, 4).await?;
     }
-    let mut perms = std::fs::metadata(pgdata).map_err(|e| Error::io(pgdata, e))?.permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
-    std::fs::set_permissions(pgdata, perms).map_err(|e| Error::io(pgdata, e))?;
     for d in ["pg_wal", "pg_wal/archive_status"] {
-        let p = pgdata.join(d);
-        std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        b.dir(d, true)?;
     }
 
-    // Every file against backup_manifest.
-    let mpath = pgdata.join("backup_manifest");
-    let mbytes = std::fs::read(&mpath).map_err(|e| Error::io(&mpath, e))?;
+    // Every file against backup_manifest, read without following links.
+    let mbytes = read_all(&b, "backup_manifest")?
+        .ok_or_else(|| Error::NotFound { what: format!("{}", b.shown("backup_manifest").display()) })?;
     let manifest =
         BackupManifest::parse(&mbytes).map_err(|e| Error::corrupt("backup_manifest", None, e.to_string()))?;
     let checked = tokio::task::block_in_place(|| -> Result<u64> {
@@ -462,45 +576,60 @@ pub async fn restore(
             let rel = f.path_lossy();
             // Tablespace files live in their own directories until
             // PostgreSQL links them in from tablespace_map.
-            let in_tablespace =
-                rel.strip_prefix("pg_tblspc/").and_then(|r| r.split_once('/')).and_then(|(oid, rest)| {
-                    tablespaces.iter().find(|(o, _)| o == oid).map(|(_, loc)| Path::new(loc).join(rest))
-                });
-            let p = in_tablespace.unwrap_or_else(|| pgdata.join(&rel));
+            let in_tablespace = rel
+                .strip_prefix("pg_tblspc/")
+                .and_then(|r| r.split_once('/'))
+                .and_then(|(oid, rest)| roots.iter().find(|(t, _)| t.oid == oid).map(|(_, root)| (root, rest)));
+            let (root, rel) = in_tablespace.unwrap_or((&b, rel.as_str()));
+            let shown = root.shown(rel);
+            let mut file = root.read_file(rel)?.ok_or_else(|| Error::NotFound { what: shown.display().to_string() })?;
             let mut c = FileChecker::new(f);
-            let mut file = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io(&p, e))?;
+                let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| Error::io(&shown, e))?;
                 if n == 0 {
                     break;
                 }
                 c.update(&buf[..n]);
             }
-            c.finish().map_err(|e| Error::corrupt(p.display().to_string(), None, e.to_string()))
+            c.finish().map_err(|e| Error::corrupt(shown.display().to_string(), None, e.to_string()))
         })?;
         Ok(manifest.files.len() as u64)
     })?;
 
     // Recovery settings last: a restore that failed above leaves no
     // recovery.signal, so the directory cannot be started by mistake.
-    let auto = pgdata.join("postgresql.auto.conf");
-    let mut text = std::fs::read_to_string(&auto).unwrap_or_default();
+    // What PostgreSQL reads is owned like PG_VERSION (the server's user).
+    let owner = match b.read_file("PG_VERSION")? {
+        Some(f) if running_as_root() => {
+            let m = f.metadata().map_err(|e| Error::io(b.shown("PG_VERSION"), e))?;
+            Some((std::os::unix::fs::MetadataExt::uid(&m), std::os::unix::fs::MetadataExt::gid(&m)))
+        }
+        _ => None,
+    };
+    let file_meta = Meta { mode: 0o600, owner, mtime: None };
+    let mut text =
+        read_all(&b, "postgresql.auto.conf")?.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
     text.push_str(&format!("\n# Added by cairn pg restore (snapshot {})\n", plan.snapshot));
     for (k, v) in &plan.settings {
-        text.push_str(&format!("{k} = {}\n", conf_quote(v)));
+        text.push_str(&format!("{k} = {}\n", conf_quote(k, v)?));
     }
-    std::fs::write(&auto, text).map_err(|e| Error::io(&auto, e))?;
-    let signal = pgdata.join("recovery.signal");
-    std::fs::write(&signal, b"").map_err(|e| Error::io(&signal, e))?;
-    if let Some(owner) = std::fs::metadata(pgdata.join("PG_VERSION")).ok().map(|m| {
-        use std::os::unix::fs::MetadataExt;
-        (m.uid(), m.gid())
-    }) {
-        // The data directory itself is not a member of the archive.
-        for p in [pgdata, &auto, &signal, &mpath, &pgdata.join("pg_wal"), &pgdata.join("pg_wal/archive_status")] {
-            let _ = std::os::unix::fs::chown(p, Some(owner.0), Some(owner.1));
+    b.write("postgresql.auto.conf", text.as_bytes(), Some(&file_meta))?;
+    b.write("recovery.signal", b"", Some(&file_meta))?;
+    if let Some(o) = owner {
+        // The data directory itself and what cairn made are not members
+        // of the archive.
+        let dir_meta = Meta { mode: 0o700, owner: Some(o), mtime: None };
+        for d in ["pg_wal/archive_status", "pg_wal", ""] {
+            b.set_dir_meta(d, &dir_meta)?;
         }
+        b.set_file_meta("backup_manifest", &file_meta)?;
+    } else {
+        b.set_dir_meta("", &Meta { mode: 0o700, owner: None, mtime: None })?;
     }
     Ok(RestoreReport { plan, files: sum.items, bytes: sum.bytes_written, verified: checked })
+}
+
+fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
 }

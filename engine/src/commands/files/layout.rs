@@ -38,6 +38,9 @@ pub struct FileInfo {
     pub(super) nanos: u32,
     #[serde(skip)]
     pub(super) at: Location,
+    /// The archive named it with a leading `/`.
+    #[serde(skip)]
+    pub(super) absolute: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +101,7 @@ impl Layout {
                     owner: e.owner.map(|(u, g)| (u64::from(u), u64::from(g))),
                     nanos: e.mtime_nanos.unwrap_or(0),
                     at: if e.kind == FileKind::File { Location::Entry(i) } else { Location::None },
+                    absolute: e.name.starts_with('/'),
                 })
                 .collect();
             return Ok(Layout { snapshot, files, tar_entry: None, tar_refs: Default::default() });
@@ -124,6 +128,7 @@ impl Layout {
             .members
             .into_iter()
             .map(|m| FileInfo {
+                absolute: m.path.starts_with('/'),
                 path: normalize(&m.path),
                 kind: m.kind,
                 mode: m.mode,
