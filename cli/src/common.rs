@@ -87,6 +87,14 @@ impl Global {
         if let Some(k) = &self.key_file {
             c.arg("--key-file").arg(k);
         }
+        // Object-store credentials go only where the repository is one.
+        if !self.repo.as_deref().is_some_and(|r| r.starts_with("s3://")) {
+            for (k, _) in std::env::vars_os() {
+                if k.to_str().is_some_and(|k| k.starts_with("AWS_")) {
+                    c.env_remove(k);
+                }
+            }
+        }
         Ok(c)
     }
 

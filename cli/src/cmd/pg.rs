@@ -230,6 +230,16 @@ fn absolute(p: &Path) -> Result<String> {
 
 /// `cairn … wal fetch %f %p` with this invocation's repository and key.
 fn default_restore_command(g: &Global, stanza: &str) -> Result<String> {
+    // wal fetch refuses a password (Argon2 on every call), so a
+    // restore_command carrying one would fail at the first segment, after
+    // the whole base backup was written: refused here instead.
+    if g.key_file.is_none() && g.password_file.is_some() {
+        bail!(
+            "the restore_command this writes runs `cairn wal fetch`, which needs a key file (--key-file, \
+             CAIRN_KEY_FILE or key_file in --config), not a password; create one with `cairn key add \
+             --new-key-file FILE`, or give --restore-command"
+        );
+    }
     let exe = std::env::current_exe().context("locating the cairn binary")?;
     let mut words = vec![exe.display().to_string()];
     if let Some(c) = &g.config {

@@ -306,8 +306,13 @@ async fn read_pack(repo: &Repository, pid: &PackId, expected: Option<Vec<BlobEnt
             }
         }
         for e in &entries {
+            // decode_trailer keeps every entry inside the pack; checked
+            // again here so a slip there is an error, not a panic.
             let s = e.offset as usize;
-            open_blob(keys, &key, e, &bytes[s..s + e.stored_len as usize])?;
+            let sealed = bytes
+                .get(s..s + e.stored_len as usize)
+                .ok_or_else(|| Error::corrupt(&key, Some(s as u64), "trailer entry runs past the pack"))?;
+            open_blob(keys, &key, e, sealed)?;
         }
         Ok(entries.len() as u64)
     })

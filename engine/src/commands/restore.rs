@@ -81,7 +81,13 @@ fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
                     r.end = e;
                     r.blobs.push(b);
                 }
-                Some(r) if s < r.end => r.blobs.push(b), // the same blob listed twice
+                Some(r) if s < r.end => {
+                    // The same blob listed twice, or (from a damaged cache)
+                    // entries that overlap: read enough for both; opening
+                    // each one authenticates it.
+                    r.end = r.end.max(e);
+                    r.blobs.push(b);
+                }
                 _ => {
                     out.extend(cur.take());
                     cur = Some(Range { pack, start: s, end: e, blobs: vec![b] });
@@ -91,6 +97,27 @@ fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
         out.extend(cur);
     }
     out
+}
+
+/// The sealed bytes of blob `e` within `bytes`, read from `key` at
+/// `start`; an index entry that points past what the read returned (a
+/// stale or damaged cache, a truncated pack) is an error naming the pack
+/// and offset, never a panic.
+fn slice_blob<'a>(bytes: &'a [u8], start: u64, e: &cairn_formats::repo::BlobEntry, key: &str) -> Result<&'a [u8]> {
+    let s = u64::from(e.offset).checked_sub(start);
+    s.and_then(|s| bytes.get(s as usize..(s as usize).checked_add(e.stored_len as usize)?)).ok_or_else(|| {
+        Error::corrupt(
+            key,
+            Some(u64::from(e.offset)),
+            format!(
+                "the index places blob {} here ({} bytes), past the {} bytes read from {start}: \
+                 the pack is truncated or the local index is stale (`cairn index rebuild`)",
+                hex::encode(e.id),
+                e.stored_len,
+                bytes.len()
+            ),
+        )
+    })
 }
 
 /// Fetches and opens blobs; returns them by id.
@@ -120,8 +147,7 @@ pub async fn fetch_blobs(
                 r.blobs
                     .par_iter()
                     .map(|b| {
-                        let s = (u64::from(b.entry.offset) - r.start) as usize;
-                        let sealed = &bytes[s..s + b.entry.stored_len as usize];
+                        let sealed = slice_blob(&bytes, r.start, &b.entry, &key)?;
                         open_blob(repo.keys(), &key, &b.entry, sealed).map(|p| (BlobId(Id(b.entry.id)), Arc::new(p)))
                     })
                     .collect()
@@ -387,6 +413,13 @@ pub async fn restore_range<W: Write>(
         summary.requests += reqs;
         for (at, r) in &refs[i..j] {
             let b = &blobs[&BlobId(Id(r.id))];
+            if b.len() != r.len as usize {
+                return Err(Error::corrupt(
+                    format!("entry {:?}", entry.name),
+                    Some(*at),
+                    format!("the tree says chunk {} is {} bytes, the blob holds {}", hex::encode(r.id), r.len, b.len()),
+                ));
+            }
             let s = start.saturating_sub(*at) as usize;
             let e = ((end - at) as usize).min(b.len());
             out.write_all(&b[s..e]).map_err(|e| Error::io("<restore output>", e))?;
@@ -403,4 +436,33 @@ pub async fn restore_range<W: Write>(
     }
     summary.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_formats::repo::{BlobEntry, BlobKind, Compression};
+
+    fn entry(id: u8, offset: u32, stored_len: u32) -> BlobEntry {
+        BlobEntry { id: [id; 32], kind: BlobKind::Data, compression: Compression::None, offset, stored_len, raw_len: 0 }
+    }
+
+    #[test]
+    fn overlapping_or_oversized_index_entries_are_errors_not_panics() {
+        let pack = PackId(Id([7; 32]));
+        // Two entries that overlap, the second running further.
+        let a = BlobLocation { pack, entry: entry(1, 100, 50) };
+        let b = BlobLocation { pack, entry: entry(2, 120, 200) };
+        let ranges = plan(vec![a, b]);
+        assert_eq!(ranges.len(), 1);
+        assert_eq!((ranges[0].start, ranges[0].end), (100, 320), "the read covers both");
+        // A read that came back short (a truncated pack): a typed error.
+        let bytes = vec![0u8; 60];
+        let err = slice_blob(&bytes, 100, &b.entry, "packs/07/0707").unwrap_err();
+        assert!(matches!(err, Error::Corrupt { offset: Some(120), .. }), "{err}");
+        assert!(err.to_string().contains("packs/07/0707"));
+        assert_eq!(slice_blob(&bytes, 100, &a.entry, "p").unwrap().len(), 50);
+        // An entry before the range start.
+        assert!(slice_blob(&bytes, 130, &a.entry, "p").is_err());
+    }
 }

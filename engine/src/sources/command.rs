@@ -17,10 +17,20 @@ pub struct CommandSource {
 
 impl CommandSource {
     /// Starts `argv[0]` with the rest as arguments; stdin is closed, stderr
-    /// passes through so the producer's own messages reach the operator.
+    /// passes through so the producer's own messages reach the operator,
+    /// and `AWS_*` and `CAIRN_*` are removed from its environment.
     pub fn spawn(argv: &[String]) -> Result<CommandSource> {
         let (prog, args) = argv.split_first().ok_or_else(|| Error::InvalidInput("empty producer command".into()))?;
-        let mut child = Command::new(prog)
+        let mut cmd = Command::new(prog);
+        // The producer needs none of cairn's own secrets: object-store
+        // credentials and the repository key and password locations stay
+        // with cairn.
+        for (k, _) in std::env::vars_os() {
+            if k.to_str().is_some_and(|k| k.starts_with("AWS_") || k.starts_with("CAIRN_")) {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

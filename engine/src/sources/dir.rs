@@ -15,10 +15,13 @@
 //! previous snapshot is gone, every file is read.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use rustix::fs::{Mode, OFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
@@ -119,31 +122,111 @@ impl DirFeed {
         self.excludes.is_match(rel) || self.excludes.is_match(name)
     }
 
-    fn walk(&mut self, sink: &mut PieceSink, params: ChunkerParams, seed: u64, dir: &Path, rel: &str) -> Result<()> {
-        let mut names: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .map(|d| d.map(|d| d.file_name()).map_err(|e| Error::io(dir, e)))
-            .collect::<Result<_>>()?;
+    /// Walks the directory open as `dir` (shown as `shown`). Every child is
+    /// opened relative to that handle with `O_NOFOLLOW` and described by
+    /// `fstat` of what was opened, so a file swapped for a symbolic link
+    /// between two steps is never followed: what is read is what is
+    /// recorded.
+    fn walk(
+        &mut self,
+        sink: &mut PieceSink,
+        params: ChunkerParams,
+        seed: u64,
+        dir: &OwnedFd,
+        shown: &Path,
+        rel: &str,
+    ) -> Result<()> {
+        let mut names = Vec::new();
+        for d in rustix::fs::Dir::read_from(dir).map_err(|e| errno(shown, e))? {
+            let d = d.map_err(|e| errno(shown, e))?;
+            let n = d.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(std::ffi::OsStr::from_bytes(n).to_os_string());
+            }
+        }
         names.sort();
         for name in names {
-            let path = dir.join(&name);
-            let name = name.into_string().map_err(|n| {
+            let path = shown.join(&name);
+            let name_s = name.to_str().map(str::to_string).ok_or_else(|| {
                 Error::InvalidInput(format!(
-                    "{}: file names that are not UTF-8 are not supported ({n:?})",
-                    dir.display()
+                    "{}: file names that are not UTF-8 are not supported ({name:?})",
+                    shown.display()
                 ))
             })?;
-            let rel = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            let rel = if rel.is_empty() { name_s } else { format!("{rel}/{name_s}") };
             if self.excluded(&rel) {
                 self.stats.excluded += 1;
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
-            self.one(sink, params, seed, &path, rel, &meta)?;
+            self.child(sink, params, seed, dir, &name, &path, rel)?;
         }
         Ok(())
     }
 
+    /// One name in directory `dir`: looked at without following it, then
+    /// opened `O_NOFOLLOW`; if it changed kind in between it is looked at
+    /// again (a few times, then the backup fails naming it).
+    #[allow(clippy::too_many_arguments)]
+    fn child(
+        &mut self,
+        sink: &mut PieceSink,
+        params: ChunkerParams,
+        seed: u64,
+        dir: &OwnedFd,
+        name: &std::ffi::OsStr,
+        path: &Path,
+        rel: String,
+    ) -> Result<()> {
+        for _ in 0..4 {
+            let at =
+                match rustix::fs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                    Ok(fd) => fd,
+                    // Removed during the walk: like tar, leave it out.
+                    Err(rustix::io::Errno::NOENT) => return Ok(()),
+                    Err(e) => return Err(errno(path, e)),
+                };
+            let meta = std::fs::File::from(at).metadata().map_err(|e| Error::io(path, e))?;
+            let ft = meta.file_type();
+            if ft.is_symlink() {
+                // A link read back as something else changed meanwhile.
+                match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                    Ok(t) => return self.one(sink, params, seed, path, rel, &meta, Walked::Link(t)),
+                    Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => continue,
+                    Err(e) => return Err(errno(path, e)),
+                }
+            }
+            let opened = if ft.is_dir() {
+                Opened::Dir(OFlags::RDONLY | OFlags::DIRECTORY)
+            } else if ft.is_file() {
+                Opened::File(OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY)
+            } else {
+                Opened::Other
+            };
+            let handle = match opened {
+                Opened::Dir(f) | Opened::File(f) => {
+                    match rustix::fs::openat(dir, name, f | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()) {
+                        Ok(fd) => Some(std::fs::File::from(fd)),
+                        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::NOENT) => continue,
+                        Err(e) => return Err(errno(path, e)),
+                    }
+                }
+                Opened::Other => None,
+            };
+            return match handle {
+                Some(h) => {
+                    let hm = h.metadata().map_err(|e| Error::io(path, e))?;
+                    if (hm.dev(), hm.ino()) != (meta.dev(), meta.ino()) {
+                        continue;
+                    }
+                    self.one(sink, params, seed, path, rel, &hm, Walked::Open(h))
+                }
+                None => self.one(sink, params, seed, path, rel, &meta, Walked::Special),
+            };
+        }
+        Err(Error::io(path, std::io::Error::other("kept changing kind while being backed up")))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn one(
         &mut self,
         sink: &mut PieceSink,
@@ -152,6 +235,7 @@ impl DirFeed {
         path: &Path,
         rel: String,
         meta: &std::fs::Metadata,
+        found: Walked,
     ) -> Result<()> {
         let ft = meta.file_type();
         let mut e = Entry::new(rel.clone(), FileKind::File, meta.mode() & 0o7777, Some(meta.mtime()));
@@ -162,12 +246,12 @@ impl DirFeed {
             e.kind = FileKind::Dir;
             sink.push(Piece::Reuse(Box::new(e)))?;
             let under = if rel == "." { "" } else { rel.as_str() };
-            return self.walk(sink, params, seed, path, under);
+            let Walked::Open(h) = found else { unreachable!("directories are opened") };
+            return self.walk(sink, params, seed, &OwnedFd::from(h), path, under);
         }
-        if ft.is_symlink() {
+        if let Walked::Link(t) = found {
             self.stats.symlinks += 1;
-            let t = std::fs::read_link(path).map_err(|e| Error::io(path, e))?;
-            let t = t.into_os_string().into_string().map_err(|t| {
+            let t = t.into_string().map_err(|t| {
                 Error::InvalidInput(format!(
                     "{}: symlink targets that are not UTF-8 are not supported ({t:?})",
                     path.display()
@@ -177,11 +261,11 @@ impl DirFeed {
             e.target = Some(t);
             return sink.push(Piece::Reuse(Box::new(e)));
         }
-        if !ft.is_file() {
+        let Walked::Open(f) = found.filter_file(ft.is_file()) else {
             self.stats.skipped_special += 1;
             tracing::warn!("{}: not a regular file, directory or symlink; skipped", path.display());
             return Ok(());
-        }
+        };
         if meta.nlink() > 1 {
             if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
                 self.stats.hardlinks += 1;
@@ -213,13 +297,40 @@ impl DirFeed {
             }
         }
         self.stats.files_read += 1;
-        let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         sink.chunk_stream(f, params, seed, TarMode::Off).map_err(|err| match err {
             Error::Input { source, .. } => Error::io(path, source),
             other => other,
         })?;
         sink.push(Piece::End(Box::new(e)))
     }
+}
+
+/// What looking at a name found: an open handle (directory or regular
+/// file), a link's target, or something not backed up.
+enum Walked {
+    Open(std::fs::File),
+    Link(std::ffi::CString),
+    Special,
+}
+
+impl Walked {
+    fn filter_file(self, is_file: bool) -> Walked {
+        match self {
+            Walked::Open(f) if is_file => Walked::Open(f),
+            Walked::Link(t) => Walked::Link(t),
+            _ => Walked::Special,
+        }
+    }
+}
+
+enum Opened {
+    Dir(OFlags),
+    File(OFlags),
+    Other,
+}
+
+fn errno(path: &Path, e: rustix::io::Errno) -> Error {
+    Error::io(path, std::io::Error::from(e))
 }
 
 impl Feed for DirFeed {
@@ -230,11 +341,17 @@ impl Feed for DirFeed {
         seed: u64,
     ) -> Result<Option<serde_json::Value>> {
         let root = self.root.clone();
-        let meta = std::fs::metadata(&root).map_err(|e| Error::io(&root, e))?;
-        if !meta.is_dir() {
-            return Err(Error::InvalidInput(format!("{}: not a directory", root.display())));
-        }
-        self.one(sink, params, seed, &root, ".".into(), &meta)?;
+        // The root is the operator's path, followed if it is a link.
+        let fd = match rustix::fs::open(&root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOTDIR) => {
+                return Err(Error::InvalidInput(format!("{}: not a directory", root.display())))
+            }
+            Err(e) => return Err(errno(&root, e)),
+        };
+        let h = std::fs::File::from(fd);
+        let meta = h.metadata().map_err(|e| Error::io(&root, e))?;
+        self.one(sink, params, seed, &root, ".".into(), &meta, Walked::Open(h))?;
         let facts = DirFacts { path: root.display().to_string(), walk: self.stats };
         Ok(Some(serde_json::json!({ "dir": facts })))
     }
