@@ -234,23 +234,6 @@ impl Beneath {
         };
         apply(f.as_fd(), meta, &self.shown(rel))
     }
-
-    /// Whether directory `rel` is missing or empty.
-    pub fn is_empty_dir(&self, rel: &str) -> Result<bool> {
-        let fd = match self.dir(rel, false) {
-            Ok(fd) => fd,
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => return Ok(true),
-            Err(e) => return Err(e),
-        };
-        let d = rustix::fs::Dir::read_from(&fd).map_err(|e| io(&self.shown(rel), e))?;
-        for e in d {
-            let e = e.map_err(|e| io(&self.shown(rel), e))?;
-            if ![&b"."[..], b".."].contains(&e.file_name().to_bytes()) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
 }
 
 /// A symbolic link met on the way is a refusal, named as such.
@@ -386,8 +369,6 @@ mod tests {
         assert_eq!(std::fs::metadata(t.path().join("r/d/e")).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(std::fs::metadata(t.path().join("r")).unwrap().permissions().mode() & 0o777, 0o700);
         p.commit(f, None).unwrap();
-        assert!(b.is_empty_dir("nothing").unwrap());
-        assert!(!b.is_empty_dir("d").unwrap());
         b.set_dir_meta("d", &Meta { mode: 0o755, owner: None, mtime: None }).unwrap();
         assert_eq!(std::fs::metadata(t.path().join("r/d")).unwrap().permissions().mode() & 0o777, 0o755);
     }

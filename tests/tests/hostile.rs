@@ -3,74 +3,13 @@
 //! target, whatever the snapshot holds or the target already contains.
 //! Each case hashes a sentinel tree around the target before and after,
 //! and checks what the restore reported refusing.
-//!
-//! The tars are built member by member here, because every tar writer
-//! worth using refuses to write such members.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
+use cairn_tests::hostile::{dir, file, hardlink, symlink, tree_state, ustar, M};
 use cairn_tests::repo::code;
 use cairn_tests::TestRepo;
-
-/// One ustar member.
-struct M<'a> {
-    name: &'a str,
-    kind: u8,
-    mode: u32,
-    uid: u32,
-    body: &'a [u8],
-    link: &'a str,
-}
-
-fn file<'a>(name: &'a str, body: &'a [u8]) -> M<'a> {
-    M { name, kind: b'0', mode: 0o644, uid: 1000, body, link: "" }
-}
-
-fn dir(name: &str, mode: u32) -> M<'_> {
-    M { name, kind: b'5', mode, uid: 1000, body: b"", link: "" }
-}
-
-fn symlink<'a>(name: &'a str, to: &'a str) -> M<'a> {
-    M { name, kind: b'2', mode: 0o777, uid: 1000, body: b"", link: to }
-}
-
-fn hardlink<'a>(name: &'a str, to: &'a str) -> M<'a> {
-    M { name, kind: b'1', mode: 0o644, uid: 1000, body: b"", link: to }
-}
-
-fn octal(field: &mut [u8], v: u64) {
-    let s = format!("{:0w$o}\0", v, w = field.len() - 1);
-    field.copy_from_slice(s.as_bytes());
-}
-
-/// A ustar archive of `members`, names and link targets written as given.
-fn ustar(members: &[M]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for m in members {
-        let mut h = [0u8; 512];
-        assert!(m.name.len() <= 100 && m.link.len() <= 100, "keep test names short");
-        h[..m.name.len()].copy_from_slice(m.name.as_bytes());
-        octal(&mut h[100..108], u64::from(m.mode));
-        octal(&mut h[108..116], u64::from(m.uid));
-        octal(&mut h[116..124], u64::from(m.uid));
-        octal(&mut h[124..136], m.body.len() as u64);
-        octal(&mut h[136..148], 1_700_000_000);
-        h[156] = m.kind;
-        h[157..157 + m.link.len()].copy_from_slice(m.link.as_bytes());
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u64 = h.iter().map(|&b| u64::from(b)).sum();
-        let s = format!("{sum:06o}\0 ");
-        h[148..156].copy_from_slice(s.as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(m.body);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    out
-}
 
 /// A workspace: `outside/` (the sentinel tree) beside `target/`.
 struct Scene {
@@ -99,30 +38,9 @@ impl Scene {
         self.root.join("target")
     }
 
-    /// Every path under the workspace except the target, with its type,
-    /// mode, owner, link target and content hash.
+    /// Every path under the workspace except the target.
     fn sentinel(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
-        while let Some(p) = stack.pop() {
-            if p == self.target() {
-                continue;
-            }
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.file_type().is_symlink() {
-                format!("link {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                for e in std::fs::read_dir(&p).unwrap() {
-                    stack.push(e.unwrap().path());
-                }
-                "dir".to_string()
-            } else {
-                format!("file {}", blake3::hash(&std::fs::read(&p).unwrap()).to_hex())
-            };
-            out.push(format!("{} {what} {:o} {}:{} {}", p.display(), m.mode(), m.uid(), m.gid(), m.mtime()));
-        }
-        out.sort();
-        out
+        tree_state(&self.root, &self.target())
     }
 }
 

@@ -442,3 +442,101 @@ fn expiry_follows_the_newest_timeline_history() {
     let verify = a.repo.run(&["wal", "verify", "--stanza", "main"]);
     assert_eq!(code(&verify), 0, "{}", String::from_utf8_lossy(&verify.stdout));
 }
+
+/// A base backup whose tar was tampered with (links that lead out of
+/// PGDATA, a file through one of them) is refused by `pg restore` before
+/// anything is written, naming the members; nothing outside changes.
+#[test]
+fn a_hostile_base_backup_is_refused_and_nothing_outside_changes() {
+    use cairn_tests::hostile::{append, file, symlink, tree_state};
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&[]);
+    let mut c = pg::pg_command("pg_basebackup", &[]);
+    c.args(src.connect_args()).args(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&o.stderr));
+
+    let outside = a.root().join("outside");
+    std::fs::create_dir_all(outside.join("dir")).unwrap();
+    std::fs::write(outside.join("victim"), b"secret").unwrap();
+    let (out_s, dir_s) = (outside.display().to_string(), outside.join("dir").display().to_string());
+    let tar = append(&o.stdout, &[symlink("ext", &out_s), file("ext/victim", b"pwned"), symlink("pg_wal2", &dir_s)]);
+    let path = a.root().join("hostile.tar");
+    std::fs::write(&path, tar).unwrap();
+    let b = a.repo.json(&["backup", "--kind", "pg-base", "--stanza", "main", "--", "cat", path.to_str().unwrap()]);
+    assert_eq!(b["metadata"]["pg"]["wal_complete"], true, "{b}");
+
+    let before = tree_state(&outside, Path::new("/nonexistent"));
+    let to = a.root().join("restored");
+    let o = a.repo.run(&["pg", "restore", "--stanza", "main", "--latest", "--to", to.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 10, "{err}");
+    for member in ["\"ext\"", "\"ext/victim\"", "\"pg_wal2\""] {
+        assert!(err.contains(member), "the refusal names {member}: {err}");
+    }
+    assert_eq!(tree_state(&outside, Path::new("/nonexistent")), before);
+    assert!(std::fs::read_dir(&to).map_or(true, |mut d| d.next().is_none()), "nothing was restored");
+}
+
+/// A tablespace is restored where `--tablespace-map` sends it (the plan
+/// says where, `tablespace_map` is rewritten to match), never into a
+/// directory that already holds files, and PostgreSQL reads its table.
+#[test]
+fn tablespaces_restore_where_mapped_and_never_into_occupied_directories() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&[]);
+    let location = a.root().join("ts1");
+    std::fs::create_dir(&location).unwrap();
+    pg::chown_to_user(&location);
+    let location = std::fs::canonicalize(&location).unwrap().display().to_string();
+    src.sql(&format!(
+        "CREATE TABLESPACE ts1 LOCATION {};\n\
+         CREATE TABLE in_ts1 TABLESPACE ts1 AS SELECT g, md5(g::text) AS h FROM generate_series(1, 5000) g;",
+        pg::conf_string(&location)
+    ));
+    let oid = src.sql("SELECT oid FROM pg_tablespace WHERE spcname = 'ts1'");
+    let conninfo = format!("host={} port={} user=postgres", src.socket_dir.display(), src.port);
+    let b = a.repo.json(&["pg", "backup", "--stanza", "main", "--connect", &conninfo, "--fast"]);
+    assert_eq!(b["metadata"]["pg"]["wal_complete"], true, "{b}");
+    let last = src.switch_wal();
+    src.wait_archived(&last, Duration::from_secs(120));
+
+    let mapped = a.root().join("ts1-restored");
+    let to = a.root().join("restored");
+    let map = format!("{oid}={}", mapped.display());
+    let base = ["pg", "restore", "--stanza", "main", "--latest", "--to", to.to_str().unwrap()];
+    let plan = a.repo.json(&[&base[..], &["--tablespace-map", &map, "--dry-run"]].concat());
+    assert_eq!(plan["tablespaces"][0]["oid"], oid.as_str(), "{plan}");
+    assert_eq!(plan["tablespaces"][0]["server_location"], location.as_str(), "{plan}");
+    assert_eq!(plan["tablespaces"][0]["restore_to"], mapped.to_str().unwrap(), "{plan}");
+    let o = a.repo.run(&[&base[..], &["--tablespace-map", &format!("{oid}=relative/dir")]].concat());
+    assert_eq!(code(&o), 2, "a relative directory is a usage error: {}", String::from_utf8_lossy(&o.stderr));
+
+    // Occupied: refused before anything is written.
+    std::fs::create_dir(&mapped).unwrap();
+    std::fs::write(mapped.join("precious"), b"keep me").unwrap();
+    let o = a.repo.run(&[&base[..], &["--tablespace-map", &map]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(code(&o), 0, "{err}");
+    assert!(err.contains("not empty") && err.contains(&oid), "{err}");
+    assert!(!to.exists(), "nothing was written");
+    assert_eq!(std::fs::read(mapped.join("precious")).unwrap(), b"keep me");
+    std::fs::remove_file(mapped.join("precious")).unwrap();
+
+    // A restore_command with a quote and backslashes (in a shell comment,
+    // so it still runs) reaches PostgreSQL exactly as given.
+    let default = plan["settings"].as_array().unwrap().iter().find(|s| s[0] == "restore_command").unwrap()[1].clone();
+    let command = format!("{} # o'brien \\ c:\\temp\\new ''", default.as_str().unwrap());
+    let v = a.repo.json(&[&base[..], &["--tablespace-map", &map, "--restore-command", &command]].concat());
+    assert!(v["verified"].as_u64().unwrap() > 900, "tablespace files checked too: {v}");
+    let written = std::fs::read_to_string(to.join("tablespace_map")).unwrap();
+    assert_eq!(written.trim(), format!("{oid} {}", mapped.display()));
+    let mut c = Cluster::from_copy(to.clone(), a.root(), "archive_mode = off\n");
+    c.start(&[]);
+    c.wait_until_promoted(Duration::from_secs(120));
+    assert_eq!(c.sql("SELECT count(*) FROM in_ts1"), "5000");
+    assert_eq!(c.sql("SHOW restore_command"), command);
+    assert_eq!(std::fs::read_link(to.join("pg_tblspc").join(&oid)).unwrap(), mapped);
+}

@@ -511,8 +511,7 @@ pub async fn restore(
     pgdata: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreReport> {
-    let b = Beneath::open(pgdata)?;
-    if !b.is_empty_dir("")? {
+    if std::fs::read_dir(pgdata).is_ok_and(|mut d| d.next().is_some()) {
         return Err(Error::InvalidInput(format!("{}: not empty; restore into a new directory", pgdata.display())));
     }
     for t in &plan.tablespaces {
@@ -530,13 +529,24 @@ pub async fn restore(
             )));
         }
     }
+    let b = Beneath::open(pgdata)?;
     // A PostgreSQL data directory holds no setuid files and no links but
     // the tablespaces'; its files belong to the server's user, kept when
     // root restores.
     let xopts =
         ExtractOptions { same_owner: Some(true), same_permissions: Some(false), links: LinkRule::PgTablespaces };
     let manifest_entry = snapshot.entries.iter().find(|e| e.name == "backup_manifest" && e.members.is_none()).cloned();
-    let mut sum = Layout::load(repo, index, snapshot.clone()).await?.extract(repo, index, None, pgdata, &xopts).await?;
+    // The data directory's archive: a pulled backup sends the tablespaces'
+    // archives first and `base.tar` last.
+    let is_tablespace = |name: &str| plan.tablespaces.iter().any(|t| name == format!("{}.tar", t.oid));
+    let base = snapshot
+        .entries
+        .iter()
+        .position(|e| e.members.is_some() && e.name == "base.tar")
+        .or_else(|| snapshot.entries.iter().position(|e| e.members.is_some() && !is_tablespace(&e.name)))
+        .ok_or_else(|| Error::corrupt("snapshot", None, "no archive of the data directory"))?;
+    let mut sum =
+        Layout::load_tar(repo, index, snapshot.clone(), base).await?.extract(repo, index, None, pgdata, &xopts).await?;
     let mut roots = Vec::new();
     for t in &plan.tablespaces {
         let Some(i) = snapshot.entries.iter().position(|e| e.name == format!("{}.tar", t.oid)) else {
@@ -547,16 +557,6 @@ pub async fn restore(
         sum.items += s.items;
         sum.bytes_written += s.bytes_written;
         roots.push((t, Beneath::open(&t.restore_to)?));
-    }
-    if plan.tablespaces.iter().any(|t| t.restore_to.as_os_str() != t.server_location.as_str()) {
-        let mut map = String::new();
-        for t in &plan.tablespaces {
-            let to = t.restore_to.to_str().ok_or_else(|| {
-                Error::InvalidInput(format!("tablespace {}: {:?} is not valid UTF-8", t.oid, t.restore_to))
-            })?;
-            map.push_str(&format!("{} {}\n", t.oid, map_escape(to)));
-        }
-        b.write("tablespace_map", map.as_bytes(), Some(&Meta { mode: 0o600, owner: None, mtime: None }))?;
     }
     if let Some(e) = manifest_entry {
         restore_entry_beneath(repo, index, &e, &b, "backup_manifest", None, 4).await?;
@@ -597,8 +597,6 @@ pub async fn restore(
         Ok(manifest.files.len() as u64)
     })?;
 
-    // Recovery settings last: a restore that failed above leaves no
-    // recovery.signal, so the directory cannot be started by mistake.
     // What PostgreSQL reads is owned like PG_VERSION (the server's user).
     let owner = match b.read_file("PG_VERSION")? {
         Some(f) if running_as_root() => {
@@ -607,6 +605,20 @@ pub async fn restore(
         }
         _ => None,
     };
+    // Mapped tablespaces: the map as PostgreSQL will read it, written
+    // after the backup's own was checked against the manifest.
+    if plan.tablespaces.iter().any(|t| t.restore_to.as_os_str() != t.server_location.as_str()) {
+        let mut map = String::new();
+        for t in &plan.tablespaces {
+            let to = t.restore_to.to_str().ok_or_else(|| {
+                Error::InvalidInput(format!("tablespace {}: {:?} is not valid UTF-8", t.oid, t.restore_to))
+            })?;
+            map.push_str(&format!("{} {}\n", t.oid, map_escape(to)));
+        }
+        b.write("tablespace_map", map.as_bytes(), Some(&Meta { mode: 0o600, owner, mtime: None }))?;
+    }
+    // Recovery settings last: a restore that failed above leaves no
+    // recovery.signal, so the directory cannot be started by mistake.
     let file_meta = Meta { mode: 0o600, owner, mtime: None };
     let mut text =
         read_all(&b, "postgresql.auto.conf")?.map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
@@ -622,6 +634,9 @@ pub async fn restore(
         let dir_meta = Meta { mode: 0o700, owner: Some(o), mtime: None };
         for d in ["pg_wal/archive_status", "pg_wal", ""] {
             b.set_dir_meta(d, &dir_meta)?;
+        }
+        for (_, root) in &roots {
+            root.set_dir_meta("", &dir_meta)?;
         }
         b.set_file_meta("backup_manifest", &file_meta)?;
     } else {
