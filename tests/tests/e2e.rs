@@ -8,6 +8,7 @@ mod conformance;
 mod crash;
 mod dirsnap;
 mod faults;
+mod fulldisk;
 mod gc;
 mod gc_stress;
 mod hostile;

@@ -31,6 +31,8 @@ use crate::snapshot::Entry;
 use crate::{Error, Result};
 
 const WINDOW_BYTES: u64 = 32 << 20;
+/// How a write error names the output before the caller knows its path.
+const OUTPUT: &str = "<restore output>";
 const COALESCE_GAP: u64 = 256 << 10;
 const MAX_RANGE: u64 = 16 << 20;
 /// Windows fetched ahead of the writer.
@@ -265,7 +267,7 @@ pub async fn restore_entry<W: Write + Send + 'static>(
     if let Some(e) = failure {
         return Err(e);
     }
-    wr.map_err(|e| Error::io("<restore output>", e))?;
+    wr.map_err(|e| Error::io(OUTPUT, e))?;
     if n != entry.size || hash.to_hex().as_str() != entry.blake3 {
         return Err(Error::corrupt(
             format!("entry {:?}", entry.name),
@@ -303,6 +305,14 @@ pub async fn restore_entry_to_path(
     restore_into(repo, index, entry, &b, name, None, concurrency, progress).await
 }
 
+/// A write error on the restore's output, named by the file it went to.
+pub(crate) fn name_output(e: Error, shown: &Path) -> Error {
+    match e {
+        Error::Io { path, source } if path == Path::new(OUTPUT) => Error::io(shown, source),
+        e => e,
+    }
+}
+
 /// Restores one entry to file `rel` beneath `b` (see [`Beneath`]), with
 /// `meta` applied on its handle before it takes its name.
 pub(crate) async fn restore_entry_beneath(
@@ -337,8 +347,9 @@ async fn restore_into(
             Ok(summary)
         }
         Err(e) => {
+            let shown = partial.shown().to_path_buf();
             partial.abandon();
-            Err(e)
+            Err(name_output(e, &shown))
         }
     }
 }
@@ -422,7 +433,7 @@ pub async fn restore_range<W: Write>(
             }
             let s = start.saturating_sub(*at) as usize;
             let e = ((end - at) as usize).min(b.len());
-            out.write_all(&b[s..e]).map_err(|e| Error::io("<restore output>", e))?;
+            out.write_all(&b[s..e]).map_err(|e| Error::io(OUTPUT, e))?;
             summary.bytes_written += (e - s) as u64;
         }
         i = j;

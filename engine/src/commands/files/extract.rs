@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::layout::{normalize, FileInfo, Layout, Location};
 use super::vet::{describe, LinkRule, Refusal};
 use crate::beneath::{Beneath, Meta, Partial};
-use crate::commands::restore::{restore_entry, restore_entry_beneath};
+use crate::commands::restore::{name_output, restore_entry, restore_entry_beneath};
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::FileKind;
@@ -196,6 +196,7 @@ impl Layout {
         let s = match self.read_file(repo, index, f, &mut w).await {
             Ok(s) => s,
             Err(e) => {
+                let e = name_output(e, partial.shown());
                 partial.abandon();
                 return Err(e);
             }
