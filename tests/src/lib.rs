@@ -5,6 +5,7 @@
 
 pub mod ceph;
 pub mod data;
+pub mod faultproxy;
 pub mod hostile;
 pub mod moto;
 pub mod pg;

@@ -19,6 +19,7 @@ mod pitr;
 mod producer;
 mod redis;
 mod roundtrip;
+mod s3faults;
 mod tamper;
 mod tar;
 mod wal;

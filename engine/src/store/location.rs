@@ -83,7 +83,12 @@ impl Location {
                 } else {
                     Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
                 };
-                Ok(Arc::new(RemoteBackend::new(store, true)))
+                // object_store retries a request that fails before its
+                // answer arrives; a body cut short after the headers (a
+                // LIST or GET read half-way) surfaces as an error instead,
+                // and is retried here, a few times.
+                let policy = super::RetryPolicy::new(3, std::time::Duration::from_millis(250));
+                Ok(Arc::new(super::Retry::new(RemoteBackend::new(store, true), policy)))
             }
             Location::Memory => {
                 Ok(Arc::new(RemoteBackend::new(Arc::new(object_store::memory::InMemory::new()), false)))
