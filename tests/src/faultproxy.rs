@@ -168,7 +168,7 @@ fn serve(
         let fault = match *schedule.lock().unwrap() {
             Schedule::Pass => None,
             Schedule::All(f) => Some(f),
-            Schedule::Every(e, f) => (n % e.max(1) == 0).then_some(f),
+            Schedule::Every(e, f) => n.is_multiple_of(e.max(1)).then_some(f),
         };
         if fault.is_some() {
             faults.fetch_add(1, Ordering::Relaxed);
