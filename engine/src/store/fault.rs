@@ -1,7 +1,8 @@
 //! [`Faulty`]: a backend that fails on purpose, for tests. Rules in a shared
 //! [`Faults`] say which requests fail and how: refused outright (transient
 //! or not), landed but answered with an error (a lost answer), out of space,
-//! or read back damaged (a flipped bit, a short body). Tests drive every
+//! read back damaged (a flipped bit, a short body), slow, or left out of
+//! listings that have not caught up with new objects. Tests drive every
 //! pipeline through it to show that a failing store never loses data and
 //! never yields a wrong byte.
 //!
@@ -72,6 +73,11 @@ pub enum Fault {
     },
     /// A get returns only the first half of its bytes.
     Truncate,
+    /// The request waits this long, then goes through.
+    Latency(std::time::Duration),
+    /// A listing leaves out every object written through this wrapper
+    /// (an eventually consistent listing that has not caught up).
+    OmitNew,
 }
 
 /// Which requests fail, and how.
@@ -154,18 +160,24 @@ impl Faults {
 pub struct Faulty<B> {
     inner: B,
     faults: Arc<Faults>,
+    written: Mutex<std::collections::HashSet<String>>,
 }
 
 impl<B: Backend> Faulty<B> {
     /// Puts `faults` between callers and `inner`.
     pub fn new(inner: B, faults: Arc<Faults>) -> Faulty<B> {
-        Faulty { inner, faults }
+        Faulty { inner, faults, written: Mutex::default() }
     }
 
     /// Refuses the request when a rule says so (faults that act on the
     /// result are left to the caller).
-    fn refuse(&self, op: Op, key: &str) -> Result<Option<Fault>> {
-        match self.faults.check(op, key) {
+    async fn refuse(&self, op: Op, key: &str) -> Result<Option<Fault>> {
+        let fault = self.faults.check(op, key);
+        if let Some(Fault::Latency(d)) = fault {
+            tokio::time::sleep(d).await;
+            return Ok(None);
+        }
+        match fault {
             Some(Fault::Fail { retryable }) => Err(injected(key, retryable)),
             Some(Fault::NoSpace) if op == Op::Put => {
                 Err(Error::io(key, std::io::Error::from_raw_os_error(libc::ENOSPC)))
@@ -182,8 +194,9 @@ fn injected(key: &str, retryable: bool) -> Error {
 #[async_trait]
 impl<B: Backend> Backend for Faulty<B> {
     async fn put_opts(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<Version> {
-        let fault = self.refuse(Op::Put, key)?;
+        let fault = self.refuse(Op::Put, key).await?;
         let v = self.inner.put_opts(key, bytes, mode).await?;
+        self.written.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string());
         match fault {
             Some(Fault::LostAnswer { retryable }) => Err(injected(key, retryable)),
             _ => Ok(v),
@@ -191,7 +204,7 @@ impl<B: Backend> Backend for Faulty<B> {
     }
 
     async fn get_opts(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        let fault = self.refuse(Op::Get, key)?;
+        let fault = self.refuse(Op::Get, key).await?;
         let b = self.inner.get_opts(key, range).await?;
         Ok(match fault {
             Some(Fault::FlipBit { offset }) if !b.is_empty() => {
@@ -205,22 +218,27 @@ impl<B: Backend> Backend for Faulty<B> {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
-        self.refuse(Op::Head, key)?;
+        self.refuse(Op::Head, key).await?;
         self.inner.head(key).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.refuse(Op::List, prefix)?;
-        self.inner.list(prefix).await
+        let fault = self.refuse(Op::List, prefix).await?;
+        let mut all = self.inner.list(prefix).await?;
+        if fault == Some(Fault::OmitNew) {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            all.retain(|o| !written.contains(&o.key));
+        }
+        Ok(all)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.refuse(Op::Delete, key)?;
+        self.refuse(Op::Delete, key).await?;
         self.inner.delete(key).await
     }
 
     async fn sync_existing(&self, key: &str) -> Result<()> {
-        self.refuse(Op::Sync, key)?;
+        self.refuse(Op::Sync, key).await?;
         self.inner.sync_existing(key).await
     }
 }
