@@ -13,6 +13,7 @@ mod gc;
 mod gc_stress;
 mod hostile;
 mod index_cache;
+mod injected;
 mod pg_harness;
 mod pg_replication;
 mod pitr;

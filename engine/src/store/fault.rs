@@ -115,7 +115,14 @@ impl FaultRule {
 pub struct Faults {
     rules: Mutex<Vec<(FaultRule, u64)>>,
     injected: AtomicU64,
+    log: Option<std::path::PathBuf>,
 }
+
+/// Test-only: the variable that puts a [`Faulty`] around every store this
+/// process opens, so end-to-end tests can fail real commands' requests.
+pub const FAULTS_ENV: &str = "CAIRN_TEST_FAULTS";
+/// Test-only: a file each injected fault appends a line to (`op key`).
+pub const FAULTS_LOG_ENV: &str = "CAIRN_TEST_FAULTS_LOG";
 
 impl Faults {
     /// An empty set of rules (nothing fails).
@@ -126,6 +133,51 @@ impl Faults {
     /// Adds a rule; the first matching rule that still fires wins.
     pub fn add(&self, rule: FaultRule) {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).push((rule, 0));
+    }
+
+    /// The rules in [`FAULTS_ENV`], if set: comma-separated
+    /// `op:prefix:kind[:skip[:times]]`, `op` one of put, get, head, list,
+    /// delete, sync; `kind` one of fail (permanent), transient, lost (a
+    /// put lands, its answer is an error), nospace, flip, truncate, slow
+    /// (100 ms). Injections are logged to [`FAULTS_LOG_ENV`] when set.
+    pub fn from_env() -> Result<Option<Arc<Faults>>> {
+        let Ok(spec) = std::env::var(FAULTS_ENV) else { return Ok(None) };
+        let bad = |why: &str| Error::Config(format!("{FAULTS_ENV}={spec:?}: {why}"));
+        let mut rules = Vec::new();
+        for r in spec.split(',').filter(|r| !r.is_empty()) {
+            let f: Vec<&str> = r.split(':').collect();
+            let [op, prefix, kind, rest @ ..] = f.as_slice() else { return Err(bad("op:prefix:kind[:skip[:times]]")) };
+            let op = match *op {
+                "put" => Op::Put,
+                "get" => Op::Get,
+                "head" => Op::Head,
+                "list" => Op::List,
+                "delete" => Op::Delete,
+                "sync" => Op::Sync,
+                _ => return Err(bad("unknown operation")),
+            };
+            let fault = match *kind {
+                "fail" => Fault::Fail { retryable: false },
+                "transient" => Fault::Fail { retryable: true },
+                "lost" => Fault::LostAnswer { retryable: false },
+                "nospace" => Fault::NoSpace,
+                "flip" => Fault::FlipBit { offset: 7 },
+                "truncate" => Fault::Truncate,
+                "slow" => Fault::Latency(std::time::Duration::from_millis(100)),
+                _ => return Err(bad("unknown fault")),
+            };
+            let num = |i: usize| rest.get(i).map(|n| n.parse::<u64>().map_err(|_| bad("skip and times are numbers")));
+            let mut rule = FaultRule::new(op, prefix, fault);
+            if let Some(n) = num(0) {
+                rule = rule.skip(n?);
+            }
+            if let Some(n) = num(1) {
+                rule = rule.times(n?);
+            }
+            rules.push((rule, 0));
+        }
+        let log = std::env::var_os(FAULTS_LOG_ENV).map(Into::into);
+        Ok(Some(Arc::new(Faults { rules: Mutex::new(rules), injected: AtomicU64::new(0), log })))
     }
 
     /// Removes every rule.
@@ -148,6 +200,15 @@ impl Faults {
             *seen += 1;
             if *seen > rule.skip && *seen - rule.skip <= rule.times {
                 self.injected.fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = &self.log {
+                    use std::io::Write;
+                    let line = format!("{} {key} {:?}\n", op.name(), rule.fault);
+                    let _ = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(p)
+                        .and_then(|mut f| f.write_all(line.as_bytes()));
+                }
                 return Some(rule.fault.clone());
             }
         }

@@ -38,6 +38,11 @@ impl fmt::Display for Location {
     }
 }
 
+/// Retries on top of object_store's own: a few, soon.
+fn retry_policy() -> super::RetryPolicy {
+    super::RetryPolicy::new(3, std::time::Duration::from_millis(250))
+}
+
 impl Location {
     /// Parses `PATH`, `file:///abs/path`, `s3://bucket[/prefix]` or `memory://`.
     pub fn parse(s: &str) -> Result<Location> {
@@ -64,6 +69,16 @@ impl Location {
     }
 
     pub(super) fn build(&self, create: bool) -> Result<Arc<dyn Backend>> {
+        let backend = self.build_plain(create)?;
+        // Test-only fault injection for end-to-end tests of real commands,
+        // under the retries real failures get.
+        Ok(match super::Faults::from_env()? {
+            Some(f) => Arc::new(super::Retry::new(super::Faulty::new(backend, f), retry_policy())),
+            None => backend,
+        })
+    }
+
+    fn build_plain(&self, create: bool) -> Result<Arc<dyn Backend>> {
         match self {
             Location::Local(p) => Ok(Arc::new(LocalBackend::open(p, create)?)),
             Location::S3 { bucket, prefix } => {
@@ -87,8 +102,7 @@ impl Location {
                 // answer arrives; a body cut short after the headers (a
                 // LIST or GET read half-way) surfaces as an error instead,
                 // and is retried here, a few times.
-                let policy = super::RetryPolicy::new(3, std::time::Duration::from_millis(250));
-                Ok(Arc::new(super::Retry::new(RemoteBackend::new(store, true), policy)))
+                Ok(Arc::new(super::Retry::new(RemoteBackend::new(store, true), retry_policy())))
             }
             Location::Memory => {
                 Ok(Arc::new(RemoteBackend::new(Arc::new(object_store::memory::InMemory::new()), false)))
