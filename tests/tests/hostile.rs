@@ -184,3 +184,55 @@ fn tar_snapshots_lose_setuid_bits_and_device_nodes_unless_asked() {
     assert!(!ls.contains('\x1b'), "{ls:?}");
     assert!(ls.contains("evil\\u{1b}[2Jname"), "{ls}");
 }
+
+/// A directory snapshot forged with the repository's key (an attacker who
+/// holds it, or a bug upstream): entries renamed to climb out, made
+/// absolute, doubled, or hard-linked to a path outside. Every restore mode
+/// refuses it whole; nothing outside changes.
+#[test]
+fn forged_directory_snapshots_are_refused() {
+    use cairn_engine::store::{Location, Store};
+    use cairn_engine::{Repository, Secret, Snapshot, SnapshotId};
+    let s = Scene::new();
+    let r = TestRepo::new();
+    let src = s.root.join("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("d/f"), b"payload").unwrap();
+    let v = r.json(&["backup", "--kind", "dir", "--source", "d", src.to_str().unwrap()]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let forge = |rename: &dyn Fn(&mut Vec<cairn_engine::Entry>)| -> String {
+        rt.block_on(async {
+            let store = Store::open(&Location::parse(&r.url).unwrap(), false).unwrap();
+            let repo = Repository::open(store, &Secret::from_key_file(&r.key).unwrap()).await.unwrap();
+            let id = SnapshotId::from_hex(v["snapshot"].as_str().unwrap()).unwrap();
+            let mut snap = Snapshot::load(&repo, &id).await.unwrap();
+            rename(&mut snap.entries);
+            snap.save(&repo).await.unwrap().to_hex()
+        })
+    };
+    let victim = s.outside().join("victim").display().to_string();
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<cairn_engine::Entry>)>)> = vec![
+        (
+            "../outside/victim",
+            Box::new(|e| e.iter_mut().filter(|e| e.name == "d/f").for_each(|e| e.name = "../outside/victim".into())),
+        ),
+        (
+            "an absolute path",
+            Box::new(move |e| e.iter_mut().filter(|e| e.name == "d/f").for_each(|e| e.name = victim.clone())),
+        ),
+        (
+            "second member",
+            Box::new(|e| {
+                let dup = e.iter().find(|e| e.name == "d/f").unwrap().clone();
+                e.push(dup);
+            }),
+        ),
+    ];
+    let target = s.target();
+    let t = target.to_str().unwrap();
+    for (says, how) in cases {
+        let id = forge(&*how);
+        refused(&r, &s, &["restore", &id, "--to", t], says);
+        assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "{says}: the target stays empty");
+    }
+}
