@@ -10,6 +10,7 @@
 //! output is hashed again and compared with the manifest's BLAKE3.
 
 use crate::repofile::ObjectKey;
+use crate::store::Backend as _;
 use crate::store::BackendExt as _;
 use std::collections::HashMap;
 use std::io::Write;
@@ -122,6 +123,43 @@ fn slice_blob<'a>(bytes: &'a [u8], start: u64, e: &cairn_formats::repo::BlobEntr
     })
 }
 
+/// A blob that failed where the local index placed it: the pack's own
+/// (authenticated) trailer decides. If it lists the blob elsewhere, the
+/// cached entry was wrong and the blob is read where the trailer says; if
+/// it agrees, or the trailer cannot be read, the pack is damaged and the
+/// first error stands. The cache is a cache: never the last word.
+async fn second_opinion(repo: &Repository, loc: &BlobLocation, first: Error) -> Result<Arc<Vec<u8>>> {
+    let key = ObjectKey::Pack(loc.pack).to_string();
+    let Ok(meta) = repo.store().head(&key).await else { return Err(first) };
+    let Ok(entries) = crate::pack::read_trailer(repo.store(), repo.keys(), &loc.pack, meta.size).await else {
+        return Err(first);
+    };
+    let Some(e) = entries.iter().find(|e| e.id == loc.entry.id) else {
+        return Err(Error::corrupt(
+            key,
+            Some(u64::from(loc.entry.offset)),
+            format!(
+                "the local index places blob {} in this pack, whose trailer does not list it: the index is stale \
+                 (`cairn index rebuild`)",
+                hex::encode(loc.entry.id)
+            ),
+        ));
+    };
+    if *e == loc.entry {
+        return Err(first);
+    }
+    tracing::warn!(
+        "{key}: the local index placed blob {} at offset {}, the pack's trailer at {}; read by the trailer \
+         (run `cairn index rebuild` to refresh the index)",
+        hex::encode(loc.entry.id),
+        loc.entry.offset,
+        e.offset
+    );
+    let sealed =
+        repo.store().get_range(&key, u64::from(e.offset)..u64::from(e.offset) + u64::from(e.stored_len)).await?;
+    open_blob(repo.keys(), &key, e, &sealed).map(Arc::new)
+}
+
 /// Fetches and opens blobs; returns them by id.
 pub async fn fetch_blobs(
     repo: &Repository,
@@ -145,12 +183,12 @@ pub async fn fetch_blobs(
         .map(|r| async move {
             let key = ObjectKey::Pack(r.pack).to_string();
             let bytes = repo.store().get_range(&key, r.start..r.end).await?;
-            let opened: Vec<Result<(BlobId, Arc<Vec<u8>>)>> = tokio::task::block_in_place(|| {
+            let opened: Vec<(BlobLocation, Result<Arc<Vec<u8>>>)> = tokio::task::block_in_place(|| {
                 r.blobs
                     .par_iter()
                     .map(|b| {
-                        let sealed = slice_blob(&bytes, r.start, &b.entry, &key)?;
-                        open_blob(repo.keys(), &key, &b.entry, sealed).map(|p| (BlobId(Id(b.entry.id)), Arc::new(p)))
+                        let sealed = slice_blob(&bytes, r.start, &b.entry, &key);
+                        (*b, sealed.and_then(|s| open_blob(repo.keys(), &key, &b.entry, s)).map(Arc::new))
                     })
                     .collect()
             });
@@ -162,9 +200,13 @@ pub async fn fetch_blobs(
     while let Some(r) = results.next().await {
         let (blobs, n) = r?;
         fetched += n;
-        for b in blobs {
-            let (id, p) = b?;
-            out.insert(id, p);
+        for (loc, b) in blobs {
+            let p = match b {
+                Ok(p) => p,
+                Err(e @ Error::Corrupt { .. }) => second_opinion(repo, &loc, e).await?,
+                Err(e) => return Err(e),
+            };
+            out.insert(BlobId(Id(loc.entry.id)), p);
         }
     }
     Ok((out, fetched, requests))
@@ -456,6 +498,37 @@ mod tests {
 
     fn entry(id: u8, offset: u32, stored_len: u32) -> BlobEntry {
         BlobEntry { id: [id; 32], kind: BlobKind::Data, compression: Compression::None, offset, stored_len, raw_len: 0 }
+    }
+
+    /// A cached entry that points at the wrong bytes (a damaged or stale
+    /// cache): the pack's trailer decides, and the restore is exact.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrong_cached_entry_is_corrected_by_the_packs_trailer() {
+        use crate::commands::backup::{Backup, BackupOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::keys::Secret::create_key_file(&dir.path().join("key")).unwrap();
+        let repo =
+            Arc::new(Repository::init(crate::store::Store::memory(), &secret, Default::default()).await.unwrap());
+        let index = Arc::new(
+            LocalIndex::for_writing(&repo, &dir.path().join("cache"), std::time::Duration::from_secs(5)).await.unwrap(),
+        );
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let (_, snap) =
+            Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(data.clone()).await.unwrap();
+        let tree = load_tree(&repo, &index, &snap.entries[0].content[0].tree).await.unwrap();
+        let loc = index.lookup(&BlobId(Id(tree[0].id))).unwrap().unwrap();
+        let mut wrong = loc.entry;
+        wrong.offset += 16;
+        index.put_pack(&loc.pack, &[wrong]).unwrap();
+        assert_eq!(index.lookup(&BlobId(Id(tree[0].id))).unwrap().unwrap().entry, wrong);
+        let (_, out) = restore_entry(&repo, &index, &snap.entries[0], Vec::new(), 2, Arc::default()).await.unwrap();
+        assert!(out == data, "restored exactly, by the trailer");
+        // A cached entry naming a blob the pack does not hold at all.
+        let mut absent = loc.entry;
+        absent.id = [0xee; 32];
+        index.put_pack(&loc.pack, &[absent]).unwrap();
+        let err = fetch_blobs(&repo, &index, &[BlobId(Id([0xee; 32]))], 1).await.unwrap_err();
+        assert!(err.to_string().contains("index is stale"), "{err}");
     }
 
     #[test]
