@@ -228,6 +228,19 @@ pub enum Error {
     CheckFailed(usize),
 }
 
+/// A read that ran into the socket's read timeout (`WouldBlock` on Unix,
+/// `TimedOut` elsewhere) as a `TimedOut` error that says how long nothing
+/// came; any other error unchanged.
+pub(crate) fn read_timed_out(e: std::io::Error, waited: std::time::Duration) -> std::io::Error {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("nothing received from the server for {waited:?} (read timeout)"),
+        ),
+        _ => e,
+    }
+}
+
 impl Error {
     pub(crate) fn corrupt(object: impl Into<String>, offset: Option<u64>, detail: impl Into<String>) -> Self {
         Error::Corrupt { object: object.into(), offset, detail: detail.into() }
@@ -239,6 +252,24 @@ impl Error {
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// A connection to `server` that failed while `during`; refused,
+    /// reset, cut short or timed out is worth a retry.
+    pub(crate) fn connection(server: impl Into<String>, during: impl Into<String>, source: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let retryable = matches!(
+            source.kind(),
+            K::ConnectionRefused
+                | K::ConnectionReset
+                | K::ConnectionAborted
+                | K::TimedOut
+                | K::UnexpectedEof
+                | K::BrokenPipe
+                | K::Interrupted
+                | K::NotFound
+        );
+        Error::Connection { server: server.into(), during: during.into(), retryable, source }
     }
 
     /// Maps a decode error from `cairn-formats` onto the object it came from.

@@ -179,7 +179,7 @@ fn live_pull_disk_based_and_diskless() {
     std::fs::write(&pwfile, "s3cret-pw\n").unwrap();
     let live_backup = |what: &str| -> serde_json::Value {
         let mut c =
-            repo.cmd(&["--json", "redis", "backup", "--url", &url, "--password-file", pwfile.to_str().unwrap()]);
+            repo.cmd(&["--json", "redis", "backup", "--url", &url, "--redis-password-file", pwfile.to_str().unwrap()]);
         let out = c.output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{what}: {text}");
@@ -234,6 +234,31 @@ fn live_pull_disk_based_and_diskless() {
     let mut c = repo.cmd(&["redis", "backup", "--url", &url]);
     assert!(c.env("REDISCLI_AUTH", "s3cret-pw").output().unwrap().status.success());
     assert_eq!(repo.json(&["snapshots"]).as_array().unwrap().len(), before + 1);
+}
+
+/// The repository password given the documented way (`CAIRN_PASSWORD_FILE`,
+/// no key file) and the Redis password in the URL: each goes where it
+/// belongs. Regression test: while the Redis password file was also called
+/// `--password-file`, the repository's was sent to Redis (WRONGPASS).
+#[test]
+fn live_pull_with_url_password_and_repository_password_file() {
+    let repo = TestRepo::new();
+    let mut src = RedisServer::start(&["--repl-diskless-sync-delay", "0"]);
+    populate(&src, 0);
+    src.set_password("redis-pw");
+    let (want, keyspace) = (digest(&src), src.keyspace());
+    let repo_pw = repo.dir.path().join("repository-password");
+    std::fs::write(&repo_pw, "repository-pw\n").unwrap();
+    repo.ok(&["key", "add", "--new-password-file", repo_pw.to_str().unwrap()]);
+
+    let url = format!("redis://:redis-pw@127.0.0.1:{}", src.port);
+    let mut c = repo.cmd(&["--json", "redis", "backup", "--url", &url]);
+    let out = c.env_remove("CAIRN_KEY_FILE").env("CAIRN_PASSWORD_FILE", &repo_pw).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("repository-pw") && !err.contains("WRONGPASS"), "{err}");
+    assert_counts(&serde_json::from_slice(&out.stdout).unwrap(), &keyspace);
+    restore_and_compare(&repo, &want, &keyspace);
 }
 
 /// `rediss://` against a server that speaks only TLS: the server's

@@ -122,3 +122,58 @@ pub async fn run(mut cli: Cli) -> Result<i32> {
 pub fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string(v).expect("serializable"));
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Arg, CommandFactory};
+
+    /// Every name by which an argument can be given: its id (what the
+    /// derived structs read back), long and short names with their
+    /// aliases, and its environment variable.
+    fn names(a: &Arg) -> Vec<String> {
+        let mut n = vec![format!("id {}", a.get_id())];
+        n.extend(a.get_long().into_iter().chain(a.get_all_aliases().into_iter().flatten()).map(|l| format!("--{l}")));
+        n.extend(
+            a.get_short().into_iter().chain(a.get_all_short_aliases().into_iter().flatten()).map(|s| format!("-{s}")),
+        );
+        n.extend(a.get_env().map(|e| format!("env {}", e.to_string_lossy())));
+        n
+    }
+
+    /// Regression test for `redis backup --password-file` (the Redis
+    /// server's password), which shared its name with the global
+    /// `--password-file` (the repository's, also `CAIRN_PASSWORD_FILE`): the
+    /// repository password was sent to Redis. No argument of any subcommand
+    /// may be reachable by a name a global argument uses.
+    #[test]
+    fn no_subcommand_argument_shadows_a_global_one() {
+        let root = super::Cli::command();
+        let globals: Vec<(String, String)> = root
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .flat_map(|a| names(a).into_iter().map(|n| (n, a.get_id().to_string())))
+            .collect();
+        assert!(globals.iter().any(|(n, _)| n == "env CAIRN_PASSWORD_FILE"), "{globals:?}");
+        let mut clashes = Vec::new();
+        let mut stack: Vec<(String, &clap::Command)> = vec![("cairn".into(), &root)];
+        let mut visited = 0;
+        while let Some((path, cmd)) = stack.pop() {
+            visited += 1;
+            for sub in cmd.get_subcommands() {
+                stack.push((format!("{path} {}", sub.get_name()), sub));
+            }
+            if path == "cairn" {
+                continue;
+            }
+            for a in cmd.get_arguments().filter(|a| !a.is_global_set()) {
+                for n in names(a) {
+                    if let Some((_, g)) = globals.iter().find(|(gn, _)| *gn == n) {
+                        clashes.push(format!("`{path}`: {n} of argument {} is also global {g}'s", a.get_id()));
+                    }
+                }
+            }
+        }
+        assert!(visited > 20, "only {visited} commands walked");
+        assert!(clashes.is_empty(), "arguments shadowed by global ones:\n{}", clashes.join("\n"));
+    }
+}

@@ -1,9 +1,11 @@
 //! `cairn pg restore`: point-in-time restore of a PostgreSQL cluster.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use cairn_engine::pg::pitr::{self, Action, Target};
+use cairn_engine::pg::replication::{DEFAULT_READ_TIMEOUT, DEFAULT_START_TIMEOUT};
 use cairn_engine::LocalIndex;
 use clap::Subcommand;
 
@@ -59,6 +61,19 @@ pub struct BackupArgs {
     /// Limit the server's send rate (kB/s).
     #[arg(long, value_name = "KB_PER_S")]
     max_rate: Option<u32>,
+    /// Seconds the server may stay silent while connecting and while the
+    /// backup streams. At the end the server waits for its last WAL segment
+    /// to be archived and warns after 60, 120, 240… seconds; each warning
+    /// counts as data.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
+    /// Seconds to wait for the backup to start: the server's checkpoint (a
+    /// spread one, without --fast, takes up to checkpoint_timeout ×
+    /// checkpoint_completion_target).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_START_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    start_timeout: u64,
     /// zstd level for new data.
     #[arg(long, default_value_t = cairn_engine::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
@@ -168,7 +183,8 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     let bb = BaseBackupOptions::default()
         .with_label(a.label.clone())
         .with_fast_checkpoint(a.fast)
-        .with_max_rate_kb(a.max_rate);
+        .with_max_rate_kb(a.max_rate)
+        .with_timeouts(Duration::from_secs(a.timeout), Duration::from_secs(a.start_timeout));
     let mut opts = BackupOptions::stream(&stanza);
     opts.source.kind = cairn_engine::PG_BASE_KIND.into();
     opts.compression_level = a.compression;

@@ -19,9 +19,10 @@ pub enum Command {
 /// snapshot; no temporary file. The snapshot records repl-id and offset,
 /// redis-ver, the RDB version and per-database key counts.
 ///
-/// The password comes from REDISCLI_AUTH (as for redis-cli) or
-/// --password-file, so it need not be in argv; one in the URL works but is
-/// visible to other users of this machine.
+/// The server's password comes from REDISCLI_AUTH (as for redis-cli) or
+/// --redis-password-file, so it need not be in argv; one in the URL works
+/// but is visible to other users of this machine. (--password-file and
+/// CAIRN_PASSWORD_FILE are the repository's password, as everywhere.)
 ///
 /// TLS: a rediss:// URL or --tls. The server's certificate is checked
 /// against --tls-ca-file (or the system's roots) and the URL's host (or
@@ -49,9 +50,10 @@ pub struct BackupArgs {
     /// [default: the URL's host].
     #[arg(long, value_name = "NAME")]
     tls_server_name: Option<String>,
-    /// File holding the server's password (one trailing newline ignored).
+    /// File holding the Redis server's password (one trailing newline
+    /// ignored); not the repository's (--password-file).
     #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
+    redis_password_file: Option<PathBuf>,
     /// Seconds without any byte from the server (keepalives count) before giving up.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -105,7 +107,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         server_name: a.tls_server_name,
     };
     let timeout = std::time::Duration::from_secs(a.timeout);
-    let opts = SyncOptions::from_url(&a.url, a.tls, tls, a.password_file.as_deref(), timeout)?;
+    let opts = SyncOptions::from_url(&a.url, a.tls, tls, a.redis_password_file.as_deref(), timeout)?;
     let addr = opts.addr.clone();
 
     let repo = g.open().await?;

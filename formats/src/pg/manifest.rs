@@ -17,6 +17,12 @@ use sha2::Digest;
 
 use super::Lsn;
 
+/// The largest `backup_manifest` cairn accepts, in bytes. A manifest is read
+/// whole into memory; PostgreSQL's lists about 200 bytes per file, so this
+/// is several million files, and anything larger is a broken or hostile
+/// server or archive.
+pub const MAX_MANIFEST_LEN: usize = 1 << 30;
+
 /// Why a manifest, or a file checked against it, was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {

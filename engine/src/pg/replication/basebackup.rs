@@ -22,6 +22,7 @@
 use std::io::{self, Read};
 
 use bytes::{Buf, Bytes, BytesMut};
+use cairn_formats::pg::manifest::MAX_MANIFEST_LEN;
 use cairn_formats::pg::Lsn;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
@@ -93,6 +94,8 @@ pub struct BaseBackup {
     lookahead: Option<Event>,
     received: u64,
     manifest_read: bool,
+    /// The largest manifest accepted ([`MAX_MANIFEST_LEN`]; tests lower it).
+    pub(super) manifest_limit: usize,
     failed: Option<Error>,
 }
 
@@ -115,7 +118,7 @@ impl BaseBackup {
     /// the backup has started (after its checkpoint) and the first archive
     /// is on its way.
     pub fn start(conn: &ConnInfo, opts: &BaseBackupOptions) -> Result<BaseBackup> {
-        let mut conn = Conn::connect(conn)?;
+        let mut conn = Conn::connect(conn, opts.read_timeout)?;
         let server = conn.server.clone();
         let reported = conn.server_version.clone().unwrap_or_default();
         let version = parse_server_version(&reported)
@@ -143,7 +146,10 @@ impl BaseBackup {
         conn.send(&out, "sending BASE_BACKUP")?;
 
         // The start position and the tablespace list, each ended by
-        // CommandComplete, then the first CopyOutResponse.
+        // CommandComplete, then the first CopyOutResponse. Nothing comes
+        // until the checkpoint is done (and, with PROGRESS, the data
+        // directory has been sized): the start timeout governs.
+        conn.set_read_timeout(opts.start_timeout)?;
         let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
         loop {
             match conn.recv(&|| "waiting for the backup to start (checkpoint)".into())? {
@@ -191,6 +197,7 @@ impl BaseBackup {
         if tablespaces.is_empty() {
             return Err(protocol_error(&server, "BASE_BACKUP sent no tablespace list"));
         }
+        conn.set_read_timeout(opts.read_timeout)?;
 
         let new_protocol = version >= NEW_PROTOCOL_VERSION;
         let mut wire = Wire {
@@ -228,6 +235,7 @@ impl BaseBackup {
             lookahead,
             received: 0,
             manifest_read: false,
+            manifest_limit: MAX_MANIFEST_LEN,
             failed: None,
         })
     }
@@ -290,7 +298,8 @@ impl BaseBackup {
     }
 
     /// Reads the `backup_manifest` (skipping any archive bytes not read
-    /// yet). It comes after the last archive.
+    /// yet). It comes after the last archive. One larger than
+    /// [`MAX_MANIFEST_LEN`] is a protocol error: it is held in memory.
     pub fn manifest(&mut self) -> Result<Vec<u8>> {
         self.check()?;
         let server = self.wire.conn.server.clone();
@@ -322,6 +331,13 @@ impl BaseBackup {
         loop {
             let len = manifest.len();
             match self.wire.next_event(&|| format!("reading backup_manifest at byte {len}")) {
+                Ok(Event::Data(d)) if len + d.len() > self.manifest_limit => {
+                    let limit = self.manifest_limit;
+                    return Err(self.fail(protocol_error(
+                        &server,
+                        format!("the backup manifest is larger than {limit} bytes, the most accepted"),
+                    )));
+                }
                 Ok(Event::Data(d)) => manifest.extend_from_slice(&d),
                 // 15+: CopyDone; 13–14: the manifest's stream has ended and
                 // the end-position result set has begun.

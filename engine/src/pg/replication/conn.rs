@@ -11,6 +11,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -23,6 +24,7 @@ use zeroize::Zeroize;
 use super::conninfo::{ChannelBindingMode, ConnInfo, SslMode};
 use super::tls;
 use super::wire::message_name;
+use crate::error::read_timed_out;
 use crate::{Error, Result};
 
 /// The largest backend message accepted. Archive data arrives in messages
@@ -131,22 +133,6 @@ pub(crate) fn log_notice(server: &str, fields: ErrorFields<'_>) {
     }
 }
 
-pub(crate) fn connection_error(server: &str, during: impl Into<String>, source: io::Error) -> Error {
-    use io::ErrorKind as K;
-    let retryable = matches!(
-        source.kind(),
-        K::ConnectionRefused
-            | K::ConnectionReset
-            | K::ConnectionAborted
-            | K::TimedOut
-            | K::UnexpectedEof
-            | K::BrokenPipe
-            | K::Interrupted
-            | K::NotFound
-    );
-    Error::Connection { server: server.to_owned(), during: during.into(), retryable, source }
-}
-
 pub(crate) fn protocol_error(server: &str, detail: impl Into<String>) -> Error {
     Error::Protocol { server: server.to_owned(), detail: detail.into() }
 }
@@ -164,30 +150,37 @@ pub(crate) struct Conn {
     /// `tls-server-end-point` data for SCRAM-SHA-256-PLUS, when TLS is on
     /// and the certificate's signature algorithm allows it.
     channel_binding: Option<Vec<u8>>,
+    /// The socket's read timeout, for messages.
+    read_timeout: Duration,
 }
 
 impl Conn {
     /// Connects, negotiates TLS per `sslmode`, starts a physical
-    /// replication session and authenticates.
-    pub fn connect(ci: &ConnInfo) -> Result<Conn> {
+    /// replication session and authenticates. Every read and write on the
+    /// socket, TCP or Unix, from the TLS negotiation on, gives up after
+    /// `timeout` without progress (see [`Conn::set_read_timeout`]).
+    pub fn connect(ci: &ConnInfo, timeout: Duration) -> Result<Conn> {
         let server = ci.server_name();
         let mut conn = if ci.is_unix_socket() {
             let path = ci.socket_path();
-            let s = UnixStream::connect(&path).map_err(|e| connection_error(&server, "connecting", e))?;
-            Conn::new(Stream::Unix(s), server, false)
+            let s = UnixStream::connect(&path).map_err(|e| Error::connection(&server, "connecting", e))?;
+            s.set_read_timeout(Some(timeout))
+                .and_then(|()| s.set_write_timeout(Some(timeout)))
+                .map_err(|e| Error::connection(&server, "setting socket timeouts", e))?;
+            Conn::new(Stream::Unix(s), server, false, timeout)
         } else if ci.sslmode == SslMode::Disable {
-            Conn::new(Stream::Tcp(connect_tcp(ci, &server)?), server, false)
+            Conn::new(Stream::Tcp(connect_tcp(ci, &server, timeout)?), server, false, timeout)
         } else {
-            match negotiate_tls(ci, connect_tcp(ci, &server)?, &server) {
+            match negotiate_tls(ci, connect_tcp(ci, &server, timeout)?, &server, timeout) {
                 Ok(stream) => {
                     let tls = matches!(stream, Stream::Tls(_));
-                    Conn::new(stream, server, tls)
+                    Conn::new(stream, server, tls, timeout)
                 }
                 // libpq's `prefer` also falls back to plain when the handshake
                 // fails; that connection is spoilt, so a new one is made.
                 Err(e) if ci.sslmode == SslMode::Prefer => {
                     tracing::warn!(server, error = %e, "TLS handshake failed; sslmode=prefer, so connecting without TLS");
-                    Conn::new(Stream::Tcp(connect_tcp(ci, &server)?), server, false)
+                    Conn::new(Stream::Tcp(connect_tcp(ci, &server, timeout)?), server, false, timeout)
                 }
                 Err(e) => return Err(e),
             }
@@ -196,14 +189,37 @@ impl Conn {
         Ok(conn)
     }
 
-    fn new(stream: Stream, server: String, tls: bool) -> Conn {
+    fn new(stream: Stream, server: String, tls: bool, read_timeout: Duration) -> Conn {
         let channel_binding = match &stream {
             Stream::Tls(s) => {
                 s.conn.peer_certificates().and_then(|c| c.first()).and_then(|c| tls::tls_server_end_point(c))
             }
             _ => None,
         };
-        Conn { stream, buf: BytesMut::with_capacity(READ_CHUNK), server, server_version: None, tls, channel_binding }
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            server,
+            server_version: None,
+            tls,
+            channel_binding,
+            read_timeout,
+        }
+    }
+
+    /// How long a read may wait for the server's next byte from now on:
+    /// short while data flows, longer while the server works before it
+    /// answers (a checkpoint). A read that waits longer fails with a
+    /// `TimedOut` [`Error::Connection`] naming what was being read.
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> Result<()> {
+        let set = match &self.stream {
+            Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
+            Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
+            Stream::Tls(s) => s.sock.set_read_timeout(Some(timeout)),
+        };
+        set.map_err(|e| Error::connection(&self.server, "setting the read timeout", e))?;
+        self.read_timeout = timeout;
+        Ok(())
     }
 
     fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
@@ -387,7 +403,7 @@ impl Conn {
         self.stream
             .write_all(bytes)
             .and_then(|()| self.stream.flush())
-            .map_err(|e| connection_error(&self.server, during, e))
+            .map_err(|e| Error::connection(&self.server, during, e))
     }
 
     /// The next backend message. `during` names what we were doing, for
@@ -429,7 +445,7 @@ impl Conn {
                 Ok(0) => {
                     self.buf.truncate(start);
                     let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection");
-                    return Err(connection_error(&self.server, during(), eof));
+                    return Err(Error::connection(&self.server, during(), eof));
                 }
                 Ok(n) => {
                     self.buf.truncate(start + n);
@@ -438,7 +454,7 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.buf.truncate(start);
-                    return Err(connection_error(&self.server, during(), e));
+                    return Err(Error::connection(&self.server, during(), read_timed_out(e, self.read_timeout)));
                 }
             }
         }
@@ -497,7 +513,7 @@ impl Conn {
 }
 
 /// Connects to the first address of `hostaddr` or `host` that answers.
-fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
+fn connect_tcp(ci: &ConnInfo, server: &str, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = match &ci.hostaddr {
         Some(a) => {
             let ip: IpAddr =
@@ -506,7 +522,7 @@ fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
         }
         None => (ci.host.as_str(), ci.port)
             .to_socket_addrs()
-            .map_err(|e| connection_error(server, "resolving the host name", e))?
+            .map_err(|e| Error::connection(server, "resolving the host name", e))?
             .collect(),
     };
     let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
@@ -517,6 +533,9 @@ fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
         };
         match attempt {
             Ok(s) => {
+                s.set_read_timeout(Some(timeout))
+                    .and_then(|()| s.set_write_timeout(Some(timeout)))
+                    .map_err(|e| Error::connection(server, "setting socket timeouts", e))?;
                 // Small protocol messages must not wait for Nagle.
                 let _ = s.set_nodelay(true);
                 // A backup may sit idle for minutes (a spread checkpoint,
@@ -534,22 +553,22 @@ fn connect_tcp(ci: &ConnInfo, server: &str) -> Result<TcpStream> {
             Err(e) => last = e,
         }
     }
-    Err(connection_error(server, "connecting", last))
+    Err(Error::connection(server, "connecting", last))
 }
 
 /// Sends SSLRequest and returns the TLS stream, or the plain one when the
 /// server declines and `sslmode` allows that (the server then expects the
 /// startup message on the same connection).
-fn negotiate_tls(ci: &ConnInfo, mut tcp: TcpStream, server: &str) -> Result<Stream> {
+fn negotiate_tls(ci: &ConnInfo, mut tcp: TcpStream, server: &str, timeout: Duration) -> Result<Stream> {
     let mut req = BytesMut::new();
     frontend::ssl_request(&mut req);
-    tcp.write_all(&req).map_err(|e| connection_error(server, "requesting TLS", e))?;
+    tcp.write_all(&req).map_err(|e| Error::connection(server, "requesting TLS", e))?;
     let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).map_err(|e| connection_error(server, "requesting TLS", e))?;
+    tcp.read_exact(&mut answer).map_err(|e| Error::connection(server, "requesting TLS", read_timed_out(e, timeout)))?;
     match answer[0] {
         b'S' => {}
         b'N' if ci.sslmode.requires_tls() => {
-            return Err(connection_error(
+            return Err(Error::connection(
                 server,
                 "requesting TLS",
                 io::Error::other(format!(
@@ -568,9 +587,10 @@ fn negotiate_tls(ci: &ConnInfo, mut tcp: TcpStream, server: &str) -> Result<Stre
     }
     let config = tls::client_config(ci)?;
     let mut conn = rustls::ClientConnection::new(config, tls::server_name(ci))
-        .map_err(|e| connection_error(server, "starting TLS", io::Error::other(e)))?;
+        .map_err(|e| Error::connection(server, "starting TLS", io::Error::other(e)))?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| connection_error(server, "TLS handshake", e))?;
+        conn.complete_io(&mut tcp)
+            .map_err(|e| Error::connection(server, "TLS handshake", read_timed_out(e, timeout)))?;
     }
     Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp))))
 }

@@ -57,4 +57,4 @@ mod script_tests;
 
 pub use basebackup::{Archive, BackupEnd, BaseBackup, MIN_SERVER_VERSION};
 pub use conninfo::{ChannelBindingMode, ConnInfo, Password, SslMode};
-pub use options::{BaseBackupOptions, ManifestChecksums};
+pub use options::{BaseBackupOptions, ManifestChecksums, DEFAULT_READ_TIMEOUT, DEFAULT_START_TIMEOUT};

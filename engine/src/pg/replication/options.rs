@@ -2,6 +2,13 @@
 //! `BASE_BACKUP` command text in the two syntaxes (13–14: bare keywords;
 //! 15+: a parenthesized option list).
 
+use std::time::Duration;
+
+/// Default [`BaseBackupOptions::read_timeout`].
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default [`BaseBackupOptions::start_timeout`] (pgBackRest's `db-timeout`).
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// The first server version with the single-stream protocol, the
 /// parenthesized option syntax, and properly terminated tar archives.
 pub(super) const NEW_PROTOCOL_VERSION: u32 = 150000;
@@ -68,6 +75,19 @@ pub struct BaseBackupOptions {
     pub tablespace_map: bool,
     /// Limit the server's send rate, in kB/s (32 to 1048576).
     pub max_rate_kb: Option<u32>,
+    /// The longest the server may stay silent while connecting and while
+    /// the backup streams, before the session fails with a `TimedOut`
+    /// connection error (a stalled server, which TCP keepalives do not
+    /// notice and a Unix socket never reports). Archive data flows without
+    /// pauses; the one long silence is at the end, while the server waits
+    /// for the last WAL segment to be archived
+    /// ([`BaseBackupOptions::wait_for_wal_archive`]), and there it warns
+    /// after 60, 120, 240, 480 … seconds, each warning counting as data.
+    pub read_timeout: Duration,
+    /// The longest wait for the backup to start after `BASE_BACKUP`: the
+    /// server says nothing until its checkpoint is done, and a spread one
+    /// takes up to `checkpoint_timeout * checkpoint_completion_target`.
+    pub start_timeout: Duration,
 }
 
 impl Default for BaseBackupOptions {
@@ -82,6 +102,8 @@ impl Default for BaseBackupOptions {
             verify_checksums: true,
             tablespace_map: true,
             max_rate_kb: None,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            start_timeout: DEFAULT_START_TIMEOUT,
         }
     }
 }
@@ -96,6 +118,14 @@ impl BaseBackupOptions {
     /// An immediate checkpoint (`true`) or a spread one.
     pub fn with_fast_checkpoint(mut self, fast: bool) -> BaseBackupOptions {
         self.fast_checkpoint = fast;
+        self
+    }
+
+    /// The read timeout while data flows, and the wait for the start
+    /// (checkpoint).
+    pub fn with_timeouts(mut self, read: Duration, start: Duration) -> BaseBackupOptions {
+        self.read_timeout = read;
+        self.start_timeout = start;
         self
     }
 

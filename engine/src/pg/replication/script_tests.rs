@@ -7,6 +7,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
@@ -73,6 +74,11 @@ fn error(sqlstate: &str, message: &str) -> Vec<u8> {
 
 /// Startup, IDENTIFY_SYSTEM, and BASE_BACKUP's two result sets.
 fn prelude(version: &str, tablespaces: &[(Option<&str>, Option<&str>, &str)]) -> Vec<u8> {
+    [startup(version), backup_header(tablespaces)].concat()
+}
+
+/// Startup (trust) and IDENTIFY_SYSTEM's answer.
+fn startup(version: &str) -> Vec<u8> {
     let mut s = msg(b'R', &0u32.to_be_bytes());
     s.extend(msg(b'S', &[cstr("server_version"), cstr(version)].concat()));
     s.extend(msg(b'K', &[0u8; 8]));
@@ -81,7 +87,12 @@ fn prelude(version: &str, tablespaces: &[(Option<&str>, Option<&str>, &str)]) ->
     s.extend(row(&[Some("7300000000000000001"), Some("3"), Some("0/3000000"), None]));
     s.extend(complete("IDENTIFY_SYSTEM"));
     s.extend(ready());
-    s.extend(no_columns());
+    s
+}
+
+/// BASE_BACKUP's start position and tablespace list.
+fn backup_header(tablespaces: &[(Option<&str>, Option<&str>, &str)]) -> Vec<u8> {
+    let mut s = no_columns();
     s.extend(row(&[Some("0/2000028"), Some("3")]));
     s.extend(complete("SELECT"));
     s.extend(no_columns());
@@ -132,6 +143,41 @@ fn serve(script: Vec<u8>) -> (tempfile::TempDir, ConnInfo, JoinHandle<()>) {
     });
     let ci = ConnInfo::parse_with_env(&format!("host={} port=5432 user=u", dir.path().display()), &|_| None).unwrap();
     (dir, ci, handle)
+}
+
+/// A stalled server: writes `parts`, each after its pause, then keeps the
+/// connection open and says nothing until the client hangs up.
+fn serve_then_stall(parts: Vec<(Duration, Vec<u8>)>) -> (tempfile::TempDir, ConnInfo, JoinHandle<()>) {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = UnixListener::bind(dir.path().join(".s.PGSQL.5432")).unwrap();
+    let handle = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().unwrap();
+        let mut input = sock.try_clone().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut b = [0u8; 4096];
+            while input.read(&mut b).is_ok_and(|n| n > 0) {}
+        });
+        for (pause, bytes) in parts {
+            std::thread::sleep(pause);
+            let _ = sock.write_all(&bytes);
+        }
+        // The drain ends when the client closes its end.
+        drain.join().unwrap();
+    });
+    let ci = ConnInfo::parse_with_env(&format!("host={} port=5432 user=u", dir.path().display()), &|_| None).unwrap();
+    (dir, ci, handle)
+}
+
+/// Asserts that `err` is a timed-out connection error that names `during`.
+fn assert_timed_out(err: &Error, during: &str) {
+    match err {
+        Error::Connection { during: d, retryable: true, source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{err}");
+            assert!(d.contains(during), "{err}");
+            assert!(err.to_string().contains("nothing received from the server for"), "{err}");
+        }
+        other => panic!("expected a timed-out connection error {during:?}, got {other:?}"),
+    }
 }
 
 fn read_all(bb: &mut BaseBackup) -> std::io::Result<Vec<u8>> {
@@ -300,6 +346,19 @@ fn bad_archive_names_and_huge_messages_are_protocol_errors() {
         assert!(matches!(err, Error::Protocol { .. }), "{bad:?}: {err:?}");
         server.join().unwrap();
     }
+    // A DataRow one byte over the limit, in the answer to IDENTIFY_SYSTEM:
+    // refused from its header (the half-closed socket would otherwise end
+    // in a connection error).
+    let mut s = msg(b'R', &0u32.to_be_bytes());
+    s.extend(msg(b'S', &[cstr("server_version"), cstr("15.4")].concat()));
+    s.extend(ready());
+    s.extend(no_columns());
+    s.push(b'D');
+    s.extend_from_slice(&(64u32 << 20).to_be_bytes());
+    let (_dir, ci, server) = serve(s);
+    let err = BaseBackup::start(&ci, &opts()).unwrap_err();
+    assert!(matches!(&err, Error::Protocol { detail, .. } if detail.contains("type 'D'")), "{err:?}");
+    server.join().unwrap();
     // A 2 GiB CopyData header: refused before anything is allocated.
     let mut s = prelude("15.4", &[(None, None, "1")]);
     s.extend(copy_out());
@@ -308,6 +367,93 @@ fn bad_archive_names_and_huge_messages_are_protocol_errors() {
     let mut bb = BaseBackup::start(&ci, &opts()).unwrap();
     assert!(matches!(bb.next_archive().unwrap_err(), Error::Protocol { .. }));
     server.join().unwrap();
+}
+
+/// A server that accepts the connection and then says nothing, on a Unix
+/// socket (no keepalives there): the read timeout ends the wait, promptly,
+/// with an error that says what was awaited.
+#[test]
+fn a_silent_server_times_out_while_connecting() {
+    let (_dir, ci, server) = serve_then_stall(vec![]);
+    let t = Instant::now();
+    let short_reads = opts().with_timeouts(Duration::from_millis(200), Duration::from_secs(30));
+    let err = BaseBackup::start(&ci, &short_reads).unwrap_err();
+    assert_timed_out(&err, "authenticating");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    server.join().unwrap();
+}
+
+/// The checkpoint before the first answer to BASE_BACKUP may take longer
+/// than the read timeout (the start timeout governs it), and the read
+/// timeout governs again once data flows: a server that stalls mid-archive
+/// fails the read promptly, naming the archive and the byte.
+#[test]
+fn the_checkpoint_wait_and_the_data_have_their_own_timeouts() {
+    let script = |pause| {
+        let mut copy = backup_header(&[(None, None, "1")]);
+        copy.extend(copy_out());
+        copy.extend(new_archive("base.tar", ""));
+        copy.extend(data(&[5u8; 3000]));
+        vec![(Duration::ZERO, startup("15.4")), (pause, copy)]
+    };
+    // A 700 ms checkpoint, a 200 ms read timeout: the backup starts.
+    let (_dir, ci, server) = serve_then_stall(script(Duration::from_millis(700)));
+    let short_reads = opts().with_timeouts(Duration::from_millis(200), Duration::from_secs(30));
+    let mut bb = BaseBackup::start(&ci, &short_reads).unwrap();
+    assert_eq!(bb.next_archive().unwrap().unwrap().name, "base.tar");
+    let mut got = vec![0u8; 3000];
+    bb.read_exact(&mut got).unwrap();
+    let t = Instant::now();
+    let err = bb.read(&mut got).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert_timed_out(&bb.finish().unwrap_err(), "reading base.tar at byte 3000");
+    server.join().unwrap();
+
+    // A checkpoint that outlasts the start timeout.
+    let (_dir, ci, server) = serve_then_stall(script(Duration::from_secs(60)));
+    let t = Instant::now();
+    let short_start = opts().with_timeouts(Duration::from_secs(30), Duration::from_millis(300));
+    let err = BaseBackup::start(&ci, &short_start).unwrap_err();
+    assert_timed_out(&err, "waiting for the backup to start (checkpoint)");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The server thread sleeps out its pause; it is not waited for.
+    drop(server);
+}
+
+/// The manifest is held in memory: one larger than the limit is a
+/// protocol error (and fails the session), one of exactly the limit is not.
+#[test]
+fn an_oversized_manifest_is_refused() {
+    for (limit, ok) in [(1200, true), (1199, false)] {
+        let mut s = prelude("15.4", &[(None, None, "1")]);
+        s.extend(copy_out());
+        s.extend(new_archive("base.tar", ""));
+        s.extend(data(b"x"));
+        s.extend(msg(b'd', b"m"));
+        for _ in 0..3 {
+            s.extend(data(&[b' '; 400]));
+        }
+        s.extend(copy_done());
+        s.extend(end_rows());
+        let (_dir, ci, server) = serve(s);
+        let mut bb = BaseBackup::start(&ci, &opts()).unwrap();
+        assert_eq!(bb.manifest_limit, cairn_formats::pg::manifest::MAX_MANIFEST_LEN);
+        bb.manifest_limit = limit;
+        bb.next_archive().unwrap();
+        match bb.manifest() {
+            Ok(m) => assert!(ok && m.len() == 1200, "limit {limit}: {} bytes accepted", m.len()),
+            Err(e) => {
+                assert!(!ok, "limit {limit}: {e}");
+                assert!(
+                    matches!(&e, Error::Protocol { detail, .. } if detail.contains("larger than 1199 bytes")),
+                    "{e:?}"
+                );
+                assert!(matches!(bb.finish().unwrap_err(), Error::Protocol { .. }));
+            }
+        }
+        server.join().unwrap();
+    }
 }
 
 /// Random bytes in place of the copy stream, or spliced into a good

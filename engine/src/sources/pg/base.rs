@@ -28,7 +28,7 @@ pub const KIND: &str = "pg-base";
 /// Small files kept whole, with the most bytes each may have.
 const KEEP: [(&str, usize); 5] = [
     ("backup_label", 64 << 10),
-    ("backup_manifest", 1 << 30),
+    ("backup_manifest", cairn_formats::pg::manifest::MAX_MANIFEST_LEN),
     ("global/pg_control", 64 << 10),
     ("PG_VERSION", 64),
     ("tablespace_map", 1 << 20),

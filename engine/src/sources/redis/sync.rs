@@ -14,6 +14,11 @@
 //! so a server killed mid-transfer never becomes a snapshot. The password is
 //! only ever written to the socket.
 //!
+//! Nothing the server sends is trusted to be small or timely: a reply line
+//! (status, error, `+FULLRESYNC`, the payload header) longer than
+//! [`MAX_LINE`] is a protocol error, and every read gives up after
+//! [`SyncOptions::timeout`] without a byte (keepalive newlines count).
+//!
 //! With [`TlsOptions`] the same conversation runs inside TLS (rustls, ring
 //! provider, TLS 1.2 and 1.3): the server's certificate is verified against
 //! a given CA file or the system's roots and the name it was reached by (or
@@ -32,8 +37,14 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use serde_json::{json, Value};
 
+use crate::error::read_timed_out;
 use crate::sources::StreamSource;
 use crate::{Error, Result};
+
+/// The longest reply line accepted, newline included. Redis's own are under
+/// a hundred bytes (an error message, `+FULLRESYNC <40 hex> <offset>`,
+/// `$EOF:<40 bytes>`).
+const MAX_LINE: usize = 64 << 10;
 
 /// Where and how to connect.
 #[derive(Clone)]
@@ -45,7 +56,8 @@ pub struct SyncOptions {
     pub user: Option<String>,
     /// Password, if any (never logged).
     pub password: Option<String>,
-    /// Read and connect timeout.
+    /// Connect timeout, and the longest a read or write may wait without
+    /// progress.
     pub timeout: Duration,
     /// Speak TLS (`rediss://`); `None` is plain TCP.
     pub tls: Option<TlsOptions>,
@@ -172,13 +184,20 @@ pub struct ReplicationSource {
     conn: BufReader<Conn>,
     payload: Payload,
     addr: String,
+    timeout: Duration,
     repl_id: String,
     repl_offset: i64,
     received: u64,
 }
 
+/// A failed connection to `addr`.
 fn io_err(addr: &str, what: &str, e: std::io::Error) -> Error {
-    Error::Input { offset: 0, source: std::io::Error::new(e.kind(), format!("redis {addr}: {what}: {e}")) }
+    Error::connection(format!("redis {addr}"), what, e)
+}
+
+/// A failed read from `addr`, a read timeout said as one.
+fn read_err(addr: &str, timeout: Duration, what: &str, e: std::io::Error) -> Error {
+    io_err(addr, what, read_timed_out(e, timeout))
 }
 
 fn protocol(addr: &str, detail: impl std::fmt::Display) -> Error {
@@ -196,14 +215,26 @@ fn send(conn: &mut BufReader<Conn>, addr: &str, args: &[&[u8]]) -> Result<()> {
     w.write_all(&out).and_then(|()| w.flush()).map_err(|e| io_err(addr, "sending a command", e))
 }
 
-/// Reads one reply line, skipping keepalive newlines.
-fn line(conn: &mut BufReader<Conn>, addr: &str) -> Result<String> {
+/// Reads one reply line of at most [`MAX_LINE`] bytes, skipping keepalive
+/// newlines.
+fn line(conn: &mut BufReader<Conn>, addr: &str, timeout: Duration) -> Result<String> {
     loop {
-        let mut l = String::new();
-        let n = conn.read_line(&mut l).map_err(|e| io_err(addr, "waiting for the server", e))?;
-        if n == 0 {
+        let mut l = Vec::new();
+        let n = conn
+            .by_ref()
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut l)
+            .map_err(|e| read_err(addr, timeout, "waiting for the server", e))?;
+        if l.last() != Some(&b'\n') {
+            if n == MAX_LINE {
+                return Err(Error::Protocol {
+                    server: format!("redis {addr}"),
+                    detail: format!("a reply line longer than {MAX_LINE} bytes"),
+                });
+            }
             return Err(io_err(addr, "reading a reply", std::io::ErrorKind::UnexpectedEof.into()));
         }
+        let l = String::from_utf8_lossy(&l);
         let l = l.trim_end_matches(['\r', '\n']);
         if !l.is_empty() {
             return Ok(l.to_string());
@@ -211,8 +242,8 @@ fn line(conn: &mut BufReader<Conn>, addr: &str) -> Result<String> {
     }
 }
 
-fn expect_ok(conn: &mut BufReader<Conn>, addr: &str, what: &str) -> Result<()> {
-    let l = line(conn, addr)?;
+fn expect_ok(conn: &mut BufReader<Conn>, addr: &str, timeout: Duration, what: &str) -> Result<()> {
+    let l = line(conn, addr, timeout)?;
     if l.starts_with('+') {
         Ok(())
     } else {
@@ -224,7 +255,7 @@ impl ReplicationSource {
     /// Connects, authenticates and asks for a full resynchronisation; returns
     /// once the payload header has arrived.
     pub fn connect(opts: &SyncOptions) -> Result<ReplicationSource> {
-        let addr = opts.addr.clone();
+        let (addr, timeout) = (opts.addr.clone(), opts.timeout);
         let sock = std::net::ToSocketAddrs::to_socket_addrs(&opts.addr)
             .map_err(|e| io_err(&addr, "resolving", e))?
             .next()
@@ -234,7 +265,7 @@ impl ReplicationSource {
         tcp.set_write_timeout(Some(opts.timeout)).map_err(|e| io_err(&addr, "socket", e))?;
         let conn = match &opts.tls {
             None => Conn::Plain(tcp),
-            Some(t) => Conn::Tls(Box::new(tls_handshake(tcp, &addr, t)?)),
+            Some(t) => Conn::Tls(Box::new(tls_handshake(tcp, &addr, timeout, t)?)),
         };
         let mut conn = BufReader::with_capacity(1 << 20, conn);
         if let Some(pw) = &opts.password {
@@ -242,13 +273,13 @@ impl ReplicationSource {
                 Some(u) => send(&mut conn, &addr, &[b"AUTH", u.as_bytes(), pw.as_bytes()])?,
                 None => send(&mut conn, &addr, &[b"AUTH", pw.as_bytes()])?,
             }
-            let l = line(&mut conn, &addr)?;
+            let l = line(&mut conn, &addr, timeout)?;
             if !l.starts_with('+') {
                 return Err(protocol(&addr, format!("authentication failed: {l}")));
             }
         }
         send(&mut conn, &addr, &[b"PING"])?;
-        let l = line(&mut conn, &addr)?;
+        let l = line(&mut conn, &addr, timeout)?;
         if l.starts_with("-NOAUTH") {
             return Err(protocol(&addr, "the server requires a password (set REDISCLI_AUTH or give a password file)"));
         }
@@ -256,19 +287,19 @@ impl ReplicationSource {
             return Err(protocol(&addr, format!("PING refused: {l}")));
         }
         send(&mut conn, &addr, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])?;
-        expect_ok(&mut conn, &addr, "REPLCONF capa")?;
+        expect_ok(&mut conn, &addr, timeout, "REPLCONF capa")?;
         send(&mut conn, &addr, &[b"REPLCONF", b"rdb-only", b"1"])?;
-        if let Err(e) = expect_ok(&mut conn, &addr, "REPLCONF rdb-only") {
+        if let Err(e) = expect_ok(&mut conn, &addr, timeout, "REPLCONF rdb-only") {
             tracing::info!(error = %e, "server without rdb-only; reading stops after the RDB");
         }
         send(&mut conn, &addr, &[b"PSYNC", b"?", b"-1"])?;
-        let l = line(&mut conn, &addr)?;
+        let l = line(&mut conn, &addr, timeout)?;
         let mut parts = l.split_whitespace();
         let (Some("+FULLRESYNC"), Some(id), Some(off)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(protocol(&addr, format!("PSYNC answered {l:?}, expected +FULLRESYNC")));
         };
         let (repl_id, repl_offset) = (id.to_string(), off.parse().unwrap_or(-1));
-        let header = line(&mut conn, &addr)?;
+        let header = line(&mut conn, &addr, timeout)?;
         let payload = if let Some(m) = header.strip_prefix("$EOF:") {
             let mark: [u8; 40] =
                 m.as_bytes().try_into().map_err(|_| protocol(&addr, format!("bad EOF mark in {header:?}")))?;
@@ -279,7 +310,16 @@ impl ReplicationSource {
         } else {
             return Err(protocol(&addr, format!("expected the RDB payload, got {header:?}")));
         };
-        Ok(ReplicationSource { conn, payload, addr, repl_id, repl_offset, received: 0 })
+        Ok(ReplicationSource { conn, payload, addr, timeout, repl_id, repl_offset, received: 0 })
+    }
+
+    /// A failed read of the payload, naming the server and how far it got.
+    fn read_error(&self, e: std::io::Error) -> std::io::Error {
+        let e = read_timed_out(e, self.timeout);
+        std::io::Error::new(
+            e.kind(),
+            format!("redis {}: reading the RDB after {} bytes: {e}", self.addr, self.received),
+        )
     }
 
     fn eof_error(&self) -> std::io::Error {
@@ -358,6 +398,7 @@ fn host_of(addr: &str) -> &str {
 fn tls_handshake(
     mut tcp: TcpStream,
     addr: &str,
+    timeout: Duration,
     t: &TlsOptions,
 ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
     let name = t.server_name.as_deref().unwrap_or_else(|| host_of(addr));
@@ -366,7 +407,7 @@ fn tls_handshake(
     let mut tls =
         rustls::ClientConnection::new(tls_config(t)?, server_name).map_err(|e| protocol(addr, format!("TLS: {e}")))?;
     while tls.is_handshaking() {
-        if let Err(e) = tls.complete_io(&mut tcp) {
+        if let Err(e) = tls.complete_io(&mut tcp).map_err(|e| read_timed_out(e, timeout)) {
             let hint = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
                 Some(rustls::Error::InvalidCertificate(_)) if t.ca_file.is_some() => {
                     " (is the server's certificate signed by a CA in the CA file given, and for this name?)"
@@ -390,7 +431,10 @@ impl Read for ReplicationSource {
                     return Ok(0);
                 }
                 let want = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                let n = self.conn.read(&mut buf[..want])?;
+                let n = match self.conn.read(&mut buf[..want]) {
+                    Ok(n) => n,
+                    Err(e) => return Err(self.read_error(e)),
+                };
                 if n == 0 {
                     return Err(self.eof_error());
                 }
@@ -408,7 +452,10 @@ impl Read for ReplicationSource {
                     return Ok(n);
                 }
                 let mut chunk = vec![0u8; buf.len().max(64 << 10)];
-                let n = self.conn.read(&mut chunk)?;
+                let n = match self.conn.read(&mut chunk) {
+                    Ok(n) => n,
+                    Err(e) => return Err(self.read_error(e)),
+                };
                 if n == 0 {
                     return Err(self.eof_error());
                 }
@@ -449,6 +496,10 @@ impl StreamSource for ReplicationSource {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod fake_server_tests;
 
 #[cfg(test)]
 mod tests {
