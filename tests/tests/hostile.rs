@@ -211,7 +211,8 @@ fn forged_directory_snapshots_are_refused() {
         })
     };
     let victim = s.outside().join("victim").display().to_string();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<cairn_engine::Entry>)>)> = vec![
+    type Forgery = Box<dyn Fn(&mut Vec<cairn_engine::Entry>)>;
+    let cases: Vec<(&str, Forgery)> = vec![
         (
             "../outside/victim",
             Box::new(|e| e.iter_mut().filter(|e| e.name == "d/f").for_each(|e| e.name = "../outside/victim".into())),
