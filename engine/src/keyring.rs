@@ -6,6 +6,23 @@
 //! that is too large, malformed, of an unknown version or asks for an
 //! Argon2id cost out of bounds is skipped with a warning naming it, so one
 //! damaged or hostile slot never keeps the others from opening.
+//!
+//! # Removal never leaves zero slots
+//!
+//! `key remove` announces itself before it looks: it creates
+//! `key-removals/<slot>/<nonce>`, then lists the announcements, then the
+//! slots, and deletes its slot only if a well-formed slot that nobody is
+//! removing remains; then it deletes its announcement. Of several removals
+//! running at once, the one whose listing of announcements comes last sees
+//! every other one's announcement, or (an announcement goes only after its
+//! slot did) no longer sees that slot: if they would remove every slot
+//! between them, it refuses. Announcements are listed before slots for the
+//! same reason. An announcement left by a killed removal makes later
+//! removals more careful, never less; running the removal again completes
+//! it. This needs only that a listing shows every write acknowledged
+//! before it (local directories; S3 since 2020), not conditional writes.
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -126,20 +143,69 @@ pub(crate) async fn list(store: &Store) -> Result<Vec<(String, KeySlot)>> {
     Ok(out)
 }
 
-/// Removes slot `id`; the last slot is never removed: the repository
-/// would become unreadable.
+/// Slot ids some removal has announced.
+async fn announced(store: &Store) -> Result<Vec<(String, String)>> {
+    let listed = store.list(Kind::KeyRemoval.prefix()).await?;
+    Ok(listed
+        .into_iter()
+        .filter_map(|o| match ObjectKey::parse(&o.key) {
+            Some(ObjectKey::KeyRemoval { slot, .. }) => Some((slot, o.key)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Removes slot `id`, unless no other well-formed slot would remain that
+/// no concurrent removal is taking away (see the module docs).
 pub(crate) async fn remove(store: &Store, id: &str) -> Result<()> {
-    let slots = store.list(Kind::KeySlot.prefix()).await?;
-    let key = ObjectKey::KeySlot(id.to_string()).to_string();
-    if !slots.iter().any(|s| s.key == key) {
+    let slot_key = ObjectKey::KeySlot(id.to_string()).to_string();
+    // Only a listed slot: `id` comes from the user and is not trusted as a key.
+    if !store.list(Kind::KeySlot.prefix()).await?.iter().any(|o| o.key == slot_key) {
         return Err(Error::NotFound { what: format!("key slot {id}") });
     }
-    if slots.len() == 1 {
-        return Err(Error::InvalidInput(
-            "refusing to remove the last key slot: the repository would become unreadable".into(),
-        ));
+    let nonce = format!("{:016x}", rand::random::<u64>());
+    let mine = ObjectKey::KeyRemoval { slot: id.to_string(), nonce }.to_string();
+    let note = serde_json::json!({
+        "version": 1, "slot": id, "host": crate::hostname(), "pid": std::process::id(),
+        "started": chrono::Utc::now().to_rfc3339(),
+    });
+    store.put_create(&mine, Bytes::from(note.to_string())).await?;
+    let decided = decide_and_delete(store, id, &slot_key).await;
+    // The announcement goes whatever happened; left behind, it would only
+    // make later removals refuse more.
+    let withdrawn = store.delete(&mine).await;
+    decided?;
+    withdrawn
+}
+
+async fn decide_and_delete(store: &Store, id: &str, slot_key: &str) -> Result<()> {
+    // Announcements first, then slots: see the module docs.
+    let announcements = announced(store).await?;
+    let removing: BTreeSet<&str> = announcements.iter().map(|(s, _)| s.as_str()).collect();
+    let slots = list(store).await?;
+    if !slots.iter().any(|(s, _)| s == id) {
+        return Err(Error::NotFound { what: format!("key slot {id} (removed meanwhile)") });
     }
-    store.delete(&key).await
+    let others = removing.iter().filter(|s| **s != id && slots.iter().any(|(x, _)| x == *s)).count();
+    if !slots.iter().any(|(s, _)| s != id && !removing.contains(s.as_str())) {
+        let why = if others > 0 {
+            format!(" ({others} other key slot(s) are being removed, or an interrupted removal left its mark: run it again)")
+        } else {
+            String::new()
+        };
+        return Err(Error::InvalidInput(format!(
+            "refusing to remove the last key slot: the repository would become unreadable{why}"
+        )));
+    }
+    store.delete(slot_key).await?;
+    // Announcements of slots already gone are leftovers of removals that
+    // were killed after their delete: they decide nothing any more.
+    for (slot, key) in &announcements {
+        if slot != id && !slots.iter().any(|(s, _)| s == slot) {
+            let _ = store.delete(key).await;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -264,8 +264,8 @@ impl Repository {
         keyring::list(&self.store).await
     }
 
-    /// Removes key slot `id`. The last slot is never removed: the
-    /// repository would become unreadable.
+    /// Removes key slot `id`. The last slot is never removed, even by
+    /// removals running at once: the repository would become unreadable.
     pub async fn remove_key(&self, id: &str) -> Result<()> {
         keyring::remove(&self.store, id).await
     }
