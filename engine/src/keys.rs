@@ -11,10 +11,12 @@
 //! allocated fallibly, so a hostile slot is skipped instead of aborting the
 //! process. A version-2 slot also carries `config`'s authentication code.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -59,8 +61,10 @@ impl std::fmt::Debug for Secret {
 
 impl Secret {
     /// Reads a password file; one trailing newline is not part of the password.
+    /// Warns (once per file) when the file gives group or others access.
     pub fn from_password_file(path: &Path) -> Result<Secret> {
-        let mut bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+        let mut bytes = Zeroizing::new(Vec::new());
+        open_private(path, "password file")?.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
         if bytes.ends_with(b"\n") {
             bytes.pop();
             if bytes.ends_with(b"\r") {
@@ -73,9 +77,11 @@ impl Secret {
         Ok(Secret::Password(bytes))
     }
 
-    /// Reads a key file written by [`Secret::create_key_file`].
+    /// Reads a key file written by [`Secret::create_key_file`]. Warns
+    /// (once per file) when the file gives group or others access.
     pub fn from_key_file(path: &Path) -> Result<Secret> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?);
+        let mut text = Zeroizing::new(String::new());
+        open_private(path, "key file")?.read_to_string(&mut text).map_err(|e| Error::io(path, e))?;
         let hex_part = text
             .trim()
             .strip_prefix(KEY_FILE_PREFIX)
@@ -97,6 +103,27 @@ impl Secret {
         f.sync_all().map_err(|e| Error::io(path, e))?;
         Ok(Secret::KeyFile(key))
     }
+}
+
+/// Opens a secret file, warning once per path when it is a regular file
+/// that group or others may access (mode & 0o077): whoever can read it can
+/// unlock the repository. Only a warning: the file may be shared on purpose,
+/// and refusing would break `archive_command` at a bad moment.
+fn open_private(path: &Path, what: &str) -> Result<File> {
+    static WARNED: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    let mode = meta.permissions().mode();
+    let shared = meta.is_file() && mode & 0o077 != 0;
+    if shared && WARNED.lock().is_ok_and(|mut w| w.insert(path.to_path_buf())) {
+        tracing::warn!(
+            "{what} {} gives group or others access (mode {:04o}): whoever can read it can unlock the repository; \
+             make it private (chmod 600)",
+            path.display(),
+            mode & 0o7777
+        );
+    }
+    Ok(file)
 }
 
 /// The key derivation a slot uses.
