@@ -22,6 +22,7 @@ const TAG_LEN: usize = 16;
 const CTX_DATA: &str = "cairn 2026-11 v1 data encryption";
 const CTX_CHUNK_ID: &str = "cairn 2026-11 v1 chunk id";
 const CTX_CHUNKER: &str = "cairn 2026-11 v1 chunker seed";
+const CTX_CONFIG_MAC: &str = "cairn 2026-11 v1 config mac";
 
 /// The repository's master key. Zeroed on drop, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -46,12 +47,14 @@ impl std::fmt::Debug for MasterKey {
 pub struct Keys {
     cipher: XChaCha20Poly1305,
     chunk_id_key: [u8; 32],
+    config_mac_key: [u8; 32],
     chunker_seed: u64,
 }
 
 impl Drop for Keys {
     fn drop(&mut self) {
         self.chunk_id_key.zeroize();
+        self.config_mac_key.zeroize();
     }
 }
 
@@ -64,7 +67,20 @@ impl Keys {
         let seed = blake3::derive_key(CTX_CHUNKER, &master.0);
         let mut s = [0u8; 8];
         s.copy_from_slice(&seed[..8]);
-        Keys { cipher, chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &master.0), chunker_seed: u64::from_le_bytes(s) }
+        Keys {
+            cipher,
+            chunk_id_key: blake3::derive_key(CTX_CHUNK_ID, &master.0),
+            config_mac_key: blake3::derive_key(CTX_CONFIG_MAC, &master.0),
+            chunker_seed: u64::from_le_bytes(s),
+        }
+    }
+
+    /// The authentication code of `config`'s stored bytes (keyed BLAKE3),
+    /// kept in key slots: `config` itself is plaintext, read before any
+    /// key is known, and this is how a reader with the key detects that
+    /// someone without it changed it.
+    pub fn config_mac(&self, config_bytes: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.config_mac_key, config_bytes).as_bytes()
     }
 
     /// The blob id of a plaintext: keyed BLAKE3, so ids reveal nothing about

@@ -46,6 +46,7 @@ mod error;
 pub mod gc;
 mod ids;
 mod index;
+mod keyring;
 mod keys;
 mod pack;
 pub mod pg;

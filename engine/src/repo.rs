@@ -2,12 +2,12 @@
 
 use crate::store::{Backend as _, BackendExt as _};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
 use crate::crypto::{Keys, MasterKey};
 use crate::ids::Id;
+use crate::keyring;
 use crate::keys::{KeySlot, Secret};
 use crate::repofile::envelope::{self, Binding};
 use crate::repofile::{Kind, ObjectKey, RepoFile};
@@ -18,6 +18,14 @@ use crate::{Error, Result};
 pub const REPO_VERSION: u32 = 1;
 /// Default pack target size: packs are closed once they reach it.
 pub const DEFAULT_PACK_TARGET: u32 = 16 * 1024 * 1024;
+/// Smallest `pack_target` a repository may have (1 MiB).
+pub const PACK_TARGET_MIN: u32 = 1 << 20;
+/// Largest `pack_target` (64 MiB): packs are built in memory, several at once.
+pub const PACK_TARGET_MAX: u32 = 64 << 20;
+/// Largest `gc.min_age_s` (30 days).
+pub const GC_MIN_AGE_MAX_S: u64 = 30 * 86_400;
+/// Largest `gc.lease_ttl_s` (1 day); the smallest is 1 s.
+pub const GC_LEASE_TTL_MAX_S: u64 = 86_400;
 
 /// The plaintext `config` object. It holds nothing secret: the repository
 /// id, the format version, and the chunking and packing parameters.
@@ -59,6 +67,30 @@ impl Config {
     /// The GC timings this repository uses.
     pub fn gc(&self) -> GcParams {
         self.gc.unwrap_or_default()
+    }
+
+    /// Checks every value against the ranges this build works with
+    /// (docs/FORMAT.md): `config` is plaintext, so nothing in it is used
+    /// unchecked. The message names the field.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.id.len() != 32 || !self.id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(format!("id {:?} is not 32 lowercase hex digits", self.id));
+        }
+        self.chunker.validate().map_err(|e| e.to_string())?;
+        if !(PACK_TARGET_MIN..=PACK_TARGET_MAX).contains(&self.pack_target) {
+            return Err(format!(
+                "pack_target {} is outside {PACK_TARGET_MIN}..={PACK_TARGET_MAX} bytes",
+                self.pack_target
+            ));
+        }
+        let gc = self.gc();
+        if gc.min_age_s > GC_MIN_AGE_MAX_S {
+            return Err(format!("gc.min_age_s {} is above {GC_MIN_AGE_MAX_S}", gc.min_age_s));
+        }
+        if !(1..=GC_LEASE_TTL_MAX_S).contains(&gc.lease_ttl_s) {
+            return Err(format!("gc.lease_ttl_s {} is outside 1..={GC_LEASE_TTL_MAX_S}", gc.lease_ttl_s));
+        }
+        Ok(())
     }
 }
 
@@ -150,6 +182,9 @@ pub struct Repository {
     config: Config,
     keys: Keys,
     master: MasterKey,
+    /// The authentication code of the `config` bytes this repository was
+    /// opened with, for new key slots.
+    config_mac: [u8; 32],
 }
 
 impl std::fmt::Debug for Repository {
@@ -159,13 +194,13 @@ impl std::fmt::Debug for Repository {
 }
 
 impl Repository {
-    /// Creates a repository. The key slot is written before `config`, so a
-    /// repository whose `config` exists can always be unlocked.
+    /// Creates a repository. The key slot, which authenticates `config`,
+    /// is written before `config`, so a repository whose `config` exists
+    /// can always be unlocked.
     pub async fn init(store: Store, secret: &Secret, opts: InitOptions) -> Result<Repository> {
         if store.exists(&ObjectKey::Config.to_string()).await? {
             return Err(Error::AlreadyExists { what: format!("a repository at {}", store.location()) });
         }
-        opts.chunker.validate()?;
         let mut raw_id = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw_id);
         let config = Config {
@@ -176,38 +211,33 @@ impl Repository {
             pack_target: opts.pack_target,
             gc: opts.gc,
         };
+        config.check().map_err(|e| Error::InvalidInput(format!("repository settings: {e}")))?;
+        let json = serde_json::to_vec_pretty(&config).expect("config serializes");
         let master = MasterKey::generate();
-        let repo = Repository { keys: Keys::derive(&master), store, config, master };
+        let keys = Keys::derive(&master);
+        let config_mac = keys.config_mac(&json);
+        let repo = Repository { keys, store, config, master, config_mac };
         repo.add_key(secret).await?;
-        let json = serde_json::to_vec_pretty(&repo.config).expect("config serializes");
         repo.store.put_create(&ObjectKey::Config.to_string(), Bytes::from(json)).await?;
         Ok(repo)
     }
 
-    /// Opens and unlocks a repository.
+    /// Opens and unlocks a repository, and authenticates its `config`
+    /// (see docs/FORMAT.md for repositories made before that).
     pub async fn open(store: Store, secret: &Secret) -> Result<Repository> {
-        let config = Self::read_config(&store).await?;
-        let slots = store.list(Kind::KeySlot.prefix()).await?;
-        let fetched: Vec<_> = futures::stream::iter(slots.iter())
-            .map(|s| async { (s.key.clone(), store.get(&s.key).await) })
-            .buffered(8)
-            .collect()
-            .await;
-        for (key, bytes) in fetched.iter() {
-            let bytes = match bytes {
-                Ok(b) => b,
-                Err(e) => return Err(Error::Config(format!("{e}"))),
-            };
-            let slot = KeySlot::decode(key, bytes)?;
-            if let Some(master) = slot.open(key, &config.id, secret)? {
-                return Ok(Repository { keys: Keys::derive(&master), store, config, master });
-            }
-        }
-        Err(Error::WrongKey { slots: slots.len() })
+        let (config, bytes) = Self::read_config_bytes(&store).await?;
+        let (master, keys) = keyring::unlock(&store, &config, &bytes, secret).await?;
+        let config_mac = keys.config_mac(&bytes);
+        Ok(Repository { keys, store, config, master, config_mac })
     }
 
-    /// Reads and validates `config` without unlocking.
+    /// Reads `config` and checks its values, without unlocking (so without
+    /// authenticating it).
     pub async fn read_config(store: &Store) -> Result<Config> {
+        Ok(Self::read_config_bytes(store).await?.0)
+    }
+
+    async fn read_config_bytes(store: &Store) -> Result<(Config, Bytes)> {
         let key = ObjectKey::Config.to_string();
         let bytes = match store.get(&key).await {
             Ok(b) => b,
@@ -219,44 +249,25 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = Config::decode(&key, &bytes)?;
-        config.chunker.validate()?;
-        Ok(config)
+        config.check().map_err(|e| Error::corrupt(&key, None, e))?;
+        Ok((config, bytes))
     }
 
     /// Adds a key slot for `secret`; returns its id.
     pub async fn add_key(&self, secret: &Secret) -> Result<String> {
-        let slot = KeySlot::create(&self.config.id, &self.master, secret)?;
-        let json = serde_json::to_vec_pretty(&slot).expect("slot serializes");
-        let id = Id::of_bytes(&json).to_hex()[..16].to_string();
-        self.store.put_create(&ObjectKey::KeySlot(id.clone()).to_string(), Bytes::from(json)).await?;
-        Ok(id)
+        keyring::add(&self.store, &self.config.id, &self.master, &self.config_mac, secret).await
     }
 
-    /// Every key slot, by id, sorted.
+    /// Every well-formed key slot, by id, sorted (the others are skipped
+    /// with a warning naming them).
     pub async fn key_slots(&self) -> Result<Vec<(String, KeySlot)>> {
-        let mut out = Vec::new();
-        for o in self.store.list(Kind::KeySlot.prefix()).await? {
-            let Some(ObjectKey::KeySlot(id)) = ObjectKey::parse(&o.key) else { continue };
-            let bytes = self.store.get(&o.key).await?;
-            out.push((id, KeySlot::decode(&o.key, &bytes)?));
-        }
-        Ok(out)
+        keyring::list(&self.store).await
     }
 
-    /// Removes key slot `id`. The last slot is never removed: the
-    /// repository would become unreadable.
+    /// Removes key slot `id`. The last slot is never removed, even by
+    /// removals running at once: the repository would become unreadable.
     pub async fn remove_key(&self, id: &str) -> Result<()> {
-        let slots = self.store.list(Kind::KeySlot.prefix()).await?;
-        let key = ObjectKey::KeySlot(id.to_string()).to_string();
-        if !slots.iter().any(|s| s.key == key) {
-            return Err(Error::NotFound { what: format!("key slot {id}") });
-        }
-        if slots.len() == 1 {
-            return Err(Error::InvalidInput(
-                "refusing to remove the last key slot: the repository would become unreadable".into(),
-            ));
-        }
-        self.store.delete(&key).await
+        keyring::remove(&self.store, id).await
     }
 
     /// The storage.

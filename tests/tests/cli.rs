@@ -129,3 +129,78 @@ fn inspect_agrees_with_gnu_tar_and_rejects_a_flipped_rdb() {
     assert_eq!(code(&o), 5);
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.rdb"));
 }
+
+#[test]
+fn repository_files_are_private_even_under_umask_000() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("repo").to_string_lossy().into_owned();
+    let repo = TestRepo::at(dir, url, Vec::new());
+    let second = repo.dir.path().join("second.key");
+    let run = |args: &[&str]| {
+        // The loosest umask there is: any mode cairn does not ask for
+        // explicitly would show.
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000 && exec \"$0\" \"$@\"")
+            .arg(cairn_bin())
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CAIRN_REPO", &repo.url)
+            .env("CAIRN_KEY_FILE", &repo.key)
+            .env("CAIRN_CACHE_DIR", &repo.cache)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "cairn {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    run(&["init", "--pack-size-mib", "1"]);
+    run(&["backup", "--", "sh", "-c", "head -c 3000000 /dev/urandom"]);
+    run(&["key", "add", "--new-key-file", second.to_str().unwrap()]);
+    run(&["pin", "latest"]);
+    let mut seen = (0, 0);
+    let mut todo = vec![repo.repo_dir()];
+    while let Some(d) = todo.pop() {
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700, "{}", d.display());
+        seen.0 += 1;
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
+                seen.1 += 1;
+            }
+        }
+    }
+    assert!(seen.0 >= 5 && seen.1 >= 6, "too little was written to show anything: {seen:?}");
+    for k in [&repo.key, &second] {
+        assert_eq!(std::fs::metadata(k).unwrap().permissions().mode() & 0o777, 0o600, "{}", k.display());
+    }
+}
+
+#[test]
+fn a_secret_file_others_can_read_draws_one_warning() {
+    let repo = TestRepo::new();
+    let pw = repo.dir.path().join("pw");
+    std::fs::write(&pw, "correct horse\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let warning = "gives group or others access";
+    let o = repo.run(&["key", "add", "--new-password-file", pw.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains(warning) && err.contains(pw.to_str().unwrap()) && err.contains("0644"), "{err}");
+    let with_password =
+        || repo.cmd(&["snapshots"]).env_remove("CAIRN_KEY_FILE").env("CAIRN_PASSWORD_FILE", &pw).output().unwrap();
+    let o = with_password();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(code(&o), 0, "{err}");
+    assert_eq!(err.matches(warning).count(), 1, "{err}");
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = with_password();
+    assert!(!String::from_utf8_lossy(&o.stderr).contains(warning));
+    // A key file too.
+    std::fs::set_permissions(&repo.key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let o = repo.run(&["snapshots"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(warning));
+}

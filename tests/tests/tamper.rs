@@ -127,3 +127,36 @@ fn wrong_key_or_password_exits_3() {
     let none = repo.cmd(&["snapshots"]).env_remove("CAIRN_KEY_FILE").output().unwrap();
     assert_eq!(code(&none), 3);
 }
+
+#[test]
+fn a_hostile_key_slot_is_skipped_and_a_changed_config_is_refused() {
+    let repo = TestRepo::new();
+    repo.backup_bytes(b"kept", &[]);
+    let pw = repo.dir.path().join("pw");
+    std::fs::write(&pw, "correct horse\n").unwrap();
+    repo.ok(&["key", "add", "--new-password-file", pw.to_str().unwrap()]);
+    // What anyone with write access could add: a slot whose Argon2id asks
+    // for 4 TiB, named to be tried first.
+    let hostile = serde_json::json!({
+        "version": 2, "kdf": { "algorithm": "argon2id", "m_cost": u32::MAX, "t_cost": 3, "p_cost": 2 },
+        "salt": "00".repeat(16), "sealed": "00".repeat(72), "created": "", "host": "",
+    });
+    std::fs::write(repo.repo_dir().join("keys/0000000000000000"), hostile.to_string()).unwrap();
+    let o = repo.cmd(&["snapshots"]).env_remove("CAIRN_KEY_FILE").env("CAIRN_PASSWORD_FILE", &pw).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains("keys/0000000000000000") && err.contains("m_cost"), "no warning names the slot: {err}");
+
+    // A garbage collection minimum age of zero, written by someone without the key.
+    let config = repo.repo_dir().join("config");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed =
+        text.replacen("\"pack_target\"", "\"gc\": {\"min_age_s\": 0, \"lease_ttl_s\": 600}, \"pack_target\"", 1);
+    std::fs::write(&config, changed).unwrap();
+    let o = repo.run(&["snapshots"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(code(&o), 5, "{err}");
+    assert!(err.contains("corrupt config") && err.contains("authentication failed"), "{err}");
+    std::fs::write(&config, text).unwrap();
+    repo.ok(&["snapshots"]);
+}

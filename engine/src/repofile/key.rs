@@ -12,6 +12,8 @@ pub enum Kind {
     Config,
     /// `keys/<id>` (key slots, JSON).
     KeySlot,
+    /// `key-removals/<slot id>/<nonce>`: `key remove`s under way.
+    KeyRemoval,
     /// `packs/<ab>/<id>`.
     Pack,
     /// `index/<id>` (sealed).
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Config => "config",
             Kind::KeySlot => "keys",
+            Kind::KeyRemoval => "key-removals",
             Kind::Pack => "packs",
             Kind::Index => "index",
             Kind::Snapshot => "snapshots",
@@ -53,6 +56,14 @@ pub enum ObjectKey {
     Config,
     /// `keys/<id>`: a key slot (16 hex digits).
     KeySlot(String),
+    /// `key-removals/<slot id>/<16 hex>`: one `key remove` of that slot
+    /// under way (see `keyring.rs`).
+    KeyRemoval {
+        /// The slot being removed.
+        slot: String,
+        /// Tells concurrent removals of one slot apart.
+        nonce: String,
+    },
     /// `packs/<first two hex digits>/<id>`: a pack, named by the BLAKE3 of
     /// its bytes.
     Pack(PackId),
@@ -96,6 +107,7 @@ impl ObjectKey {
         match self {
             ObjectKey::Config => Kind::Config,
             ObjectKey::KeySlot(_) => Kind::KeySlot,
+            ObjectKey::KeyRemoval { .. } => Kind::KeyRemoval,
             ObjectKey::Pack(_) => Kind::Pack,
             ObjectKey::Index(_) => Kind::Index,
             ObjectKey::Snapshot(_) => Kind::Snapshot,
@@ -114,6 +126,9 @@ impl ObjectKey {
         match parts.as_slice() {
             ["config"] => Some(ObjectKey::Config),
             ["keys", slot] if !slot.is_empty() => Some(ObjectKey::KeySlot(slot.to_string())),
+            ["key-removals", slot, nonce] if !slot.is_empty() && !nonce.is_empty() => {
+                Some(ObjectKey::KeyRemoval { slot: slot.to_string(), nonce: nonce.to_string() })
+            }
             ["packs", ab, hex] => id(hex).filter(|_| hex.get(..2) == Some(*ab)).map(|i| ObjectKey::Pack(PackId(i))),
             ["index", hex] => id(hex).map(ObjectKey::Index),
             ["snapshots", hex] => id(hex).map(|i| ObjectKey::Snapshot(SnapshotId(i))),
@@ -149,6 +164,7 @@ impl fmt::Display for ObjectKey {
         match self {
             ObjectKey::Config => f.write_str("config"),
             ObjectKey::KeySlot(slot) => write!(f, "keys/{slot}"),
+            ObjectKey::KeyRemoval { slot, nonce } => write!(f, "key-removals/{slot}/{nonce}"),
             ObjectKey::Pack(id) => {
                 let h = id.to_hex();
                 write!(f, "packs/{}/{h}", &h[..2])
@@ -184,6 +200,7 @@ mod tests {
         let keys = [
             ObjectKey::Config,
             ObjectKey::KeySlot("0123456789abcdef".into()),
+            ObjectKey::KeyRemoval { slot: "0123456789abcdef".into(), nonce: "fedcba9876543210".into() },
             ObjectKey::Pack(PackId(id)),
             ObjectKey::Index(id),
             ObjectKey::Snapshot(SnapshotId(id)),

@@ -24,8 +24,12 @@ use crate::{Error, Result};
 /// rather than guessing, and any other decoding failure is
 /// [`Error::Corrupt`] naming the object.
 pub trait RepoFile: Serialize + DeserializeOwned {
-    /// The `version` this build reads and writes.
+    /// The `version` this build writes (and the newest it reads).
     const VERSION: u32;
+
+    /// The oldest `version` this build still reads (key slots read both
+    /// 1 and 2).
+    const OLDEST_VERSION: u32 = Self::VERSION;
 
     /// What identifies one file of this type (a snapshot id, a WAL file's
     /// stanza, timeline and name, …).
@@ -44,7 +48,7 @@ pub trait RepoFile: Serialize + DeserializeOwned {
         let v: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| Error::corrupt(object, None, format!("not JSON: {e}")))?;
         let version = v.get("version").and_then(|x| x.as_u64()).unwrap_or(0);
-        if version != u64::from(Self::VERSION) {
+        if !(u64::from(Self::OLDEST_VERSION)..=u64::from(Self::VERSION)).contains(&version) {
             return Err(Error::UnsupportedVersion { object: object.into(), got: version, known: Self::VERSION.into() });
         }
         serde_json::from_value(v).map_err(|e| Error::corrupt(object, None, format!("bad field: {e}")))

@@ -192,7 +192,7 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
 pub fn kind_of(key: &str) -> &'static str {
     match key.split('/').next().unwrap_or("") {
         "config" => "config",
-        "keys" => "keys",
+        "keys" | "key-removals" => "keys",
         "packs" => "packs",
         "index" => "index",
         "snapshots" => "snapshots",

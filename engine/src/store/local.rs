@@ -16,6 +16,11 @@
 //!   update that checked before it; a blind overwrite does not, and wins
 //!   last as documented).
 //!
+//! Objects are created with mode 0600 and directories with 0700, whatever
+//! the umask: a repository holds key slots and everything it stores is
+//! private to the user that writes it (there is no setting for a shared
+//! group; an existing directory keeps its mode).
+//!
 //! A version is the file's inode, modification time and size, and for
 //! objects of at most [`HASHED_VERSION_MAX`] bytes (leases, state records:
 //! what compare-and-swap is for) a BLAKE3 of the content too: a freed inode
@@ -24,7 +29,7 @@
 //! replaced.
 
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -48,7 +53,7 @@ impl LocalBackend {
     /// Opens the directory `dir` (created first when `create` is set).
     pub fn open(dir: &Path, create: bool) -> Result<LocalBackend> {
         if create {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            create_dirs(dir)?;
         }
         if !dir.is_dir() {
             return Err(Error::NotFound { what: format!("repository directory {}", dir.display()) });
@@ -57,6 +62,22 @@ impl LocalBackend {
         let fs =
             LocalFileSystem::new_with_prefix(&root).map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
         Ok(LocalBackend { root, fs: RemoteBackend::new(std::sync::Arc::new(fs), false) })
+    }
+
+    /// object_store reports a file this user may not open as a generic
+    /// storage error. Objects are private to the user that wrote them, so
+    /// that is the usual cause of a failed read by another user: then the
+    /// file system's own error, which names the path, is returned instead
+    /// (the CLI tells from it who owns what).
+    fn denied(&self, key: &str, e: Error) -> Error {
+        if !matches!(e, Error::Storage { .. }) {
+            return e;
+        }
+        let path = self.root.join(key);
+        match std::fs::File::open(&path) {
+            Err(io) if io.kind() == std::io::ErrorKind::PermissionDenied => Error::io(path, io),
+            _ => e,
+        }
     }
 }
 
@@ -70,7 +91,7 @@ impl Backend for LocalBackend {
     }
 
     async fn get_opts(&self, key: &str, range: Option<Range<u64>>) -> Result<Bytes> {
-        self.fs.get_opts(key, range).await
+        self.fs.get_opts(key, range).await.map_err(|e| self.denied(key, e))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectMeta> {
@@ -89,7 +110,7 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        self.fs.list(prefix).await
+        self.fs.list(prefix).await.map_err(|e| self.denied(prefix, e))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -118,6 +139,16 @@ impl Backend for LocalBackend {
     }
 }
 
+/// Mode of every object file (before the umask, which can only remove bits).
+pub(super) const OBJECT_MODE: u32 = 0o600;
+/// Mode of every directory created in a repository.
+pub(super) const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and any missing parents with [`DIR_MODE`].
+pub(super) fn create_dirs(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| Error::io(dir, e))
+}
+
 /// Objects up to this size have a content hash in their version.
 pub const HASHED_VERSION_MAX: u64 = 1 << 20;
 
@@ -142,13 +173,14 @@ fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Ver
     use std::io::Write;
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    create_dirs(dir)?;
     let mut staged = path.clone().into_os_string();
     staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
     let staged = PathBuf::from(staged);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
+        .mode(OBJECT_MODE)
         .open(&staged)
         .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()))
         .and_then(|m| meta_of(&m, || Ok(blake3::hash(bytes))));
@@ -235,6 +267,31 @@ pub(super) fn fsync_local(root: &Path, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::BackendExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn objects_are_0600_and_directories_0700_whatever_the_umask_allows() {
+        // The umask of the test process (usually 022) would make them 0644
+        // and 0755: the modes asked for must be private themselves.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let b = LocalBackend::open(&root, true).unwrap();
+        b.put_create("keys/0123456789abcdef", Bytes::from_static(b"slot")).await.unwrap();
+        b.put("snapshots/ab", Bytes::from_static(b"overwritten")).await.unwrap();
+        let v = b.put_opts("gc/state", Bytes::from_static(b"1"), PutMode::Create).await.unwrap();
+        b.put_opts("gc/state", Bytes::from_static(b"2"), PutMode::Update(v)).await.unwrap();
+        for d in ["", "keys", "snapshots", "gc"] {
+            assert_eq!(mode(&root.join(d)), 0o700, "directory {d:?}");
+        }
+        for f in ["keys/0123456789abcdef", "snapshots/ab", "gc/state"] {
+            assert_eq!(mode(&root.join(f)), 0o600, "object {f}");
+        }
+    }
 
     #[test]
     fn small_objects_carry_their_content_in_the_version() {

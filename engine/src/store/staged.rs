@@ -14,9 +14,10 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use super::local::fsync_local;
+use super::local::{create_dirs, fsync_local, OBJECT_MODE};
 use super::Store;
 use crate::{Error, Result};
 
@@ -43,10 +44,14 @@ impl Store {
     pub fn stage(&self, dir: &str) -> Result<Option<Staged>> {
         let Some(root) = self.local_root() else { return Ok(None) };
         let d = root.join(dir);
-        std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        create_dirs(&d)?;
         let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
-        let file =
-            std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(OBJECT_MODE)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         // "Now" as the file system sees it (on a network file system the
         // server's clock stamps mtimes, not ours).
         if let Ok(now) = file.metadata().and_then(|m| m.modified()) {
@@ -105,7 +110,7 @@ impl Staged {
         self.file.sync_all().map_err(|e| Error::io(&self.path, e))?;
         let dest = self.root.join(key);
         let dir = dest.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        create_dirs(dir)?;
         std::fs::rename(&self.path, &dest).map_err(|e| match e.kind() {
             // Swept as stale (an hour without a write) while this process stalled.
             std::io::ErrorKind::NotFound => Error::io(&self.path, e),
@@ -157,6 +162,21 @@ mod tests {
         drop(dropped);
         assert!(!p.exists(), "an uncommitted staged file is removed");
         assert!(Store::memory().stage("packs").unwrap().is_none());
+    }
+
+    #[test]
+    fn staged_objects_and_their_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&Location::parse(dir.path().to_str().unwrap()).unwrap(), true).unwrap();
+        let mut s = store.stage("packs").unwrap().unwrap();
+        s.append(b"pack").unwrap();
+        assert_eq!(mode(&s.path), 0o600, "the staged file");
+        s.commit("packs/cd/cdef").unwrap();
+        assert_eq!(mode(&dir.path().join("packs/cd/cdef")), 0o600);
+        assert_eq!(mode(&dir.path().join("packs")), 0o700);
+        assert_eq!(mode(&dir.path().join("packs/cd")), 0o700);
     }
 
     #[test]
