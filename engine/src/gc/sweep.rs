@@ -111,11 +111,10 @@ async fn sweep_claimed(
             if !guard(repo, lease, g).await? {
                 break;
             }
-            for c in batch {
-                repo.store().delete(&ObjectKey::Pack(c.pack).to_string()).await?;
-                sweep.deleted_packs += 1;
-                sweep.deleted_bytes += c.size;
-            }
+            let keys: Vec<String> = batch.iter().map(|c| ObjectKey::Pack(c.pack).to_string()).collect();
+            repo.store().delete_many(&keys).await?;
+            sweep.deleted_packs += batch.len() as u64;
+            sweep.deleted_bytes += batch.iter().map(|c| c.size).sum::<u64>();
         }
         if guard(repo, lease, g).await? {
             finish(repo, g).await?;

@@ -97,6 +97,21 @@ pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Deletes many objects, missing ones included, as few requests as the
+    /// store allows (S3's DeleteObjects takes up to 1000 keys); on an error
+    /// some may be gone and some not, and calling again finishes the job.
+    /// The default deletes them one by one, a few at a time.
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        for chunk in keys.chunks(8) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for k in chunk {
+                pending.push(self.delete(k));
+            }
+            futures::future::try_join_all(pending).await?;
+        }
+        Ok(())
+    }
+
     /// Makes sure an object another process wrote is durable before it is
     /// relied on (a local put by another process may not have fsynced yet).
     /// Remote stores acknowledge only durable writes: nothing to do.
@@ -178,6 +193,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key).await
+    }
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        (**self).delete_many(keys).await
     }
     async fn sync_existing(&self, key: &str) -> Result<()> {
         (**self).sync_existing(key).await

@@ -53,6 +53,15 @@ pub async fn basics(store: &dyn Backend, p: &str) {
     store.delete(&k("a/one")).await.unwrap();
     store.delete(&k("a/one")).await.unwrap();
     assert!(!store.exists(&k("a/one")).await.unwrap());
+    // Many at once, missing ones included.
+    let many: Vec<String> = (0..40).map(|i| k(&format!("m/{i:02}"))).collect();
+    for key in &many[..30] {
+        store.put(key, Bytes::from_static(b"x")).await.unwrap();
+    }
+    store.delete_many(&many).await.unwrap();
+    assert!(store.list(&k("m/")).await.unwrap().is_empty(), "every listed key is gone");
+    store.delete_many(&many).await.unwrap();
+    store.delete_many(&[]).await.unwrap();
 }
 
 /// Compare-and-swap: an update naming the current version wins and yields a

@@ -119,6 +119,9 @@ impl Backend for Store {
     async fn delete(&self, key: &str) -> Result<()> {
         self.backend.delete(key).await
     }
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        self.backend.delete_many(keys).await
+    }
     async fn sync_existing(&self, key: &str) -> Result<()> {
         self.backend.sync_existing(key).await
     }

@@ -141,6 +141,24 @@ impl Backend for RemoteBackend {
             Err(e) => Err(self.err(key, e)),
         }
     }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        use futures::StreamExt;
+        let paths = futures::stream::iter(keys.iter().map(|k| Ok(Path::from(k.as_str())))).boxed();
+        let mut done = self.inner.delete_stream(paths);
+        while let Some(r) = done.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    let what = keys
+                        .first()
+                        .map_or(String::new(), |k| format!("{k} (and {} more in one batch)", keys.len() - 1));
+                    return Err(self.err(&what, e));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -119,6 +119,12 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(key, || self.inner.delete(key)).await
     }
 
+    async fn delete_many(&self, keys: &[String]) -> Result<()> {
+        // Deleting is idempotent: a failed batch is sent again whole.
+        let what = keys.first().map_or("", String::as_str);
+        self.run(what, || self.inner.delete_many(keys)).await
+    }
+
     async fn sync_existing(&self, key: &str) -> Result<()> {
         self.run(key, || self.inner.sync_existing(key)).await
     }
