@@ -159,9 +159,16 @@ impl KeySlot {
             Secret::Password(_) => default_password_kdf(),
             Secret::KeyFile(_) => Kdf::Blake3KeyFile,
         };
+        Self::create_with(repo_id, master, secret, kdf)
+    }
+
+    /// Seals `master` for `secret` with `kdf`, which must suit the secret
+    /// (the fuzz targets' seeds use cheap Argon2id parameters).
+    pub(crate) fn create_with(repo_id: &str, master: &MasterKey, secret: &Secret, kdf: Kdf) -> Result<KeySlot> {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let wrap = derive(secret, &kdf, &salt)?.expect("kdf chosen to match secret");
+        let wrap = derive(secret, &kdf, &salt)?
+            .ok_or_else(|| Error::Internal("the key derivation does not suit the secret".into()))?;
         Ok(KeySlot {
             version: KEY_SLOT_VERSION,
             kdf,
