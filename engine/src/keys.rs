@@ -264,9 +264,23 @@ impl KeySlot {
             Secret::Password(_) => default_password_kdf(),
             Secret::KeyFile(_) => Kdf::Blake3KeyFile,
         };
+        Self::create_with(version, repo_id, master, secret, kdf, config_mac)
+    }
+
+    /// Seals `master` for `secret` with `kdf`, which must suit the secret
+    /// (the fuzz targets' seeds use cheap Argon2id parameters).
+    pub(crate) fn create_with(
+        version: u32,
+        repo_id: &str,
+        master: &MasterKey,
+        secret: &Secret,
+        kdf: Kdf,
+        config_mac: Option<&[u8; 32]>,
+    ) -> Result<KeySlot> {
         let mut salt = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut salt);
-        let wrap = derive(secret, &kdf, &salt)?.expect("kdf chosen to match secret");
+        let wrap = derive(secret, &kdf, &salt)?
+            .ok_or_else(|| Error::Internal("the key derivation does not suit the secret".into()))?;
         Ok(KeySlot {
             version,
             kdf,

@@ -43,6 +43,8 @@ mod commands;
 mod compress;
 mod crypto;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 mod ids;
 mod index;

@@ -428,6 +428,20 @@ pub async fn refs_in_range(
     Ok(out)
 }
 
+/// The end of bytes `start..start + len` of `entry`, which must lie within
+/// it (tar members' ranges come from the member index).
+pub(crate) fn range_end(entry: &Entry, start: u64, len: u64) -> Result<u64> {
+    let end = start + len;
+    if end > entry.size {
+        return Err(Error::corrupt(
+            format!("entry {:?}", entry.name),
+            Some(start),
+            format!("range of {len} bytes runs past the entry's {} bytes", entry.size),
+        ));
+    }
+    Ok(end)
+}
+
 /// Writes bytes `start..start + len` of `entry` to `out`, reading only the
 /// blobs that hold them (each authenticated and re-hashed). The whole
 /// stream's hash cannot be checked for a part of it; the per-blob checks
@@ -442,14 +456,7 @@ pub async fn restore_range<W: Write>(
     concurrency: usize,
 ) -> Result<RestoreSummary> {
     let started = Instant::now();
-    let end = start + len;
-    if end > entry.size {
-        return Err(Error::corrupt(
-            format!("entry {:?}", entry.name),
-            Some(start),
-            format!("range of {len} bytes runs past the entry's {} bytes", entry.size),
-        ));
-    }
+    let end = range_end(entry, start, len)?;
     let refs = refs_in_range(repo, index, entry, start, end).await?;
     let mut summary = RestoreSummary::default();
     let mut i = 0;

@@ -178,10 +178,23 @@ pub async fn show(repo: &Repository, stanza: &str, names: bool) -> Result<Stanza
     if cluster.is_none() && all.is_empty() && problems.is_empty() {
         return Err(Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") });
     }
+    let mut report = summarise(stanza, cluster, &all, problems, names)?;
+    report.retention = crate::pg::expire::expiry_record(repo, stanza).await?;
+    Ok(report)
+}
+
+/// What [`show`] reports about the manifests read (all but retention).
+pub(crate) fn summarise(
+    stanza: &str,
+    cluster: Option<StanzaRecord>,
+    all: &[(String, WalManifest)],
+    problems: Vec<Problem>,
+    names: bool,
+) -> Result<StanzaReport> {
     let size = SegmentSize::new(cluster.as_ref().map_or(16 << 20, |c| u64::from(c.segment_size)))
         .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
     let mut by_tli: BTreeMap<u32, Vec<&WalManifest>> = BTreeMap::new();
-    for (_, m) in &all {
+    for (_, m) in all {
         if let Ok(n) = WalFileName::parse(&m.name, size) {
             by_tli.entry(n.timeline()).or_default().push(m);
         }
@@ -195,7 +208,7 @@ pub async fn show(repo: &Repository, stanza: &str, names: bool) -> Result<Stanza
         timelines,
         names: names.then(|| all.iter().map(|(_, m)| m.name.clone()).collect()),
         problems,
-        retention: crate::pg::expire::expiry_record(repo, stanza).await?,
+        retention: None,
     })
 }
 

@@ -87,24 +87,7 @@ impl Layout {
     /// snapshot, the member index for a tar snapshot.
     pub async fn load(repo: &Repository, index: &LocalIndex, snapshot: Snapshot) -> Result<Layout> {
         if snapshot.source.kind == crate::sources::dir::KIND {
-            let files = snapshot
-                .entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| FileInfo {
-                    path: if e.name == "." { String::new() } else { e.name.clone() },
-                    kind: e.kind,
-                    mode: e.mode,
-                    mtime: e.mtime,
-                    size: e.size,
-                    target: e.target.clone(),
-                    owner: e.owner.map(|(u, g)| (u64::from(u), u64::from(g))),
-                    nanos: e.mtime_nanos.unwrap_or(0),
-                    at: if e.kind == FileKind::File { Location::Entry(i) } else { Location::None },
-                    absolute: e.name.starts_with('/'),
-                })
-                .collect();
-            return Ok(Layout { snapshot, files, tar_entry: None, tar_refs: Default::default() });
+            return Ok(Self::of_dir(snapshot));
         }
         let Some(i) = snapshot.entries.iter().position(|e| e.members.is_some()) else {
             return Err(Error::InvalidInput(format!(
@@ -113,6 +96,28 @@ impl Layout {
             )));
         };
         Self::load_tar(repo, index, snapshot, i).await
+    }
+
+    /// The files of a directory snapshot (its entries).
+    pub(crate) fn of_dir(snapshot: Snapshot) -> Layout {
+        let files = snapshot
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| FileInfo {
+                path: if e.name == "." { String::new() } else { e.name.clone() },
+                kind: e.kind,
+                mode: e.mode,
+                mtime: e.mtime,
+                size: e.size,
+                target: e.target.clone(),
+                owner: e.owner.map(|(u, g)| (u64::from(u), u64::from(g))),
+                nanos: e.mtime_nanos.unwrap_or(0),
+                at: if e.kind == FileKind::File { Location::Entry(i) } else { Location::None },
+                absolute: e.name.starts_with('/'),
+            })
+            .collect();
+        Layout { snapshot, files, tar_entry: None, tar_refs: Default::default() }
     }
 
     /// The files of tar entry `i` of `snapshot` (from its member index).
@@ -124,6 +129,11 @@ impl Layout {
         let (_, bytes) =
             restore_entry(repo, index, &m.as_entry(&e.name), Vec::new(), 4, std::sync::Arc::default()).await?;
         let idx = MemberIndex::decode(&format!("member index of entry {:?}", e.name), &bytes)?;
+        Ok(Self::of_members(snapshot, i, idx))
+    }
+
+    /// The files of tar entry `i` of `snapshot`, listed by `idx`.
+    pub(crate) fn of_members(snapshot: Snapshot, i: usize, idx: MemberIndex) -> Layout {
         let files = idx
             .members
             .into_iter()
@@ -140,7 +150,7 @@ impl Layout {
                 at: if m.kind == FileKind::File { Location::Tar(m.data) } else { Location::None },
             })
             .collect();
-        Ok(Layout { snapshot, files, tar_entry: Some(i), tar_refs: Default::default() })
+        Layout { snapshot, files, tar_entry: Some(i), tar_refs: Default::default() }
     }
 
     /// Files at or under `path` (all with `None`).

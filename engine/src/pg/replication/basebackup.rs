@@ -118,7 +118,11 @@ impl BaseBackup {
     /// the backup has started (after its checkpoint) and the first archive
     /// is on its way.
     pub fn start(conn: &ConnInfo, opts: &BaseBackupOptions) -> Result<BaseBackup> {
-        let mut conn = Conn::connect(conn, opts.read_timeout)?;
+        Self::start_on(Conn::connect(conn, opts.read_timeout)?, opts)
+    }
+
+    /// [`BaseBackup::start`] on a connection already started.
+    pub(crate) fn start_on(mut conn: Conn, opts: &BaseBackupOptions) -> Result<BaseBackup> {
         let server = conn.server.clone();
         let reported = conn.server_version.clone().unwrap_or_default();
         let version = parse_server_version(&reported)

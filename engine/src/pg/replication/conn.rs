@@ -46,6 +46,9 @@ enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// A server's bytes held in memory (the fuzz targets and their replay
+    /// tests): reads come from them, what is written is dropped.
+    Script(io::Cursor<Vec<u8>>),
 }
 
 impl Read for Stream {
@@ -54,6 +57,7 @@ impl Read for Stream {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Script(s) => s.read(buf),
         }
     }
 }
@@ -64,6 +68,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Script(_) => Ok(buf.len()),
         }
     }
 
@@ -72,6 +77,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.flush(),
             Stream::Unix(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+            Stream::Script(_) => Ok(()),
         }
     }
 }
@@ -189,6 +195,12 @@ impl Conn {
         Ok(conn)
     }
 
+    /// A connection whose server says `script` (and ignores what it is
+    /// sent), not yet started: for the fuzz targets.
+    pub(crate) fn scripted(script: Vec<u8>) -> Conn {
+        Conn::new(Stream::Script(io::Cursor::new(script)), "script".into(), false, Duration::from_secs(60))
+    }
+
     fn new(stream: Stream, server: String, tls: bool, read_timeout: Duration) -> Conn {
         let channel_binding = match &stream {
             Stream::Tls(s) => {
@@ -216,13 +228,16 @@ impl Conn {
             Stream::Tcp(s) => s.set_read_timeout(Some(timeout)),
             Stream::Unix(s) => s.set_read_timeout(Some(timeout)),
             Stream::Tls(s) => s.sock.set_read_timeout(Some(timeout)),
+            Stream::Script(_) => Ok(()),
         };
         set.map_err(|e| Error::connection(&self.server, "setting the read timeout", e))?;
         self.read_timeout = timeout;
         Ok(())
     }
 
-    fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
+    /// The startup message, authentication, and the server's parameters up
+    /// to `ReadyForQuery`.
+    pub(crate) fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
         let params =
             [("user", ci.user.as_str()), ("replication", "true"), ("application_name", ci.application_name.as_str())];
         let mut out = BytesMut::new();

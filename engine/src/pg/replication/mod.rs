@@ -46,7 +46,7 @@
 //! ```
 
 mod basebackup;
-mod conn;
+pub(crate) mod conn;
 mod conninfo;
 mod options;
 mod tls;

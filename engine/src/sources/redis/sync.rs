@@ -135,7 +135,7 @@ impl std::fmt::Debug for SyncOptions {
     }
 }
 
-enum Payload {
+pub(crate) enum Payload {
     Length { left: u64 },
     Marked { mark: [u8; 40], held: Vec<u8>, done: bool },
 }
@@ -181,12 +181,18 @@ impl Write for Conn {
 
 /// The RDB payload of a full resynchronisation, as a stream.
 pub struct ReplicationSource {
-    conn: BufReader<Conn>,
+    payload: PayloadReader<BufReader<Conn>>,
+    repl_id: String,
+    repl_offset: i64,
+}
+
+/// The payload's bytes as they come off a connection (any byte source, so
+/// that the fuzz targets can feed the framing from memory).
+pub(crate) struct PayloadReader<R> {
+    conn: R,
     payload: Payload,
     addr: String,
     timeout: Duration,
-    repl_id: String,
-    repl_offset: i64,
     received: u64,
 }
 
@@ -204,7 +210,7 @@ fn protocol(addr: &str, detail: impl std::fmt::Display) -> Error {
     Error::Config(format!("redis {addr}: {detail}"))
 }
 
-fn send(conn: &mut BufReader<Conn>, addr: &str, args: &[&[u8]]) -> Result<()> {
+fn send<C: Write>(conn: &mut BufReader<C>, addr: &str, args: &[&[u8]]) -> Result<()> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -217,7 +223,7 @@ fn send(conn: &mut BufReader<Conn>, addr: &str, args: &[&[u8]]) -> Result<()> {
 
 /// Reads one reply line of at most [`MAX_LINE`] bytes, skipping keepalive
 /// newlines.
-fn line(conn: &mut BufReader<Conn>, addr: &str, timeout: Duration) -> Result<String> {
+fn line<C: Read>(conn: &mut BufReader<C>, addr: &str, timeout: Duration) -> Result<String> {
     loop {
         let mut l = Vec::new();
         let n = conn
@@ -242,7 +248,7 @@ fn line(conn: &mut BufReader<Conn>, addr: &str, timeout: Duration) -> Result<Str
     }
 }
 
-fn expect_ok(conn: &mut BufReader<Conn>, addr: &str, timeout: Duration, what: &str) -> Result<()> {
+fn expect_ok<C: Read>(conn: &mut BufReader<C>, addr: &str, timeout: Duration, what: &str) -> Result<()> {
     let l = line(conn, addr, timeout)?;
     if l.starts_with('+') {
         Ok(())
@@ -268,49 +274,74 @@ impl ReplicationSource {
             Some(t) => Conn::Tls(Box::new(tls_handshake(tcp, &addr, timeout, t)?)),
         };
         let mut conn = BufReader::with_capacity(1 << 20, conn);
-        if let Some(pw) = &opts.password {
-            match &opts.user {
-                Some(u) => send(&mut conn, &addr, &[b"AUTH", u.as_bytes(), pw.as_bytes()])?,
-                None => send(&mut conn, &addr, &[b"AUTH", pw.as_bytes()])?,
-            }
-            let l = line(&mut conn, &addr, timeout)?;
-            if !l.starts_with('+') {
-                return Err(protocol(&addr, format!("authentication failed: {l}")));
-            }
+        let (payload, repl_id, repl_offset) =
+            handshake(&mut conn, &addr, timeout, opts.user.as_deref(), opts.password.as_deref())?;
+        Ok(ReplicationSource {
+            payload: PayloadReader { conn, payload, addr, timeout, received: 0 },
+            repl_id,
+            repl_offset,
+        })
+    }
+}
+
+/// The conversation on a connected stream, from `AUTH` to the payload
+/// header: the payload's framing, the replication id and the offset.
+pub(crate) fn handshake<C: Read + Write>(
+    conn: &mut BufReader<C>,
+    addr: &str,
+    timeout: Duration,
+    user: Option<&str>,
+    password: Option<&str>,
+) -> Result<(Payload, String, i64)> {
+    if let Some(pw) = password {
+        match user {
+            Some(u) => send(conn, addr, &[b"AUTH", u.as_bytes(), pw.as_bytes()])?,
+            None => send(conn, addr, &[b"AUTH", pw.as_bytes()])?,
         }
-        send(&mut conn, &addr, &[b"PING"])?;
-        let l = line(&mut conn, &addr, timeout)?;
-        if l.starts_with("-NOAUTH") {
-            return Err(protocol(&addr, "the server requires a password (set REDISCLI_AUTH or give a password file)"));
-        }
+        let l = line(conn, addr, timeout)?;
         if !l.starts_with('+') {
-            return Err(protocol(&addr, format!("PING refused: {l}")));
+            return Err(protocol(addr, format!("authentication failed: {l}")));
         }
-        send(&mut conn, &addr, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])?;
-        expect_ok(&mut conn, &addr, timeout, "REPLCONF capa")?;
-        send(&mut conn, &addr, &[b"REPLCONF", b"rdb-only", b"1"])?;
-        if let Err(e) = expect_ok(&mut conn, &addr, timeout, "REPLCONF rdb-only") {
-            tracing::info!(error = %e, "server without rdb-only; reading stops after the RDB");
-        }
-        send(&mut conn, &addr, &[b"PSYNC", b"?", b"-1"])?;
-        let l = line(&mut conn, &addr, timeout)?;
-        let mut parts = l.split_whitespace();
-        let (Some("+FULLRESYNC"), Some(id), Some(off)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(protocol(&addr, format!("PSYNC answered {l:?}, expected +FULLRESYNC")));
-        };
-        let (repl_id, repl_offset) = (id.to_string(), off.parse().unwrap_or(-1));
-        let header = line(&mut conn, &addr, timeout)?;
-        let payload = if let Some(m) = header.strip_prefix("$EOF:") {
-            let mark: [u8; 40] =
-                m.as_bytes().try_into().map_err(|_| protocol(&addr, format!("bad EOF mark in {header:?}")))?;
-            Payload::Marked { mark, held: Vec::new(), done: false }
-        } else if let Some(n) = header.strip_prefix('$') {
-            let left = n.parse().map_err(|_| protocol(&addr, format!("bad payload length in {header:?}")))?;
-            Payload::Length { left }
-        } else {
-            return Err(protocol(&addr, format!("expected the RDB payload, got {header:?}")));
-        };
-        Ok(ReplicationSource { conn, payload, addr, timeout, repl_id, repl_offset, received: 0 })
+    }
+    send(conn, addr, &[b"PING"])?;
+    let l = line(conn, addr, timeout)?;
+    if l.starts_with("-NOAUTH") {
+        return Err(protocol(addr, "the server requires a password (set REDISCLI_AUTH or give a password file)"));
+    }
+    if !l.starts_with('+') {
+        return Err(protocol(addr, format!("PING refused: {l}")));
+    }
+    send(conn, addr, &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])?;
+    expect_ok(conn, addr, timeout, "REPLCONF capa")?;
+    send(conn, addr, &[b"REPLCONF", b"rdb-only", b"1"])?;
+    if let Err(e) = expect_ok(conn, addr, timeout, "REPLCONF rdb-only") {
+        tracing::info!(error = %e, "server without rdb-only; reading stops after the RDB");
+    }
+    send(conn, addr, &[b"PSYNC", b"?", b"-1"])?;
+    let l = line(conn, addr, timeout)?;
+    let mut parts = l.split_whitespace();
+    let (Some("+FULLRESYNC"), Some(id), Some(off)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(protocol(addr, format!("PSYNC answered {l:?}, expected +FULLRESYNC")));
+    };
+    let (repl_id, repl_offset) = (id.to_string(), off.parse().unwrap_or(-1));
+    let header = line(conn, addr, timeout)?;
+    let payload = if let Some(m) = header.strip_prefix("$EOF:") {
+        let mark: [u8; 40] =
+            m.as_bytes().try_into().map_err(|_| protocol(addr, format!("bad EOF mark in {header:?}")))?;
+        Payload::Marked { mark, held: Vec::new(), done: false }
+    } else if let Some(n) = header.strip_prefix('$') {
+        let left = n.parse().map_err(|_| protocol(addr, format!("bad payload length in {header:?}")))?;
+        Payload::Length { left }
+    } else {
+        return Err(protocol(addr, format!("expected the RDB payload, got {header:?}")));
+    };
+    Ok((payload, repl_id, repl_offset))
+}
+
+impl<R> PayloadReader<R> {
+    /// Reads the payload framed by `payload` from `conn`.
+    pub(crate) fn new(conn: R, payload: Payload, addr: &str) -> PayloadReader<R> {
+        PayloadReader { conn, payload, addr: addr.to_string(), timeout: Duration::ZERO, received: 0 }
     }
 
     /// A failed read of the payload, naming the server and how far it got.
@@ -327,6 +358,15 @@ impl ReplicationSource {
             std::io::ErrorKind::UnexpectedEof,
             format!("redis {}: connection closed after {} bytes, before the end of the RDB", self.addr, self.received),
         )
+    }
+
+    /// Fails unless the payload's framing (length or EOF mark) says it is
+    /// complete.
+    pub(crate) fn finish(&self) -> Result<()> {
+        match &self.payload {
+            Payload::Length { left: 0 } | Payload::Marked { done: true, .. } => Ok(()),
+            _ => Err(Error::Input { offset: self.received, source: self.eof_error() }),
+        }
     }
 }
 
@@ -425,6 +465,12 @@ fn tls_handshake(
 
 impl Read for ReplicationSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.payload.read(buf)
+    }
+}
+
+impl<R: Read> Read for PayloadReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match &mut self.payload {
             Payload::Length { left } => {
                 if *left == 0 {
@@ -480,19 +526,16 @@ impl Read for ReplicationSource {
 
 impl StreamSource for ReplicationSource {
     fn finish(&mut self) -> Result<()> {
-        match &self.payload {
-            Payload::Length { left: 0 } | Payload::Marked { done: true, .. } => Ok(()),
-            _ => Err(Error::Input { offset: self.received, source: self.eof_error() }),
-        }
+        self.payload.finish()
     }
 
     fn metadata(&self) -> Option<Value> {
-        let transfer = match self.payload {
+        let transfer = match self.payload.payload {
             Payload::Length { .. } => "disk",
             Payload::Marked { .. } => "diskless",
         };
         Some(
-            json!({ "repl_id": self.repl_id, "repl_offset": self.repl_offset, "transfer": transfer, "server": self.addr }),
+            json!({ "repl_id": self.repl_id, "repl_offset": self.repl_offset, "transfer": transfer, "server": self.payload.addr }),
         )
     }
 }
