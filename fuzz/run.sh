@@ -22,5 +22,5 @@ for t in $targets; do
     seeds=()
     [ -d "../engine/testdata/fuzz-seeds/$t" ] && seeds=("../engine/testdata/fuzz-seeds/$t")
     RUSTC_BOOTSTRAP=1 cargo fuzz run "${flags[@]}" "$t" "corpus/$t" "${seeds[@]}" -- \
-        -max_total_time="$secs" -rss_limit_mb=2048
+        -max_total_time="$secs" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1
 done

@@ -172,6 +172,8 @@ pub fn keys_config(data: &[u8]) -> Result<()> {
         Ok(())
     });
     let slot = KeySlot::decode("keys/fuzz", data).and_then(|slot| {
+        // What opening checks before any key derivation, for every slot.
+        slot.validate("keys/fuzz")?;
         slot.open("keys/fuzz", REPO_ID, &Secret::KeyFile(KEY_FILE.into()))?;
         let cheap = match slot.kdf {
             Kdf::Argon2id { m_cost, t_cost, .. } => m_cost <= CHEAP_ARGON2.0 && t_cost <= CHEAP_ARGON2.1,
