@@ -431,15 +431,15 @@ pub async fn refs_in_range(
 /// The end of bytes `start..start + len` of `entry`, which must lie within
 /// it (tar members' ranges come from the member index).
 pub(crate) fn range_end(entry: &Entry, start: u64, len: u64) -> Result<u64> {
-    let end = start + len;
-    if end > entry.size {
-        return Err(Error::corrupt(
+    // Checked: an index naming offsets near 2^64 must not wrap around
+    // into a short range that passes.
+    start.checked_add(len).filter(|&end| end <= entry.size).ok_or_else(|| {
+        Error::corrupt(
             format!("entry {:?}", entry.name),
             Some(start),
             format!("range of {len} bytes runs past the entry's {} bytes", entry.size),
-        ));
-    }
-    Ok(end)
+        )
+    })
 }
 
 /// Writes bytes `start..start + len` of `entry` to `out`, reading only the
@@ -555,5 +555,20 @@ mod tests {
         assert_eq!(slice_blob(&bytes, 100, &a.entry, "p").unwrap().len(), 50);
         // An entry before the range start.
         assert!(slice_blob(&bytes, 130, &a.entry, "p").is_err());
+    }
+
+    #[test]
+    fn member_ranges_near_2_64_are_refused_not_wrapped() {
+        // A member index is authenticated but still decoded: data offset
+        // u64::MAX and one byte wrapped to an empty range that passed the
+        // check in release builds (and panicked with overflow checks).
+        let mut e = Entry::new("s.tar", crate::snapshot::FileKind::File, 0o644, None);
+        e.size = 4096;
+        assert_eq!(range_end(&e, 512, 100).unwrap(), 612);
+        assert_eq!(range_end(&e, 0, 4096).unwrap(), 4096);
+        for (start, len) in [(u64::MAX, 1), (1, u64::MAX), (u64::MAX, u64::MAX), (4000, 97)] {
+            let err = range_end(&e, start, len).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { offset: Some(o), .. } if o == start), "{err}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use cairn_formats::repo::ChunkRef;
 
-use crate::commands::restore::{refs_in_range, restore_entry, restore_range, RestoreSummary};
+use crate::commands::restore::{range_end, refs_in_range, restore_entry, restore_range, RestoreSummary};
 use crate::ids::Id;
 use crate::index::LocalIndex;
 use crate::repo::Repository;
@@ -198,7 +198,7 @@ impl Layout {
                 // Every member's chunks come from one list, read once.
                 let e = &self.snapshot.entries[self.tar_entry.expect("tar layout")];
                 let all = self.tar_refs.get_or_try_init(|| refs_in_range(repo, index, e, 0, e.size)).await?;
-                let end = start + f.size;
+                let end = range_end(e, start, f.size)?;
                 let first = all.partition_point(|(at, r)| at + u64::from(r.len) <= start);
                 return Ok(all[first..]
                     .iter()
