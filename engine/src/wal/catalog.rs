@@ -204,7 +204,7 @@ pub(crate) fn summarise(
         stanza: stanza.to_string(),
         cluster,
         files: all.len() as u64,
-        bytes: all.iter().map(|(_, m)| m.size).sum(),
+        bytes: all.iter().map(|(_, m)| m.size).fold(0u64, u64::saturating_add),
         timelines,
         names: names.then(|| all.iter().map(|(_, m)| m.name.clone()).collect()),
         problems,
@@ -259,8 +259,10 @@ fn timeline_report(tli: u32, files: Vec<&WalManifest>, size: SegmentSize) -> Tim
             first: run[0].1.name.clone(),
             last: run[run.len() - 1].1.name.clone(),
             segments: run.len() as u64,
-            start_lsn: lsn(run[0].0 * seg_bytes),
-            end_lsn: lsn((run[run.len() - 1].0 + 1) * seg_bytes),
+            // The last segment of the WAL space ends at 2^64: shown as
+            // the largest LSN rather than wrapping to 0/0.
+            start_lsn: lsn(run[0].0.saturating_mul(seg_bytes)),
+            end_lsn: lsn((run[run.len() - 1].0 + 1).saturating_mul(seg_bytes)),
             first_commit: first_commit.and_then(time),
             last_commit: last_commit.and_then(time),
         });
@@ -361,4 +363,38 @@ pub async fn archived(repo: &Repository, stanza: &str) -> Result<(SegmentSize, V
         all.into_iter().filter_map(|(_, m)| WalFileName::parse(&m.name, size).ok().map(|n| (n, m))).collect();
     out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     Ok((size, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(name: &str, size: u64) -> (String, WalManifest) {
+        let m = WalManifest {
+            version: 1,
+            name: name.into(),
+            kind: WalFileKind::Segment,
+            size,
+            blake3: String::new(),
+            pushed: String::new(),
+            host: String::new(),
+            pieces: Vec::new(),
+            facts: None,
+            history: None,
+            backup: None,
+        };
+        (format!("wal/s/00000001/{name}"), m)
+    }
+
+    #[test]
+    fn the_last_segment_and_huge_sizes_do_not_overflow() {
+        // Manifests are authenticated but still decoded: the last segment
+        // of the WAL space ends at 2^64 (the end LSN wrapped to 0/0, or
+        // panicked with overflow checks), and sizes summed past 2^64.
+        let all = [manifest("00000001FFFFFFFF000000FE", u64::MAX), manifest("00000001FFFFFFFF000000FF", 2)];
+        let r = summarise("s", None, &all, Vec::new(), false).unwrap();
+        assert_eq!(r.bytes, u64::MAX);
+        let range = &r.timelines[0].ranges[0];
+        assert_eq!((range.start_lsn.as_str(), range.end_lsn.as_str()), ("FFFFFFFF/FE000000", "FFFFFFFF/FFFFFFFF"));
+    }
 }

@@ -193,7 +193,13 @@ impl BaseBackup {
                     .map(|r| Tablespace {
                         oid: r.first().cloned().flatten(),
                         location: r.get(1).cloned().flatten(),
-                        size: r.get(2).cloned().flatten().and_then(|kb| kb.parse::<u64>().ok()).map(|kb| kb * 1024),
+                        // An estimate too large for bytes is no estimate.
+                        size: r
+                            .get(2)
+                            .cloned()
+                            .flatten()
+                            .and_then(|kb| kb.parse::<u64>().ok())
+                            .and_then(|kb| kb.checked_mul(1024)),
                     })
                     .collect()
             })
@@ -273,7 +279,9 @@ impl BaseBackup {
     /// the server's estimate of the total (which may be exceeded: files
     /// grow while they are copied).
     pub fn progress(&self) -> (u64, Option<u64>) {
-        let total = self.progress_requested.then(|| self.wire.tablespaces.iter().filter_map(|t| t.size).sum());
+        let total = self
+            .progress_requested
+            .then(|| self.wire.tablespaces.iter().filter_map(|t| t.size).fold(0u64, u64::saturating_add));
         (self.received.max(self.wire.server_done), total)
     }
 

@@ -274,6 +274,29 @@ fn pg15_single_stream_skipping_an_unread_archive() {
 }
 
 #[test]
+fn size_estimates_too_large_for_bytes_are_dropped_not_wrapped() {
+    // The tablespace sizes are the server's KiB: 2^54 KiB overflowed the
+    // conversion to bytes, two sizes near 2^63 the progress total (both
+    // panics with overflow checks, wrong numbers without).
+    let mut s =
+        prelude("15.4", &[(Some("16385"), Some("/srv/ts"), "9007199254740991"), (None, None, "18014398509481984")]);
+    s.extend(copy_out());
+    s.extend(new_archive("base.tar", ""));
+    s.extend(data(b"x"));
+    s.extend(copy_done());
+    s.extend(end_rows());
+    let (_dir, ci, server) = serve(s);
+    let opts = BaseBackupOptions { progress: true, manifest: false, ..opts() };
+    let mut bb = BaseBackup::start(&ci, &opts).unwrap();
+    let a = bb.next_archive().unwrap().unwrap();
+    assert_eq!((a.name.as_str(), a.estimated_size), ("base.tar", None));
+    assert_eq!(bb.progress(), (0, Some(9007199254740991 * 1024)));
+    assert!(bb.next_archive().unwrap().is_none());
+    assert_eq!(bb.finish().unwrap().end_lsn, 0x3000100);
+    server.join().unwrap();
+}
+
+#[test]
 fn a_checksum_failure_after_the_end_position_fails_finish() {
     let mut s = prelude("15.4", &[(None, None, "1")]);
     s.extend(copy_out());
