@@ -85,16 +85,7 @@ impl TestRepo {
 
     /// Runs, feeding `input` on stdin.
     pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child =
-            self.cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let data = input.to_vec();
-        let feeder = std::thread::spawn(move || {
-            let _ = stdin.write_all(&data);
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
+        output_with_stdin(&mut self.cmd(args), input)
     }
 
     /// Runs and asserts exit 0; returns stdout.
@@ -175,6 +166,20 @@ pub fn assert_success(o: &Output, args: &[&str]) {
         String::from_utf8_lossy(&o.stdout[..o.stdout.len().min(4000)]),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Runs `cmd`, feeding `input` on stdin from a thread (so a command that
+/// writes before it has read everything cannot deadlock).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
 }
 
 /// The exit code, panicking if the process was killed.

@@ -30,21 +30,7 @@ fn under(r: &TestRepo, spec: &str, args: &[String], stdin: Option<&[u8]>) -> (Ou
     let mut c = r.cmd(&refs);
     c.env("CAIRN_TEST_FAULTS", spec).env("CAIRN_TEST_FAULTS_LOG", &log);
     let o = match stdin {
-        Some(data) => {
-            use std::io::Write;
-            c.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            let mut child = c.spawn().unwrap();
-            let mut pipe = child.stdin.take().unwrap();
-            let d = data.to_vec();
-            let t = std::thread::spawn(move || {
-                let _ = pipe.write_all(&d);
-            });
-            let o = child.wait_with_output().unwrap();
-            t.join().unwrap();
-            o
-        }
+        Some(data) => cairn_tests::repo::output_with_stdin(&mut c, data),
         None => c.output().unwrap(),
     };
     let injected = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();

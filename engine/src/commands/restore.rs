@@ -344,7 +344,7 @@ pub async fn restore_entry_to_path(
         .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", path.display())))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let b = Beneath::open(dir)?;
-    restore_into(repo, index, entry, &b, name, None, concurrency, progress).await
+    restore_entry_beneath(repo, index, entry, &b, name, None, concurrency, progress).await
 }
 
 /// A write error on the restore's output, named by the file it went to.
@@ -357,20 +357,8 @@ pub(crate) fn name_output(e: Error, shown: &Path) -> Error {
 
 /// Restores one entry to file `rel` beneath `b` (see [`Beneath`]), with
 /// `meta` applied on its handle before it takes its name.
-pub(crate) async fn restore_entry_beneath(
-    repo: &Repository,
-    index: &LocalIndex,
-    entry: &Entry,
-    b: &Beneath,
-    rel: &str,
-    meta: Option<&Meta>,
-    concurrency: usize,
-) -> Result<RestoreSummary> {
-    restore_into(repo, index, entry, b, rel, meta, concurrency, Arc::default()).await
-}
-
 #[allow(clippy::too_many_arguments)]
-async fn restore_into(
+pub(crate) async fn restore_entry_beneath(
     repo: &Repository,
     index: &LocalIndex,
     entry: &Entry,

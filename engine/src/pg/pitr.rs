@@ -559,7 +559,7 @@ pub async fn restore(
         roots.push((t, Beneath::open(&t.restore_to)?));
     }
     if let Some(e) = manifest_entry {
-        restore_entry_beneath(repo, index, &e, &b, "backup_manifest", None, 4).await?;
+        restore_entry_beneath(repo, index, &e, &b, "backup_manifest", None, 4, Default::default()).await?;
     }
     for d in ["pg_wal", "pg_wal/archive_status"] {
         b.dir(d, true)?;

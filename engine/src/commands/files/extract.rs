@@ -185,7 +185,17 @@ impl Layout {
         // pipeline streams it to disk (whole-file hash checked), whatever
         // its size.
         if let Location::Entry(i) = f.at {
-            let s = restore_entry_beneath(repo, index, &self.snapshot.entries[i], b, &f.path, Some(meta), 8).await?;
+            let s = restore_entry_beneath(
+                repo,
+                index,
+                &self.snapshot.entries[i],
+                b,
+                &f.path,
+                Some(meta),
+                8,
+                Arc::default(),
+            )
+            .await?;
             sum.bytes_written += s.bytes_written;
             sum.bytes_fetched += s.bytes_fetched;
             sum.requests += s.requests;
