@@ -317,7 +317,8 @@ pub fn pg_message(tag: u8, body: &[u8]) -> Vec<u8> {
     m
 }
 
-fn cstr(s: &str) -> Vec<u8> {
+/// A NUL-terminated string, as the protocol writes them.
+pub(crate) fn cstr(s: &str) -> Vec<u8> {
     [s.as_bytes(), b"\0"].concat()
 }
 

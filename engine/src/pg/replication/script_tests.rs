@@ -13,34 +13,8 @@ use rand::{Rng, SeedableRng};
 
 use super::basebackup::TAR_TRAILER;
 use super::*;
+use crate::fuzzing::{cstr, pg_message as msg, pg_row as row};
 use crate::Error;
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-fn row(cols: &[Option<&str>]) -> Vec<u8> {
-    let mut body = (cols.len() as u16).to_be_bytes().to_vec();
-    for c in cols {
-        match c {
-            None => body.extend_from_slice(&(-1i32).to_be_bytes()),
-            Some(v) => {
-                body.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                body.extend_from_slice(v.as_bytes());
-            }
-        }
-    }
-    msg(b'D', &body)
-}
 
 fn complete(tag: &str) -> Vec<u8> {
     msg(b'C', &cstr(tag))
