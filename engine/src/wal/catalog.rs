@@ -243,6 +243,9 @@ fn timeline_report(tli: u32, files: Vec<&WalManifest>, size: SegmentSize) -> Tim
         }
     }
     segs.sort_by_key(|(n, _)| *n);
+    // One segment's manifest twice (its name under two timeline
+    // directories) counts once: a run is strictly ascending.
+    segs.dedup_by_key(|(n, _)| *n);
     r.segments = segs.len() as u64;
     let seg_bytes = u64::from(size.bytes());
     let mut i = 0;
@@ -396,5 +399,21 @@ mod tests {
         assert_eq!(r.bytes, u64::MAX);
         let range = &r.timelines[0].ranges[0];
         assert_eq!((range.start_lsn.as_str(), range.end_lsn.as_str()), ("FFFFFFFF/FE000000", "FFFFFFFF/FFFFFFFF"));
+    }
+
+    #[test]
+    fn a_segment_listed_twice_is_one_segment_not_a_negative_gap() {
+        // Found by the wal_manifest fuzz target: the gap after a run was
+        // computed as next - last - 1, which underflowed for a segment
+        // listed twice (a panic with overflow checks, a gap of 2^64 - 1
+        // segments without).
+        let (k, m) = manifest("000000010000000000000001", 16 << 20);
+        let all =
+            [(k.clone(), m.clone()), (k.replace("00000001/", "00000002/"), m), manifest("000000010000000000000003", 1)];
+        let r = summarise("s", None, &all, Vec::new(), false).unwrap();
+        let t = &r.timelines[0];
+        assert_eq!((r.files, t.segments, t.ranges.len()), (3, 2, 2));
+        assert_eq!(t.gaps.len(), 1);
+        assert_eq!(t.gaps[0].missing, 1);
     }
 }
