@@ -257,6 +257,7 @@ pub async fn restore_entry<W: Write + Send + 'static>(
 
     let mut summary = RestoreSummary::default();
     let mut failure = None;
+    let mut tree_start = 0u64;
     'trees: for t in &entry.content {
         let refs = match load_tree(repo, index, &t.tree).await {
             Ok(r) => r,
@@ -265,25 +266,32 @@ pub async fn restore_entry<W: Write + Send + 'static>(
                 break;
             }
         };
+        // Each window with the entry offset it starts at.
         let mut windows = Vec::new();
         let mut cur: Vec<ChunkRef> = Vec::new();
-        let mut cur_bytes = 0u64;
+        let (mut cur_start, mut cur_bytes) = (tree_start, 0u64);
         for r in refs {
             cur_bytes += u64::from(r.len);
             cur.push(r);
             if cur_bytes >= WINDOW_BYTES {
-                windows.push(std::mem::take(&mut cur));
+                windows.push((cur_start, std::mem::take(&mut cur)));
+                cur_start += cur_bytes;
                 cur_bytes = 0;
             }
         }
         if !cur.is_empty() {
-            windows.push(cur);
+            windows.push((cur_start, cur));
         }
+        tree_start = tree_start.saturating_add(t.bytes);
         let mut fetched = futures::stream::iter(windows)
-            .map(|w| async move {
+            .map(|(mut at, w)| async move {
                 let ids: Vec<BlobId> = w.iter().map(|r| BlobId(Id(r.id))).collect();
                 let (blobs, n, reqs) = fetch_blobs(repo, index, &ids, concurrency).await?;
                 let ordered: Window = ids.iter().map(|id| blobs[id].clone()).collect();
+                for (r, b) in w.iter().zip(&ordered) {
+                    check_chunk_len(entry, at, r, b.len())?;
+                    at += u64::from(r.len);
+                }
                 Ok::<_, Error>((ordered, n, reqs))
             })
             .buffered(WINDOWS_AHEAD);
@@ -416,6 +424,20 @@ pub async fn refs_in_range(
     Ok(out)
 }
 
+/// A tree's chunk reference must agree with the blob it names: a tree that
+/// says otherwise (a damaged or forged one) is refused by name.
+/// `at` is the chunk's offset in the entry, as the tree tells it.
+fn check_chunk_len(entry: &Entry, at: u64, r: &ChunkRef, held: usize) -> Result<()> {
+    if held == r.len as usize {
+        return Ok(());
+    }
+    Err(Error::corrupt(
+        format!("entry {:?}", entry.name),
+        Some(at),
+        format!("the tree says chunk {} is {} bytes, the blob holds {held}", hex::encode(r.id), r.len),
+    ))
+}
+
 /// The end of bytes `start..start + len` of `entry`, which must lie within
 /// it (tar members' ranges come from the member index).
 pub(crate) fn range_end(entry: &Entry, start: u64, len: u64) -> Result<u64> {
@@ -461,13 +483,7 @@ pub async fn restore_range<W: Write>(
         summary.requests += reqs;
         for (at, r) in &refs[i..j] {
             let b = &blobs[&BlobId(Id(r.id))];
-            if b.len() != r.len as usize {
-                return Err(Error::corrupt(
-                    format!("entry {:?}", entry.name),
-                    Some(*at),
-                    format!("the tree says chunk {} is {} bytes, the blob holds {}", hex::encode(r.id), r.len, b.len()),
-                ));
-            }
+            check_chunk_len(entry, *at, r, b.len())?;
             let s = start.saturating_sub(*at) as usize;
             let e = ((end - at) as usize).min(b.len());
             out.write_all(&b[s..e]).map_err(|e| Error::io(OUTPUT, e))?;
@@ -495,10 +511,8 @@ mod tests {
         BlobEntry { id: [id; 32], kind: BlobKind::Data, compression: Compression::None, offset, stored_len, raw_len: 0 }
     }
 
-    /// A cached entry that points at the wrong bytes (a damaged or stale
-    /// cache): the pack's trailer decides, and the restore is exact.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_wrong_cached_entry_is_corrected_by_the_packs_trailer() {
+    /// Three MiB backed up into a memory repository, in a few chunks.
+    async fn backed_up() -> (tempfile::TempDir, Arc<Repository>, Arc<LocalIndex>, Vec<u8>, crate::Snapshot) {
         use crate::commands::backup::{Backup, BackupOptions};
         let dir = tempfile::tempdir().unwrap();
         let secret = crate::keys::Secret::create_key_file(&dir.path().join("key")).unwrap();
@@ -510,6 +524,14 @@ mod tests {
         let data: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let (_, snap) =
             Backup::new(repo.clone(), index.clone(), BackupOptions::stream("s")).bytes(data.clone()).await.unwrap();
+        (dir, repo, index, data, snap)
+    }
+
+    /// A cached entry that points at the wrong bytes (a damaged or stale
+    /// cache): the pack's trailer decides, and the restore is exact.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_wrong_cached_entry_is_corrected_by_the_packs_trailer() {
+        let (_dir, repo, index, data, snap) = backed_up().await;
         let tree = load_tree(&repo, &index, &snap.entries[0].content[0].tree).await.unwrap();
         let loc = index.lookup(&BlobId(Id(tree[0].id))).unwrap().unwrap();
         let mut wrong = loc.entry;
@@ -524,6 +546,49 @@ mod tests {
         index.put_pack(&loc.pack, &[absent]).unwrap();
         let err = fetch_blobs(&repo, &index, &[BlobId(Id([0xee; 32]))], 1).await.unwrap_err();
         assert!(err.to_string().contains("index is stale"), "{err}");
+    }
+
+    /// A tree whose chunk reference gives another length than the blob it
+    /// names holds (damaged, or forged by a key holder): whole restores and
+    /// range reads fail with an error naming the entry, the offset and the
+    /// chunk. Before the check, a range read past the real blob's end
+    /// panicked on a reversed slice.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tree_chunk_longer_or_shorter_than_its_blob_is_refused() {
+        use crate::pack::{seal_blob, PackBuilder};
+        use cairn_formats::repo::encode_tree;
+        let (_dir, repo, index, _, snap) = backed_up().await;
+        let good = &snap.entries[0];
+        let refs = load_tree(&repo, &index, &good.content[0].tree).await.unwrap();
+        for delta in [2i64, -1] {
+            // The first chunk, then the first chunk again with a wrong length.
+            let mut forged = vec![refs[0], refs[0]];
+            forged[1].len = (i64::from(forged[1].len) + delta) as u32;
+            let plain = encode_tree(&forged);
+            let keys = repo.keys();
+            let id = keys.blob_id(&plain);
+            let mut pack = PackBuilder::new(0);
+            pack.push(&seal_blob(keys, id, BlobKind::Tree, 3, &plain));
+            let sealed = pack.finish(keys);
+            repo.store().put(&ObjectKey::Pack(sealed.id).to_string(), sealed.bytes).await.unwrap();
+            index.put_pack(&sealed.id, &sealed.entries).unwrap();
+            let mut e = good.clone();
+            let bytes: u64 = forged.iter().map(|r| u64::from(r.len)).sum();
+            e.content = vec![crate::snapshot::TreeRef { tree: TreeId(id.0), chunks: forged.len() as u64, bytes }];
+            e.size = bytes;
+            let at = u64::from(forged[0].len);
+            let named = |err: &Error| {
+                matches!(err, Error::Corrupt { offset: Some(o), .. } if *o == at)
+                    && err.to_string().contains(&hex::encode(forged[1].id))
+                    && err.to_string().contains("\"s\"")
+            };
+            let err = restore_entry(&repo, &index, &e, Vec::new(), 2, Arc::default()).await.unwrap_err();
+            assert!(named(&err), "delta {delta}: {err}");
+            // The chunk's last byte by the tree's count.
+            let last = at + u64::from(forged[1].len) - 1;
+            let err = restore_range(&repo, &index, &e, last, 1, &mut Vec::new(), 2).await.unwrap_err();
+            assert!(named(&err), "delta {delta}: {err}");
+        }
     }
 
     #[test]
