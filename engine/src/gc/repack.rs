@@ -196,11 +196,15 @@ fn runs<'a>(sorted: &[&'a BlobEntry]) -> Vec<Vec<&'a BlobEntry>> {
 /// (an error elsewhere), they are aborted: a pack stored anyway is one no
 /// segment names, collected as an orphan by a later prune.
 #[derive(Default)]
-struct Uploads(VecDeque<tokio::task::JoinHandle<Result<(PackEntries, Vec<u8>)>>>);
+struct Uploads(VecDeque<tokio::task::JoinHandle<Result<Stored>>>);
+
+/// A stored pack's entries and, when the store let go of them, its bytes'
+/// buffer for the next pack.
+type Stored = (PackEntries, Vec<u8>);
 
 impl Uploads {
     /// Waits for the oldest upload.
-    async fn next(&mut self) -> Result<(PackEntries, Vec<u8>)> {
+    async fn next(&mut self) -> Result<Stored> {
         let h = self.0.pop_front().expect("an upload in flight");
         h.await.map_err(|e| crate::Error::Internal(format!("pack upload task failed: {e}")))?
     }
@@ -216,7 +220,7 @@ impl Drop for Uploads {
 
 /// Stores a finished pack; returns its entries and, when the store let go
 /// of the bytes, their buffer for the next pack.
-async fn store_pack(repo: &Repository, b: PackBuilder) -> Result<(PackEntries, Vec<u8>)> {
+async fn store_pack(repo: &Repository, b: PackBuilder) -> Result<Stored> {
     let p = b.finish(repo.keys());
     let len = p.bytes.len() as u64;
     let kept = p.bytes.clone();

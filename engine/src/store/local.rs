@@ -170,7 +170,6 @@ fn meta_of(
 
 /// A local put; see the module docs.
 fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Version> {
-    use std::io::Write;
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
     create_dirs(dir)?;
@@ -182,7 +181,7 @@ fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Ver
         .create_new(true)
         .mode(OBJECT_MODE)
         .open(&staged)
-        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()))
+        .and_then(|f| super::direct::write_object(&f, bytes).and_then(|_| f.sync_all()).and_then(|_| f.metadata()))
         .and_then(|m| meta_of(&m, || Ok(blake3::hash(bytes))));
     let meta = match written {
         Ok(m) => m,

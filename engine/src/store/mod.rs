@@ -19,6 +19,7 @@
 mod backend;
 #[doc(hidden)]
 pub mod conformance;
+mod direct;
 mod fault;
 mod limit;
 mod local;
