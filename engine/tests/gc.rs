@@ -123,3 +123,43 @@ async fn two_prunes_at_once_leave_a_clean_repository() {
     assert!(report.unreferenced_packs.is_empty(), "{:?}", report.unreferenced_packs);
     assert_eq!(report.snapshots, 2);
 }
+
+/// Live-blob counts kept between prunes: a prune reads only the snapshots
+/// added or forgotten since the last one; a host whose counts still hold a
+/// snapshot another host's prune has swept falls back to a full mark and
+/// rebuilds them; `--full` agrees with the counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_reads_what_changed_and_counts_left_behind_fall_back_to_a_full_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo_on(Store::memory(), dir.path()).await;
+    let (cache, other) = (dir.path().join("cache"), dir.path().join("other"));
+    for seed in [1, 3, 5, 7] {
+        backup(&repo, &cache, bytes(seed)).await;
+    }
+    let opts = PruneOptions::default().with_sweep_wait(Duration::from_secs(20));
+    let prune = |cache: &Path, opts: &PruneOptions| {
+        let (cache, opts, repo) = (cache.to_path_buf(), opts.clone(), repo.clone());
+        async move { gc::prune(&repo, &cache, Duration::from_secs(5), &opts, &|_| {}).await.unwrap() }
+    };
+    let read = |r: &gc::PruneReport| (r.marking.clone(), r.snapshots_read);
+    assert_eq!(read(&prune(&cache, &opts).await), ("counts".into(), 4), "the first prune counts everything");
+    assert_eq!(read(&prune(&cache, &opts).await), ("counts".into(), 0), "nothing changed, nothing read");
+    assert_eq!(read(&prune(&other, &opts).await), ("counts".into(), 4), "another host counts for itself");
+
+    gc::forget(&repo, &keep_last(3), &[], false).await.unwrap();
+    let r = prune(&cache, &opts).await;
+    assert_eq!(read(&r), ("counts".into(), 1), "one snapshot forgotten, one read");
+    assert!(r.swept.first().is_some_and(|s| s.deleted_packs > 0), "{r:?}");
+
+    // The other host's counts still hold the forgotten snapshot, whose
+    // trees the first host's sweep deleted.
+    let r = prune(&other, &opts).await;
+    assert_eq!(read(&r), ("full".into(), 3), "{r:?}");
+    assert_eq!(read(&prune(&other, &opts).await), ("counts".into(), 3), "rebuilt");
+    let r = prune(&other, &opts.clone().with_full(true)).await;
+    assert_eq!((read(&r), r.counts_mismatch), (("full".into(), 3), Some(0)));
+    let report = check(&repo, ReadData::All).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(report.unreferenced_packs.is_empty(), "{:?}", report.unreferenced_packs);
+    assert_eq!(report.snapshots, 3);
+}

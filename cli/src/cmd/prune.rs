@@ -16,6 +16,11 @@ use crate::exit;
 /// deletion to the next run; an interrupted prune is finished by the next.
 /// Packs younger than an hour (store time) are left alone.
 ///
+/// What snapshots need is kept between prunes in the cache (live-blob
+/// counts per snapshot), so a prune reads only the snapshots added or
+/// forgotten since the last one. Deleting the cache costs one prune that
+/// reads everything; --full does that on purpose and checks the counts.
+///
 /// --dry-run reports what would be condemned, without writing anything.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,6 +40,11 @@ pub struct Args {
     /// Repack at most this many bytes of packs per run (e.g. 2G, 500M).
     #[arg(long, value_name = "SIZE")]
     max_repack_size: Option<String>,
+    /// Mark from every snapshot's trees instead of the counts kept in the
+    /// cache, and check those counts (a disagreement is reported and the
+    /// counts are rebuilt by the next prune).
+    #[arg(long)]
+    full: bool,
 }
 
 fn percent(s: &str) -> Result<f64> {
@@ -86,7 +96,8 @@ pub async fn execute(g: &Global, a: Args) -> Result<gc::PruneReport> {
     let opts = PruneOptions::default()
         .with_dry_run(a.dry_run)
         .with_sweep_wait(Duration::from_secs(wait))
-        .with_repack(percent(&a.max_unused)?, repack_bytes);
+        .with_repack(percent(&a.max_unused)?, repack_bytes)
+        .with_full(a.full);
     let show = g.show_progress();
     let progress = move |m: &str| {
         if show {
@@ -107,6 +118,15 @@ pub fn print(g: &Global, r: &gc::PruneReport) {
             human_bytes(r.pack_bytes),
             r.live_packs
         );
+        println!("marked from {} ({} snapshot(s) read)", r.marking, r.snapshots_read);
+        if let Some(n) = r.counts_mismatch {
+            match n {
+                0 => println!("the kept counts agree with the full mark"),
+                n => {
+                    println!("the kept counts disagreed with the full mark on {n} blob(s): dropped, rebuilt next time")
+                }
+            }
+        }
         let verb = if r.dry_run { "would condemn" } else { "condemned" };
         println!(
             "{verb} {} pack(s), {} ({} delete request(s)); {} unused pack(s) too recent to condemn",

@@ -11,14 +11,24 @@ use rocksdb::{Options, WriteBatch, DB};
 use crate::ids::BlobId;
 use crate::{Error, Result};
 
-/// A set of blob ids, as marking fills it and condemning reads it.
-pub(super) trait Marks: Send {
+/// What condemning and repacking read: which blobs something needs.
+pub(super) trait Live: Send + Sync {
+    /// Which of `ids` are live.
+    fn has(&self, ids: &[BlobId]) -> Result<Vec<bool>>;
+}
+
+/// A set of blob ids, as marking fills it.
+pub(super) trait Marks: Live {
     /// Adds `id`; true when it was not there.
     fn add(&mut self, id: &BlobId) -> Result<bool>;
     /// Adds all of `ids`.
     fn add_all(&mut self, ids: &[BlobId]) -> Result<()>;
-    /// Which of `ids` are in the set.
-    fn has(&self, ids: &[BlobId]) -> Result<Vec<bool>>;
+}
+
+impl Live for HashSet<BlobId> {
+    fn has(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
+        Ok(ids.iter().map(|i| self.contains(i)).collect())
+    }
 }
 
 impl Marks for HashSet<BlobId> {
@@ -28,9 +38,6 @@ impl Marks for HashSet<BlobId> {
     fn add_all(&mut self, ids: &[BlobId]) -> Result<()> {
         self.extend(ids.iter().copied());
         Ok(())
-    }
-    fn has(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
-        Ok(ids.iter().map(|i| self.contains(i)).collect())
     }
 }
 
@@ -63,6 +70,27 @@ impl LiveSet {
     fn err(&self, e: rocksdb::Error) -> Error {
         Error::Index { path: self.dir.clone(), detail: e.to_string() }
     }
+
+    /// Every id in the set, in pages of `page`.
+    pub(super) fn for_each(&self, page: usize, mut f: impl FnMut(&[BlobId]) -> Result<()>) -> Result<()> {
+        let mut buf = Vec::with_capacity(page);
+        for kv in self.db().iterator(rocksdb::IteratorMode::Start) {
+            let (k, _) = kv.map_err(|e| self.err(e))?;
+            let id: [u8; 32] = k
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Index { path: self.dir.clone(), detail: "malformed marked id".into() })?;
+            buf.push(BlobId(crate::ids::Id(id)));
+            if buf.len() == page {
+                f(&buf)?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            f(&buf)?;
+        }
+        Ok(())
+    }
 }
 
 impl Marks for LiveSet {
@@ -82,7 +110,9 @@ impl Marks for LiveSet {
         }
         self.db().write(batch).map_err(|e| self.err(e))
     }
+}
 
+impl Live for LiveSet {
     fn has(&self, ids: &[BlobId]) -> Result<Vec<bool>> {
         self.db()
             .multi_get(ids.iter().map(|i| i.0 .0))

@@ -1,7 +1,10 @@
 //! Marking: the blobs a set of snapshots needs.
 
+use std::collections::HashSet;
+
 use futures::StreamExt;
 
+use super::counts::Counts;
 use super::live::Marks;
 
 use crate::commands::restore::load_tree;
@@ -77,5 +80,80 @@ async fn mark_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId, live: &
     let found = index.lookup_many(&ids)?;
     let missing = found.iter().filter(|f| f.is_none()).count() as u64;
     live.add_all(&ids)?;
+    Ok(missing)
+}
+
+/// Brings `counts` up to the snapshots `ids`: counts those it has not
+/// seen and uncounts those that are gone, reading only their trees.
+/// Returns what was marked and how many snapshots' trees were read, or
+/// `None` when a gone snapshot's trees can no longer be read in full (a
+/// sweep elsewhere deleted them): the counts must then be dropped.
+///
+/// Memory holds one snapshot's distinct blob ids at a time.
+pub(super) async fn mark_counted(
+    repo: &Repository,
+    index: &LocalIndex,
+    ids: &[SnapshotId],
+    counts: &mut Counts,
+) -> Result<Option<(Marked, u64)>> {
+    let listed: HashSet<SnapshotId> = ids.iter().copied().collect();
+    let counted = counts.snapshots()?;
+    let mut read = 0u64;
+    for gone in counted.difference(&listed) {
+        let mut blobs = HashSet::new();
+        for t in counts.trees(gone)? {
+            match tree_blobs(repo, index, &t, &mut blobs).await {
+                Ok(0) => {}
+                Ok(_) | Err(Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        counts.remove(gone, &blobs)?;
+        read += 1;
+    }
+    let mut out =
+        Marked { snapshots: ids.iter().filter(|i| counted.contains(i)).copied().collect(), ..Default::default() };
+    let fresh = ids.iter().filter(|i| !counted.contains(i)).copied();
+    let mut loaded =
+        futures::stream::iter(fresh).map(|id| async move { (id, Snapshot::load(repo, &id).await) }).buffered(8);
+    while let Some((id, r)) = loaded.next().await {
+        let snap = match r {
+            Ok(s) => s,
+            Err(Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        out.snapshots.push(id);
+        read += 1;
+        let (mut blobs, mut trees, mut missing) = (HashSet::new(), Vec::new(), 0u64);
+        for entry in &snap.entries {
+            let members = entry.members.iter().flat_map(|m| m.content.iter());
+            for t in entry.content.iter().chain(members) {
+                trees.push(t.tree);
+                missing += tree_blobs(repo, index, &t.tree, &mut blobs).await?;
+            }
+        }
+        if missing > 0 {
+            // Not counted: the prune withdraws it or refuses to run.
+            out.dangling.push(Dangling { id, lease: snap.lease.clone(), missing });
+        } else {
+            counts.add(&id, &trees, &blobs)?;
+        }
+    }
+    Ok(Some((out, read)))
+}
+
+/// Adds a tree and its chunks to `blobs`; returns how many of them the
+/// index does not know.
+async fn tree_blobs(repo: &Repository, index: &LocalIndex, tree: &TreeId, blobs: &mut HashSet<BlobId>) -> Result<u64> {
+    if !blobs.insert(tree.blob()) {
+        return Ok(0);
+    }
+    if index.lookup(&tree.blob())?.is_none() {
+        return Ok(1);
+    }
+    let refs = load_tree(repo, index, tree).await?;
+    let ids: Vec<BlobId> = refs.iter().map(|r| BlobId(Id(r.id))).collect();
+    let missing = index.lookup_many(&ids)?.iter().filter(|f| f.is_none()).count() as u64;
+    blobs.extend(ids);
     Ok(missing)
 }

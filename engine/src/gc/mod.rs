@@ -18,6 +18,7 @@
 //! - Nothing depends on clocks agreeing: lease expiry and pack age are
 //!   measured on the store's own clock.
 
+mod counts;
 mod forget;
 mod lease;
 mod live;

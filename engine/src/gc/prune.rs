@@ -10,8 +10,9 @@ use cairn_formats::repo::IndexSegment;
 use futures::StreamExt;
 use serde::Serialize;
 
-use super::live::{LiveSet, Marks};
-use super::mark::mark;
+use super::counts::Counts;
+use super::live::{Live, LiveSet};
+use super::mark::{mark, mark_counted, Marked};
 use super::repack::{repack, unused_share, Candidate};
 use super::state::{self, Condemned, GcState, LeaseList, Plan};
 use crate::ids::{BlobId, Id, PackId};
@@ -46,11 +47,20 @@ pub struct PruneOptions {
     /// At most this many bytes of packs are repacked per run (`None`: no
     /// limit).
     pub max_repack_bytes: Option<u64>,
+    /// Mark from every snapshot's trees, ignoring the counts kept between
+    /// prunes, and check those counts against the result.
+    pub full: bool,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions { dry_run: false, sweep_wait: Duration::from_secs(300), max_unused: 0.10, max_repack_bytes: None }
+        PruneOptions {
+            dry_run: false,
+            sweep_wait: Duration::from_secs(300),
+            max_unused: 0.10,
+            max_repack_bytes: None,
+            full: false,
+        }
     }
 }
 
@@ -63,6 +73,11 @@ impl PruneOptions {
     /// Wait at most this long for older leases.
     pub fn with_sweep_wait(mut self, wait: Duration) -> Self {
         self.sweep_wait = wait;
+        self
+    }
+    /// Mark everything from the repository and check the kept counts.
+    pub fn with_full(mut self, full: bool) -> Self {
+        self.full = full;
         self
     }
     /// Repack packs more than `share` unused, at most `bytes` of them.
@@ -97,6 +112,15 @@ pub struct PruneReport {
     pub dry_run: bool,
     /// Snapshots marked.
     pub snapshots: u64,
+    /// How they were marked: `counts` (only the snapshots added or gone
+    /// since the last prune were read) or `full` (every snapshot's trees).
+    pub marking: String,
+    /// Snapshots whose trees this run read.
+    pub snapshots_read: u64,
+    /// With `--full`: blobs on which the kept counts and the full mark
+    /// disagreed (the counts are then dropped and rebuilt by the next
+    /// prune; the full mark is what this prune used).
+    pub counts_mismatch: Option<u64>,
     /// WAL manifests marked.
     pub wal_files: u64,
     /// Packs in the store, and their bytes.
@@ -169,8 +193,8 @@ pub async fn prune(
     index.exclude(HashSet::new());
 
     progress("marking what snapshots need");
-    let mut live = LiveSet::create(cache_dir)?;
-    let marked = mark(repo, &index, &snapshot_ids, &mut live).await?;
+    let (marked, kept) = mark_all(repo, &index, &snapshot_ids, cache_dir, opts.full, &mut report).await?;
+    let live = kept.as_ref();
     drop(index);
     report.snapshots = marked.snapshots.len() as u64;
     let mut marked_ids = marked.snapshots.clone();
@@ -198,7 +222,7 @@ pub async fn prune(
     progress("reading index segments");
     let scope =
         Scope { now, min_age: min_age(repo), pending: &pending, wal_packs: &wal_packs, max_unused: opts.max_unused };
-    let (mut condemned, candidates) = classify(repo, &scope, &live, &mut report).await?;
+    let (mut condemned, candidates) = classify(repo, &scope, live, &mut report).await?;
     let chosen = choose(candidates, opts.max_repack_bytes, &mut report);
     report.repack.chosen = chosen.iter().map(|c| ObjectKey::Pack(c.pack).to_string()).collect();
     let target = u64::from(repo.config().pack_target).max(1);
@@ -214,7 +238,7 @@ pub async fn prune(
         report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
     } else if !chosen.is_empty() {
         progress(&format!("repacking {} pack(s)", chosen.len()));
-        let skipped = repack(repo, &chosen, &live, &mut report.repack).await?;
+        let skipped = repack(repo, &chosen, live, &mut report.repack).await?;
         // A pack with a damaged live blob is left whole (and reported):
         // one bad blob must not stop every other pack's collection.
         for (pack, why) in skipped {
@@ -232,7 +256,7 @@ pub async fn prune(
         report.condemned_bytes += c.size;
         condemned.push(Condemned { pack: c.pack, size: c.size, blobs: uncopied, segments: c.segments });
     }
-    drop(live);
+    drop(kept);
     report.condemned_packs = condemned.len() as u64;
     let segments_touched: HashSet<Id> = condemned.iter().flat_map(|c| c.segments.iter().copied()).collect();
     report.delete_requests = condemned.len() as u64 + 2 * segments_touched.len() as u64;
@@ -284,7 +308,7 @@ enum Class {
 async fn classify(
     repo: &Repository,
     scope: &Scope<'_>,
-    live: &LiveSet,
+    live: &dyn Live,
     report: &mut PruneReport,
 ) -> Result<(Vec<Condemned>, Vec<(f64, Candidate)>)> {
     let listed: HashMap<PackId, (u64, SystemTime)> = repo
@@ -373,6 +397,61 @@ async fn classify(
     report.live_packs = report.packs - condemned.len() as u64 - pending_listed;
     report.condemned_bytes = condemned.iter().map(|c| c.size).sum();
     Ok((condemned, candidates))
+}
+
+/// Marks what `ids` need: from the counts kept between prunes (reading
+/// only the snapshots added or gone since), or, with `full`, when they
+/// cannot be used, from every snapshot's trees. With `full` the counts are
+/// brought up to date first and checked against the full mark.
+async fn mark_all(
+    repo: &Repository,
+    index: &LocalIndex,
+    ids: &[crate::ids::SnapshotId],
+    cache_dir: &std::path::Path,
+    full: bool,
+    report: &mut PruneReport,
+) -> Result<(Marked, Box<dyn Live>)> {
+    let dir = Counts::dir(cache_dir, &repo.config().id);
+    let mut counts = Counts::open(&dir);
+    if let Some(c) = counts.as_mut() {
+        match mark_counted(repo, index, ids, c).await? {
+            Some((marked, read)) if !full => {
+                report.marking = "counts".into();
+                report.snapshots_read = read;
+                return Ok((marked, Box::new(counts.expect("open"))));
+            }
+            Some(_) => {}
+            None => {
+                counts.take().expect("open").destroy();
+                counts = Counts::open(&dir);
+            }
+        }
+    }
+    report.marking = "full".into();
+    let mut live = LiveSet::create(cache_dir)?;
+    let marked = mark(repo, index, ids, &mut live).await?;
+    report.snapshots_read = marked.snapshots.len() as u64;
+    if let (true, Some(c)) = (full, counts) {
+        let mut differ = 0u64;
+        c.for_each_live(4096, |page| {
+            differ += live.has(page)?.iter().filter(|h| !**h).count() as u64;
+            Ok(())
+        })?;
+        live.for_each(4096, |page| {
+            differ += c.has(page)?.iter().filter(|h| !**h).count() as u64;
+            Ok(())
+        })?;
+        // A dangling snapshot is marked in full but never counted: the
+        // two cannot be compared until it is withdrawn.
+        if marked.dangling.is_empty() {
+            if differ > 0 {
+                tracing::warn!(blobs = differ, "gc counts disagreed with a full mark: dropped");
+                c.destroy();
+            }
+            report.counts_mismatch = Some(differ);
+        }
+    }
+    Ok((marked, Box::new(live)))
 }
 
 /// The most unused candidates first, within the byte budget.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cairn_formats::repo::{BlobEntry, IndexSegment, PackEntries};
 use serde::Serialize;
 
-use super::live::Marks;
+use super::live::Live;
 use crate::ids::{BlobId, Id, PackId};
 use crate::pack::PackBuilder;
 use crate::repo::{ObjectKind, Repository};
@@ -69,7 +69,7 @@ pub(super) fn unused_share(size: u64, entries: &[BlobEntry], has: &[bool]) -> f6
 pub(super) async fn repack(
     repo: &Arc<Repository>,
     candidates: &[Candidate],
-    live: &dyn Marks,
+    live: &dyn Live,
     report: &mut RepackReport,
 ) -> Result<Vec<(PackId, String)>> {
     let mut skipped = Vec::new();
