@@ -16,8 +16,15 @@ first's), each tool backs up every version into a fresh repository, then:
 Figures: wall time and peak RSS (GNU time) of each step, and the bytes it
 reclaimed (repository size before and after).
 
+With --sizes (for example 1,9), the histories differ in corpus size
+instead of rate, and each version replaces the same number of blocks
+(--changed, default 12: 48 MiB) at every size: the one-version prune then
+has the same change to collect in a repository several times larger, which
+is what "cost in proportion to change" is about.
+
 Usage: python3 benches/peers/prune.py [--gib 1] [--versions 30]
-           [--rates 0.05,0.32] [--tools cairn,restic,borg]
+           [--rates 0.05,0.32 | --sizes 1,9 [--changed 12]]
+           [--tools cairn,restic,borg]
 Results: .work/bench/prune-results.json, and a table on stdout.
 """
 import argparse, json, os, random, shutil, subprocess, sys, time
@@ -41,8 +48,9 @@ def block(bid):
     return b"".join(out)
 
 
-def history(gib, versions, rate, seed):
-    """Block id lists, one per version."""
+def history(gib, versions, rate, seed, changed=None):
+    """Block id lists, one per version: a share `rate` of the blocks, or
+    `changed` blocks, replaced per version."""
     n = gib * (1 << 30) // BLOCK
     ids = list(range(n))
     nxt = n
@@ -50,7 +58,7 @@ def history(gib, versions, rate, seed):
     out = []
     for v in range(versions):
         if v:
-            for pos in rng.sample(range(n), max(1, int(n * rate))):
+            for pos in rng.sample(range(n), changed or max(1, int(n * rate))):
                 ids[pos] = nxt
                 nxt += 1
         out.append(list(ids))
@@ -181,14 +189,21 @@ def main():
     ap.add_argument("--gib", type=int, default=1)
     ap.add_argument("--versions", type=int, default=30)
     ap.add_argument("--rates", default="0.05,0.32")
+    ap.add_argument("--sizes", help="corpus sizes in GiB (e.g. 1,9), each version replacing --changed blocks")
+    ap.add_argument("--changed", type=int, default=12)
     ap.add_argument("--tools", default="cairn,restic,borg")
     a = ap.parse_args()
     tools = a.tools.split(",")
     os.makedirs(WORK, exist_ok=True)
     rows = []
-    for i, rate in enumerate(float(x) for x in a.rates.split(",")):
-        hist = history(a.gib, a.versions, rate, seed=42 + i)
-        rows += run_history(f"r{rate}", hist, tools, WORK)
+    if a.sizes:
+        for gib in (int(x) for x in a.sizes.split(",")):
+            hist = history(gib, a.versions, 0, seed=42, changed=a.changed)
+            rows += run_history(f"{gib:02d}GiB", hist, tools, WORK)
+    else:
+        for i, rate in enumerate(float(x) for x in a.rates.split(",")):
+            hist = history(a.gib, a.versions, rate, seed=42 + i)
+            rows += run_history(f"r{rate}", hist, tools, WORK)
     with open(os.path.join(ROOT, ".work", "bench", "prune-results.json"), "w") as f:
         json.dump(rows, f, indent=1)
     print("\n| history | tool | repo | backups | forget 10 + prune | RSS | reclaimed | forget 1 + prune | RSS | reclaimed |")
