@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{Options, WriteBatch, DB};
 
-use super::live::Live;
+use super::live::{in_pages, Live};
 use crate::ids::{BlobId, Id, SnapshotId, TreeId};
 use crate::{Error, Result};
 
@@ -141,23 +141,17 @@ impl Counts {
     }
 
     /// Every blob with a count, in key order, in pages of `page` ids.
-    pub(super) fn for_each_live(&self, page: usize, mut f: impl FnMut(&[BlobId]) -> Result<()>) -> Result<()> {
-        let mut buf = Vec::with_capacity(page);
-        for kv in self.db.prefix_iterator([COUNT]) {
-            let (k, _) = kv.map_err(|e| self.err(e))?;
-            if k.first() != Some(&COUNT) {
-                break;
-            }
-            buf.push(BlobId(Id(k[1..].try_into().map_err(|_| self.malformed("count key"))?)));
-            if buf.len() == page {
-                f(&buf)?;
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            f(&buf)?;
-        }
-        Ok(())
+    pub(super) fn for_each_live(&self, page: usize, f: impl FnMut(&[BlobId]) -> Result<()>) -> Result<()> {
+        let ids = self
+            .db
+            .prefix_iterator([COUNT])
+            .map(|kv| kv.map_err(|e| self.err(e)))
+            .take_while(|kv| !matches!(kv, Ok((k, _)) if k.first() != Some(&COUNT)))
+            .map(|kv| {
+                let (k, _) = kv?;
+                Ok(BlobId(Id(k[1..].try_into().map_err(|_| self.malformed("count key"))?)))
+            });
+        in_pages(ids, page, f)
     }
 }
 

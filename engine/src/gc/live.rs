@@ -72,25 +72,37 @@ impl LiveSet {
     }
 
     /// Every id in the set, in pages of `page`.
-    pub(super) fn for_each(&self, page: usize, mut f: impl FnMut(&[BlobId]) -> Result<()>) -> Result<()> {
-        let mut buf = Vec::with_capacity(page);
-        for kv in self.db().iterator(rocksdb::IteratorMode::Start) {
+    pub(super) fn for_each(&self, page: usize, f: impl FnMut(&[BlobId]) -> Result<()>) -> Result<()> {
+        let ids = self.db().iterator(rocksdb::IteratorMode::Start).map(|kv| {
             let (k, _) = kv.map_err(|e| self.err(e))?;
             let id: [u8; 32] = k
                 .as_ref()
                 .try_into()
                 .map_err(|_| Error::Index { path: self.dir.clone(), detail: "malformed marked id".into() })?;
-            buf.push(BlobId(crate::ids::Id(id)));
-            if buf.len() == page {
-                f(&buf)?;
-                buf.clear();
-            }
-        }
-        if !buf.is_empty() {
-            f(&buf)?;
-        }
-        Ok(())
+            Ok(BlobId(crate::ids::Id(id)))
+        });
+        in_pages(ids, page, f)
     }
+}
+
+/// Hands `ids` to `f` in pages of `page`, stopping at the first error.
+pub(super) fn in_pages(
+    ids: impl Iterator<Item = Result<BlobId>>,
+    page: usize,
+    mut f: impl FnMut(&[BlobId]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = Vec::with_capacity(page);
+    for id in ids {
+        buf.push(id?);
+        if buf.len() == page {
+            f(&buf)?;
+            buf.clear();
+        }
+    }
+    if !buf.is_empty() {
+        f(&buf)?;
+    }
+    Ok(())
 }
 
 impl Marks for LiveSet {

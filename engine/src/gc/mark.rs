@@ -46,18 +46,11 @@ pub(super) async fn mark(
         .map(|id| async move { (id, Snapshot::load(repo, &id).await) })
         .buffered(8);
     while let Some((id, r)) = loaded.next().await {
-        let snap = match r {
-            Ok(s) => s,
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
+        let Some(snap) = present(r)? else { continue };
         out.snapshots.push(id);
         let mut missing = 0u64;
-        for entry in &snap.entries {
-            let members = entry.members.iter().flat_map(|m| m.content.iter());
-            for t in entry.content.iter().chain(members) {
-                missing += mark_tree(repo, index, &t.tree, live).await?;
-            }
+        for tree in trees_of(&snap) {
+            missing += mark_tree(repo, index, tree, live).await?;
         }
         if missing > 0 {
             out.dangling.push(Dangling { id, lease: snap.lease.clone(), missing });
@@ -117,20 +110,13 @@ pub(super) async fn mark_counted(
     let mut loaded =
         futures::stream::iter(fresh).map(|id| async move { (id, Snapshot::load(repo, &id).await) }).buffered(8);
     while let Some((id, r)) = loaded.next().await {
-        let snap = match r {
-            Ok(s) => s,
-            Err(Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e),
-        };
+        let Some(snap) = present(r)? else { continue };
         out.snapshots.push(id);
         read += 1;
         let (mut blobs, mut trees, mut missing) = (HashSet::new(), Vec::new(), 0u64);
-        for entry in &snap.entries {
-            let members = entry.members.iter().flat_map(|m| m.content.iter());
-            for t in entry.content.iter().chain(members) {
-                trees.push(t.tree);
-                missing += tree_blobs(repo, index, &t.tree, &mut blobs).await?;
-            }
+        for tree in trees_of(&snap) {
+            trees.push(*tree);
+            missing += tree_blobs(repo, index, tree, &mut blobs).await?;
         }
         if missing > 0 {
             // Not counted: the prune withdraws it or refuses to run.
@@ -156,4 +142,22 @@ async fn tree_blobs(repo: &Repository, index: &LocalIndex, tree: &TreeId, blobs:
     let missing = index.lookup_many(&ids)?.iter().filter(|f| f.is_none()).count() as u64;
     blobs.extend(ids);
     Ok(missing)
+}
+
+/// A loaded snapshot; `None` when it was deleted (forgotten) since it was
+/// listed.
+fn present(r: Result<Snapshot>) -> Result<Option<Snapshot>> {
+    match r {
+        Ok(s) => Ok(Some(s)),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every tree a snapshot references: its entries' content and member
+/// indexes.
+fn trees_of(snap: &Snapshot) -> impl Iterator<Item = &TreeId> {
+    snap.entries
+        .iter()
+        .flat_map(|e| e.content.iter().chain(e.members.iter().flat_map(|m| m.content.iter())).map(|t| &t.tree))
 }
