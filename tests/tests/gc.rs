@@ -321,7 +321,13 @@ fn a_damaged_live_blob_leaves_its_pack_alone_and_the_rest_is_collected() {
     }
     std::fs::write(&victim, &bytes).unwrap();
     let o = r.run(&["--json", "prune"]);
-    assert_eq!(code(&o), 5, "problems make prune exit 5: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        code(&o),
+        5,
+        "problems make prune exit 5: {} {} DRY {dry}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
     let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let problems = p["problems"].to_string();
     assert!(problems.contains("not repacked"), "{p}");

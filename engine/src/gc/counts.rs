@@ -118,8 +118,7 @@ impl Counts {
     }
 
     fn apply(&mut self, id: &SnapshotId, blobs: &HashSet<BlobId>, delta: i64, trees: Option<&[TreeId]>) -> Result<()> {
-        let ids: Vec<&BlobId> = blobs.iter().collect();
-        let keys: Vec<[u8; 33]> = ids.iter().map(|b| key(COUNT, &b.0)).collect();
+        let keys: Vec<[u8; 33]> = blobs.iter().map(|b| key(COUNT, &b.0)).collect();
         let mut batch = WriteBatch::default();
         for (k, v) in keys.iter().zip(self.db.multi_get(keys.iter())) {
             let v = v.map_err(|e| self.err(e))?;

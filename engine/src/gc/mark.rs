@@ -95,7 +95,7 @@ pub(super) async fn mark_counted(
     for gone in counted.difference(&listed) {
         let mut blobs = HashSet::new();
         for t in counts.trees(gone)? {
-            match tree_blobs(repo, index, &t, &mut blobs).await {
+            match mark_tree(repo, index, &t, &mut blobs).await {
                 Ok(0) => {}
                 Ok(_) | Err(Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
@@ -116,7 +116,7 @@ pub(super) async fn mark_counted(
         let (mut blobs, mut trees, mut missing) = (HashSet::new(), Vec::new(), 0u64);
         for tree in trees_of(&snap) {
             trees.push(*tree);
-            missing += tree_blobs(repo, index, tree, &mut blobs).await?;
+            missing += mark_tree(repo, index, tree, &mut blobs).await?;
         }
         if missing > 0 {
             // Not counted: the prune withdraws it or refuses to run.
@@ -126,22 +126,6 @@ pub(super) async fn mark_counted(
         }
     }
     Ok(Some((out, read)))
-}
-
-/// Adds a tree and its chunks to `blobs`; returns how many of them the
-/// index does not know.
-async fn tree_blobs(repo: &Repository, index: &LocalIndex, tree: &TreeId, blobs: &mut HashSet<BlobId>) -> Result<u64> {
-    if !blobs.insert(tree.blob()) {
-        return Ok(0);
-    }
-    if index.lookup(&tree.blob())?.is_none() {
-        return Ok(1);
-    }
-    let refs = load_tree(repo, index, tree).await?;
-    let ids: Vec<BlobId> = refs.iter().map(|r| BlobId(Id(r.id))).collect();
-    let missing = index.lookup_many(&ids)?.iter().filter(|f| f.is_none()).count() as u64;
-    blobs.extend(ids);
-    Ok(missing)
 }
 
 /// A loaded snapshot; `None` when it was deleted (forgotten) since it was
