@@ -50,6 +50,7 @@ mod ids;
 mod index;
 mod keyring;
 mod keys;
+mod ordered;
 mod pack;
 pub mod pg;
 mod repo;

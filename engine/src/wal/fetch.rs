@@ -19,9 +19,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::spool::Spool;
-use super::window::{InOrder, Window};
+use super::window::Window;
 use super::{get_named, load_stanza, manifest_key, validate_stanza, WalFileKind, WalManifest};
 use crate::crypto::SEAL_OVERHEAD;
+use crate::ordered::in_order;
 use crate::pack::{open_authentic_into, open_blob_into};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -133,24 +134,19 @@ pub(crate) async fn read_verified(
         let (hasher, sink, total) = (&mut hasher, &mut sink, &mut total);
         let (window, sealed_buf) = (&mut window, &mut sealed_buf);
         tokio::task::block_in_place(move || {
-            rayon::in_place_scope(|sc| -> Result<()> {
-                let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<&[u8]>)>();
-                let mut ready = InOrder::from(0);
-                // Hands on, in order, the pieces that are ready.
-                let mut deliver = |ready: &mut InOrder<Result<&[u8]>>| -> Result<()> {
-                    while let Some(r) = ready.pop() {
-                        let piece = r?;
-                        if check == Check::PiecesAndFile {
-                            hasher.update(piece);
-                        }
-                        *total += piece.len() as u64;
-                        sink(piece)?;
+            in_order(|opening| -> Result<()> {
+                // Hands on, in order, an opened piece.
+                let mut deliver = |r: Result<&[u8]>| -> Result<()> {
+                    let piece = r?;
+                    if check == Check::PiecesAndFile {
+                        hasher.update(piece);
                     }
-                    Ok(())
+                    *total += piece.len() as u64;
+                    sink(piece)
                 };
                 let mut rest: &mut [u8] = window.as_mut_slice();
                 let mut sealed_rest: &mut [u8] = sealed_buf.as_mut().map(|w| w.as_mut_slice()).unwrap_or_default();
-                for (k, (_, e)) in entries.iter().enumerate() {
+                for (_, e) in entries.iter() {
                     let (slot, tail) = std::mem::take(&mut rest).split_at_mut(e.raw_len as usize);
                     rest = tail;
                     let sealed: &[u8] = match (local, remote) {
@@ -166,21 +162,19 @@ pub(crate) async fn read_verified(
                         }
                         (None, None) => unreachable!("a pack is either local or fetched"),
                     };
-                    let tx = tx.clone();
-                    sc.spawn(move |_| {
+                    opening.spawn(move || {
                         let r = match check {
                             Check::Authentic => open_authentic_into(keys, object, e, sealed, slot),
                             Check::Pieces | Check::PiecesAndFile => open_blob_into(keys, object, e, sealed, slot),
                         };
-                        let _ = tx.send((k, r.map(|()| &*slot)));
+                        r.map(|()| &*slot)
                     });
-                    rx.try_iter().for_each(|(k, r)| ready.insert(k, r));
-                    deliver(&mut ready)?;
+                    while let Some(r) = opening.try_next() {
+                        deliver(r)?;
+                    }
                 }
-                drop(tx);
-                for (k, r) in rx {
-                    ready.insert(k, r);
-                    deliver(&mut ready)?;
+                while let Some(r) = opening.next() {
+                    deliver(r)?;
                 }
                 Ok(())
             })

@@ -113,31 +113,6 @@ impl Drop for Window {
     }
 }
 
-/// Pieces finished out of order (on the pool), taken back in order.
-pub(crate) struct InOrder<T> {
-    next: usize,
-    waiting: std::collections::BTreeMap<usize, T>,
-}
-
-impl<T> InOrder<T> {
-    /// Starts at piece `next`.
-    pub(crate) fn from(next: usize) -> InOrder<T> {
-        InOrder { next, waiting: std::collections::BTreeMap::new() }
-    }
-
-    /// Piece `i` is done.
-    pub(crate) fn insert(&mut self, i: usize, t: T) {
-        self.waiting.insert(i, t);
-    }
-
-    /// The next piece in order, if it is done.
-    pub(crate) fn pop(&mut self) -> Option<T> {
-        let t = self.waiting.remove(&self.next)?;
-        self.next += 1;
-        Some(t)
-    }
-}
-
 /// A transparent huge page on x86-64: 2 MiB, an order-9 block of 4 KiB pages.
 #[cfg_attr(not(all(target_os = "linux", target_arch = "x86_64")), allow(dead_code))]
 const HUGE: usize = 2 << 20;
@@ -374,18 +349,6 @@ mod tests {
         let one = [PieceHash::of(&data[..PIECE], 0, 3 * PIECE as u64)];
         assert_eq!(merge_piece_hashes(&one, 3 * PIECE as u64), None, "too few pieces");
         assert_eq!(merge_piece_hashes(&one, PIECE as u64), None, "a part is not a whole file");
-    }
-
-    #[test]
-    fn in_order_hands_pieces_back_in_order() {
-        let mut q = InOrder::from(3);
-        q.insert(4, 'b');
-        assert_eq!(q.pop(), None, "3 is not done");
-        q.insert(3, 'a');
-        q.insert(6, 'd');
-        assert_eq!((q.pop(), q.pop(), q.pop()), (Some('a'), Some('b'), None));
-        q.insert(5, 'c');
-        assert_eq!((q.pop(), q.pop(), q.pop()), (Some('c'), Some('d'), None));
     }
 
     #[test]

@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use cairn_formats::repo::{encode_tree, BlobKind, ChunkRef};
-use rayon::prelude::*;
 
 use super::{cancelled, Progress, TREE_FANOUT};
 use crate::ids::{BlobId, TreeId};
 use crate::index::LocalIndex;
+use crate::ordered::in_order;
 use crate::pack::{seal_blob, PackBuilder, SealedBlob, SealedPack};
 use crate::repo::Repository;
 use crate::snapshot::{Entry, MembersRef, TreeRef};
@@ -41,6 +41,15 @@ pub(super) fn is_new(index: &LocalIndex, session: &SessionSet, id: &BlobId) -> R
         return Ok(false);
     }
     Ok(session.lock().expect("session lock").insert(*id))
+}
+
+/// A piece of a batch as the packer's thread consumes it, in order; chunks'
+/// bytes stay behind for the pool.
+enum Step {
+    Chunk(usize),
+    End(Box<Entry>),
+    EndMembers(u64),
+    Reuse(Box<Entry>),
 }
 
 pub(super) struct Packer {
@@ -107,89 +116,126 @@ impl Packer {
     }
 
     pub(super) fn add_batch(&mut self, batch: Vec<Piece>) -> Result<()> {
-        let keys = self.repo.keys();
-        // The plain per-entry hash (for `b3sum` comparisons and the restore
-        // check) runs beside the chunk ids instead of on the reader thread,
-        // which is the pipeline's only serial stage.
-        let entry_hash = &mut self.entry_hash;
-        let (index, session, level) = (&*self.index, &self.session, self.level);
-        // One parallel pass per chunk: id, dedup decision, compress and seal.
-        // The session insert is atomic, so a chunk repeated within the batch
-        // is sealed once.
-        let (hashes, results) = rayon::join(
-            || {
-                let mut ended = Vec::new();
-                for p in &batch {
-                    match p {
-                        Piece::Chunk(c) => {
-                            entry_hash.update(c);
-                        }
-                        Piece::End(_) | Piece::EndMembers { .. } => {
-                            ended.push(entry_hash.finalize().to_hex().to_string());
-                            entry_hash.reset();
-                        }
-                        Piece::Reuse(_) => {}
-                    }
+        // The chunks' bytes, borrowed by the pool's jobs, apart from the
+        // pieces this thread consumes in order.
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
+        let mut ends: Vec<usize> = Vec::new();
+        for p in batch {
+            match p {
+                Piece::Chunk(c) => {
+                    steps.push(Step::Chunk(c.len()));
+                    chunks.push(c);
                 }
-                ended
-            },
-            || {
-                batch
-                    .par_iter()
-                    .with_max_len(1)
-                    .map(|p| match p {
-                        Piece::Chunk(c) => {
-                            let id = keys.blob_id(c);
-                            let new = is_new(index, session, &id)?;
-                            Ok(Some((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c)))))
-                        }
-                        _ => Ok(None),
-                    })
-                    .collect::<Result<Vec<Option<(BlobId, Option<SealedBlob>)>>>>()
-            },
-        );
-        let mut hashes = hashes.into_iter();
-        for (piece, r) in batch.into_iter().zip(results?) {
-            match (piece, r) {
-                (Piece::Chunk(chunk), Some((id, s))) => {
-                    self.chunks += 1;
-                    if let Some(s) = s {
-                        self.new_chunks += 1;
-                        self.new_bytes += chunk.len() as u64;
-                        self.progress.new_bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                        self.push_sealed(&s)?;
-                    }
-                    self.refs.push(ChunkRef { id: id.0 .0, len: chunk.len() as u32 });
-                    self.refs_bytes += chunk.len() as u64;
-                    self.entry_bytes += chunk.len() as u64;
-                    if self.refs.len() == TREE_FANOUT {
-                        self.flush_tree()?;
-                    }
+                Piece::End(e) => {
+                    ends.push(chunks.len());
+                    steps.push(Step::End(e));
                 }
-                (Piece::End(mut e), _) => {
-                    self.flush_tree()?;
-                    e.content = std::mem::take(&mut self.trees);
-                    e.size = std::mem::take(&mut self.entry_bytes);
-                    e.blake3 = hashes.next().expect("one hash per end");
-                    self.entries.push(*e);
+                Piece::EndMembers { count } => {
+                    ends.push(chunks.len());
+                    steps.push(Step::EndMembers(count));
                 }
-                (Piece::EndMembers { count }, _) => {
-                    self.flush_tree()?;
-                    let m = MembersRef {
-                        count,
-                        size: std::mem::take(&mut self.entry_bytes),
-                        blake3: hashes.next().expect("one hash per end"),
-                        content: std::mem::take(&mut self.trees),
-                    };
-                    let last = self
-                        .entries
-                        .last_mut()
-                        .ok_or_else(|| Error::Internal("a member index must follow the entry it describes".into()))?;
-                    last.members = Some(m);
-                }
-                (Piece::Reuse(e), _) => self.entries.push(*e),
-                (Piece::Chunk(_), None) => unreachable!("every chunk has an id"),
+                Piece::Reuse(e) => steps.push(Step::Reuse(e)),
             }
+        }
+        let repo = self.repo.clone();
+        let keys = repo.keys();
+        let (index, session, level) = (self.index.clone(), self.session.clone(), self.level);
+        let (index, session) = (&*index, &session);
+        let mut entry_hash = std::mem::take(&mut self.entry_hash);
+        let mut hashes: Vec<String> = Vec::with_capacity(ends.len());
+        // Which entries (index in `self.entries`, member index or not) get
+        // the plain hashes, in order, once the side job has them.
+        let mut hashed: Vec<(usize, bool)> = Vec::with_capacity(ends.len());
+        let chunks = &chunks;
+        let r = in_order(|sealing| -> Result<()> {
+            // The plain per-entry hash (for `b3sum` comparisons and the
+            // restore check) runs beside the chunk ids instead of on the
+            // reader thread, which is the pipeline's only serial stage.
+            let (entry_hash, hashes, ends) = (&mut entry_hash, &mut hashes, &ends);
+            sealing.beside(move || {
+                let mut ends = ends.iter().peekable();
+                for (i, c) in chunks.iter().enumerate() {
+                    while ends.next_if(|&&e| e == i).is_some() {
+                        hashes.push(entry_hash.finalize().to_hex().to_string());
+                        entry_hash.reset();
+                    }
+                    entry_hash.update(c);
+                }
+                for _ in ends {
+                    hashes.push(entry_hash.finalize().to_hex().to_string());
+                    entry_hash.reset();
+                }
+            });
+            // Per chunk: id, dedup decision, compress and seal. The session
+            // insert is atomic, so a chunk repeated within the batch is
+            // sealed once.
+            for c in chunks {
+                sealing.spawn(move || {
+                    let id = keys.blob_id(c);
+                    let new = is_new(index, session, &id)?;
+                    Ok((id, new.then(|| seal_blob(keys, id, BlobKind::Data, level, c))))
+                });
+            }
+            // This thread packs the results in stream order as they come.
+            for step in steps {
+                match step {
+                    Step::Chunk(len) => {
+                        let (id, sealed) = sealing.next().expect("one result per chunk")?;
+                        self.add_chunk(id, len, sealed)?;
+                    }
+                    Step::End(mut e) => {
+                        self.flush_tree()?;
+                        e.content = std::mem::take(&mut self.trees);
+                        e.size = std::mem::take(&mut self.entry_bytes);
+                        hashed.push((self.entries.len(), false));
+                        self.entries.push(*e);
+                    }
+                    Step::EndMembers(count) => {
+                        self.flush_tree()?;
+                        let m = MembersRef {
+                            count,
+                            size: std::mem::take(&mut self.entry_bytes),
+                            blake3: String::new(),
+                            content: std::mem::take(&mut self.trees),
+                        };
+                        let last = self.entries.last_mut().ok_or_else(|| {
+                            Error::Internal("a member index must follow the entry it describes".into())
+                        })?;
+                        last.members = Some(m);
+                        hashed.push((self.entries.len() - 1, true));
+                    }
+                    Step::Reuse(e) => self.entries.push(*e),
+                }
+            }
+            Ok(())
+        });
+        self.entry_hash = entry_hash;
+        r?;
+        for ((k, members), h) in hashed.into_iter().zip(hashes) {
+            let e = &mut self.entries[k];
+            match (members, e.members.as_mut()) {
+                (true, Some(m)) => m.blake3 = h,
+                _ => e.blake3 = h,
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds one chunk of the current entry: its blob if new, its reference.
+    fn add_chunk(&mut self, id: BlobId, len: usize, sealed: Option<SealedBlob>) -> Result<()> {
+        self.chunks += 1;
+        if let Some(s) = sealed {
+            self.new_chunks += 1;
+            self.new_bytes += len as u64;
+            self.progress.new_bytes.fetch_add(len as u64, Ordering::Relaxed);
+            self.push_sealed(&s)?;
+        }
+        self.refs.push(ChunkRef { id: id.0 .0, len: len as u32 });
+        self.refs_bytes += len as u64;
+        self.entry_bytes += len as u64;
+        if self.refs.len() == TREE_FANOUT {
+            self.flush_tree()?;
         }
         Ok(())
     }

@@ -1,32 +1,28 @@
 //! The restore pipeline.
 //!
 //! For each tree blob of an entry, the chunk references are cut into
-//! windows of about 32 MiB of plaintext. For a window: distinct blobs are
-//! located in the index, grouped by pack, sorted by offset and coalesced into
-//! range reads (neighbours closer than 256 KiB are read in one request, up
-//! to 16 MiB per request). Ranges are fetched concurrently, blobs decrypted,
-//! decompressed and re-hashed in parallel, and a writer thread writes the
-//! window in order while the next windows are being fetched. The whole
-//! output is hashed again and compared with the manifest's BLAKE3.
+//! windows of about 32 MiB of plaintext. For a window, [`fetch`] locates
+//! the distinct blobs, reads them in coalesced ranges and opens them in
+//! parallel, and a writer thread writes the window in order while the next
+//! windows are being fetched. The whole output is hashed again and
+//! compared with the manifest's BLAKE3.
 
-use crate::repofile::ObjectKey;
-use crate::store::Backend as _;
-use crate::store::BackendExt as _;
-use std::collections::HashMap;
+mod fetch;
+
+pub(crate) use fetch::{fetch_blobs, load_tree};
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
 
-use cairn_formats::repo::{decode_tree, ChunkRef};
+use cairn_formats::repo::ChunkRef;
 use futures::StreamExt;
-use rayon::prelude::*;
 
 use crate::beneath::{Beneath, Meta};
-use crate::ids::{BlobId, Id, PackId, TreeId};
-use crate::index::{BlobLocation, LocalIndex};
-use crate::pack::open_blob;
+use crate::ids::{BlobId, Id};
+use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::Entry;
 use crate::{Error, Result};
@@ -34,8 +30,6 @@ use crate::{Error, Result};
 const WINDOW_BYTES: u64 = 32 << 20;
 /// How a write error names the output before the caller knows its path.
 const OUTPUT: &str = "<restore output>";
-const COALESCE_GAP: u64 = 256 << 10;
-const MAX_RANGE: u64 = 16 << 20;
 /// Windows fetched ahead of the writer.
 const WINDOWS_AHEAD: usize = 2;
 
@@ -57,167 +51,6 @@ pub struct RestoreSummary {
 pub struct RestoreProgress {
     /// Plaintext bytes written so far.
     pub bytes_written: AtomicU64,
-}
-
-struct Range {
-    pack: PackId,
-    start: u64,
-    end: u64,
-    blobs: Vec<BlobLocation>,
-}
-
-/// Plans the range reads for a set of distinct blobs.
-fn plan(locs: Vec<BlobLocation>) -> Vec<Range> {
-    let mut by_pack: HashMap<PackId, Vec<BlobLocation>> = HashMap::new();
-    for l in locs {
-        by_pack.entry(l.pack).or_default().push(l);
-    }
-    let mut out = Vec::new();
-    for (pack, mut blobs) in by_pack {
-        blobs.sort_by_key(|b| b.entry.offset);
-        let mut cur: Option<Range> = None;
-        for b in blobs {
-            let s = u64::from(b.entry.offset);
-            let e = s + u64::from(b.entry.stored_len);
-            match cur.as_mut() {
-                Some(r) if s >= r.end && s - r.end <= COALESCE_GAP && e - r.start <= MAX_RANGE => {
-                    r.end = e;
-                    r.blobs.push(b);
-                }
-                Some(r) if s < r.end => {
-                    // The same blob listed twice, or (from a damaged cache)
-                    // entries that overlap: read enough for both; opening
-                    // each one authenticates it.
-                    r.end = r.end.max(e);
-                    r.blobs.push(b);
-                }
-                _ => {
-                    out.extend(cur.take());
-                    cur = Some(Range { pack, start: s, end: e, blobs: vec![b] });
-                }
-            }
-        }
-        out.extend(cur);
-    }
-    out
-}
-
-/// The sealed bytes of blob `e` within `bytes`, read from `key` at
-/// `start`; an index entry that points past what the read returned (a
-/// stale or damaged cache, a truncated pack) is an error naming the pack
-/// and offset, never a panic.
-fn slice_blob<'a>(bytes: &'a [u8], start: u64, e: &cairn_formats::repo::BlobEntry, key: &str) -> Result<&'a [u8]> {
-    let s = u64::from(e.offset).checked_sub(start);
-    s.and_then(|s| bytes.get(s as usize..(s as usize).checked_add(e.stored_len as usize)?)).ok_or_else(|| {
-        Error::corrupt(
-            key,
-            Some(u64::from(e.offset)),
-            format!(
-                "the index places blob {} here ({} bytes), past the {} bytes read from {start}: \
-                 the pack is truncated or the local index is stale (`cairn index rebuild`)",
-                hex::encode(e.id),
-                e.stored_len,
-                bytes.len()
-            ),
-        )
-    })
-}
-
-/// A blob that failed where the local index placed it: the pack's own
-/// (authenticated) trailer decides. If it lists the blob elsewhere, the
-/// cached entry was wrong and the blob is read where the trailer says; if
-/// it agrees, or the trailer cannot be read, the pack is damaged and the
-/// first error stands. The cache is a cache: never the last word.
-async fn second_opinion(repo: &Repository, loc: &BlobLocation, first: Error) -> Result<Arc<Vec<u8>>> {
-    let key = ObjectKey::Pack(loc.pack).to_string();
-    let Ok(meta) = repo.store().head(&key).await else { return Err(first) };
-    let Ok(entries) = crate::pack::read_trailer(repo.store(), repo.keys(), &loc.pack, meta.size).await else {
-        return Err(first);
-    };
-    let Some(e) = entries.iter().find(|e| e.id == loc.entry.id) else {
-        return Err(Error::corrupt(
-            key,
-            Some(u64::from(loc.entry.offset)),
-            format!(
-                "the local index places blob {} in this pack, whose trailer does not list it: the index is stale \
-                 (`cairn index rebuild`)",
-                hex::encode(loc.entry.id)
-            ),
-        ));
-    };
-    if *e == loc.entry {
-        return Err(first);
-    }
-    tracing::warn!(
-        "{key}: the local index placed blob {} at offset {}, the pack's trailer at {}; read by the trailer \
-         (run `cairn index rebuild` to refresh the index)",
-        hex::encode(loc.entry.id),
-        loc.entry.offset,
-        e.offset
-    );
-    let sealed =
-        repo.store().get_range(&key, u64::from(e.offset)..u64::from(e.offset) + u64::from(e.stored_len)).await?;
-    open_blob(repo.keys(), &key, e, &sealed).map(Arc::new)
-}
-
-/// Fetches and opens blobs; returns them by id.
-pub async fn fetch_blobs(
-    repo: &Repository,
-    index: &LocalIndex,
-    ids: &[BlobId],
-    concurrency: usize,
-) -> Result<(HashMap<BlobId, Arc<Vec<u8>>>, u64, u64)> {
-    let mut distinct: Vec<BlobId> = ids.to_vec();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let found = index.lookup_many(&distinct)?;
-    let mut locs = Vec::with_capacity(distinct.len());
-    for (id, f) in distinct.iter().zip(found) {
-        locs.push(f.ok_or_else(|| Error::NotFound {
-            what: format!("blob {id} in the index (data missing from the repository; run `cairn check`)"),
-        })?);
-    }
-    let ranges = plan(locs);
-    let requests = ranges.len() as u64;
-    let mut results = futures::stream::iter(ranges)
-        .map(|r| async move {
-            let key = ObjectKey::Pack(r.pack).to_string();
-            let bytes = repo.store().get_range(&key, r.start..r.end).await?;
-            let opened: Vec<(BlobLocation, Result<Arc<Vec<u8>>>)> = tokio::task::block_in_place(|| {
-                r.blobs
-                    .par_iter()
-                    .map(|b| {
-                        let sealed = slice_blob(&bytes, r.start, &b.entry, &key);
-                        (*b, sealed.and_then(|s| open_blob(repo.keys(), &key, &b.entry, s)).map(Arc::new))
-                    })
-                    .collect()
-            });
-            Ok::<_, Error>((opened, bytes.len() as u64))
-        })
-        .buffer_unordered(concurrency.max(1));
-    let mut out = HashMap::with_capacity(distinct.len());
-    let mut fetched = 0;
-    while let Some(r) = results.next().await {
-        let (blobs, n) = r?;
-        fetched += n;
-        for (loc, b) in blobs {
-            let p = match b {
-                Ok(p) => p,
-                Err(e @ Error::Corrupt { .. }) => second_opinion(repo, &loc, e).await?,
-                Err(e) => return Err(e),
-            };
-            out.insert(BlobId(Id(loc.entry.id)), p);
-        }
-    }
-    Ok((out, fetched, requests))
-}
-
-/// Loads the chunk references of a tree blob.
-pub async fn load_tree(repo: &Repository, index: &LocalIndex, tree: &TreeId) -> Result<Vec<ChunkRef>> {
-    let id = tree.blob();
-    let (blobs, _, _) = fetch_blobs(repo, index, &[id], 1).await?;
-    let plain = blobs.get(&id).expect("fetched");
-    decode_tree(plain).map_err(|e| Error::decode(format!("tree blob {id}"), e))
 }
 
 type Window = Vec<Arc<Vec<u8>>>;
@@ -505,11 +338,10 @@ pub async fn restore_range<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cairn_formats::repo::{BlobEntry, BlobKind, Compression};
-
-    fn entry(id: u8, offset: u32, stored_len: u32) -> BlobEntry {
-        BlobEntry { id: [id; 32], kind: BlobKind::Data, compression: Compression::None, offset, stored_len, raw_len: 0 }
-    }
+    use crate::ids::TreeId;
+    use crate::repofile::ObjectKey;
+    use crate::store::BackendExt as _;
+    use cairn_formats::repo::BlobKind;
 
     /// Three MiB backed up into a memory repository, in a few chunks.
     async fn backed_up() -> (tempfile::TempDir, Arc<Repository>, Arc<LocalIndex>, Vec<u8>, crate::Snapshot) {
@@ -589,25 +421,6 @@ mod tests {
             let err = restore_range(&repo, &index, &e, last, 1, &mut Vec::new(), 2).await.unwrap_err();
             assert!(named(&err), "delta {delta}: {err}");
         }
-    }
-
-    #[test]
-    fn overlapping_or_oversized_index_entries_are_errors_not_panics() {
-        let pack = PackId(Id([7; 32]));
-        // Two entries that overlap, the second running further.
-        let a = BlobLocation { pack, entry: entry(1, 100, 50) };
-        let b = BlobLocation { pack, entry: entry(2, 120, 200) };
-        let ranges = plan(vec![a, b]);
-        assert_eq!(ranges.len(), 1);
-        assert_eq!((ranges[0].start, ranges[0].end), (100, 320), "the read covers both");
-        // A read that came back short (a truncated pack): a typed error.
-        let bytes = vec![0u8; 60];
-        let err = slice_blob(&bytes, 100, &b.entry, "packs/07/0707").unwrap_err();
-        assert!(matches!(err, Error::Corrupt { offset: Some(120), .. }), "{err}");
-        assert!(err.to_string().contains("packs/07/0707"));
-        assert_eq!(slice_blob(&bytes, 100, &a.entry, "p").unwrap().len(), 50);
-        // An entry before the range start.
-        assert!(slice_blob(&bytes, 130, &a.entry, "p").is_err());
     }
 
     #[test]

@@ -15,31 +15,27 @@
 //!    scanned for facts on this thread while the pool seals its pieces and
 //!    hashes it; the pack is written durably, then the manifest create-only.
 
+mod identify;
+mod seal;
+
 use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
 use std::fs::File;
 use std::path::Path;
 
-use cairn_formats::pg::{parse_timeline_history, ScanOptions, SegmentHeader, SegmentScanner, SegmentSize, WalFileName};
-use cairn_formats::repo::BlobKind;
 use serde::Serialize;
 
-use super::facts::{facts_of, parse_backup_history};
-use super::pack_out::{DonePack, PackBody, PackOut};
+use super::pack_out::PackBody;
 use super::receipt::FileStamp;
-use super::window::{hash_file, merge_piece_hashes, read_full, InOrder, PieceHash, Window};
+use super::window::{hash_file, merge_piece_hashes, read_full, Window};
 use super::{
-    get_named, load_stanza, manifest_key, manifest_key_of, seal_named, stanza_key, validate_stanza, HistoryLine, Piece,
-    StanzaRecord, WalFileKind, WalManifest, PIECE, WAL_MANIFEST_VERSION,
+    get_named, load_stanza, manifest_key, manifest_key_of, seal_named, validate_stanza, Piece, WalFileKind,
+    WalManifest, PIECE, WAL_MANIFEST_VERSION,
 };
-use crate::pack::{seal_blob, SealedBlob};
 use crate::repo::Repository;
 use crate::{Error, Result};
-
-/// History and backup history files are a few hundred bytes; anything this
-/// large is not one.
-const MAX_TEXT_FILE: u64 = 1 << 20;
-const DEFAULT_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
+use identify::{first_of_stanza, identify};
+use seal::{describe, Reading};
 
 /// How to push.
 #[derive(Debug, Clone)]
@@ -149,48 +145,6 @@ fn open_file(path: &Path, no_follow: bool) -> Result<File> {
 
 fn shown(path: &Path) -> String {
     path.display().to_string()
-}
-
-/// Refuses a segment whose long header disagrees with the stanza.
-fn check_against_stanza(rec: &StanzaRecord, h: &SegmentHeader, path: &Path) -> Result<()> {
-    let mut diffs = Vec::new();
-    if rec.system_id != h.system_id.to_string() {
-        diffs.push(format!("system identifier {} (the stanza's is {})", h.system_id, rec.system_id));
-    }
-    if rec.segment_size != h.segment_size {
-        diffs.push(format!("segment size {} (the stanza's is {})", h.segment_size, rec.segment_size));
-    }
-    if rec.block_size != h.block_size {
-        diffs.push(format!("page size {} (the stanza's is {})", h.block_size, rec.block_size));
-    }
-    if rec.wal_magic != h.version.magic() {
-        diffs.push(format!("WAL magic {:#06X} (the stanza's is {:#06X})", h.version.magic(), rec.wal_magic));
-    }
-    if diffs.is_empty() {
-        return Ok(());
-    }
-    Err(Error::conflict(
-        shown(path),
-        format!(
-            "this WAL is from another cluster than stanza {:?} was created for: {}; nothing was stored",
-            rec.stanza,
-            diffs.join(", ")
-        ),
-    ))
-}
-
-fn new_record(stanza: &str, h: &SegmentHeader) -> StanzaRecord {
-    StanzaRecord {
-        version: WAL_MANIFEST_VERSION,
-        stanza: stanza.to_string(),
-        system_id: h.system_id.to_string(),
-        segment_size: h.segment_size,
-        block_size: h.block_size,
-        wal_magic: h.version.magic(),
-        postgresql: h.version.major(),
-        created: chrono::Utc::now().to_rfc3339(),
-        host: crate::hostname(),
-    }
 }
 
 /// Archives the WAL file at `path` under `stanza`. Returns only once the
@@ -376,241 +330,6 @@ async fn confirm_if_slow(repo: &Repository, key: &str, packs: &[String], since: 
         }
     }
     Ok(())
-}
-
-/// What step 2 learnt about a file from its name and first piece.
-struct Identified {
-    kind: WalFileKind,
-    /// A segment's or partial's long page header.
-    header: Option<SegmentHeader>,
-    /// The cluster's segment size.
-    seg_size: SegmentSize,
-    name: WalFileName,
-}
-
-/// Step 2: what the file is (from its name and `first` piece), and whether
-/// it belongs to the stanza that `record` describes.
-fn identify(
-    first: &[u8],
-    kind: WalFileKind,
-    size: u64,
-    name: &str,
-    record: Option<&StanzaRecord>,
-    path: &Path,
-) -> Result<Identified> {
-    let header = match kind {
-        WalFileKind::Segment | WalFileKind::Partial => {
-            let h = SegmentHeader::parse(first).map_err(|e| Error::corrupt(shown(path), Some(0), e.to_string()))?;
-            if let Some(rec) = record {
-                check_against_stanza(rec, &h, path)?;
-            }
-            Some(h)
-        }
-        WalFileKind::History | WalFileKind::Backup => {
-            if size > MAX_TEXT_FILE {
-                return Err(Error::corrupt(
-                    shown(path),
-                    None,
-                    format!("{size} bytes is too large for a {kind:?} file"),
-                ));
-            }
-            None
-        }
-    };
-    let seg_bytes = header.map(|h| h.segment_size).or(record.map(|r| r.segment_size)).unwrap_or(DEFAULT_SEGMENT_SIZE);
-    let seg_size = SegmentSize::new(seg_bytes.into())
-        .map_err(|e| Error::corrupt(shown(path), Some(0), format!("segment size: {e}")))?;
-    let parsed =
-        WalFileName::parse(name, seg_size).map_err(|e| Error::InvalidInput(format!("{}: {e}", shown(path))))?;
-    match kind {
-        WalFileKind::Segment if size != u64::from(seg_bytes) => {
-            return Err(Error::corrupt(
-                shown(path),
-                None,
-                format!("{size} bytes, but this cluster's segments are {seg_bytes} bytes"),
-            ));
-        }
-        WalFileKind::Partial if size > u64::from(seg_bytes) => {
-            return Err(Error::corrupt(shown(path), None, format!("{size} bytes, more than a segment ({seg_bytes})")));
-        }
-        _ => {}
-    }
-    Ok(Identified { kind, header, seg_size, name: parsed })
-}
-
-/// Step 3's inputs: the open file and how to seal it.
-struct Reading<'a> {
-    repo: &'a Repository,
-    file: &'a mut File,
-    path: &'a Path,
-    size: u64,
-    level: crate::compress::Zstd,
-}
-
-/// What step 3 produced.
-struct Sealed {
-    packs: Vec<DonePack>,
-    read_bytes: u64,
-    piece_hashes: Vec<PieceHash>,
-    /// A segment's scan, to be finished.
-    scanner: Option<SegmentScanner>,
-    /// A history or backup history file's text.
-    text: Vec<u8>,
-}
-
-impl Reading<'_> {
-    /// Reads the file once into `window` (whose first `pre_read` bytes are
-    /// already there), scanning each piece on this thread while the pool
-    /// seals it and hashes it as a BLAKE3 subtree.
-    fn seal(self, window: &mut Window, mut pre_read: usize, id: &Identified) -> Result<Sealed> {
-        let Reading { repo, file, path, size, level } = self;
-        let scan_opts = ScanOptions {
-            start: id.name.segment().and_then(|s| s.start_lsn(id.seg_size)),
-            timeline: Some(id.name.timeline()),
-            system_id: id.header.map(|h| h.system_id),
-            segment_size: Some(id.seg_size.bytes()),
-            block_size: id.header.map(|h| h.block_size),
-        };
-        let mut scanner = id.header.map(|_| SegmentScanner::new(scan_opts));
-        let mut text = Vec::new();
-        let keys = repo.keys();
-        let target = repo.config().pack_target as usize;
-        let mut out = PackOut::new(repo, target, target.min(size as usize + 4096))?;
-        let mut piece_hashes: Vec<PieceHash> = Vec::new();
-        // Per window, one rayon scope: this thread reads the window piece by
-        // piece and scans each piece while the pool seals it and hashes it as a
-        // BLAKE3 subtree; between pieces, and at the end of the window, this
-        // thread writes out the sealed pieces that are ready, in order, so
-        // reading, scanning, hashing, compression and writing overlap.
-        let mut next_index = 0usize;
-        let mut read_bytes = 0u64;
-        let mut eof = false;
-        while !eof {
-            tokio::task::block_in_place(|| {
-                rayon::in_place_scope(|sc| -> Result<()> {
-                    let (tx, rx) = std::sync::mpsc::channel::<(usize, SealedBlob, PieceHash)>();
-                    let mut ready = InOrder::from(piece_hashes.len());
-                    // Writes out, in order, the sealed pieces that are ready.
-                    let mut write_ready = |ready: &mut InOrder<(SealedBlob, PieceHash)>| {
-                        while let Some((b, h)) = ready.pop() {
-                            out.push(keys, &b)?;
-                            piece_hashes.push(h);
-                        }
-                        Ok::<(), Error>(())
-                    };
-                    let mut rest: &mut [u8] = window.as_mut_slice();
-                    while !rest.is_empty() {
-                        let at = PIECE.min(rest.len());
-                        let (head, tail) = std::mem::take(&mut rest).split_at_mut(at);
-                        rest = tail;
-                        let want = head.len();
-                        let n = match std::mem::take(&mut pre_read) {
-                            0 => read_full(file, head, path)?,
-                            n => n,
-                        };
-                        eof = n < want;
-                        if n == 0 {
-                            break;
-                        }
-                        let piece: &[u8] = &head[..n];
-                        let i = next_index;
-                        let seal = move || {
-                            let h = PieceHash::of(piece, i, size);
-                            (i, seal_blob(keys, keys.blob_id(piece), BlobKind::Data, level, piece), h)
-                        };
-                        // The window's last piece is sealed here, after the scan,
-                        // rather than queued behind the pool's: this thread has
-                        // nothing else left to do, and the pool finishes sooner.
-                        let last = eof || rest.is_empty() || read_bytes + n as u64 >= size;
-                        if !last {
-                            let tx = tx.clone();
-                            sc.spawn(move |_| {
-                                let _ = tx.send(seal());
-                            });
-                        }
-                        next_index += 1;
-                        read_bytes += n as u64;
-                        match scanner.as_mut() {
-                            Some(s) => s.push(piece).map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?,
-                            None => text.extend_from_slice(piece),
-                        }
-                        if last {
-                            let (i, b, h) = seal();
-                            ready.insert(i, (b, h));
-                            break;
-                        }
-                        rx.try_iter().for_each(|(i, b, h)| ready.insert(i, (b, h)));
-                        write_ready(&mut ready)?;
-                    }
-                    drop(tx);
-                    for (i, b, h) in rx {
-                        ready.insert(i, (b, h));
-                        write_ready(&mut ready)?;
-                    }
-                    write_ready(&mut ready)
-                })
-            })?;
-        }
-        let packs = out.finish(keys)?;
-        Ok(Sealed { packs, read_bytes, piece_hashes, scanner, text })
-    }
-}
-
-/// Fills in what the manifest records about the file's content: a
-/// segment's scan facts, a history file's lines, a backup history file's
-/// fields. A segment whose scan fails is refused; a partial one is archived
-/// without facts.
-fn describe(
-    manifest: &mut WalManifest,
-    scanner: Option<SegmentScanner>,
-    text: &[u8],
-    id: &Identified,
-    path: &Path,
-) -> Result<()> {
-    match id.kind {
-        WalFileKind::Segment | WalFileKind::Partial => {
-            let scanner = scanner.expect("segments are scanned");
-            match scanner.finish() {
-                Ok(s) => manifest.facts = Some(facts_of(&s)),
-                Err(e) if id.kind == WalFileKind::Segment => {
-                    return Err(Error::corrupt(shown(path), None, e.to_string()));
-                }
-                Err(e) => tracing::warn!(file = %shown(path), error = %e, "partial segment: no facts recorded"),
-            }
-            if let Some(reason) = manifest.facts.as_ref().and_then(|f| f.stopped.as_ref()) {
-                if id.kind == WalFileKind::Segment {
-                    tracing::warn!(file = %shown(path), %reason, "valid WAL ends before the end of this segment; archived as is");
-                }
-            }
-        }
-        WalFileKind::History => {
-            let lines = parse_timeline_history(text, Some(id.name.timeline()))
-                .map_err(|e| Error::corrupt(shown(path), None, e.to_string()))?;
-            manifest.history = Some(
-                lines
-                    .into_iter()
-                    .map(|l| HistoryLine { timeline: l.timeline, switchpoint: l.switchpoint.0, reason: l.reason })
-                    .collect(),
-            );
-        }
-        WalFileKind::Backup => manifest.backup = Some(parse_backup_history(text)),
-    }
-    Ok(())
-}
-
-/// The stanza record comes with the stanza's first segment; a push that
-/// lost the race to write it checks its header against the winner's.
-async fn first_of_stanza(repo: &Repository, stanza: &str, h: &SegmentHeader, path: &Path) -> Result<()> {
-    let rec = new_record(stanza, h);
-    let skey = stanza_key(stanza);
-    match repo.store().put_create(&skey, seal_named(repo, &skey, &rec)).await {
-        Ok(()) => Ok(()),
-        Err(Error::AlreadyExists { .. }) => {
-            let now = load_stanza(repo, stanza).await?.ok_or_else(|| Error::NotFound { what: skey.clone() })?;
-            check_against_stanza(&now, h, path)
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// zstd settings for WAL pieces. At level 1 (the default), a 4096-entry hash
