@@ -25,7 +25,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::pack_out::PackBody;
+use super::pack_out::{DonePack, PackBody};
 use super::receipt::FileStamp;
 use super::window::{hash_file, merge_piece_hashes, read_full, Window};
 use super::{
@@ -221,27 +221,8 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     if let (None, Some(h)) = (&record, &id.header) {
         first_of_stanza(repo, stanza, h, path).await?;
     }
-    let mut stored = 0u64;
     let packs_started = boottime();
-    let mut pack_keys = Vec::new();
-    for p in sealed.packs {
-        stored += p.len;
-        let pid = p.id.to_hex();
-        manifest.pieces.extend(p.entries.iter().map(|e| Piece {
-            pack: pid.clone(),
-            id: hex::encode(e.id),
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
-        }));
-        let pkey = ObjectKey::Pack(p.id).to_string();
-        match p.body {
-            PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
-            PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
-        }
-        pack_keys.push(pkey);
-    }
+    let (mut stored, pack_keys) = store_packs(repo, sealed.packs, &mut manifest).await?;
     tracing::debug!(stored, "packs durable");
     refresh_if_old(repo, &pack_keys, packs_started).await?;
     let sealed = seal_named(repo, &key, &manifest);
@@ -271,6 +252,36 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
         }
         Err(e) => Err(e),
     }
+}
+
+/// Step 4's packs: each made durable, its pieces listed in the manifest in
+/// order. Returns the bytes stored and the packs' keys.
+async fn store_packs(
+    repo: &Repository,
+    packs: Vec<DonePack>,
+    manifest: &mut WalManifest,
+) -> Result<(u64, Vec<String>)> {
+    let mut stored = 0u64;
+    let mut pack_keys = Vec::new();
+    for p in packs {
+        stored += p.len;
+        let pid = p.id.to_hex();
+        manifest.pieces.extend(p.entries.iter().map(|e| Piece {
+            pack: pid.clone(),
+            id: hex::encode(e.id),
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
+        }));
+        let pkey = ObjectKey::Pack(p.id).to_string();
+        match p.body {
+            PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
+            PackBody::Bytes(b) => repo.store().put(&pkey, b).await?,
+        }
+        pack_keys.push(pkey);
+    }
+    Ok((stored, pack_keys))
 }
 
 /// Garbage collection never condemns a pack younger than
