@@ -329,11 +329,7 @@ async fn classify(
     let mut candidates: Vec<(f64, Candidate)> = Vec::new();
     let ids = repo.list_ids(ObjectKind::Index).await?;
     let mut segments = futures::stream::iter(ids.into_iter().map(|(id, _)| id))
-        .map(|id| async move {
-            let plain = repo.get_object(ObjectKind::Index, &id).await?;
-            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-            Ok::<_, Error>((id, seg))
-        })
+        .map(|id| async move { Ok::<_, Error>((id, repo.load_segment(&id).await?)) })
         .buffer_unordered(8);
     while let Some(r) = segments.next().await {
         let (seg, s) = r?;
@@ -486,11 +482,7 @@ async fn withdrawable(repo: &Repository, lease: Option<&str>) -> Result<bool> {
 pub(super) async fn read_segments(repo: &Repository) -> Result<Vec<(Id, IndexSegment)>> {
     let ids = repo.list_ids(ObjectKind::Index).await?;
     futures::stream::iter(ids.into_iter().map(|(id, _)| id))
-        .map(|id| async move {
-            let plain = repo.get_object(ObjectKind::Index, &id).await?;
-            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-            Ok::<_, Error>((id, seg))
-        })
+        .map(|id| async move { Ok::<_, Error>((id, repo.load_segment(&id).await?)) })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await
