@@ -2,6 +2,7 @@
 
 use crate::store::{Backend as _, BackendExt as _};
 use bytes::Bytes;
+use cairn_formats::repo::IndexSegment;
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::ChunkerParams;
@@ -299,6 +300,15 @@ impl Repository {
         let key = kind.key(*id).to_string();
         let bytes = self.store.get(&key).await?;
         self.open_object(kind, &key, id, &bytes)
+    }
+
+    /// Reads, verifies, opens and decodes index segment `id`. A segment that
+    /// does not decode is [`Error::Corrupt`] (or
+    /// [`Error::UnsupportedVersion`]) naming its key; store errors, a
+    /// missing segment's [`Error::NotFound`] among them, pass through.
+    pub(crate) async fn load_segment(&self, id: &Id) -> Result<IndexSegment> {
+        let plain = self.get_object(ObjectKind::Index, id).await?;
+        IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(*id).to_string(), e))
     }
 
     /// Verifies and opens the stored bytes of an object.

@@ -100,12 +100,11 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
     use cairn_engine::{ReplicationSource, SyncOptions, TlsOptions};
     use std::sync::Arc;
 
-    let tls = TlsOptions {
-        ca_file: a.tls_ca_file,
-        cert_file: a.tls_cert_file,
-        key_file: a.tls_key_file,
-        server_name: a.tls_server_name,
-    };
+    let tls = TlsOptions::new()
+        .with_ca_file(a.tls_ca_file)
+        .with_cert_file(a.tls_cert_file)
+        .with_key_file(a.tls_key_file)
+        .with_server_name(a.tls_server_name);
     let timeout = std::time::Duration::from_secs(a.timeout);
     let opts = SyncOptions::from_url(&a.url, a.tls, tls, a.redis_password_file.as_deref(), timeout)?;
     let addr = opts.addr.clone();

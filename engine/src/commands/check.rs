@@ -11,7 +11,7 @@ use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
 use std::collections::{HashMap, HashSet};
 
-use cairn_formats::repo::{decode_tree, BlobEntry, BlobKind, IndexSegment};
+use cairn_formats::repo::{decode_tree, BlobEntry, BlobKind};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use serde::Serialize;
@@ -110,13 +110,11 @@ async fn read_index(repo: &Repository, packs: &HashMap<PackId, u64>, report: &mu
     let mut indexed_packs: HashMap<PackId, Vec<BlobEntry>> = HashMap::new();
     let segs = repo.list_ids(ObjectKind::Index).await?;
     let mut fetched = futures::stream::iter(segs.into_iter().map(|(id, _)| id))
-        .map(|id| async move { (id, repo.get_object(ObjectKind::Index, &id).await) })
+        .map(|id| async move { (id, repo.load_segment(&id).await) })
         .buffer_unordered(16);
     while let Some((id, r)) = fetched.next().await {
         report.index_segments += 1;
-        let seg = match r.and_then(|p| {
-            IndexSegment::decode(&p).map_err(|e| crate::Error::decode(ObjectKey::Index(id).to_string(), e))
-        }) {
+        let seg = match r {
             Ok(s) => s,
             Err(e) => {
                 problem(report, ObjectKey::Index(id).to_string(), e.to_string());

@@ -15,7 +15,7 @@ use super::live::{Live, LiveSet};
 use super::mark::{mark, mark_counted, Marked};
 use super::repack::{repack, unused_share, Candidate};
 use super::state::{self, Condemned, GcState, LeaseList, Plan};
-use crate::ids::{BlobId, Id, PackId};
+use crate::ids::{BlobId, Id, PackId, SnapshotId};
 use crate::index::LocalIndex;
 use crate::repo::{ObjectKind, Repository};
 use crate::repofile::{Kind, ObjectKey};
@@ -197,27 +197,7 @@ pub async fn prune(
     let live = kept.as_ref();
     drop(index);
     report.snapshots = marked.snapshots.len() as u64;
-    let mut marked_ids = marked.snapshots.clone();
-    for d in &marked.dangling {
-        if withdrawable(repo, d.lease.as_deref()).await? {
-            report.withdrawn_snapshots.push(d.id.to_hex());
-            marked_ids.retain(|s| *s != d.id);
-            if !opts.dry_run {
-                repo.store().delete(&ObjectKey::Snapshot(d.id).to_string()).await?;
-            }
-        } else {
-            // Its references are not all known: condemning anything now
-            // could delete what it needs.
-            return Err(Error::corrupt(
-                ObjectKey::Snapshot(d.id).to_string(),
-                None,
-                format!(
-                    "{} blob(s) it needs are missing from every index segment; prune refuses to run (see `cairn check`)",
-                    d.missing
-                ),
-            ));
-        }
-    }
+    let marked_ids = withdraw_dangling(repo, &marked, opts.dry_run, &mut report).await?;
 
     progress("reading index segments");
     let scope =
@@ -225,37 +205,7 @@ pub async fn prune(
     let (mut condemned, candidates) = classify(repo, &scope, live, &mut report).await?;
     let chosen = choose(candidates, opts.max_repack_bytes, &mut report);
     report.repack.chosen = chosen.iter().map(|c| ObjectKey::Pack(c.pack).to_string()).collect();
-    let target = u64::from(repo.config().pack_target).max(1);
-    if opts.dry_run {
-        report.repack.packs = chosen.len() as u64;
-        report.repack.bytes_read = chosen.iter().map(|c| c.size).sum();
-        for c in &chosen {
-            let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
-            let has = live.has(&ids)?;
-            report.repack.live_bytes +=
-                c.entries.iter().zip(has).filter(|(_, h)| *h).map(|(e, _)| u64::from(e.stored_len)).sum::<u64>();
-        }
-        report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
-    } else if !chosen.is_empty() {
-        progress(&format!("repacking {} pack(s)", chosen.len()));
-        let skipped = repack(repo, &chosen, live, &mut report.repack).await?;
-        // A pack with a damaged live blob is left whole (and reported):
-        // one bad blob must not stop every other pack's collection.
-        for (pack, why) in skipped {
-            report.problems.push(format!("{}: not repacked: {why}", ObjectKey::Pack(pack)));
-        }
-    }
-    let repacked: HashSet<PackId> =
-        if opts.dry_run { HashSet::new() } else { report.repack.repacked.iter().copied().collect() };
-    for c in chosen.into_iter().filter(|c| repacked.contains(&c.pack)) {
-        // Only what was not copied can make a sweep spare the old pack: a
-        // snapshot needing a copied blob finds it in the new pack.
-        let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
-        let has = live.has(&ids)?;
-        let uncopied = ids.into_iter().zip(has).filter(|(_, h)| !h).map(|(b, _)| b).collect();
-        report.condemned_bytes += c.size;
-        condemned.push(Condemned { pack: c.pack, size: c.size, blobs: uncopied, segments: c.segments });
-    }
+    condemned.extend(repack_chosen(repo, chosen, live, opts.dry_run, &mut report, progress).await?);
     drop(kept);
     report.condemned_packs = condemned.len() as u64;
     let segments_touched: HashSet<Id> = condemned.iter().flat_map(|c| c.segments.iter().copied()).collect();
@@ -284,6 +234,85 @@ pub async fn prune(
     }
     super::sweep::sweep_pending(repo, cache_dir, lock_timeout, opts, &mut report, progress).await?;
     Ok(report)
+}
+
+/// Withdraws the dangling snapshots whose writer's lease was broken (on a
+/// dry run, only reports them) and returns the marked snapshots left;
+/// refuses when any other snapshot is dangling.
+async fn withdraw_dangling(
+    repo: &Repository,
+    marked: &Marked,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<Vec<SnapshotId>> {
+    let mut marked_ids = marked.snapshots.clone();
+    for d in &marked.dangling {
+        if withdrawable(repo, d.lease.as_deref()).await? {
+            report.withdrawn_snapshots.push(d.id.to_hex());
+            marked_ids.retain(|s| *s != d.id);
+            if !dry_run {
+                repo.store().delete(&ObjectKey::Snapshot(d.id).to_string()).await?;
+            }
+        } else {
+            // Its references are not all known: condemning anything now
+            // could delete what it needs.
+            return Err(Error::corrupt(
+                ObjectKey::Snapshot(d.id).to_string(),
+                None,
+                format!(
+                    "{} blob(s) it needs are missing from every index segment; prune refuses to run (see `cairn check`)",
+                    d.missing
+                ),
+            ));
+        }
+    }
+    Ok(marked_ids)
+}
+
+/// Repacks the `chosen` packs (on a dry run, only counts what that would
+/// read and write) and returns the packs now to condemn: each one
+/// repacked, with the blobs that were not copied.
+async fn repack_chosen(
+    repo: &Arc<Repository>,
+    chosen: Vec<Candidate>,
+    live: &dyn Live,
+    dry_run: bool,
+    report: &mut PruneReport,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<Condemned>> {
+    let target = u64::from(repo.config().pack_target).max(1);
+    if dry_run {
+        report.repack.packs = chosen.len() as u64;
+        report.repack.bytes_read = chosen.iter().map(|c| c.size).sum();
+        for c in &chosen {
+            let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
+            let has = live.has(&ids)?;
+            report.repack.live_bytes +=
+                c.entries.iter().zip(has).filter(|(_, h)| *h).map(|(e, _)| u64::from(e.stored_len)).sum::<u64>();
+        }
+        report.repack.packs_written = report.repack.live_bytes.div_ceil(target);
+    } else if !chosen.is_empty() {
+        progress(&format!("repacking {} pack(s)", chosen.len()));
+        let skipped = repack(repo, &chosen, live, &mut report.repack).await?;
+        // A pack with a damaged live blob is left whole (and reported):
+        // one bad blob must not stop every other pack's collection.
+        for (pack, why) in skipped {
+            report.problems.push(format!("{}: not repacked: {why}", ObjectKey::Pack(pack)));
+        }
+    }
+    let repacked: HashSet<PackId> =
+        if dry_run { HashSet::new() } else { report.repack.repacked.iter().copied().collect() };
+    let mut condemned = Vec::new();
+    for c in chosen.into_iter().filter(|c| repacked.contains(&c.pack)) {
+        // Only what was not copied can make a sweep spare the old pack: a
+        // snapshot needing a copied blob finds it in the new pack.
+        let ids: Vec<BlobId> = c.entries.iter().map(|e| BlobId(Id(e.id))).collect();
+        let has = live.has(&ids)?;
+        let uncopied = ids.into_iter().zip(has).filter(|(_, h)| !h).map(|(b, _)| b).collect();
+        report.condemned_bytes += c.size;
+        condemned.push(Condemned { pack: c.pack, size: c.size, blobs: uncopied, segments: c.segments });
+    }
+    Ok(condemned)
 }
 
 /// What classifying a pack needs to know.
@@ -329,11 +358,7 @@ async fn classify(
     let mut candidates: Vec<(f64, Candidate)> = Vec::new();
     let ids = repo.list_ids(ObjectKind::Index).await?;
     let mut segments = futures::stream::iter(ids.into_iter().map(|(id, _)| id))
-        .map(|id| async move {
-            let plain = repo.get_object(ObjectKind::Index, &id).await?;
-            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-            Ok::<_, Error>((id, seg))
-        })
+        .map(|id| async move { Ok::<_, Error>((id, repo.load_segment(&id).await?)) })
         .buffer_unordered(8);
     while let Some(r) = segments.next().await {
         let (seg, s) = r?;
@@ -486,11 +511,7 @@ async fn withdrawable(repo: &Repository, lease: Option<&str>) -> Result<bool> {
 pub(super) async fn read_segments(repo: &Repository) -> Result<Vec<(Id, IndexSegment)>> {
     let ids = repo.list_ids(ObjectKind::Index).await?;
     futures::stream::iter(ids.into_iter().map(|(id, _)| id))
-        .map(|id| async move {
-            let plain = repo.get_object(ObjectKind::Index, &id).await?;
-            let seg = IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-            Ok::<_, Error>((id, seg))
-        })
+        .map(|id| async move { Ok::<_, Error>((id, repo.load_segment(&id).await?)) })
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await

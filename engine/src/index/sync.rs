@@ -36,14 +36,11 @@ impl LocalIndex {
             }
             let mut fetched = futures::stream::iter(unseen.iter().copied())
                 .map(|id| async move {
-                    let plain = match repo.get_object(ObjectKind::Index, &id).await {
-                        Ok(p) => p,
-                        Err(Error::NotFound { .. }) => return Ok(None),
-                        Err(e) => return Err(e),
-                    };
-                    let seg =
-                        IndexSegment::decode(&plain).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))?;
-                    Ok::<_, Error>(Some((id, seg)))
+                    match repo.load_segment(&id).await {
+                        Ok(seg) => Ok(Some((id, seg))),
+                        Err(Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
                 })
                 .buffer_unordered(FETCH_CONCURRENCY);
             let mut vanished = false;
@@ -217,15 +214,7 @@ async fn rebuild_inner(
     let segments = repo.list_ids(ObjectKind::Index).await?;
     let mut covered = std::collections::HashSet::new();
     let mut segs = futures::stream::iter(segments.iter().map(|(id, _)| *id))
-        .map(|id| async move {
-            let r = repo.get_object(ObjectKind::Index, &id).await;
-            (
-                id,
-                r.and_then(|p| {
-                    IndexSegment::decode(&p).map_err(|e| Error::decode(ObjectKey::Index(id).to_string(), e))
-                }),
-            )
-        })
+        .map(|id| async move { (id, repo.load_segment(&id).await) })
         .buffer_unordered(FETCH_CONCURRENCY);
     while let Some((id, r)) = segs.next().await {
         match r {

@@ -18,7 +18,7 @@
 
 use std::collections::HashSet;
 
-use cairn_formats::pg::{Lsn, WalFileName};
+use cairn_formats::pg::{Lsn, SegmentSize, WalFileName};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +28,7 @@ use crate::repofile::{ObjectKey, RepoFile};
 use crate::snapshot::Snapshot;
 use crate::sources::pg::base::{PgFacts, KIND};
 use crate::store::Backend as _;
-use crate::wal::{catalog, get_named, seal_named, WalFileKind};
+use crate::wal::{catalog, get_named, seal_named, WalFileKind, WalManifest};
 use crate::{Error, Result};
 
 /// How to expire.
@@ -142,18 +142,16 @@ fn stop_time(f: &PgFacts) -> DateTime<Utc> {
 }
 
 /// Plans, and unless `dry_run` carries out, the expiry of `stanza`.
+///
+/// The steps, as the module documentation states the rules: the complete
+/// base backups and the WAL catalogue are read, each backup is kept or not
+/// (`decide_backups`), the WAL no kept backup and no time in the window
+/// needs is chosen (`wal_to_remove`), and unless a dry run the expiry
+/// record is written before anything is removed (`carry_out`).
 pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Result<ExpireReport> {
     let now = opts.now.unwrap_or_else(Utc::now);
     let pins = crate::gc::pins(repo).await?;
-    let mut backups: Vec<(SnapshotId, PgFacts)> = Vec::new();
-    for (id, s) in Snapshot::list(repo).await? {
-        if s.source.kind == KIND {
-            let f = PgFacts::of(&s)?;
-            if f.stanza == stanza && f.wal_complete {
-                backups.push((id, f));
-            }
-        }
-    }
+    let mut backups = complete_backups(repo, stanza).await?;
     let (size, archived) = catalog::archived(repo, stanza).await?;
     // Retention follows the newest timeline's history: backups and WAL of
     // timelines off it (abandoned branches) are kept whole.
@@ -176,6 +174,55 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
     let edge = now - opts.pitr_window;
     let consistent = |f: &PgFacts| stop_time(f) + chrono::Duration::seconds(1);
     let anchor = on.iter().copied().find(|i| consistent(&backups[*i].1) <= edge).unwrap_or(oldest_on);
+    let rows = decide_backups(&backups, &on, anchor, &pins, opts, now);
+    let kept_facts: Vec<&PgFacts> =
+        backups.iter().zip(&rows).filter(|(_, r)| !r.reasons.is_empty()).map(|((_, f), _)| f).collect();
+    let cutoff = backups[anchor].1.start().0;
+    let removed_names = wal_to_remove(&archived, size, &path, cutoff, &kept_facts);
+    let report = ExpireReport {
+        stanza: stanza.to_string(),
+        dry_run: opts.dry_run,
+        restorable_from_before: Some(consistent(&backups[oldest_on].1).to_rfc3339()),
+        restorable_from_after: Some(consistent(&backups[anchor].1).to_rfc3339()),
+        kept: rows.iter().filter(|r| !r.reasons.is_empty()).cloned().collect(),
+        removed: rows.iter().filter(|r| r.reasons.is_empty()).cloned().collect(),
+        wal_kept_from: Lsn(cutoff).to_string(),
+        wal_removed: per_timeline(&removed_names),
+        wal_removed_names: removed_names.iter().map(|(_, n)| n.clone()).collect(),
+    };
+    if opts.dry_run {
+        return Ok(report);
+    }
+    carry_out(repo, stanza, now, opts, &report, &backups, &removed_names).await?;
+    Ok(report)
+}
+
+/// The base backups of `stanza` whose WAL was complete when they were
+/// taken, in snapshot list order.
+async fn complete_backups(repo: &Repository, stanza: &str) -> Result<Vec<(SnapshotId, PgFacts)>> {
+    let mut backups: Vec<(SnapshotId, PgFacts)> = Vec::new();
+    for (id, s) in Snapshot::list(repo).await? {
+        if s.source.kind == KIND {
+            let f = PgFacts::of(&s)?;
+            if f.stanza == stanza && f.wal_complete {
+                backups.push((id, f));
+            }
+        }
+    }
+    Ok(backups)
+}
+
+/// One row per backup (newest first, as `backups`), with every reason it
+/// is kept; no reason means it is removed. `on` indexes the backups on the
+/// newest timeline's history, newest first; `anchor` is the window's.
+fn decide_backups(
+    backups: &[(SnapshotId, PgFacts)],
+    on: &[usize],
+    anchor: usize,
+    pins: &HashSet<SnapshotId>,
+    opts: &ExpireOptions,
+    now: DateTime<Utc>,
+) -> Vec<BackupRow> {
     let mut rows: Vec<BackupRow> = Vec::new();
     for (i, (id, f)) in backups.iter().enumerate() {
         let mut reasons = Vec::new();
@@ -208,13 +255,23 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
             reasons,
         });
     }
-    let kept_facts: Vec<&PgFacts> =
-        backups.iter().zip(&rows).filter(|(_, r)| !r.reasons.is_empty()).map(|((_, f), _)| f).collect();
-    let cutoff = backups[anchor].1.start().0;
+    rows
+}
+
+/// The WAL segments (and partial segments) nothing needs, as `(timeline,
+/// name)` in catalogue order: on the newest timeline's history, wholly
+/// below `cutoff`, and outside every kept backup's start→stop range.
+fn wal_to_remove(
+    archived: &[(WalFileName, WalManifest)],
+    size: SegmentSize,
+    path: &[(u32, u64)],
+    cutoff: u64,
+    kept_facts: &[&PgFacts],
+) -> Vec<(u32, String)> {
     let path_tlis: HashSet<u32> = path.iter().map(|(t, _)| *t).collect();
     let seg = u64::from(size.bytes());
     let mut removed_names = Vec::new();
-    for (name, m) in &archived {
+    for (name, m) in archived {
         let (tli, lo, hi) = match (name, m.kind) {
             (WalFileName::Segment(s), WalFileKind::Segment | WalFileKind::Partial) => {
                 (s.timeline, s.segno.saturating_mul(seg), s.segno.saturating_add(1).saturating_mul(seg))
@@ -228,8 +285,13 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
             removed_names.push((tli, m.name.clone()));
         }
     }
+    removed_names
+}
+
+/// Consecutive removals on one timeline as one [`WalRemoved`].
+fn per_timeline(removed_names: &[(u32, String)]) -> Vec<WalRemoved> {
     let mut wal_removed: Vec<WalRemoved> = Vec::new();
-    for (tli, name) in &removed_names {
+    for (tli, name) in removed_names {
         match wal_removed.last_mut() {
             Some(w) if w.timeline == *tli => {
                 w.last = name.clone();
@@ -238,20 +300,20 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
             _ => wal_removed.push(WalRemoved { timeline: *tli, first: name.clone(), last: name.clone(), files: 1 }),
         }
     }
-    let report = ExpireReport {
-        stanza: stanza.to_string(),
-        dry_run: opts.dry_run,
-        restorable_from_before: Some(consistent(&backups[oldest_on].1).to_rfc3339()),
-        restorable_from_after: Some(consistent(&backups[anchor].1).to_rfc3339()),
-        kept: rows.iter().filter(|r| !r.reasons.is_empty()).cloned().collect(),
-        removed: rows.iter().filter(|r| r.reasons.is_empty()).cloned().collect(),
-        wal_kept_from: Lsn(cutoff).to_string(),
-        wal_removed,
-        wal_removed_names: removed_names.iter().map(|(_, n)| n.clone()).collect(),
-    };
-    if opts.dry_run {
-        return Ok(report);
-    }
+    wal_removed
+}
+
+/// Writes the expiry record, then removes the backups `report` removes,
+/// then the WAL manifests (their packs are left to `prune`).
+async fn carry_out(
+    repo: &Repository,
+    stanza: &str,
+    now: DateTime<Utc>,
+    opts: &ExpireOptions,
+    report: &ExpireReport,
+    backups: &[(SnapshotId, PgFacts)],
+    removed_names: &[(u32, String)],
+) -> Result<()> {
     let key = ObjectKey::Expiry(stanza.to_string()).to_string();
     let record = ExpiryRecord {
         version: 1,
@@ -265,16 +327,16 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
     for (id, _) in backups.iter().filter(|(id, _)| removed_ids.contains(id.to_hex().as_str())) {
         repo.store().delete(&ObjectKey::Snapshot(*id).to_string()).await?;
     }
-    for (tli, name) in &removed_names {
+    for (tli, name) in removed_names {
         let k = ObjectKey::WalFile { stanza: stanza.to_string(), timeline: *tli, name: name.clone() };
         repo.store().delete(&k.to_string()).await?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// `(timeline, begin LSN)` from the oldest ancestor to the newest
 /// timeline archived, as its history file lists them.
-fn timeline_path(archived: &[(WalFileName, crate::wal::WalManifest)]) -> Vec<(u32, u64)> {
+fn timeline_path(archived: &[(WalFileName, WalManifest)]) -> Vec<(u32, u64)> {
     let newest = archived.iter().map(|(n, _)| n.timeline()).max().unwrap_or(1);
     let lines: Vec<(u32, u64)> = archived
         .iter()

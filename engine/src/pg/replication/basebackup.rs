@@ -124,24 +124,8 @@ impl BaseBackup {
     /// [`BaseBackup::start`] on a connection already started.
     pub(crate) fn start_on(mut conn: Conn, opts: &BaseBackupOptions) -> Result<BaseBackup> {
         let server = conn.server.clone();
-        let reported = conn.server_version.clone().unwrap_or_default();
-        let version = parse_server_version(&reported)
-            .ok_or_else(|| protocol_error(&server, format!("unreadable server_version {reported:?}")))?;
-        if version < MIN_SERVER_VERSION {
-            return Err(Error::Config(format!(
-                "{server}: PostgreSQL {reported} is too old: base backups need 13 or later (backup manifests)"
-            )));
-        }
-
-        let rows = conn.simple_query("IDENTIFY_SYSTEM")?;
-        let row = rows.first().ok_or_else(|| protocol_error(&server, "IDENTIFY_SYSTEM returned no row"))?;
-        let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let system_id = col(0)
-            .parse()
-            .map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad system id {:?}", col(0))))?;
-        let mut timeline: u32 = col(1)
-            .parse()
-            .map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad timeline {:?}", col(1))))?;
+        let version = checked_version(&conn)?;
+        let (system_id, mut timeline) = identify_system(&mut conn)?;
 
         let command = base_backup_command(opts, version);
         tracing::debug!(server, command, "starting base backup");
@@ -149,63 +133,12 @@ impl BaseBackup {
         frontend::query(&command, &mut out).map_err(|e| Error::Config(format!("BASE_BACKUP command: {e}")))?;
         conn.send(&out, "sending BASE_BACKUP")?;
 
-        // The start position and the tablespace list, each ended by
-        // CommandComplete, then the first CopyOutResponse. Nothing comes
-        // until the checkpoint is done (and, with PROGRESS, the data
-        // directory has been sized): the start timeout governs.
+        // Nothing comes until the checkpoint is done (and, with PROGRESS,
+        // the data directory has been sized): the start timeout governs.
         conn.set_read_timeout(opts.start_timeout)?;
-        let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
-        loop {
-            match conn.recv(&|| "waiting for the backup to start (checkpoint)".into())? {
-                Message::RowDescription(_) => {}
-                Message::DataRow(r) => {
-                    let row = conn.data_row(&r)?;
-                    sets.last_mut().expect("never empty").push(row);
-                }
-                Message::CommandComplete(_) => sets.push(Vec::new()),
-                Message::NoticeResponse(n) => log_notice(&server, n.fields()),
-                Message::ErrorResponse(e) => return Err(server_error(&server, e.fields())),
-                Message::CopyOutResponse(_) => break,
-                other => {
-                    return Err(protocol_error(
-                        &server,
-                        format!("{} while waiting for the backup to start", message_name(&other)),
-                    ))
-                }
-            }
-        }
-        let start = sets.first().and_then(|s| s.first()).filter(|r| r.len() >= 2).ok_or_else(|| {
-            protocol_error(&server, "BASE_BACKUP sent no start position (expected one row of two columns)")
-        })?;
-        let start_lsn: Lsn = start[0]
-            .as_deref()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| protocol_error(&server, format!("BASE_BACKUP start position: {e}")))?;
-        if let Some(tli) = start[1].as_deref() {
-            timeline =
-                tli.parse().map_err(|_| protocol_error(&server, format!("BASE_BACKUP: bad timeline {tli:?}")))?;
-        }
-        let tablespaces: Vec<Tablespace> = sets
-            .get(1)
-            .map(|rows| {
-                rows.iter()
-                    .map(|r| Tablespace {
-                        oid: r.first().cloned().flatten(),
-                        location: r.get(1).cloned().flatten(),
-                        // An estimate too large for bytes is no estimate.
-                        size: r
-                            .get(2)
-                            .cloned()
-                            .flatten()
-                            .and_then(|kb| kb.parse::<u64>().ok())
-                            .and_then(|kb| kb.checked_mul(1024)),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if tablespaces.is_empty() {
-            return Err(protocol_error(&server, "BASE_BACKUP sent no tablespace list"));
+        let (start_lsn, start_timeline, tablespaces) = read_start(&mut conn)?;
+        if let Some(t) = start_timeline {
+            timeline = t;
         }
         conn.set_read_timeout(opts.read_timeout)?;
 
@@ -463,6 +396,97 @@ impl BaseBackup {
             },
         }
     }
+}
+
+/// The server's version, refused below [`MIN_SERVER_VERSION`].
+fn checked_version(conn: &Conn) -> Result<u32> {
+    let server = &conn.server;
+    let reported = conn.server_version.clone().unwrap_or_default();
+    let version = parse_server_version(&reported)
+        .ok_or_else(|| protocol_error(server, format!("unreadable server_version {reported:?}")))?;
+    if version < MIN_SERVER_VERSION {
+        return Err(Error::Config(format!(
+            "{server}: PostgreSQL {reported} is too old: base backups need 13 or later (backup manifests)"
+        )));
+    }
+    Ok(version)
+}
+
+/// `IDENTIFY_SYSTEM`: the cluster's system identifier and the current
+/// timeline.
+fn identify_system(conn: &mut Conn) -> Result<(u64, u32)> {
+    let server = conn.server.clone();
+    let rows = conn.simple_query("IDENTIFY_SYSTEM")?;
+    let row = rows.first().ok_or_else(|| protocol_error(&server, "IDENTIFY_SYSTEM returned no row"))?;
+    let col = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    let system_id =
+        col(0).parse().map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad system id {:?}", col(0))))?;
+    let timeline: u32 =
+        col(1).parse().map_err(|_| protocol_error(&server, format!("IDENTIFY_SYSTEM: bad timeline {:?}", col(1))))?;
+    Ok((system_id, timeline))
+}
+
+/// What `BASE_BACKUP` answers before its data: the start position (and
+/// its timeline, when the server gives one) and the tablespace list, each
+/// ended by CommandComplete, then the first CopyOutResponse.
+fn read_start(conn: &mut Conn) -> Result<(Lsn, Option<u32>, Vec<Tablespace>)> {
+    let server = conn.server.clone();
+    let mut sets: Vec<Vec<Vec<Option<String>>>> = vec![Vec::new()];
+    loop {
+        match conn.recv(&|| "waiting for the backup to start (checkpoint)".into())? {
+            Message::RowDescription(_) => {}
+            Message::DataRow(r) => {
+                let row = conn.data_row(&r)?;
+                sets.last_mut().expect("never empty").push(row);
+            }
+            Message::CommandComplete(_) => sets.push(Vec::new()),
+            Message::NoticeResponse(n) => log_notice(&server, n.fields()),
+            Message::ErrorResponse(e) => return Err(server_error(&server, e.fields())),
+            Message::CopyOutResponse(_) => break,
+            other => {
+                return Err(protocol_error(
+                    &server,
+                    format!("{} while waiting for the backup to start", message_name(&other)),
+                ))
+            }
+        }
+    }
+    let start = sets.first().and_then(|s| s.first()).filter(|r| r.len() >= 2).ok_or_else(|| {
+        protocol_error(&server, "BASE_BACKUP sent no start position (expected one row of two columns)")
+    })?;
+    let start_lsn: Lsn = start[0]
+        .as_deref()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| protocol_error(&server, format!("BASE_BACKUP start position: {e}")))?;
+    let timeline = match start[1].as_deref() {
+        Some(tli) => {
+            Some(tli.parse().map_err(|_| protocol_error(&server, format!("BASE_BACKUP: bad timeline {tli:?}")))?)
+        }
+        None => None,
+    };
+    let tablespaces: Vec<Tablespace> = sets
+        .get(1)
+        .map(|rows| {
+            rows.iter()
+                .map(|r| Tablespace {
+                    oid: r.first().cloned().flatten(),
+                    location: r.get(1).cloned().flatten(),
+                    // An estimate too large for bytes is no estimate.
+                    size: r
+                        .get(2)
+                        .cloned()
+                        .flatten()
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                        .and_then(|kb| kb.checked_mul(1024)),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if tablespaces.is_empty() {
+        return Err(protocol_error(&server, "BASE_BACKUP sent no tablespace list"));
+    }
+    Ok((start_lsn, timeline, tablespaces))
 }
 
 impl Read for BaseBackup {

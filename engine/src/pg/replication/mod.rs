@@ -11,10 +11,11 @@
 //! - [`ConnInfo`] (`conninfo.rs`): libpq `key=value` strings and
 //!   `postgres://` URLs, completed from `PG*` variables and the password
 //!   file. [`Password`] redacts itself.
-//! - `conn.rs`: the connection: TCP or Unix socket, TLS per [`SslMode`]
-//!   (`tls.rs`, rustls), the startup message, authentication (trust,
-//!   password, md5, SCRAM-SHA-256 with `tls-server-end-point` channel
-//!   binding over TLS), framed messages.
+//! - `conn/`: the connection: TCP or Unix socket, TLS per [`SslMode`]
+//!   (`socket.rs`; the rustls setup is `tls.rs`), the startup message and
+//!   authentication (`auth.rs`: trust, password, md5, SCRAM-SHA-256 with
+//!   `tls-server-end-point` channel binding over TLS), the server's errors
+//!   and notices (`messages.rs`), framed messages (`mod.rs`).
 //! - [`BaseBackupOptions`] (`options.rs`): what to ask for, and the
 //!   command text in both syntaxes.
 //! - [`BaseBackup`] (`basebackup.rs`): the session.
