@@ -65,16 +65,21 @@ def du(path):
 
 
 def run_tool(name, corpus, work):
-    d = os.path.join(work, name)
+    """name is cairn, restic, borg, or cairn@LABEL=PATH: another cairn binary
+    (a before/after comparison in one run)."""
+    cairn = CAIRN
+    if name.startswith("cairn@"):
+        name, cairn = name.split("=", 1)
+    d = os.path.join(work, name.replace("@", "-"))
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     env = dict(os.environ)
     repo = os.path.join(d, "repo")
-    if name == "cairn":
+    if name.startswith("cairn"):
         env.update(CAIRN_REPO=repo, CAIRN_KEY_FILE=os.path.join(d, "key"), CAIRN_CACHE_DIR=os.path.join(d, "cache"))
-        subprocess.run([CAIRN, "init", "-q"], env=env, check=True)
-        backup = [CAIRN, "backup", "-q", "--source", "corpus", corpus]
-        restore = [CAIRN, "restore", "-q", "latest", "--to", "-"]
+        subprocess.run([cairn, "init", "-q"], env=env, check=True)
+        backup = [cairn, "backup", "-q", "--source", "corpus", corpus]
+        restore = [cairn, "restore", "-q", "latest", "--to", "-"]
         stdin = None
     elif name == "restic":
         env.update(RESTIC_PASSWORD="bench-password", RESTIC_REPOSITORY=repo, RESTIC_CACHE_DIR=os.path.join(d, "cache"))
@@ -115,7 +120,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--tools", default="cairn,restic,borg")
+    ap.add_argument("--tools", default="cairn,restic,borg",
+                    help="comma list of cairn, restic, borg and cairn@LABEL=PATH (another cairn binary)")
     a = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     corpus = os.path.join(WORK, "corpus.tar")
@@ -128,6 +134,7 @@ def main():
             results["limits"].setdefault(k, []).append(v)
         for t in a.tools.split(","):
             r = run_tool(t, corpus, WORK)
+            t = t.split("=", 1)[0]
             for k, v in r.items():
                 results["tools"].setdefault(t, {}).setdefault(k, []).append(v)
     med = lambda xs: statistics.median(xs)

@@ -193,8 +193,9 @@ pg1-port={cluster.port}
     return push, fetch, repush, repo_bytes, {}
 
 
-def run_cairn(base, cluster, segs, digests, args):
-    """init with a new key file, then one `wal push` per segment, then one `wal fetch` per segment."""
+def run_cairn(base, cluster, segs, digests, args, CAIRN=CAIRN):
+    """init with a new key file, then one `wal push` per segment, then one `wal fetch` per segment.
+    CAIRN: the binary (another one for cairn@LABEL=PATH)."""
     repo, key, cache, fetched = (os.path.join(base, k) for k in ("repo", "key", "cache", "fetched"))
     os.makedirs(fetched)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
@@ -367,7 +368,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--segments", type=int, default=40, help="16 MiB WAL segments to archive (default 40)")
     ap.add_argument("--scale", type=int, default=20, help="pgbench -i scale (default 20)")
-    ap.add_argument("--tools", default="cairn,pgbackrest", help="comma list of cairn, pgbackrest")
+    ap.add_argument("--tools", default="cairn,pgbackrest",
+                    help="comma list of cairn, pgbackrest and cairn@LABEL=PATH (another cairn binary)")
     ap.add_argument("--max-pgbench-s", type=int, default=1800, help="give up generating WAL after this long")
     ap.add_argument("--runs", type=int, default=3, help="push+fetch passes per tool, medians reported (default 3)")
     ap.add_argument("--cairn-compression", type=int, help="pass --compression N to `cairn wal push`")
@@ -382,8 +384,11 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (cluster stopped) for inspection")
     a = ap.parse_args()
     tools = [t.strip() for t in a.tools.split(",") if t.strip()]
-    if a.segments < 1 or a.runs < 1 or not tools or any(t not in ("cairn", "pgbackrest") for t in tools):
-        die("--segments and --runs must be >= 1 and --tools a comma list of cairn, pgbackrest")
+    # cairn@LABEL=PATH: another cairn binary, for a before/after comparison in one run.
+    bins = dict(t.split("=", 1) for t in tools if t.startswith("cairn@") and "=" in t)
+    tools = [t.split("=", 1)[0] for t in tools]
+    if a.segments < 1 or a.runs < 1 or not tools or any(t not in ("cairn", "pgbackrest") and t not in bins for t in tools):
+        die("--segments and --runs must be >= 1 and --tools a comma list of cairn, pgbackrest, cairn@LABEL=PATH")
     if os.geteuid() != 0:
         die("run as root: PostgreSQL and pgBackRest are switched to the user cairntest")
     try:
@@ -436,8 +441,11 @@ def main():
                 log(f"run {i + 1}/{a.runs}: {label}: {len(segs)} pushes, then {len(segs)} fetches ...")
                 base = os.path.join(tmp, f"run{i}-{label.replace(' ', '-')}")
                 os.makedirs(base)
-                fn = run_cairn if t == "cairn" else run_pgbackrest
-                push, fetch, repush, repo_bytes, extra = fn(base, cluster, segs, digests, va)
+                if t in bins:
+                    push, fetch, repush, repo_bytes, extra = run_cairn(base, cluster, segs, digests, va, bins[t])
+                else:
+                    fn = run_cairn if t == "cairn" else run_pgbackrest
+                    push, fetch, repush, repo_bytes, extra = fn(base, cluster, segs, digests, va)
                 run[label] = dict(push=summarize(push, nbytes), fetch=summarize(fetch, nbytes),
                               repush_ms=repush[0] * 1e3, repush_cpu_ms=(repush[1] + repush[2]) * 1e3,
                               repo_bytes=repo_bytes, push_s=[c[0] for c in push], push_user_s=[c[1] for c in push],

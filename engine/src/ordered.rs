@@ -111,6 +111,24 @@ impl<'s, T: Send + 's> Ordered<'_, 's, T> {
         }
     }
 
+    /// Hands each finished result, in order, to `f`; never waits. Stops at
+    /// `f`'s first error.
+    pub(crate) fn take_ready<E>(&mut self, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+        while let Some(t) = self.try_next() {
+            f(t)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every result not taken yet, in order, to `f`, waiting for
+    /// each. Stops at `f`'s first error.
+    pub(crate) fn take_all<E>(&mut self, mut f: impl FnMut(T) -> Result<(), E>) -> Result<(), E> {
+        while let Some(t) = self.next() {
+            f(t)?;
+        }
+        Ok(())
+    }
+
     fn take(&mut self) -> Option<T> {
         let r = self.waiting.remove(&self.taken)?;
         self.taken += 1;
@@ -155,6 +173,26 @@ mod tests {
             std::iter::from_fn(|| o.next()).collect()
         });
         assert_eq!(got, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn taking_stops_at_the_consumers_first_error() {
+        let mut seen = Vec::new();
+        let r: Result<(), usize> = in_order(|o| {
+            for i in 0..6usize {
+                o.spawn(move || i);
+            }
+            o.take_all(|i| {
+                seen.push(i);
+                if i == 3 {
+                    Err(i)
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        assert_eq!(r, Err(3));
+        assert_eq!(seen, [0, 1, 2, 3]);
     }
 
     #[test]

@@ -169,14 +169,9 @@ pub(crate) async fn read_verified(
                         };
                         r.map(|()| &*slot)
                     });
-                    while let Some(r) = opening.try_next() {
-                        deliver(r)?;
-                    }
+                    opening.take_ready(&mut deliver)?;
                 }
-                while let Some(r) = opening.next() {
-                    deliver(r)?;
-                }
-                Ok(())
+                opening.take_all(deliver)
             })
         })?;
         i += entries.len();

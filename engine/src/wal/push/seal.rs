@@ -113,14 +113,9 @@ impl Reading<'_> {
                             sealing.put(seal());
                             break;
                         }
-                        while let Some(sealed) = sealing.try_next() {
-                            write(sealed)?;
-                        }
+                        sealing.take_ready(&mut write)?;
                     }
-                    while let Some(sealed) = sealing.next() {
-                        write(sealed)?;
-                    }
-                    Ok(())
+                    sealing.take_all(write)
                 })
             })?;
         }
