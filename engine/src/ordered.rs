@@ -70,13 +70,6 @@ impl<'s, T: Send + 's> Ordered<'_, 's, T> {
         });
     }
 
-    /// Runs `job` on the pool beside the pieces, outside their order: its
-    /// result is what it writes into what it borrows, there once
-    /// [`in_order`] returns.
-    pub(crate) fn beside(&mut self, job: impl FnOnce() + Send + 's) {
-        self.scope.spawn(move |_| job());
-    }
-
     /// The next piece's result, computed on this thread (for example the
     /// last piece of a window, which this thread would otherwise only wait
     /// for).
