@@ -77,7 +77,7 @@ pub trait CutHints: Send {
 /// caller (the backup pipeline does it in parallel with chunk ids), so this
 /// single-threaded stage does nothing but read and cut.
 ///
-/// With [`CutHints`], a chunk never spans a forced cut: the bytes between
+/// With `CutHints`, a chunk never spans a forced cut: the bytes between
 /// two cuts are chunked exactly as if they were a stream of their own, so
 /// a tar member's content chunks the same wherever it sits.
 pub struct StreamChunker<R> {

@@ -146,7 +146,7 @@ pub enum Kdf {
 /// One `keys/<id>` object (plaintext JSON; the master key inside is sealed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeySlot {
-    /// Always [`KEY_SLOT_VERSION`].
+    /// Always `KEY_SLOT_VERSION`.
     pub version: u32,
     /// How the wrapping key is derived from the secret.
     pub kdf: Kdf,

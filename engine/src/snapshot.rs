@@ -94,7 +94,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<FileStat>,
     /// For a tar stream: the member index (path → byte range), stored as
-    /// a JSON document of its own (see [`crate::sources::tar::MemberIndex`]).
+    /// a JSON document of its own (see `MemberIndex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MembersRef>,
 }
@@ -191,7 +191,7 @@ pub struct BackupStats {
 /// A snapshot manifest (`snapshots/<id>`, sealed).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
-    /// Always [`SNAPSHOT_VERSION`].
+    /// Always `SNAPSHOT_VERSION`.
     pub version: u32,
     /// When the backup started (RFC 3339, UTC).
     pub time: String,

@@ -1,6 +1,6 @@
 //! PostgreSQL: point-in-time restore, the replication client, and the
 //! gate that makes a base backup wait for its WAL. The base backups
-//! themselves are sources ([`crate::sources::pg`]).
+//! themselves are sources (`sources/pg/`).
 //!
 //! - [`pitr`]: planning a restore from the catalogue and carrying it out.
 //! - [`replication`]: a client for a running server's replication

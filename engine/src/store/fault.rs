@@ -135,11 +135,11 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).push((rule, 0));
     }
 
-    /// The rules in [`FAULTS_ENV`], if set: comma-separated
+    /// The rules in `CAIRN_TEST_FAULTS`, if set: comma-separated
     /// `op:prefix:kind[:skip[:times]]`, `op` one of put, get, head, list,
     /// delete, sync; `kind` one of fail (permanent), transient, lost (a
     /// put lands, its answer is an error), nospace, flip, truncate, slow
-    /// (100 ms). Injections are logged to [`FAULTS_LOG_ENV`] when set.
+    /// (100 ms). Injections are logged to the file `CAIRN_TEST_FAULTS_LOG` names when set.
     pub fn from_env() -> Result<Option<Arc<Faults>>> {
         let Ok(spec) = std::env::var(FAULTS_ENV) else { return Ok(None) };
         let bad = |why: &str| Error::Config(format!("{FAULTS_ENV}={spec:?}: {why}"));

@@ -142,7 +142,7 @@ pub struct LocalObject {
 impl LocalObject {
     /// Fills `buf` with the object's bytes from `offset` on (blocking). An
     /// object that ends before `buf` is full is corrupt, as with
-    /// [`Store::get_range`].
+    /// [`BackendExt::get_range`].
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         use std::os::unix::fs::FileExt;
         self.file.read_exact_at(buf, offset).map_err(|e| {

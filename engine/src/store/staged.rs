@@ -40,7 +40,7 @@ pub struct Staged {
 impl Store {
     /// Starts a staged object under `dir` (a key prefix such as `packs`), or
     /// `None` when the store is not a local directory (remote stores take
-    /// whole objects with [`Store::put`]).
+    /// whole objects with [`Backend::put`](crate::store::BackendExt::put)).
     pub fn stage(&self, dir: &str) -> Result<Option<Staged>> {
         let Some(root) = self.local_root() else { return Ok(None) };
         let d = root.join(dir);

@@ -9,7 +9,7 @@
 //! `archive_command` for every file. That call exits 0 only when the stored
 //! manifest is durable and matches the file: either the pusher's receipt
 //! for it still matches the file's inode, size and times, the repository
-//! and the authenticated manifest ([`super::receipt`]), or the call hashes
+//! and the authenticated manifest (`receipt.rs`), or the call hashes
 //! the file and compares size and BLAKE3 with the manifest. A pusher killed
 //! mid-way leaves at most an unreferenced pack (the manifest is the commit
 //! point), and a foreground push racing the background one for the same
@@ -190,7 +190,7 @@ impl AheadState {
 
     /// archive_command's shortcut for a file this state's pusher stored:
     /// its report if the pusher's receipt still matches the file, the
-    /// repository and the manifest (see [`super::receipt`]); `None` means
+    /// repository and the manifest (see `receipt.rs`); `None` means
     /// the file must be pushed (verified) as usual.
     pub async fn acknowledge(&self, repo: &Repository, stanza: &str, path: &Path) -> Option<PushReport> {
         let name = path.file_name()?.to_str()?;

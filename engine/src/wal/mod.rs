@@ -1,5 +1,5 @@
-//! PostgreSQL continuous archiving: `archive_command` ([`push`]),
-//! `restore_command` ([`fetch`]) and the WAL catalogue ([`catalog`]).
+//! PostgreSQL continuous archiving: `archive_command` ([`push()`]),
+//! `restore_command` ([`fetch()`]) and the WAL catalogue ([`catalog`]).
 //!
 //! # Why WAL bypasses the index and the snapshot machinery
 //! `archive_command` runs once per 16 MiB segment, often every few seconds,

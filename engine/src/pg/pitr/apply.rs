@@ -72,7 +72,7 @@ fn read_all(b: &Beneath, rel: &str) -> Result<Option<Vec<u8>>> {
 /// Carries out a plan into `pgdata`, which must be missing or empty.
 ///
 /// Everything is written beneath `pgdata` (and each tablespace's
-/// directory) through [`Beneath`]; the only symbolic links the backup may
+/// directory) through `Beneath`; the only symbolic links the backup may
 /// hold are `pg_tblspc/<oid>`, and none is followed. Directories stay 0700
 /// and files 0600 until their own modes are applied at the end.
 ///

@@ -59,7 +59,7 @@ pub struct BaseBackupOptions {
     /// The manifest's per-file checksums.
     pub manifest_checksums: ManifestChecksums,
     /// Ask the server to estimate each tablespace's size first (one extra
-    /// directory walk), so that [`BaseBackup::progress`] has a total.
+    /// directory walk), so that [`super::BaseBackup::progress`] has a total.
     pub progress: bool,
     /// Let the server wait, before it ends the backup, until the last WAL
     /// segment the backup needs has been archived (`WAIT true`, the

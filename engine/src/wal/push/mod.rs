@@ -11,7 +11,7 @@
 //! 2. The name must be a WAL file name; a segment's long page header must
 //!    agree with the stanza (system id, segment size, page size, version) and
 //!    its size must be the segment size.
-//! 3. Otherwise the file is read once into a [`Window`], 16 MiB at a time:
+//! 3. Otherwise the file is read once into a window (`window.rs`), 16 MiB at a time:
 //!    scanned for facts on this thread while the pool seals its pieces and
 //!    hashes it; the pack is written durably, then the manifest create-only.
 
@@ -92,7 +92,7 @@ pub struct PushReport {
     pub blake3: String,
     /// True when `wal push --ahead`'s pusher stored the file and this call
     /// accepted its receipt instead of hashing the file (see
-    /// [`super::receipt`]).
+    /// `receipt.rs`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub receipt: bool,
     /// The stamp of the file as stored, when it provably did not change
