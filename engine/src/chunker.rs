@@ -67,6 +67,11 @@ pub trait CutHints: Send {
     fn observe(&mut self, offset: u64, data: &[u8]) -> Result<()>;
     /// The first forced cut strictly after `pos`, if one is known.
     fn next_cut_after(&mut self, pos: u64) -> Option<u64>;
+    /// Whether the bytes from `pos` to the next forced cut are to be one
+    /// chunk whatever their content (fixed-size chunking between cuts).
+    fn whole_until_cut(&mut self, _pos: u64) -> bool {
+        false
+    }
     /// The stream ended at `offset`.
     fn end(&mut self, offset: u64) -> Result<()>;
     /// For taking a concrete hint source back after chunking.
@@ -180,6 +185,13 @@ impl<R: Read> StreamChunker<R> {
                 None => (self.end, self.eof),
             };
             let window = &self.buf[self.start..stop];
+            let whole = cut.is_some() && self.hints.as_mut().is_some_and(|h| h.whole_until_cut(base));
+            if whole && window.len() <= max {
+                out.push(window.to_vec());
+                got += window.len();
+                self.start = stop;
+                continue;
+            }
             let cdc = FastCDC::with_level_and_seed(
                 window,
                 self.params.min_size,

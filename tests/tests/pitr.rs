@@ -90,7 +90,7 @@ fn ids(r: std::ops::RangeInclusive<i32>) -> Vec<i32> {
     r.collect()
 }
 
-fn basebackup(a: &Archive, src: &Cluster) -> serde_json::Value {
+pub(crate) fn basebackup(a: &Archive, src: &Cluster) -> serde_json::Value {
     let tool = pg::bin_dir().join("pg_basebackup");
     let mut args: Vec<String> =
         ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();

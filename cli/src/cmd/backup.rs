@@ -152,7 +152,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         Kind::PgBase => {
             let stanza = g.stanza(a.stanza.as_ref()).context("--kind pg-base archives into a stanza")?;
             opts.source.kind = cairn_engine::PG_BASE_KIND.into();
-            opts.tar = TarMode::Require;
+            opts.tar = TarMode::Pg;
             if a.source.is_none() {
                 name = stanza.clone();
             }

@@ -104,6 +104,7 @@ fn member_index() -> MemberIndex {
         header,
         data: header + 512,
         link: link.map(Into::into),
+        fixed_chunks: None,
     };
     use crate::snapshot::FileKind as K;
     MemberIndex {

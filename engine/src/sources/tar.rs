@@ -10,6 +10,14 @@
 //! file would multiply the per-chunk overhead on archives of many small
 //! files without helping dedup, which FastCDC already resynchronises.
 //!
+//! # Relation files
+//! PostgreSQL never shifts bytes inside a relation file: it rewrites 8 KiB
+//! pages in place. Content-defined chunks of ~1 MiB all change when updates
+//! land a few pages apart, so in a base backup ([`TarMode::Pg`]) a relation
+//! file's data is cut every [`RELATION_CHUNK`] bytes from its start instead,
+//! and a changed page costs one such chunk. The member index records it
+//! (`fixed_chunks`); restores read chunks alike either way.
+//!
 //! The members (path, kind, mode, mtime, size, owner, link target, header
 //! and data offsets) are kept as the stream passes and stored after it as
 //! a JSON document of their own ([`MemberIndex`]), so one file can be
@@ -38,6 +46,32 @@ pub enum TarMode {
     Detect,
     /// Always: a stream that is not a well-formed tar fails the backup.
     Require,
+    /// Always, and the tar is a PostgreSQL base backup: its relation files
+    /// (numbered file nodes, their forks and segments, in database
+    /// directories and `global/`) are cut into 128 KiB chunks at fixed
+    /// offsets from the file's start instead of content-defined ones.
+    Pg,
+}
+
+/// The size of the fixed chunks of PostgreSQL relation files: a multiple of
+/// every page size PostgreSQL can be built with (at most 32 KiB), so every
+/// cut falls on a page boundary.
+pub(crate) const RELATION_CHUNK: u64 = 128 << 10;
+
+/// Whether `path` (as a base backup's tar names it) is a relation file: a
+/// numeric file node, optionally with a fork suffix (`_fsm`, `_vm`,
+/// `_init`) and a segment number (`.1`, `.2`, …), in a database directory
+/// (`base/<oid>/`, a tablespace's `<version dir>/<oid>/`) or in `global/`.
+pub(crate) fn is_relation_file(path: &str) -> bool {
+    let mut parts = path.trim_start_matches("./").rsplit('/');
+    let (Some(name), Some(dir)) = (parts.next(), parts.next()) else { return false };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (stem, segment) = match name.split_once('.') {
+        Some((stem, seg)) => (stem, Some(seg)),
+        None => (name, None),
+    };
+    let node = ["_fsm", "_vm", "_init"].iter().find_map(|f| stem.strip_suffix(f)).unwrap_or(stem);
+    digits(node) && segment.is_none_or(digits) && (digits(dir) || dir == "global")
 }
 
 /// One member in the index.
@@ -64,6 +98,11 @@ pub struct Member {
     /// Link target of symlinks and hard links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// Set when the data was cut into chunks of this many bytes at fixed
+    /// offsets from its start (PostgreSQL relation files); content-defined
+    /// chunks otherwise. Restores do not need it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_chunks: Option<u64>,
 }
 
 /// The member index of one tar entry.
@@ -144,6 +183,9 @@ pub struct TarHints {
     decided: bool,
     parser: Option<TarParser>,
     cuts: VecDeque<u64>,
+    /// Data ranges cut at fixed offsets: each piece between two cuts in
+    /// them is one chunk.
+    fixed: VecDeque<(u64, u64)>,
     members: Vec<Member>,
     compressed: Option<&'static str>,
     fell_back: Option<String>,
@@ -160,6 +202,7 @@ impl TarHints {
             decided: mode == TarMode::Off,
             parser: None,
             cuts: VecDeque::new(),
+            fixed: VecDeque::new(),
             members: Vec::new(),
             compressed: None,
             fell_back: None,
@@ -188,7 +231,7 @@ impl TarHints {
     }
 
     fn fail(&mut self, offset: u64, detail: String) -> Result<()> {
-        if self.mode == TarMode::Require {
+        if self.mode != TarMode::Detect {
             return Err(Error::Input {
                 offset,
                 source: std::io::Error::new(
@@ -200,6 +243,7 @@ impl TarHints {
         tracing::warn!("stream stops parsing as tar ({detail}); the rest is chunked as plain bytes");
         self.parser = None;
         self.cuts.clear();
+        self.fixed.clear();
         self.members.clear();
         self.fell_back = Some(detail);
         Ok(())
@@ -211,12 +255,20 @@ impl TarHints {
             Ok(events) => {
                 for ev in events {
                     if let TarEvent::Member(m) = ev {
+                        let path = m.path_lossy().into_owned();
+                        let mut fixed_chunks = None;
                         if m.data_len >= self.min_member {
-                            self.cuts.push_back(m.data_start);
-                            self.cuts.push_back(m.data_start + m.data_len);
+                            let (start, end) = (m.data_start, m.data_start + m.data_len);
+                            self.cuts.push_back(start);
+                            if self.mode == TarMode::Pg && m.kind == EntryKind::File && is_relation_file(&path) {
+                                self.cuts.extend((start + RELATION_CHUNK..end).step_by(RELATION_CHUNK as usize));
+                                self.fixed.push_back((start, end));
+                                fixed_chunks = Some(RELATION_CHUNK);
+                            }
+                            self.cuts.push_back(end);
                         }
                         self.members.push(Member {
-                            path: m.path_lossy().into_owned(),
+                            path,
                             kind: kind_of(m.kind),
                             mode: m.mode,
                             mtime: m.mtime,
@@ -226,6 +278,7 @@ impl TarHints {
                             header: m.header_offset,
                             data: m.data_start,
                             link: m.link_target.as_deref().map(|t| String::from_utf8_lossy(t).into_owned()),
+                            fixed_chunks,
                         });
                     }
                 }
@@ -258,6 +311,13 @@ impl CutHints for TarHints {
             self.cuts.pop_front();
         }
         self.cuts.front().copied()
+    }
+
+    fn whole_until_cut(&mut self, pos: u64) -> bool {
+        while self.fixed.front().is_some_and(|&(_, end)| end <= pos) {
+            self.fixed.pop_front();
+        }
+        self.fixed.front().is_some_and(|&(start, _)| start <= pos)
     }
 
     fn end(&mut self, offset: u64) -> Result<()> {
@@ -293,7 +353,7 @@ impl TarHints {
                  across versions; back up the uncompressed tar instead"
             );
         }
-        if self.mode == TarMode::Require && self.compressed.is_none() {
+        if self.mode != TarMode::Detect && self.compressed.is_none() {
             return Err(Error::Input {
                 offset: 0,
                 source: std::io::Error::new(
@@ -303,5 +363,158 @@ impl TarHints {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::{ChunkerParams, StreamChunker};
+    use std::process::Command;
+
+    #[test]
+    fn relation_files_are_told_from_the_rest_of_a_data_directory() {
+        for p in [
+            "base/16384/16385",
+            "./base/1/1259_fsm",
+            "base/5/2619_vm",
+            "base/16384/16385_init",
+            "base/5/16390.1",
+            "base/5/16390_vm.12",
+            "global/1262",
+            "PG_15_202209061/16384/16400",
+        ] {
+            assert!(is_relation_file(p), "{p}");
+        }
+        for p in [
+            "global/pg_control",
+            "global/pg_filenode.map",
+            "base/16384/pg_filenode.map",
+            "base/16384/PG_VERSION",
+            "PG_VERSION",
+            "16385",
+            "pg_wal/000000010000000000000001",
+            "pg_xact/0000",
+            "base/16384/t3_16400",
+            "base/abc/123",
+            "base/16384/16385.",
+            "base/16384/16385_xyz",
+            "base/16384/_fsm",
+        ] {
+            assert!(!is_relation_file(p), "{p}");
+        }
+    }
+
+    /// Pseudo-random bytes: incompressible and without long repeats.
+    fn noise(n: usize, mut x: u64) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    /// A base backup's tar, written by GNU tar: a relation file of 9 chunks
+    /// and 5 pages, a shared catalog's segment, and files that are not
+    /// relations.
+    fn data_directory_tar() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let files: [(&str, usize); 4] = [
+            ("base/16384/16385", 9 * (128 << 10) + 5 * 8192),
+            ("global/1262.1", 300 << 10),
+            ("pg_xact/0000", 700 << 10),
+            ("backup_label", 200),
+        ];
+        for (i, (name, len)) in files.iter().enumerate() {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, noise(*len, 7 + i as u64)).unwrap();
+        }
+        let out = dir.path().join("base.tar");
+        let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+        let s = Command::new("tar").arg("-cf").arg(&out).arg("-C").arg(dir.path()).args(&names).status().unwrap();
+        assert!(s.success(), "GNU tar failed");
+        std::fs::read(out).unwrap()
+    }
+
+    /// Chunk boundaries (stream offsets) and the member index of `tar`.
+    fn chunk(tar: &[u8], mode: TarMode, params: ChunkerParams) -> (Vec<u64>, MemberIndex) {
+        let hints = TarHints::new(mode, u64::from(params.min_size));
+        let mut ch = StreamChunker::new(tar, params, 42).with_hints(Box::new(hints));
+        let mut cuts = Vec::new();
+        let mut at = 0u64;
+        loop {
+            let batch = ch.next_batch(8 << 20).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for c in batch {
+                at += c.len() as u64;
+                cuts.push(at);
+            }
+        }
+        assert_eq!(at, tar.len() as u64);
+        let hints = ch.take_hints().unwrap().into_any().downcast::<TarHints>().unwrap();
+        (cuts, hints.into_index().unwrap())
+    }
+
+    #[test]
+    fn relation_files_are_cut_on_page_boundaries_from_their_start() {
+        let tar = data_directory_tar();
+        let small = ChunkerParams { min_size: 16 << 10, avg_size: 64 << 10, max_size: 256 << 10 };
+        for params in [ChunkerParams::default(), small] {
+            let (cuts, index) = chunk(&tar, TarMode::Pg, params);
+            for m in &index.members {
+                let inside: Vec<u64> =
+                    cuts.iter().filter(|&&c| c > m.data && c < m.data + m.size).map(|&c| c - m.data).collect();
+                if is_relation_file(&m.path) {
+                    assert_eq!(m.fixed_chunks, Some(RELATION_CHUNK), "{}", m.path);
+                    // Every 128 KiB from the file's start, so on 8 KiB pages.
+                    let want: Vec<u64> = (1..m.size.div_ceil(RELATION_CHUNK)).map(|k| k * RELATION_CHUNK).collect();
+                    assert_eq!(inside, want, "{} with {params:?}", m.path);
+                    assert!(inside.iter().all(|c| c % 8192 == 0));
+                    assert!(cuts.contains(&m.data) && cuts.contains(&(m.data + m.size)), "{}", m.path);
+                } else {
+                    assert_eq!(m.fixed_chunks, None, "{}", m.path);
+                }
+            }
+            // The other large file keeps content-defined chunks.
+            let xact = index.members.iter().find(|m| m.path == "pg_xact/0000").unwrap();
+            let inner = cuts.iter().filter(|&&c| c > xact.data && c < xact.data + xact.size).count();
+            if params == small {
+                assert!(inner >= 3, "{inner} content-defined cuts in 700 KiB with a 64 KiB average");
+            }
+        }
+        // A plain tar snapshot of the same bytes chunks by content.
+        let (_, index) = chunk(&tar, TarMode::Require, ChunkerParams::default());
+        assert!(index.members.iter().all(|m| m.fixed_chunks.is_none()));
+    }
+
+    #[test]
+    fn a_changed_page_changes_one_chunk_of_its_relation_file() {
+        let tar = data_directory_tar();
+        let index = chunk(&tar, TarMode::Pg, ChunkerParams::default()).1;
+        let rel = index.members.iter().find(|m| m.path == "base/16384/16385").unwrap();
+        // Page 20 rewritten in place, as PostgreSQL does.
+        let mut changed = tar.clone();
+        let page = (rel.data + 20 * 8192) as usize;
+        changed[page..page + 8192].copy_from_slice(&noise(8192, 99));
+        let chunks_of = |t: &[u8]| -> std::collections::HashSet<Vec<u8>> {
+            let (cuts, _) = chunk(t, TarMode::Pg, ChunkerParams::default());
+            let mut prev = 0;
+            cuts.iter()
+                .map(|&c| {
+                    let b = t[prev as usize..c as usize].to_vec();
+                    prev = c;
+                    b
+                })
+                .collect()
+        };
+        let (before, after) = (chunks_of(&tar), chunks_of(&changed));
+        let new: Vec<usize> = after.difference(&before).map(Vec::len).collect();
+        assert_eq!(new, [RELATION_CHUNK as usize], "only the 128 KiB chunk holding the page is new");
     }
 }

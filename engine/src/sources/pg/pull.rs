@@ -61,7 +61,7 @@ impl Feed for PullFeed {
             };
             checker.next_archive(&prefix)?;
             let reader = Checked { inner: &mut bb, checker: &mut checker };
-            let (_, hints) = sink.chunk_stream(reader, params, seed, TarMode::Require)?;
+            let (_, hints) = sink.chunk_stream(reader, params, seed, TarMode::Pg)?;
             sink.push(Piece::End(Box::new(Entry::new(archive.name.clone(), FileKind::File, 0o600, None))))?;
             sink.push_member_index(hints, params, seed)?;
         }
