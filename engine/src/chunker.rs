@@ -83,8 +83,9 @@ pub trait CutHints: Send {
 /// single-threaded stage does nothing but read and cut.
 ///
 /// With `CutHints`, a chunk never spans a forced cut: the bytes between
-/// two cuts are chunked exactly as if they were a stream of their own, so
-/// a tar member's content chunks the same wherever it sits.
+/// two cuts are chunked exactly as if they were a stream of their own (or,
+/// where the hints say so and they fit in `max_size`, are one chunk), so a
+/// tar member's content chunks the same wherever it sits.
 pub struct StreamChunker<R> {
     reader: R,
     params: ChunkerParams,
@@ -222,11 +223,12 @@ impl<R: Read> StreamChunker<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
+    /// Pseudo-random bytes (xorshift): incompressible, no long repeats.
+    pub(crate) fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
         (0..n)
             .map(|_| {
                 x ^= x << 13;

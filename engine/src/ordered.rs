@@ -32,7 +32,7 @@ type Outcome<T> = std::thread::Result<T>;
 pub(crate) struct Ordered<'o, 's, T> {
     scope: &'o rayon::Scope<'s>,
     tx: mpsc::Sender<(usize, Outcome<T>)>,
-    rx: mpsc::Receiver<(usize, Outcome<T>)>,
+    rx: &'o mpsc::Receiver<(usize, Outcome<T>)>,
     waiting: BTreeMap<usize, Outcome<T>>,
     submitted: usize,
     taken: usize,
@@ -42,19 +42,28 @@ pub(crate) struct Ordered<'o, 's, T> {
 /// once `body` has and every job it submitted has finished (also when
 /// `body` returns early, e.g. with an error: results not taken are dropped).
 /// A panicking job panics the thread that takes its result, or this call
-/// if none does.
+/// once every job has finished if none does.
 ///
-/// Blocks the calling thread: on a tokio worker, call it within
-/// `tokio::task::block_in_place`.
+/// Blocks the calling thread, which must not be one of the pool's: its
+/// jobs would wait behind the blocked thread (a deadlock on a one-thread
+/// pool). On a tokio worker, call it within `tokio::task::block_in_place`.
 pub(crate) fn in_order<'s, T, R>(body: impl FnOnce(&mut Ordered<'_, 's, T>) -> R) -> R
 where
     T: Send + 's,
 {
-    rayon::in_place_scope(|scope| {
-        let (tx, rx) = mpsc::channel();
-        let mut ordered = Ordered { scope, tx, rx, waiting: BTreeMap::new(), submitted: 0, taken: 0 };
-        body(&mut ordered)
-    })
+    assert!(rayon::current_thread_index().is_none(), "in_order waits for the pool: never call it on a pool thread");
+    let (tx, rx) = mpsc::channel();
+    let (r, untaken) = rayon::in_place_scope(|scope| {
+        let mut ordered = Ordered { scope, tx, rx: &rx, waiting: BTreeMap::new(), submitted: 0, taken: 0 };
+        let r = body(&mut ordered);
+        (r, std::mem::take(&mut ordered.waiting))
+    });
+    // Every job has finished: a panic among the results nobody took is
+    // this call's.
+    if let Some(panic) = untaken.into_values().chain(rx.try_iter().map(|(_, o)| o)).find_map(Result::err) {
+        std::panic::resume_unwind(panic);
+    }
+    r
 }
 
 impl<'s, T: Send + 's> Ordered<'_, 's, T> {
@@ -224,6 +233,28 @@ mod tests {
         });
         assert_eq!(first, Some(()));
         assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 8);
+    }
+
+    #[test]
+    #[should_panic(expected = "piece 3 failed")]
+    fn a_panic_nobody_took_panics_the_call_once_its_jobs_are_done() {
+        let _: Result<(), ()> = in_order(|o| {
+            for i in 0..6 {
+                o.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(2));
+                    assert_ne!(i, 3, "piece 3 failed");
+                    i
+                });
+            }
+            // Stops at once, as a consumer's error would.
+            Err(())
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "never call it on a pool thread")]
+    fn calling_from_a_pool_thread_is_refused_instead_of_deadlocking() {
+        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| in_order(|o| o.put(1)));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::collections::VecDeque;
 use cairn_formats::tar::{EntryKind, TarEvent, TarParser};
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::CutHints;
+use crate::chunker::{ChunkerParams, CutHints};
 use crate::snapshot::FileKind;
 use crate::{Error, Result};
 
@@ -66,8 +66,9 @@ pub enum TarMode {
     Require,
     /// Always, and the tar is a PostgreSQL base backup: its relation files
     /// (numbered file nodes, their forks and segments, in database
-    /// directories and `global/`) are cut into 64 KiB chunks at fixed
-    /// offsets from the file's start instead of content-defined ones.
+    /// directories and `global/`) of at least the chunker's minimum size
+    /// are cut into 64 KiB chunks at fixed offsets from the file's start
+    /// instead of content-defined ones.
     Pg,
 }
 
@@ -196,6 +197,8 @@ fn looks_like_tar(block: &[u8]) -> bool {
 pub struct TarHints {
     mode: TarMode,
     min_member: u64,
+    /// Whether relation files get fixed cuts ([`TarMode::Pg`]).
+    fixed_cuts: bool,
     /// The first bytes, until there are enough to decide.
     head: Vec<u8>,
     decided: bool,
@@ -210,12 +213,16 @@ pub struct TarHints {
 }
 
 impl TarHints {
-    /// Hints for `mode`; members with at least `min_member` data bytes are
-    /// cut around (the chunker's minimum size).
-    pub fn new(mode: TarMode, min_member: u64) -> TarHints {
+    /// Hints for `mode` and the chunker's `params`: members with at least
+    /// `min_size` data bytes are cut around. Relation files get fixed cuts
+    /// only when a fixed chunk fits in `max_size` (it always does through
+    /// the CLI): a larger one would be chunked by content after all, and
+    /// differently depending on where the reads fall.
+    pub fn new(mode: TarMode, params: ChunkerParams) -> TarHints {
         TarHints {
             mode,
-            min_member,
+            min_member: u64::from(params.min_size),
+            fixed_cuts: mode == TarMode::Pg && RELATION_CHUNK <= u64::from(params.max_size),
             head: Vec::new(),
             decided: mode == TarMode::Off,
             parser: None,
@@ -278,7 +285,7 @@ impl TarHints {
                         if m.data_len >= self.min_member {
                             let (start, end) = (m.data_start, m.data_start + m.data_len);
                             self.cuts.push_back(start);
-                            if self.mode == TarMode::Pg && m.kind == EntryKind::File && is_relation_file(&path) {
+                            if self.fixed_cuts && m.kind == EntryKind::File && is_relation_file(&path) {
                                 self.cuts.extend((start + RELATION_CHUNK..end).step_by(RELATION_CHUNK as usize));
                                 self.fixed.push_back((start, end));
                                 fixed_chunks = Some(RELATION_CHUNK);
@@ -387,7 +394,8 @@ impl TarHints {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunker::{ChunkerParams, StreamChunker};
+    use crate::chunker::tests::pseudo_random;
+    use crate::chunker::StreamChunker;
     use std::process::Command;
 
     #[test]
@@ -423,18 +431,6 @@ mod tests {
         }
     }
 
-    /// Pseudo-random bytes: incompressible and without long repeats.
-    fn noise(n: usize, mut x: u64) -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
-
     /// A base backup's tar, written by GNU tar: a relation file of 18 chunks
     /// and 5 pages, a shared catalog's segment, and files that are not
     /// relations.
@@ -449,7 +445,7 @@ mod tests {
         for (i, (name, len)) in files.iter().enumerate() {
             let p = dir.path().join(name);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, noise(*len, 7 + i as u64)).unwrap();
+            std::fs::write(&p, pseudo_random(*len, 7 + i as u64)).unwrap();
         }
         let out = dir.path().join("base.tar");
         let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
@@ -460,7 +456,7 @@ mod tests {
 
     /// Chunk boundaries (stream offsets) and the member index of `tar`.
     fn chunk(tar: &[u8], mode: TarMode, params: ChunkerParams) -> (Vec<u64>, MemberIndex) {
-        let hints = TarHints::new(mode, u64::from(params.min_size));
+        let hints = TarHints::new(mode, params);
         let mut ch = StreamChunker::new(tar, params, 42).with_hints(Box::new(hints));
         let mut cuts = Vec::new();
         let mut at = 0u64;
@@ -506,6 +502,11 @@ mod tests {
                 assert!(inner >= 3, "{inner} content-defined cuts in 700 KiB with a 64 KiB average");
             }
         }
+        // A fixed chunk larger than the largest chunk would be cut by
+        // content anyway: no fixed cuts then.
+        let tiny = ChunkerParams { min_size: 4 << 10, avg_size: 16 << 10, max_size: 32 << 10 };
+        let (_, index) = chunk(&tar, TarMode::Pg, tiny);
+        assert!(index.members.iter().all(|m| m.fixed_chunks.is_none()));
         // A plain tar snapshot of the same bytes chunks by content.
         let (_, index) = chunk(&tar, TarMode::Require, ChunkerParams::default());
         assert!(index.members.iter().all(|m| m.fixed_chunks.is_none()));
@@ -519,7 +520,7 @@ mod tests {
         // Page 20 rewritten in place, as PostgreSQL does.
         let mut changed = tar.clone();
         let page = (rel.data + 20 * 8192) as usize;
-        changed[page..page + 8192].copy_from_slice(&noise(8192, 99));
+        changed[page..page + 8192].copy_from_slice(&pseudo_random(8192, 99));
         let chunks_of = |t: &[u8]| -> std::collections::HashSet<Vec<u8>> {
             let (cuts, _) = chunk(t, TarMode::Pg, ChunkerParams::default());
             let mut prev = 0;

@@ -58,7 +58,7 @@ impl PieceSink {
     ) -> Result<(R, Option<TarHints>)> {
         let mut ch = StreamChunker::new(source, params, seed);
         if tar != TarMode::Off {
-            ch = ch.with_hints(Box::new(TarHints::new(tar, u64::from(params.min_size))));
+            ch = ch.with_hints(Box::new(TarHints::new(tar, params)));
         }
         loop {
             let batch = ch.next_batch(BATCH_BYTES)?;
