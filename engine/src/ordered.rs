@@ -74,7 +74,8 @@ impl<'s, T: Send + 's> Ordered<'_, 's, T> {
         let tx = self.tx.clone();
         self.scope.spawn(move |_| {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-            // The receiver is gone only when the caller stopped taking.
+            // The receiver outlives every job: a result nobody takes is
+            // still looked at for a panic when the scope has ended.
             let _ = tx.send((i, outcome));
         });
     }
