@@ -6,21 +6,30 @@
 //! member that could act outside the target: nothing a snapshot holds, and
 //! nothing already in the target, can make a restore touch another path.
 
+use futures::StreamExt;
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::demux::Demux;
 use super::layout::{normalize, FileInfo, Layout, Location};
 use super::vet::{describe, LinkRule, Refusal};
-use crate::beneath::{Beneath, Meta, Partial};
-use crate::commands::restore::{name_output, restore_entry, restore_entry_beneath};
+use crate::beneath::{Beneath, GroupCommit, Meta};
+use crate::commands::restore::{name_output, restore_entry, restore_entry_checked, RestoreSummary, StreamCheck};
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::FileKind;
 use crate::{Error, Result};
+
+/// Files restored at once by [`Layout::extract`].
+const FILES_AT_ONCE: usize = 8;
+/// About how many bytes of files are in flight at once.
+const BYTES_AT_ONCE: u64 = 64 << 20;
+/// What one file counts against [`BYTES_AT_ONCE`] at most: a large file
+/// holds its pipeline's windows, not its size.
+const MAX_WEIGHT: u64 = 48 << 20;
 
 /// What a restore keeps of a snapshot's owners and special mode bits.
 ///
@@ -88,6 +97,22 @@ impl Layout {
         to: &Path,
         opts: &ExtractOptions,
     ) -> Result<ExtractSummary> {
+        self.extract_checked(repo, index, path, to, opts, StreamCheck::Whole).await
+    }
+
+    /// [`Layout::extract`] with a choice of the check of a whole tar's
+    /// stream: `pg restore` reads every file back against
+    /// `backup_manifest`, so it skips the stream's hash (every blob is
+    /// still checked against its id).
+    pub(crate) async fn extract_checked(
+        &self,
+        repo: &Repository,
+        index: &LocalIndex,
+        path: Option<&str>,
+        to: &Path,
+        opts: &ExtractOptions,
+        check: StreamCheck,
+    ) -> Result<ExtractSummary> {
         let want = path.map(normalize);
         let chosen: Vec<&FileInfo> = self.list(want.as_deref());
         if chosen.is_empty() {
@@ -110,35 +135,45 @@ impl Layout {
         let mut sum = ExtractSummary::default();
         let mut dirs = Vec::new();
         let mut done: HashSet<&str> = HashSet::new();
-        // A whole tar is read once, in order, through the restore pipeline
-        // (whole-stream hash checked), its members' bytes routed to their
-        // files; one file or subtree is read by ranges instead.
-        let streamed = want.is_none() && self.tar_entry.is_some();
-        if streamed {
-            for f in chosen.iter().filter(|f| f.kind == FileKind::Dir) {
-                b.dir(&f.path, true)?;
-            }
-            let mut files = Vec::new();
-            for f in chosen.iter().filter(|f| f.kind == FileKind::File) {
+        for f in chosen.iter().filter(|f| f.kind == FileKind::Dir) {
+            b.dir(&f.path, true)?;
+            dirs.push((f.path.as_str(), policy.meta(f)));
+            done.insert(f.path.as_str());
+            sum.items += 1;
+        }
+        let files: Vec<&FileInfo> = chosen.iter().copied().filter(|f| f.kind == FileKind::File).collect();
+        // A whole tar is read once, in order, through the restore pipeline,
+        // its members' bytes routed to their files; one file or subtree of
+        // a tar, and a directory snapshot's files, are restored several at
+        // once. Either way, files take their names in groups.
+        if let (None, Some(tar)) = (&want, self.tar_entry) {
+            let mut members = Vec::new();
+            for f in &files {
                 let Location::Tar(start) = f.at else { continue };
-                files.push((start, f.size, f.path.clone(), policy.meta(f)));
+                members.push((start, f.size, f.path.clone(), policy.meta(f)));
             }
-            files.sort_by_key(|(s, ..)| *s);
-            let e = &self.snapshot.entries[self.tar_entry.expect("tar layout")];
-            let demux = Demux { b: b.clone(), files, next: 0, pos: 0, cur: None };
-            let (s, d) = restore_entry(repo, index, e, demux, 8, Arc::default()).await?;
+            members.sort_by_key(|(s, ..)| *s);
+            let e = &self.snapshot.entries[tar];
+            let demux =
+                Demux { b: b.clone(), files: members, next: 0, pos: 0, cur: None, commits: Some(GroupCommit::start()) };
+            let (s, d) = restore_entry_checked(repo, index, e, demux, 8, Arc::default(), check).await?;
             d.finish()?;
-            sum.bytes_written += chosen.iter().filter(|f| f.kind == FileKind::File).map(|f| f.size).sum::<u64>();
+            sum.bytes_written += files.iter().map(|f| f.size).sum::<u64>();
             sum.bytes_fetched += s.bytes_fetched;
             sum.requests += s.requests;
+        } else {
+            let wrote = self.write_files(repo, index, &files, &b, &policy).await?;
+            sum.bytes_written += wrote.bytes_written;
+            sum.bytes_fetched += wrote.bytes_fetched;
+            sum.requests += wrote.requests;
         }
-        for f in &chosen {
+        for f in &files {
+            done.insert(f.path.as_str());
+        }
+        sum.items += files.len() as u64;
+        for f in chosen.iter().filter(|f| !matches!(f.kind, FileKind::Dir | FileKind::File)) {
             let meta = policy.meta(f);
             match f.kind {
-                FileKind::Dir => {
-                    b.dir(&f.path, true)?;
-                    dirs.push((f.path.as_str(), meta));
-                }
                 FileKind::Symlink => b.symlink(&f.path, f.target.as_deref().unwrap_or_default(), &meta)?,
                 FileKind::Hardlink => {
                     let t = normalize(f.target.as_deref().unwrap_or_default());
@@ -148,13 +183,14 @@ impl Layout {
                         // The link's target was not chosen: give this name its bytes.
                         let mut as_file = orig.clone();
                         as_file.path = f.path.clone();
-                        self.write_file(repo, index, &as_file, &b, &policy.meta(&as_file), &mut sum).await?;
+                        let wrote = self.write_files(repo, index, &[&as_file], &b, &policy).await?;
+                        sum.bytes_written += wrote.bytes_written;
+                        sum.bytes_fetched += wrote.bytes_fetched;
+                        sum.requests += wrote.requests;
                     } else {
                         return Err(Error::NotFound { what: format!("hard link target {t:?} of {:?}", f.path) });
                     }
                 }
-                FileKind::File if streamed => {}
-                FileKind::File => self.write_file(repo, index, f, &b, &meta, &mut sum).await?,
                 other => {
                     tracing::warn!("{}: {other} members are not extracted", f.path);
                     sum.skipped.push(Refusal { path: f.path.clone(), why: format!("a {other}: not extracted") });
@@ -172,6 +208,56 @@ impl Layout {
         Ok(sum)
     }
 
+    /// Writes `files` several at once, each under a temporary name, and
+    /// gives them their names in groups ([`GroupCommit`]). Up to
+    /// [`FILES_AT_ONCE`] files are in flight, and no more than about
+    /// [`BYTES_AT_ONCE`] of them (a large file's own pipeline holds up to
+    /// 56 MiB), so memory stays bounded whatever the snapshot holds. After
+    /// a failure the files in flight still finish (or are removed), so no
+    /// temporary file is left behind; the first error is returned.
+    async fn write_files(
+        &self,
+        repo: &Repository,
+        index: &LocalIndex,
+        files: &[&FileInfo],
+        b: &Beneath,
+        policy: &Policy,
+    ) -> Result<RestoreSummary> {
+        let commits = GroupCommit::start();
+        let budget = tokio::sync::Semaphore::new((BYTES_AT_ONCE >> 20) as usize);
+        let mut results = futures::stream::iter(files.iter().copied())
+            .map(|f| {
+                let (commits, budget) = (&commits, &budget);
+                async move {
+                    let mib = (f.size.min(MAX_WEIGHT) >> 20) as u32 + 1;
+                    let _permit = budget.acquire_many(mib).await.expect("never closed");
+                    self.write_file(repo, index, f, b, &policy.meta(f), commits).await
+                }
+            })
+            .buffer_unordered(FILES_AT_ONCE);
+        let mut sum = RestoreSummary::default();
+        let mut first_error = None;
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(s) => {
+                    sum.bytes_written += s.bytes_written;
+                    sum.bytes_fetched += s.bytes_fetched;
+                    sum.requests += s.requests;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        drop(results);
+        let committed = commits.finish();
+        match (first_error, committed) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(sum),
+        }
+    }
+
+    /// Writes one file under a temporary name and queues it for commit.
     async fn write_file(
         &self,
         repo: &Repository,
@@ -179,122 +265,37 @@ impl Layout {
         f: &FileInfo,
         b: &Beneath,
         meta: &Meta,
-        sum: &mut ExtractSummary,
-    ) -> Result<()> {
+        commits: &GroupCommit,
+    ) -> Result<RestoreSummary> {
+        let (partial, file) = b.create(&f.path)?;
+        let w = std::io::BufWriter::with_capacity(1 << 20, file);
         // A directory snapshot's file is an entry of its own: the restore
         // pipeline streams it to disk (whole-file hash checked), whatever
-        // its size.
-        if let Location::Entry(i) = f.at {
-            let s = restore_entry_beneath(
-                repo,
-                index,
-                &self.snapshot.entries[i],
-                b,
-                &f.path,
-                Some(meta),
-                8,
-                Arc::default(),
-            )
-            .await?;
-            sum.bytes_written += s.bytes_written;
-            sum.bytes_fetched += s.bytes_fetched;
-            sum.requests += s.requests;
-            return Ok(());
-        }
-        let (partial, file) = b.create(&f.path)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
-        let s = match self.read_file(repo, index, f, &mut w).await {
-            Ok(s) => s,
+        // its size; a tar member is read by ranges.
+        let written = match f.at {
+            Location::Entry(i) => restore_entry(repo, index, &self.snapshot.entries[i], w, 8, Arc::default()).await,
+            Location::Tar(_) | Location::None => {
+                let mut w = w;
+                self.read_file(repo, index, f, &mut w).await.map(|s| (s, w))
+            }
+        };
+        let (s, w) = match written {
+            Ok(r) => r,
             Err(e) => {
                 let e = name_output(e, partial.shown());
                 partial.abandon();
                 return Err(e);
             }
         };
-        let file = w.into_inner().map_err(|e| Error::io(partial.shown(), e.into_error()))?;
-        partial.commit(file, Some(meta))?;
-        sum.bytes_written += s.bytes_written;
-        sum.bytes_fetched += s.bytes_fetched;
-        sum.requests += s.requests;
-        Ok(())
-    }
-}
-
-/// Routes a tar stream's bytes to the files its members name: a member's
-/// data range, by stream offset, goes to its file; headers and padding go
-/// nowhere. Files are created when their first byte arrives (empty files
-/// at `finish`) under a temporary name, and take their name, owner, mode
-/// and times once their last byte has been written and fsynced.
-struct Demux {
-    b: Arc<Beneath>,
-    files: Vec<(u64, u64, String, Meta)>,
-    next: usize,
-    pos: u64,
-    cur: Option<(Partial, std::fs::File, u64, usize)>,
-}
-
-fn as_io(e: Error) -> std::io::Error {
-    std::io::Error::other(e.to_string())
-}
-
-impl Write for Demux {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let end = self.pos + buf.len() as u64;
-        let mut at = self.pos;
-        while at < end {
-            if self.cur.is_none() {
-                while self.files.get(self.next).is_some_and(|(s, l, ..)| *l == 0 || s + l <= at) {
-                    self.next += 1;
-                }
-                let Some((s, l, rel, _)) = self.files.get(self.next) else { break };
-                if *s >= end {
-                    break;
-                }
-                let (p, f) = self.b.create(rel).map_err(as_io)?;
-                self.cur = Some((p, f, s + l, self.next));
-                at = at.max(*s);
-                self.next += 1;
+        let file = match w.into_inner() {
+            Ok(f) => f,
+            Err(e) => {
+                let shown = partial.shown().to_path_buf();
+                partial.abandon();
+                return Err(Error::io(shown, e.into_error()));
             }
-            let (p, f, fend, _) = self.cur.as_mut().expect("a file is open");
-            let stop = (*fend).min(end);
-            let piece = &buf[(at - self.pos) as usize..(stop - self.pos) as usize];
-            f.write_all(piece).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.shown().display())))?;
-            at = stop;
-            if at == *fend {
-                let (p, f, _, i) = self.cur.take().expect("open");
-                p.commit(f, Some(&self.files[i].3)).map_err(as_io)?;
-            }
-        }
-        self.pos = end;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for Demux {
-    fn drop(&mut self) {
-        if let Some((p, ..)) = self.cur.take() {
-            p.abandon();
-        }
-    }
-}
-
-impl Demux {
-    /// Creates the empty files; fails if a member's bytes never came.
-    fn finish(mut self) -> Result<()> {
-        if let Some((p, _, _, _)) = self.cur.take() {
-            let shown = p.shown().display().to_string();
-            p.abandon();
-            return Err(Error::corrupt(shown, Some(self.pos), "the tar stream ended inside this file"));
-        }
-        for (_, l, rel, meta) in &self.files {
-            if *l == 0 {
-                self.b.write(rel, b"", Some(meta))?;
-            }
-        }
-        Ok(())
+        };
+        commits.push(partial, file, Some(*meta))?;
+        Ok(s)
     }
 }

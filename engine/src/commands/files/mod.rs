@@ -7,6 +7,7 @@
 //! file reads only the blobs that hold it; extracting anything is vetted
 //! first ([`Layout::vet`]) and written beneath the target only.
 
+mod demux;
 mod diff;
 mod extract;
 mod layout;

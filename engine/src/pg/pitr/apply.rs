@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{Plan, TablespacePlan};
 use crate::beneath::{Beneath, Meta};
 use crate::commands::files::{ExtractOptions, ExtractSummary, Layout, LinkRule};
-use crate::commands::restore::restore_entry_beneath;
+use crate::commands::restore::{restore_entry_beneath, StreamCheck};
 use crate::index::LocalIndex;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -137,6 +137,8 @@ async fn extract_all<'p>(
     // root restores.
     let xopts =
         ExtractOptions { same_owner: Some(true), same_permissions: Some(false), links: LinkRule::PgTablespaces };
+    // `verify` reads every file back against backup_manifest afterwards.
+    let check = StreamCheck::LengthOnly;
     let manifest_entry = snapshot.entries.iter().find(|e| e.name == "backup_manifest" && e.members.is_none()).cloned();
     // The data directory's archive: a pulled backup sends the tablespaces'
     // archives first and `base.tar` last.
@@ -147,15 +149,17 @@ async fn extract_all<'p>(
         .position(|e| e.members.is_some() && e.name == "base.tar")
         .or_else(|| snapshot.entries.iter().position(|e| e.members.is_some() && !is_tablespace(&e.name)))
         .ok_or_else(|| Error::corrupt("snapshot", None, "no archive of the data directory"))?;
-    let mut sum =
-        Layout::load_tar(repo, index, snapshot.clone(), base).await?.extract(repo, index, None, pgdata, &xopts).await?;
+    let mut sum = Layout::load_tar(repo, index, snapshot.clone(), base)
+        .await?
+        .extract_checked(repo, index, None, pgdata, &xopts, check)
+        .await?;
     let mut roots = Vec::new();
     for t in &plan.tablespaces {
         let Some(i) = snapshot.entries.iter().position(|e| e.name == format!("{}.tar", t.oid)) else {
             return Err(Error::corrupt("snapshot", None, format!("tablespace {} has no archive", t.oid)));
         };
         let l = Layout::load_tar(repo, index, snapshot.clone(), i).await?;
-        let s = l.extract(repo, index, None, &t.restore_to, &xopts).await?;
+        let s = l.extract_checked(repo, index, None, &t.restore_to, &xopts, check).await?;
         sum.items += s.items;
         sum.bytes_written += s.bytes_written;
         roots.push((t, Beneath::open(&t.restore_to)?));

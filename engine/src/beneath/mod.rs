@@ -28,6 +28,9 @@ use rustix::io::Errno;
 
 use crate::{Error, Result};
 
+mod group;
+pub use group::GroupCommit;
+
 /// Owner, permission bits and modification time to give a restored item,
 /// already filtered by the caller's policy (setuid bits, ownership).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,20 +292,37 @@ impl Partial {
     /// (replacing a file or link of that name, never following it) and
     /// fsyncs the directory.
     pub fn commit(self, file: File, meta: Option<&Meta>) -> Result<()> {
-        let r = (|| {
-            if let Some(m) = meta {
-                apply(file.as_fd(), m, &self.shown)?;
-            }
-            file.sync_all().map_err(|e| Error::io(&self.shown, e))?;
-            drop(file);
-            rustix::fs::renameat(&self.dir, OsStr::from_bytes(&self.tmp), &self.dir, OsStr::from_bytes(&self.name))
-                .map_err(|e| io(&self.shown, e))?;
-            rustix::fs::fsync(&self.dir).map_err(|e| io(&self.shown, e))
-        })();
-        if r.is_err() {
-            let _ = rustix::fs::unlinkat(&self.dir, OsStr::from_bytes(&self.tmp), AtFlags::empty());
+        if let Err(e) = self.sync(&file, meta) {
+            self.abandon();
+            return Err(e);
         }
-        r
+        drop(file);
+        let shown = self.shown.clone();
+        let dir = self.rename()?;
+        rustix::fs::fsync(&dir).map_err(|e| io(&shown, e))
+    }
+
+    /// The first half of [`Partial::commit`]: applies `meta` on the handle
+    /// and fsyncs the file. The caller abandons the partial on an error.
+    pub fn sync(&self, file: &File, meta: Option<&Meta>) -> Result<()> {
+        if let Some(m) = meta {
+            apply(file.as_fd(), m, &self.shown)?;
+        }
+        file.sync_all().map_err(|e| Error::io(&self.shown, e))
+    }
+
+    /// The second half: renames the synced file into place and returns its
+    /// directory, which the caller fsyncs (once for many files). On an
+    /// error the temporary file is removed.
+    pub fn rename(self) -> Result<OwnedFd> {
+        let r = rustix::fs::renameat(&self.dir, OsStr::from_bytes(&self.tmp), &self.dir, OsStr::from_bytes(&self.name));
+        match r {
+            Ok(()) => Ok(self.dir),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.dir, OsStr::from_bytes(&self.tmp), AtFlags::empty());
+                Err(io(&self.shown, e))
+            }
+        }
     }
 
     /// Removes the temporary file after a failure.
