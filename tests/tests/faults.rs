@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_engine::store::{BackendExt, Fault, FaultRule, Faults, Faulty, Location, Op, Retry, RetryPolicy, Store};
-use cairn_engine::wal::{fetch, manifest_key, push, FetchOutcome, PushOptions};
+use cairn_engine::wal::{fetch, manifest_key, push, Durability, FetchOutcome, PushOptions};
 use cairn_engine::Error;
 use cairn_engine::Secret;
 use cairn_engine::{InitOptions, Repository};
@@ -69,7 +69,7 @@ async fn wal_push_acknowledges_only_durable_files() {
     assert!(again.already_archived);
 
     let out = dir.path().join("out");
-    let got = fetch(&repo, STANZA, NAME, &out, None).await.unwrap();
+    let got = fetch(&repo, STANZA, NAME, &out, None, Durability::Fsync).await.unwrap();
     assert!(matches!(got, FetchOutcome::Delivered { .. }));
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&seg).unwrap(), "the fetched segment is the pushed one");
 }
@@ -86,7 +86,7 @@ async fn wal_fetch_never_delivers_damaged_bytes() {
     for fault in [Fault::FlipBit { offset: 4096 }, Fault::Truncate, Fault::Fail { retryable: false }] {
         faults.clear();
         faults.add(FaultRule::new(Op::Get, "packs/", fault.clone()).times(1));
-        let r = fetch(&repo, STANZA, NAME, &out, None).await;
+        let r = fetch(&repo, STANZA, NAME, &out, None, Durability::Fsync).await;
         assert!(r.is_err(), "{fault:?}: a damaged or failed read must fail the fetch, got {r:?}");
         if !matches!(fault, Fault::Fail { .. }) {
             assert!(matches!(r, Err(Error::Corrupt { .. })), "{fault:?}: {r:?}");
@@ -97,7 +97,10 @@ async fn wal_fetch_never_delivers_damaged_bytes() {
     faults.clear();
     let before = faults.injected();
     faults.add(FaultRule::new(Op::Get, "packs/", Fault::Fail { retryable: true }).times(2));
-    assert!(matches!(fetch(&repo, STANZA, NAME, &out, None).await.unwrap(), FetchOutcome::Delivered { .. }));
+    assert!(matches!(
+        fetch(&repo, STANZA, NAME, &out, None, Durability::Fsync).await.unwrap(),
+        FetchOutcome::Delivered { .. }
+    ));
     assert_eq!(faults.injected() - before, 2);
     assert!(std::fs::read(&out).unwrap() == want);
 }

@@ -158,3 +158,60 @@ fn a_full_restore_target_fails_cleanly_and_recovers() {
     r.ok(&["wal", "fetch", "--stanza", "main", "000000010000000000000001", pg_wal.to_str().unwrap()]);
     assert_eq!(std::fs::read(&pg_wal).unwrap(), std::fs::read(&seg).unwrap());
 }
+
+/// A directory snapshot's files are restored several at once and take
+/// their names in groups: when the target fills up half-way, the restore
+/// fails naming the path, every file that has its name is complete, no
+/// temporary file is left anywhere, and the same restore succeeds once
+/// there is room.
+#[test]
+fn a_directory_restore_onto_a_full_disk_leaves_only_complete_files() {
+    let r = TestRepo::new();
+    let src = r.dir.path().join("src");
+    let mut want = std::collections::BTreeMap::new();
+    for i in 0..160u64 {
+        let rel = format!("d{}/f{i:03}", i % 5);
+        let bytes = random(16 << 10 | (i as usize % 7) << 12, i + 1);
+        std::fs::create_dir_all(src.join(format!("d{}", i % 5))).unwrap();
+        std::fs::write(src.join(&rel), &bytes).unwrap();
+        want.insert(rel, bytes);
+    }
+    let snap: serde_json::Value = serde_json::from_slice(&r.ok(&[
+        "--json",
+        "backup",
+        "--kind",
+        "dir",
+        "--source",
+        "tree",
+        src.to_str().unwrap(),
+    ]))
+    .unwrap();
+    let id = snap["snapshot"].as_str().unwrap();
+
+    // 160 files of 16-40 KiB do not fit in 2 MiB.
+    let fs = Small::mount(&r.dir.path().join("target"), 2);
+    let out = fs.dir.join("tree");
+    let o = r.run(&["restore", id, "--to", out.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_ne!(code(&o), 0, "{err}");
+    assert!(err.contains(fs.dir.to_str().unwrap()) && err.contains("space"), "names the path and cause: {err}");
+    let mut named = 0;
+    for d in 0..5 {
+        let Ok(entries) = std::fs::read_dir(out.join(format!("d{d}"))) else { continue };
+        for e in entries {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            assert!(!name.contains(".partial"), "a temporary file was left: d{d}/{name}");
+            let rel = format!("d{d}/{name}");
+            assert_eq!(std::fs::read(out.join(&rel)).unwrap(), want[&rel], "{rel} has its name, so it is complete");
+            named += 1;
+        }
+    }
+    assert!(named < want.len(), "the disk was full before the end ({named} files)");
+
+    fs.resize(64);
+    let again = fs.dir.join("tree2");
+    r.ok(&["restore", id, "--to", again.to_str().unwrap()]);
+    for (rel, bytes) in &want {
+        assert_eq!(&std::fs::read(again.join(rel)).unwrap(), bytes, "{rel}");
+    }
+}

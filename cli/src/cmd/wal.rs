@@ -125,6 +125,14 @@ pub struct FetchArgs {
     /// after its size and BLAKE3 match the archive's manifest.
     #[arg(long, value_name = "N", requires = "spool", value_parser = clap::value_parser!(u32).range(1..=256))]
     prefetch: Option<u32>,
+    /// Also fsync the delivered file and its directory before exiting 0.
+    /// PostgreSQL does not need it: a file it keeps takes its pg_wal name
+    /// through its own durable rename (fsync of the file, then of the
+    /// directory), and one it only reads is fetched again after a crash.
+    /// Without it the file is still complete and verified before it
+    /// appears under its name.
+    #[arg(long)]
+    fsync: bool,
     /// The WAL file name (%f).
     name: String,
     /// Where to write it (%p).
@@ -286,7 +294,8 @@ async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
         None => None,
     };
     let repo = g.open().await?;
-    match wal::fetch(&repo, &stanza, &a.name, &a.dest, spool.as_ref()).await? {
+    let durability = if a.fsync { wal::Durability::Fsync } else { wal::Durability::Rename };
+    match wal::fetch(&repo, &stanza, &a.name, &a.dest, spool.as_ref(), durability).await? {
         FetchOutcome::Delivered { size, .. } => {
             if g.json {
                 super::print_json(&serde_json::json!({ "name": a.name, "delivered": true, "size": size }));

@@ -52,7 +52,7 @@ use crate::{Error, Result};
 
 pub use ahead::AheadState;
 pub use catalog::{show, verify, StanzaReport, VerifyReport};
-pub use fetch::{fetch, FetchOutcome};
+pub use fetch::{fetch, Durability, FetchOutcome};
 pub use push::{push, PushOptions, PushReport};
 pub use receipt::FileStamp;
 pub use spool::Spool;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use cairn_formats::pg::{SegmentName, SegmentSize, WalFileName};
 
-use super::fetch::{deliver_from, write_temp, Check};
+use super::fetch::{deliver_from, write_temp, Check, Durability};
 use super::{get_named, manifest_key, WalManifest};
 use crate::repo::Repository;
 use crate::{Error, Result};
@@ -115,7 +115,7 @@ impl Spool {
     /// Serves `name` from the spool when a verified copy is there (waiting
     /// for a live prefetcher that is writing it). `Ok(false)`: not served;
     /// fetch it directly.
-    pub async fn take(&self, key: &str, m: &WalManifest, dest: &Path) -> Result<bool> {
+    pub async fn take(&self, key: &str, m: &WalManifest, dest: &Path, durability: Durability) -> Result<bool> {
         let spooled = self.path(&m.name);
         let t = Instant::now();
         while !spooled.exists() && self.temp(&m.name).exists() && self.prefetcher_running() {
@@ -144,7 +144,7 @@ impl Spool {
             let _ = std::fs::remove_file(&spooled);
             return Ok(false);
         }
-        deliver_from(&spooled, dest)?;
+        deliver_from(&spooled, dest, durability)?;
         Ok(true)
     }
 
@@ -331,7 +331,7 @@ impl Spool {
         let _ = std::fs::remove_file(&tmp);
         // Pieces authenticate; the hash that proves the content is the
         // whole file's, checked in `take` when the copy is served.
-        let f = write_temp(repo, &key, &m, &tmp, Check::Authentic).await?;
+        let f = write_temp(repo, &key, &m, &tmp, Check::Authentic, Durability::Fsync).await?;
         Ok(Spooled::Written(f, tmp))
     }
 }
