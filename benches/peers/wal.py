@@ -14,9 +14,10 @@ timed as the floor a one-process-per-segment design cannot beat.
 
 Durability is not the same on fetch: strace of pgBackRest 2.45 here shows
 archive-push writing a temp file, fsync, rename, fsync of the directory (as
-cairn does), but archive-get writing the destination with no fsync, while
-`cairn wal fetch` fsyncs the file and its directory before exit 0. The fetch
-ratio therefore includes cairn's fsync of 16 MiB; system CPU shows it.
+cairn does), but archive-get writing the destination with no fsync. `cairn
+wal fetch` does not fsync either unless given --fsync (PostgreSQL fsyncs a
+restored file it keeps, in its durable_rename), but it writes a temporary
+name and renames it, so a partial file never has the name PostgreSQL reads.
 
 With --async-push N each tool pushes ahead: cairn `wal push --ahead N`,
 pgBackRest archive-push with archive-async=y and process-max=N. Both then
@@ -516,8 +517,9 @@ def report(r):
             c, p = best("cairn", k), best("pgbackrest", k)
             print(f"{k}, each tool's faster mode: {c} / {p}: throughput {x[c][k]['mb_s'] / x[p][k]['mb_s']:.2f}x")
     if "cairn" in x and "pgbackrest" in x or "cairn async" in x and "pgbackrest async" in x:
-        print("note: cairn fetch fsyncs the delivered segment and its directory; pgBackRest 2.45 archive-get does not "
-              "(both fsync on push); each fetch writes pg_wal/RECOVERYXLOG-style to one name, consumed before the next")
+        print("note: neither fetch fsyncs (cairn renames a verified temporary file into place; pgBackRest 2.45 "
+              "archive-get writes the destination directly); both fsync on push; each fetch writes "
+              "pg_wal/RECOVERYXLOG-style to one name, consumed before the next")
 
 
 if __name__ == "__main__":
