@@ -64,7 +64,8 @@ def timed(cmd, stdout=subprocess.PIPE, **kw):
     """Runs cmd once; returns ({wall, cpu} seconds, stdout). CPU is user+sys of it and its waited-for children.
     Non-zero exit aborts."""
     wall, user, system, out = pgcluster.run_timed(cmd, CALL_TIMEOUT_S, stdout=stdout, **kw)
-    return {"wall_s": wall, "cpu_s": user + system}, out.decode(errors="replace")
+    return ({"wall_s": wall, "cpu_s": user + system, "rss_mb": pgcluster.LAST_MAXRSS_KB / 1024},
+            out.decode(errors="replace"))
 
 
 def du_bytes(path, exclude=None):
@@ -216,7 +217,7 @@ pg1-port={cluster.port}
 
 
 def backup_row(t, db_bytes, growth, **extra):
-    return dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], db_bytes=db_bytes, mb_s=db_bytes / 1e6 / t["wall_s"],
+    return dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], rss_mb=t["rss_mb"], db_bytes=db_bytes, mb_s=db_bytes / 1e6 / t["wall_s"],
                 repo_growth=growth, **extra)
 
 
@@ -247,13 +248,13 @@ def restore_pair(tmp, i, cairn, pgbr, db_bytes, verify):
     rows = {}
     cdir = os.path.join(tmp, f"restore{i}-cairn")
     t, j = cairn.run("pg", "restore", "--stanza", STANZA, "--to", cdir, "--latest")
-    rows["cairn"] = dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], db_bytes=db_bytes, mb_s=db_bytes / 1e6 / t["wall_s"],
+    rows["cairn"] = dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], rss_mb=t["rss_mb"], db_bytes=db_bytes, mb_s=db_bytes / 1e6 / t["wall_s"],
                          verified=j.get("verified"), restored_bytes=du_bytes(cdir, "pg_wal"))
     pdir = os.path.join(tmp, f"restore{i}-pgbackrest")
     os.makedirs(pdir, mode=0o700)
     shutil.chown(pdir, PGUSER, PGUSER)
     t, _ = pgbr.run(f"--pg1-path={pdir}", "restore")
-    rows["pgbackrest"] = dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], db_bytes=db_bytes,
+    rows["pgbackrest"] = dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], rss_mb=t["rss_mb"], db_bytes=db_bytes,
                               mb_s=db_bytes / 1e6 / t["wall_s"], restored_bytes=du_bytes(pdir, "pg_wal"))
     cf, pf = tree_files(cdir), tree_files(pdir)
     only_c, only_p = sorted(cf - pf - ONLY_CAIRN_OK), sorted(pf - cf)
@@ -412,12 +413,13 @@ def report(r):
           f"pg_wal); {r['cpus']} CPUs; medians of {r['runs']} run(s) where marked; 2nd = after pgbench -c 2 -t 2000 -n; "
           f"pgBackRest zst level 3, aes-256-cbc, process-max {r['pgbackrest_process_max']}; "
           f"MB/s = database bytes / wall time; repo growth includes the WAL archived meanwhile\n")
-    print("| operation | wall s | DB MB/s | client CPU s | repo growth MB | notes |")
-    print("|---|---|---|---|---|---|")
+    print("| operation | wall s | DB MB/s | client CPU s | peak RSS MB | repo growth MB | notes |")
+    print("|---|---|---|---|---|---|---|")
 
     def row(name, x, notes=""):
         growth = mb(x["repo_growth"]) if x.get("repo_growth") is not None else "-"
-        print(f"| {name} | {x['wall_s']:.2f} | {x['mb_s']:.0f} | {x['cpu_s']:.2f} | {growth} | {notes} |")
+        rss = f"{x['rss_mb']:.0f}" if x.get("rss_mb") is not None else "-"
+        print(f"| {name} | {x['wall_s']:.2f} | {x['mb_s']:.0f} | {x['cpu_s']:.2f} | {rss} | {growth} | {notes} |")
 
     def up(x):
         return (f"read {mb(x['bytes_read'])} MB, uploaded {mb(x['uploaded_bytes'])} MB "

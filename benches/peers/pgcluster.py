@@ -2,7 +2,7 @@
 commands as the unprivileged PostgreSQL user, and a throwaway cluster on a
 unix socket. PostgreSQL refuses to run as root; the benchmarks run as root
 and switch to PGUSER for every PostgreSQL program."""
-import json, os, resource, shutil, socket, subprocess, sys, time
+import json, os, resource, shutil, socket, subprocess, sys, tempfile, threading, time
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 PGUSER = "cairntest"
@@ -26,18 +26,36 @@ def as_pg(cmd, **kw):
     return r.stdout
 
 
+#: Peak resident set size (KiB) of the last run_timed call's process tree: the largest of the process and its
+#: waited-for descendants (getrusage's ru_maxrss through wait4), so a producer it runs counts too.
+LAST_MAXRSS_KB = 0
+
+
 def run_timed(cmd, timeout, stdout=subprocess.PIPE, **kw):
     """Runs cmd once; returns (wall, user CPU, system CPU) seconds, CPU of it and its waited-for children, and
-    its stdout (bytes, empty unless piped). Non-zero exit aborts with the end of its output."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE, timeout=timeout, **kw)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if r.returncode != 0:
-        out = ((r.stdout or b"") + r.stderr).decode(errors="replace")[-3000:]
-        die(f"failed ({r.returncode}): {' '.join(cmd)}\n{out}")
-    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime, r.stdout or b""
+    its stdout (bytes, empty unless piped). Non-zero exit aborts with the end of its output. Sets LAST_MAXRSS_KB."""
+    global LAST_MAXRSS_KB
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_f if stdout == subprocess.PIPE else stdout,
+                             stderr=err_f, **kw)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        timed_out = not timer.is_alive()
+        timer.cancel()
+        if timed_out:
+            die(f"timed out after {timeout} s: {' '.join(cmd)}")
+        p.returncode = os.waitstatus_to_exitcode(status)
+        LAST_MAXRSS_KB = ru.ru_maxrss
+        out_f.seek(0)
+        err_f.seek(0)
+        out, err = out_f.read(), err_f.read()
+    if p.returncode != 0:
+        text = (out + err).decode(errors="replace")[-3000:]
+        die(f"failed ({p.returncode}): {' '.join(cmd)}\n{text}")
+    return wall, ru.ru_utime, ru.ru_stime, out if stdout == subprocess.PIPE else b""
 
 
 def tear_down(cluster, tmp, keep):

@@ -500,10 +500,14 @@ mod tests {
         let (_dir, repo, index, _, snap) = backed_up().await;
         let good = &snap.entries[0];
         let refs = load_tree(&repo, &index, &good.content[0].tree).await.unwrap();
-        for delta in [2i64, -1] {
-            // The first chunk, then the first chunk again with a wrong length.
-            let mut forged = vec![refs[0], refs[0]];
-            forged[1].len = (i64::from(forged[1].len) + delta) as u32;
+        // Two chunks (restored on the caller's thread), and enough copies
+        // to span several windows (the writer's pipeline).
+        let many = (3 * WINDOW_BYTES / u64::from(refs[0].len)) as usize;
+        for (delta, copies) in [(2i64, 2), (-1, 2), (2, many), (-1, many)] {
+            // The first chunk, then again, the last copy with a wrong length.
+            let mut forged = vec![refs[0]; copies];
+            let bad = copies - 1;
+            forged[bad].len = (i64::from(forged[bad].len) + delta) as u32;
             let plain = encode_tree(&forged);
             let keys = repo.keys();
             let id = keys.blob_id(&plain);
@@ -516,19 +520,44 @@ mod tests {
             let bytes: u64 = forged.iter().map(|r| u64::from(r.len)).sum();
             e.content = vec![crate::snapshot::TreeRef { tree: TreeId(id.0), chunks: forged.len() as u64, bytes }];
             e.size = bytes;
-            let at = u64::from(forged[0].len);
+            let at = u64::from(forged[0].len) * bad as u64;
             let named = |err: &Error| {
                 matches!(err, Error::Corrupt { offset: Some(o), .. } if *o == at)
-                    && err.to_string().contains(&hex::encode(forged[1].id))
+                    && err.to_string().contains(&hex::encode(forged[bad].id))
                     && err.to_string().contains("\"s\"")
             };
             let err = restore_entry(&repo, &index, &e, Vec::new(), 2, Arc::default()).await.unwrap_err();
-            assert!(named(&err), "delta {delta}: {err}");
+            assert!(named(&err), "delta {delta}, {copies} chunks: {err}");
             // The chunk's last byte by the tree's count.
-            let last = at + u64::from(forged[1].len) - 1;
+            let last = at + u64::from(forged[bad].len) - 1;
             let err = restore_range(&repo, &index, &e, last, 1, &mut Vec::new(), 2).await.unwrap_err();
-            assert!(named(&err), "delta {delta}: {err}");
+            assert!(named(&err), "delta {delta}, {copies} chunks: {err}");
         }
+    }
+
+    /// An entry of several windows goes through the writer's pipeline; a
+    /// wrong recorded hash is caught by the whole-stream check, and
+    /// [`StreamCheck::LengthOnly`] skips only that check.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_multi_window_entry_restores_exactly_and_its_stream_hash_is_checked() {
+        use crate::commands::backup::{Backup, BackupOptions};
+        let (dir, repo, index, _, _) = backed_up().await;
+        let data: Vec<u8> = (0..(3 * WINDOW_BYTES) as u32).map(|i| (i.wrapping_mul(40_503) >> 9) as u8).collect();
+        let (_, snap) =
+            Backup::new(repo.clone(), index.clone(), BackupOptions::stream("big")).bytes(data.clone()).await.unwrap();
+        let e = &snap.entries[0];
+        let (s, out) = restore_entry(&repo, &index, e, Vec::new(), 2, Arc::default()).await.unwrap();
+        assert!(out == data && s.bytes_written == data.len() as u64);
+        let mut wrong = e.clone();
+        wrong.blake3 = blake3::hash(b"something else").to_hex().to_string();
+        let err = restore_entry(&repo, &index, &wrong, Vec::new(), 2, Arc::default()).await.unwrap_err();
+        assert!(err.to_string().contains("BLAKE3"), "{err}");
+        let (_, out) =
+            restore_entry_checked(&repo, &index, &wrong, Vec::new(), 2, Arc::default(), StreamCheck::LengthOnly)
+                .await
+                .unwrap();
+        assert!(out == data, "the blobs still vouch for every byte");
+        drop(dir);
     }
 
     #[test]
