@@ -306,6 +306,9 @@ pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
         return Err(Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") });
     }
     let mut report = VerifyReport { stanza: stanza.into(), problems, ..Default::default() };
+    if let Some(size) = cluster.as_ref().and_then(|c| SegmentSize::new(u64::from(c.segment_size)).ok()) {
+        report.problems.extend(super::catseg::verify(repo, stanza, &all, size).await?);
+    }
     let cluster = &cluster;
     let mut checks = futures::stream::iter(all)
         .map(|(k, m)| async move {

@@ -229,7 +229,9 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
     stored += sealed.len() as u64;
     match repo.store().put_create(&key, sealed).await {
         Ok(()) => {
-            confirm_if_slow(repo, &key, &pack_keys, packs_started).await?;
+            let group = super::catseg::group_of(&id.name, id.seg_size).map(|g| (stanza, g, id.seg_size));
+            confirm_if_slow(repo, &key, &pack_keys, packs_started, group).await?;
+            super::catseg::after_push(repo, stanza, &id.name, id.seg_size).await?;
             Ok(PushReport {
                 name,
                 kind,
@@ -324,7 +326,17 @@ fn boottime() -> std::time::Duration {
 /// pending, withdraws the manifest and fails the push, which PostgreSQL
 /// retries with fresh packs. A pack neither gone nor condemned now is safe:
 /// every later condemnation lists the manifest first.
-async fn confirm_if_slow(repo: &Repository, key: &str, packs: &[String], since: std::time::Duration) -> Result<()> {
+///
+/// A withdrawal is a deletion: the catalogue segment of the manifest's
+/// `group` goes, and the stanza's change marker is rewritten (see
+/// `catseg.rs`).
+async fn confirm_if_slow(
+    repo: &Repository,
+    key: &str,
+    packs: &[String],
+    since: std::time::Duration,
+    group: Option<(&str, (u32, u64), cairn_formats::pg::SegmentSize)>,
+) -> Result<()> {
     if boottime().saturating_sub(since) < crate::gc::min_age(repo) / 4 {
         return Ok(());
     }
@@ -335,6 +347,10 @@ async fn confirm_if_slow(repo: &Repository, key: &str, packs: &[String], since: 
         let missing = !repo.store().exists(k).await?;
         if condemned || missing {
             repo.store().delete(key).await?;
+            if let Some((stanza, g, size)) = group {
+                super::catseg::forget_groups(repo, stanza, &[g], size).await?;
+                super::catseg::mark_changed(repo, stanza).await?;
+            }
             return Err(Error::Precondition {
                 what: format!("{k} (collected while this push was held up; {key} withdrawn, push it again)"),
             });
