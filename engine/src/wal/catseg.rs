@@ -125,10 +125,13 @@ pub fn segment_key(stanza: &str, tli: u32, first: u64, size: SegmentSize) -> Str
 
 /// The listing offset just before segment `segno`'s keys on `tli`: every
 /// key of earlier segments sorts at or before it (for segment 0, every key
-/// of the timeline, its history file included, sorts after it).
+/// of the timeline, its history file included, sorts after it). The
+/// previous segment's name followed by `0` sorts after its own keys (the
+/// name, then `.partial` or `.…backup`) and before the next segment's;
+/// `~` would be simpler but object_store's paths escape it as `%7E`.
 pub(crate) fn offset_before(stanza: &str, tli: u32, segno: u64, size: SegmentSize) -> String {
     match segno.checked_sub(1) {
-        Some(prev) => format!("wal/{stanza}/{tli:08X}/{}~", SegmentName { timeline: tli, segno: prev }.format(size)),
+        Some(prev) => format!("wal/{stanza}/{tli:08X}/{}0", SegmentName { timeline: tli, segno: prev }.format(size)),
         None => format!("wal/{stanza}/{tli:08X}/"),
     }
 }

@@ -135,7 +135,9 @@ pub async fn archived_with(
         Some(d) => tokio::task::block_in_place(|| Cache::open(d, &repo.config().id)),
         None => None,
     };
+    tracing::debug!(cached = cache.is_some(), "WAL catalogue: stanza read, cache opened");
     let found = sync(repo, stanza, size, cache.as_ref()).await?;
+    tracing::debug!(files = found.manifests.len(), segments = found.segments.len(), "WAL catalogue: synced");
     if let Some(c) = &cache {
         if let Err(e) = tokio::task::block_in_place(|| store_cache(c, stanza, &found)) {
             tracing::warn!(path = %c.path.display(), error = %e, "writing the WAL catalogue cache");
@@ -213,6 +215,7 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
             run.1 = first + span;
         }
     }
+    tracing::debug!(segments = segs.len(), unchanged, "WAL catalogue: segments read");
     let mut listed: Vec<ObjectInfo> = Vec::new();
     let newest = runs.keys().next_back().copied();
     for tli in 1..=newest.unwrap_or(0) {
@@ -239,17 +242,23 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
                     modified: std::time::UNIX_EPOCH,
                 }));
                 found.below.insert(tli, CachedBelow { until: start, keys: below });
-                listed.extend(catseg::list_segments(repo, stanza, tli, end, None, size).await?);
+                if Some(tli) == newest {
+                    // One listing for this timeline's tail and every newer
+                    // timeline (and the stanza's other keys, left out).
+                    let offset = catseg::offset_before(stanza, tli, end, size);
+                    let tail = repo.store().list_after(&format!("wal/{stanza}"), &offset, None).await?;
+                    listed.extend(tail.into_iter().filter(|o| o.key.split('/').count() == 4));
+                } else {
+                    listed.extend(catseg::list_segments(repo, stanza, tli, end, None, size).await?);
+                }
             }
         }
     }
-    // Timelines after the newest with a catalogue segment (all of them
-    // when there is none).
-    let rest = match newest {
-        Some(t) => repo.store().list_after(&format!("wal/{stanza}"), &format!("wal/{stanza}/{t:08X}/~"), None).await?,
-        None => repo.store().list(&format!("wal/{stanza}")).await?,
-    };
-    listed.extend(rest.into_iter().filter(|o| o.key.split('/').count() == 4));
+    if newest.is_none() {
+        // No catalogue segment: every manifest is listed.
+        let all = repo.store().list(&format!("wal/{stanza}")).await?;
+        listed.extend(all.into_iter().filter(|o| o.key.split('/').count() == 4));
+    }
 
     // Entries of the runs are believed; the others only stand for a
     // listed key of the same size.
@@ -282,6 +291,7 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
             None => to_read.push(o),
         }
     }
+    tracing::debug!(listed = to_read.len(), "WAL catalogue: listed; reading manifests not known");
     read_manifests(repo, to_read, &mut found).await?;
     Ok(found)
 }

@@ -58,6 +58,7 @@ pub async fn plan(
     cache_dir: Option<&std::path::Path>,
 ) -> Result<(Plan, Snapshot)> {
     let archive = Archive::load(repo, stanza, cache_dir).await?;
+    tracing::debug!(segments = archive.segments.len(), "WAL catalogue loaded");
     let tli = timeline.unwrap_or_else(|| archive.highest_timeline());
     let path = archive.path(tli);
     let seg_bytes = u64::from(archive.size.bytes());
