@@ -327,6 +327,19 @@ pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
     Ok(report)
 }
 
+/// What `cairn check` finds wrong with the catalogue segments of every
+/// stanza, compared with the manifests (`catseg::verify`).
+pub(crate) async fn catalogue_problems(repo: &Repository) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    for stanza in super::list_stanzas(repo).await? {
+        let Some(cluster) = load_stanza(repo, &stanza).await? else { continue };
+        let Ok(size) = SegmentSize::new(u64::from(cluster.segment_size)) else { continue };
+        let (all, _) = manifests(repo, &stanza).await?;
+        problems.extend(super::catseg::verify(repo, &stanza, &all, size).await?);
+    }
+    Ok(problems)
+}
+
 async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Option<&StanzaRecord>) -> Result<()> {
     let Some(expected) = &m.facts else {
         return super::fetch::read_verified(repo, key, m, super::fetch::Check::PiecesAndFile, |_| Ok(())).await;

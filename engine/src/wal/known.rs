@@ -87,13 +87,13 @@ impl Cache {
         self.db.get(key.as_bytes()).ok().flatten().and_then(|v| serde_json::from_slice(&v).ok())
     }
 
-    /// Every `(key, value)` under `prefix`.
-    fn scan(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    /// Every key under `prefix`.
+    fn scan(&self, prefix: &str) -> Vec<String> {
         self.db
             .prefix_iterator(prefix.as_bytes())
             .map_while(|r| r.ok())
             .take_while(|(k, _)| k.starts_with(prefix.as_bytes()))
-            .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v.to_vec()))
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
             .collect()
     }
 }
@@ -102,10 +102,11 @@ impl Cache {
 struct Found {
     /// Manifests by key.
     manifests: BTreeMap<String, WalManifest>,
-    /// Segments to cache by key.
-    segments: BTreeMap<String, (Stamp, CatalogSegment)>,
-    /// Manifests read (or reused) outside the runs, to cache.
-    read: BTreeMap<String, (u64, WalManifest)>,
+    /// Segments by key, with what to write to the cache (`None`: it has
+    /// them already).
+    segments: BTreeMap<String, Option<(Stamp, CatalogSegment)>>,
+    /// Manifests listed outside the runs, likewise.
+    read: BTreeMap<String, Option<(u64, WalManifest)>>,
     /// Listings before each run, to cache.
     below: BTreeMap<u32, CachedBelow>,
     /// `walcat/<stanza>/changes` as listed.
@@ -156,7 +157,7 @@ async fn segments(
     stanza: &str,
     size: SegmentSize,
     cache: Option<&Cache>,
-) -> Result<(BTreeMap<(u32, u64), (String, Stamp, CatalogSegment)>, bool, Option<Stamp>)> {
+) -> Result<(BTreeMap<(u32, u64), (String, Stamp, CatalogSegment, bool)>, bool, Option<Stamp>)> {
     let listed = repo.store().list(&format!("walcat/{stanza}")).await?;
     let marker = listed.iter().find(|o| o.key == ObjectKey::WalChanges(stanza.into()).to_string()).map(stamp);
     let unchanged = cache.is_some_and(|c| c.get::<Option<Stamp>>(&format!("x\0{stanza}")) == Some(marker));
@@ -175,18 +176,19 @@ async fn segments(
                 .filter(|_| unchanged)
                 .and_then(|c| c.get::<CachedSegment>(&format!("g\0{}", o.key)))
                 .filter(|c| c.stamp == stamp(&o));
+            let fresh = cached.is_none();
             let seg = match cached {
                 Some(c) => Ok(Some(c.segment)),
                 None => catseg::read(repo, &o.key).await,
             };
-            (t, first, o, seg)
+            (t, first, o, seg, fresh)
         })
         .buffer_unordered(16);
     let mut out = BTreeMap::new();
-    while let Some((t, first, o, seg)) = fetched.next().await {
+    while let Some((t, first, o, seg, fresh)) = fetched.next().await {
         match seg {
             Ok(Some(s)) if s.first_segno == first && s.span == span => {
-                out.insert((t, first), (o.key.clone(), stamp(&o), s));
+                out.insert((t, first), (o.key.clone(), stamp(&o), s, fresh));
             }
             Ok(_) => {}
             // An unreadable segment only means its group is listed.
@@ -263,7 +265,7 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
     // Entries of the runs are believed; the others only stand for a
     // listed key of the same size.
     let mut known: HashMap<String, (u64, &WalManifest)> = HashMap::new();
-    for (&(t, first), (key, st, seg)) in &segs {
+    for (&(t, first), (key, st, seg, fresh)) in &segs {
         let in_run = runs.get(&t).is_some_and(|&(s, e)| s <= first && first < e);
         for e in &seg.entries {
             let k = super::manifest_key(stanza, t, &e.manifest.name);
@@ -272,20 +274,23 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
             }
             known.insert(k, (e.stored, &e.manifest));
         }
-        found.segments.insert(key.clone(), (*st, seg.clone()));
+        found.segments.insert(key.clone(), fresh.then(|| (*st, seg.clone())));
     }
     let mut to_read = Vec::new();
     for o in listed {
-        let reuse = match known.get(&o.key) {
-            Some((stored, m)) if *stored == o.size => Some((*m).clone()),
-            _ => cache
+        let cached = || {
+            cache
                 .and_then(|c| c.get::<CachedManifest>(&format!("m\0{}", o.key)))
                 .filter(|c| c.size == o.size)
-                .map(|c| c.manifest),
+                .map(|c| c.manifest)
         };
-        match reuse {
+        let (m, write) = match known.get(&o.key) {
+            Some((stored, m)) if *stored == o.size => (Some((*m).clone()), true),
+            _ => (cached(), false),
+        };
+        match m {
             Some(m) => {
-                found.read.insert(o.key.clone(), (o.size, m.clone()));
+                found.read.insert(o.key.clone(), write.then(|| (o.size, m.clone())));
                 found.manifests.insert(o.key, m);
             }
             None => to_read.push(o),
@@ -309,7 +314,7 @@ async fn read_manifests(repo: &Repository, keys: Vec<ObjectInfo>, found: &mut Fo
         match r? {
             Some(mut m) if o.key.ends_with(&format!("/{}", m.name)) => {
                 m.pieces.clear();
-                found.read.insert(o.key.clone(), (o.size, m.clone()));
+                found.read.insert(o.key.clone(), Some((o.size, m.clone())));
                 found.manifests.insert(o.key, m);
             }
             Some(m) => return Err(Error::corrupt(o.key, None, format!("manifest names {:?}", m.name))),
@@ -329,23 +334,17 @@ fn store_cache(c: &Cache, stanza: &str, found: &Found) -> Result<()> {
         (format!("l\0{stanza}\0"), found.below.keys().map(|t| format!("l\0{stanza}\0{t:08X}")).collect()),
     ] {
         let keep: std::collections::HashSet<String> = keep.into_iter().collect();
-        for (k, _) in c.scan(&prefix) {
+        for k in c.scan(&prefix) {
             if !keep.contains(&k) {
                 batch.delete(k.as_bytes());
             }
         }
     }
-    for (k, (st, seg)) in &found.segments {
-        let key = format!("g\0{k}");
-        if c.get::<CachedSegment>(&key).is_none_or(|old| old.stamp != *st) {
-            batch.put(key.as_bytes(), json(&CachedSegment { stamp: *st, segment: seg.clone() }));
-        }
+    for (k, (st, seg)) in found.segments.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
+        batch.put(format!("g\0{k}").as_bytes(), json(&CachedSegment { stamp: *st, segment: seg.clone() }));
     }
-    for (k, (size, m)) in &found.read {
-        let key = format!("m\0{k}");
-        if c.get::<CachedManifest>(&key).is_none_or(|old| old.size != *size) {
-            batch.put(key.as_bytes(), json(&CachedManifest { size: *size, manifest: m.clone() }));
-        }
+    for (k, (size, m)) in found.read.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k, v))) {
+        batch.put(format!("m\0{k}").as_bytes(), json(&CachedManifest { size: *size, manifest: m.clone() }));
     }
     batch.put(format!("x\0{stanza}").as_bytes(), json(&found.marker));
     for (t, b) in &found.below {
