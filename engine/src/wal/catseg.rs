@@ -254,6 +254,23 @@ pub(crate) async fn after_push(repo: &Repository, stanza: &str, name: &WalFileNa
     Ok(())
 }
 
+/// Step 2 for a push that found its manifest already there: a push that
+/// died between its manifest and step 2 is retried by PostgreSQL, and the
+/// retry must finish the step. Only this (rare) path reads the stanza
+/// record for it.
+pub(crate) async fn after_existing(repo: &Repository, stanza: &str, name: &str) -> Result<()> {
+    let Some(record) = super::load_stanza(repo, stanza).await? else { return Ok(()) };
+    let Ok(size) = SegmentSize::new(u64::from(record.segment_size)) else { return Ok(()) };
+    let Some((tli, first)) = WalFileName::parse(name, size).ok().and_then(|n| group_of(&n, size)) else {
+        return Ok(());
+    };
+    let key = segment_key(stanza, tli, first, size);
+    if repo.store().exists(&key).await? {
+        repo.store().delete(&key).await?;
+    }
+    Ok(())
+}
+
 /// Step 3 of the module documentation, before and after deleting the
 /// manifests of `groups`: their catalogue segments go.
 pub(crate) async fn forget_groups(

@@ -7,13 +7,20 @@
 //!    is refused ([`Error::Conflict`]) and the stored copy is untouched. This
 //!    is the path `archive_command` takes for files `--ahead` pushed
 //!    without a receipt that still matches (see `receipt.rs`), so it reads
-//!    only the manifest (not the stanza record).
+//!    only the manifest to decide; identical content then reads the stanza
+//!    record to finish step 4's catalogue step (a retry after a push died
+//!    between its manifest and that step).
 //! 2. The name must be a WAL file name; a segment's long page header must
 //!    agree with the stanza (system id, segment size, page size, version) and
 //!    its size must be the segment size.
 //! 3. Otherwise the file is read once into a window (`window.rs`), 16 MiB at a time:
 //!    scanned for facts on this thread while the pool seals its pieces and
 //!    hashes it; the pack is written durably, then the manifest create-only.
+//! 4. The catalogue (`catseg.rs`): the catalogue segment of the file's group,
+//!    if one exists, is deleted (one `HEAD`, 4 ms per push on moto); the
+//!    push 8 segments into a group writes the previous group's (a listing
+//!    and its 256 manifests read: 15 ms on a local repository, 0.8 s on
+//!    moto, once per 256 pushes; a failure there never fails the push).
 
 mod identify;
 mod seal;
@@ -175,6 +182,7 @@ pub async fn push(repo: &Repository, stanza: &str, path: &Path, opts: &PushOptio
             let r = same_or_conflict(&existing, &key, size, &hash, path, name)?;
             // Another process may have linked it and not yet fsynced it.
             repo.store().sync_existing(&key).await?;
+            super::catseg::after_existing(repo, stanza, &r.name).await?;
             return Ok(r);
         }
     }
