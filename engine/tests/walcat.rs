@@ -170,6 +170,16 @@ async fn catalogue_reads_equal_full_reads_through_pushes_and_deletions() {
     delete_manifests(&repo, STANZA, &[(1, SegmentName { timeline: 1, segno: 780 }.format(SIZE))], SIZE).await.unwrap();
     assert_eq!(same(&repo, &cache, "withdrawn").await, 632);
 
+    // A closed group without a catalogue segment (archived by an older
+    // cairn, or its writing failed) gets one from `backfill`.
+    let group_512 = catseg::segment_key(STANZA, 1, 512, SIZE);
+    repo.store().delete(&group_512).await.unwrap();
+    assert_eq!(same(&repo, &cache, "group 512 uncovered").await, 632);
+    let (_, all) = catalog::archived(&repo, STANZA).await.unwrap();
+    catseg::backfill(&repo, STANZA, &all, SIZE).await;
+    assert!(segments_of(&repo).await.contains(&group_512));
+    assert_eq!(same(&repo, &cache, "backfilled").await, 632);
+
     // `cairn check` compares catalogue segments with the manifests: clean
     // now, and a manifest deleted behind the protocol's back (as by a
     // cairn without catalogue segments) is reported.

@@ -198,6 +198,11 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
     }
     carry_out(repo, stanza, now, opts, &report, &backups, &removed_names).await?;
     catseg::recompact(repo, stanza, &removed_names, size).await;
+    // Groups archived before catalogue segments existed get theirs.
+    let removed: HashSet<&str> = removed_names.iter().map(|(_, n)| n.as_str()).collect();
+    let left: Vec<(WalFileName, WalManifest)> =
+        archived.into_iter().filter(|(_, m)| !removed.contains(m.name.as_str())).collect();
+    catseg::backfill(repo, stanza, &left, size).await;
     Ok(report)
 }
 

@@ -333,6 +333,35 @@ pub async fn recompact(repo: &Repository, stanza: &str, names: &[(u32, String)],
     }
 }
 
+/// Writes the catalogue segments that closed groups lack (those archived
+/// before catalogue segments existed, or whose writing failed): a group is
+/// closed once its timeline has a segment [`LAG`] past its end. `pg
+/// expire` calls it with what it read; best effort.
+pub async fn backfill(repo: &Repository, stanza: &str, archived: &[(WalFileName, WalManifest)], size: SegmentSize) {
+    let span = span(size);
+    let mut newest: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    let mut groups = std::collections::BTreeSet::new();
+    for (n, _) in archived {
+        if let WalFileName::Segment(s) = n {
+            let e = newest.entry(s.timeline).or_insert(s.segno);
+            *e = (*e).max(s.segno);
+        }
+        groups.extend(group_of(n, size));
+    }
+    let have: std::collections::HashSet<String> = match repo.store().list(&format!("walcat/{stanza}")).await {
+        Ok(l) => l.into_iter().map(|o| o.key).collect(),
+        Err(_) => return,
+    };
+    for (tli, first) in groups {
+        let closed = newest.get(&tli).is_some_and(|n| *n >= first + span + LAG.min(span / 2));
+        if closed && !have.contains(&segment_key(stanza, tli, first, size)) {
+            if let Err(e) = compact(repo, stanza, tli, first, size).await {
+                tracing::warn!(stanza, error = %e, "writing a missing WAL catalogue segment");
+            }
+        }
+    }
+}
+
 /// Archived files without content, for tests and measurements that need
 /// thousands of them cheaply: the manifest is written create-only as a
 /// push writes it, then `after_push` runs as after a push.
