@@ -7,7 +7,8 @@
 //! adds `CAIRN_TEST_WAL_FILES` (default 2,000; the figure is
 //! 20,000) synthetic segments after the last real one through the engine's
 //! `put_synthetic`, which writes each manifest as a push does and runs a
-//! push's catalogue step.
+//! push's catalogue step. `CAIRN_TEST_WAL_TRACE=1` prints a warm call's
+//! debug log (where its time goes).
 
 use std::time::{Duration, Instant};
 
