@@ -25,4 +25,5 @@ mod s3faults;
 mod tamper;
 mod tar;
 mod wal;
+mod wal_catalogue;
 mod wal_receipt;

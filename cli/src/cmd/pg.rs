@@ -301,7 +301,8 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
         None => default_restore_command(g, &stanza)?,
     };
     let repo = g.open().await?;
-    let (mut plan, snap) = pitr::plan(&repo, &stanza, target, a.target_timeline, action, &restore_command).await?;
+    let (mut plan, snap) =
+        pitr::plan(&repo, &stanza, target, a.target_timeline, action, &restore_command, Some(&g.cache_dir())).await?;
     plan.map_tablespaces(&a.tablespace_map)?;
     if a.dry_run {
         if g.json {

@@ -52,6 +52,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     opts.retain_full_for = a.retain_full_for.as_deref().map(parse_duration).transpose()?;
     opts.dry_run = a.dry_run;
     let repo = g.open().await?;
+    opts.cache_dir = Some(g.cache_dir());
     let r = expire(&repo, &stanza, &opts).await?;
     if g.json {
         super::print_json(&r);

@@ -158,6 +158,9 @@ async fn check_wal(
     for (object, message) in wal_problems {
         problem(report, object, message);
     }
+    for p in crate::wal::catalog::catalogue_problems(repo).await? {
+        problem(report, p.object, p.message);
+    }
     for pid in &wal_packs {
         if !packs.contains_key(pid) {
             problem(report, ObjectKey::Pack(*pid).to_string(), "named by a WAL manifest but missing from the store");

@@ -28,7 +28,7 @@ use crate::repofile::{ObjectKey, RepoFile};
 use crate::snapshot::Snapshot;
 use crate::sources::pg::base::{PgFacts, KIND};
 use crate::store::Backend as _;
-use crate::wal::{catalog, get_named, seal_named, WalFileKind, WalManifest};
+use crate::wal::{catseg, get_named, seal_named, WalFileKind, WalManifest};
 use crate::{Error, Result};
 
 /// How to expire.
@@ -45,6 +45,9 @@ pub struct ExpireOptions {
     pub dry_run: bool,
     /// "Now" (tests); the wall clock when `None`.
     pub now: Option<DateTime<Utc>>,
+    /// Where the WAL catalogue's cache is (`wal::archived_with`); none
+    /// reads it from the repository alone.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl ExpireOptions {
@@ -152,7 +155,7 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
     let now = opts.now.unwrap_or_else(Utc::now);
     let pins = crate::gc::pins(repo).await?;
     let mut backups = complete_backups(repo, stanza).await?;
-    let (size, archived) = catalog::archived(repo, stanza).await?;
+    let (size, archived) = crate::wal::archived_with(repo, stanza, opts.cache_dir.as_deref()).await?;
     // Retention follows the newest timeline's history: backups and WAL of
     // timelines off it (abandoned branches) are kept whole.
     let path = timeline_path(&archived);
@@ -194,6 +197,12 @@ pub async fn expire(repo: &Repository, stanza: &str, opts: &ExpireOptions) -> Re
         return Ok(report);
     }
     carry_out(repo, stanza, now, opts, &report, &backups, &removed_names).await?;
+    catseg::recompact(repo, stanza, &removed_names, size).await;
+    // Groups archived before catalogue segments existed get theirs.
+    let removed: HashSet<&str> = removed_names.iter().map(|(_, n)| n.as_str()).collect();
+    let left: Vec<(WalFileName, WalManifest)> =
+        archived.into_iter().filter(|(_, m)| !removed.contains(m.name.as_str())).collect();
+    catseg::backfill(repo, stanza, &left, size).await;
     Ok(report)
 }
 
@@ -327,11 +336,11 @@ async fn carry_out(
     for (id, _) in backups.iter().filter(|(id, _)| removed_ids.contains(id.to_hex().as_str())) {
         repo.store().delete(&ObjectKey::Snapshot(*id).to_string()).await?;
     }
-    for (tli, name) in removed_names {
-        let k = ObjectKey::WalFile { stanza: stanza.to_string(), timeline: *tli, name: name.clone() };
-        repo.store().delete(&k.to_string()).await?;
-    }
-    Ok(())
+    let size = crate::wal::load_stanza(repo, stanza)
+        .await?
+        .and_then(|r| SegmentSize::new(u64::from(r.segment_size)).ok())
+        .ok_or_else(|| Error::NotFound { what: format!("stanza {stanza:?}") })?;
+    catseg::delete_manifests(repo, stanza, removed_names, size).await
 }
 
 /// `(timeline, begin LSN)` from the oldest ancestor to the newest

@@ -23,6 +23,9 @@ pub enum Kind {
     /// `wal/<stanza>/…`: stanza records and WAL manifests (sealed, bound to
     /// their key).
     Wal,
+    /// `walcat/<stanza>/…`: catalogue segments, many WAL manifests' facts
+    /// in one sealed object, and the stanza's change marker.
+    WalCatalog,
     /// `pins/<snapshot id>`: snapshots `forget` never removes.
     Pin,
     /// `leases/<id>`: writers garbage collection must wait for.
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Snapshot => "snapshots",
             Kind::Wal => "wal",
+            Kind::WalCatalog => "walcat",
             Kind::Pin => "pins",
             Kind::Lease => "leases",
             Kind::Gc => "gc",
@@ -86,6 +90,20 @@ pub enum ObjectKey {
     },
     /// `wal/<stanza>/expiry`: what retention last removed from a stanza.
     Expiry(String),
+    /// `walcat/<stanza>/<timeline, 8 hex digits>/<first segment name>`:
+    /// the catalogue segment of one group of segment numbers (sealed,
+    /// bound to its key).
+    WalCatalog {
+        /// The stanza.
+        stanza: String,
+        /// The timeline.
+        timeline: u32,
+        /// The name of the group's first segment.
+        first: String,
+    },
+    /// `walcat/<stanza>/changes`: rewritten after WAL manifests are deleted,
+    /// so cached listings of the stanza are taken again.
+    WalChanges(String),
     /// `pins/<snapshot id>`: a pin (sealed, bound to its key).
     Pin(SnapshotId),
     /// `leases/<16 hex>`: one writer's lease (sealed, bound to its key).
@@ -112,6 +130,7 @@ impl ObjectKey {
             ObjectKey::Index(_) => Kind::Index,
             ObjectKey::Snapshot(_) => Kind::Snapshot,
             ObjectKey::Stanza(_) | ObjectKey::Expiry(_) | ObjectKey::WalFile { .. } => Kind::Wal,
+            ObjectKey::WalCatalog { .. } | ObjectKey::WalChanges(_) => Kind::WalCatalog,
             ObjectKey::Pin(_) => Kind::Pin,
             ObjectKey::Lease(_) => Kind::Lease,
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
@@ -137,6 +156,11 @@ impl ObjectKey {
             ["wal", stanza, tli, name] if tli.len() == 8 => {
                 let timeline = u32::from_str_radix(tli, 16).ok()?;
                 Some(ObjectKey::WalFile { stanza: stanza.to_string(), timeline, name: name.to_string() })
+            }
+            ["walcat", stanza, "changes"] => Some(ObjectKey::WalChanges(stanza.to_string())),
+            ["walcat", stanza, tli, first] if tli.len() == 8 => {
+                let timeline = u32::from_str_radix(tli, 16).ok()?;
+                Some(ObjectKey::WalCatalog { stanza: stanza.to_string(), timeline, first: first.to_string() })
             }
             ["pins", hex] => id(hex).map(|i| ObjectKey::Pin(SnapshotId(i))),
             ["leases", l] if l.len() == 16 && l.bytes().all(|b| b.is_ascii_hexdigit()) => {
@@ -174,6 +198,8 @@ impl fmt::Display for ObjectKey {
             ObjectKey::Stanza(stanza) => write!(f, "wal/{stanza}/stanza"),
             ObjectKey::Expiry(stanza) => write!(f, "wal/{stanza}/expiry"),
             ObjectKey::WalFile { stanza, timeline, name } => write!(f, "wal/{stanza}/{timeline:08X}/{name}"),
+            ObjectKey::WalCatalog { stanza, timeline, first } => write!(f, "walcat/{stanza}/{timeline:08X}/{first}"),
+            ObjectKey::WalChanges(stanza) => write!(f, "walcat/{stanza}/changes"),
             ObjectKey::Pin(id) => write!(f, "pins/{}", id.to_hex()),
             ObjectKey::Lease(l) => write!(f, "leases/{l}"),
             ObjectKey::GcState => f.write_str("gc/state"),
@@ -207,6 +233,8 @@ mod tests {
             ObjectKey::Stanza("main".into()),
             ObjectKey::WalFile { stanza: "main".into(), timeline: 0x1a, name: "0000001A0000000000000003".into() },
             ObjectKey::Expiry("main".into()),
+            ObjectKey::WalCatalog { stanza: "main".into(), timeline: 2, first: "000000020000000100000000".into() },
+            ObjectKey::WalChanges("main".into()),
             ObjectKey::Pin(SnapshotId(id)),
             ObjectKey::Lease("0123456789abcdef".into()),
             ObjectKey::GcState,

@@ -94,6 +94,18 @@ pub trait Backend: std::fmt::Debug + Send + Sync + 'static {
     /// segments: `"packs"` lists `packs/…`), sorted by key.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
+    /// The objects [`Backend::list`] would return whose key sorts after
+    /// `offset`, sorted, at most `limit` of them (S3's `start-after`: the
+    /// store returns only those, so a long listing's tail costs one
+    /// request). The default filters a whole listing; a wrapper forwards
+    /// it so the saving reaches the backend.
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        let mut out: Vec<ObjectInfo> =
+            self.list(prefix).await?.into_iter().filter(|o| o.key.as_str() > offset).collect();
+        out.truncate(limit.unwrap_or(usize::MAX));
+        Ok(out)
+    }
+
     /// Deletes an object; deleting a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
@@ -190,6 +202,9 @@ impl<B: Backend + ?Sized> Backend for std::sync::Arc<B> {
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         (**self).list(prefix).await
+    }
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        (**self).list_after(prefix, offset, limit).await
     }
     async fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key).await

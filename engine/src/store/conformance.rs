@@ -43,6 +43,20 @@ pub async fn basics(store: &dyn Backend, p: &str) {
     let age = std::time::SystemTime::now().duration_since(l[0].modified).unwrap_or_default();
     assert!(age < std::time::Duration::from_secs(600), "a fresh object's store time is recent: {age:?}");
     assert!(store.list(&k("nothing-here")).await.unwrap().is_empty());
+    // From an offset: only keys after it, sorted, at most `limit`; the
+    // offset need not exist, and a name followed by `0` sorts after the
+    // name's own `.suffix` keys (the WAL catalogue relies on both).
+    for name in ["s/A1", "s/A1.partial", "s/A2", "s/B"] {
+        store.put(&k(name), Bytes::from_static(b"y")).await.unwrap();
+    }
+    let after = |off: &str, limit| {
+        let (prefix, off) = (k("s"), k(off));
+        async move { store.list_after(&prefix, &off, limit).await.unwrap().into_iter().map(|o| o.key).collect::<Vec<_>>() }
+    };
+    assert_eq!(after("s/A1", None).await, [k("s/A1.partial"), k("s/A2"), k("s/B")]);
+    assert_eq!(after("s/A10", None).await, [k("s/A2"), k("s/B")]);
+    assert_eq!(after("s/", Some(2)).await, [k("s/A1"), k("s/A1.partial")]);
+    assert!(after("s/C", None).await.is_empty());
     // Not found is typed and names the object.
     match store.get(&k("a/missing")).await {
         Err(Error::NotFound { what }) => assert_eq!(what, k("a/missing")),

@@ -61,6 +61,11 @@ impl<B: Backend> Backend for Limit<B> {
         self.inner.list(prefix).await
     }
 
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        let _p = self.permit().await?;
+        self.inner.list_after(prefix, offset, limit).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let _p = self.permit().await?;
         self.inner.delete(key).await

@@ -123,6 +123,11 @@ impl<B: Backend> Backend for Metered<B> {
         self.inner.list(prefix).await
     }
 
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        self.metrics.counter(prefix, Op::List);
+        self.inner.list_after(prefix, offset, limit).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.metrics.counter(key, Op::Delete);
         self.inner.delete(key).await

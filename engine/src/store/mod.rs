@@ -117,6 +117,9 @@ impl Backend for Store {
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.backend.list(prefix).await
     }
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        self.backend.list_after(prefix, offset, limit).await
+    }
     async fn delete(&self, key: &str) -> Result<()> {
         self.backend.delete(key).await
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt as _, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, PutOptions, PutPayload, UpdateVersion};
 
@@ -127,6 +127,20 @@ impl Backend for RemoteBackend {
         let mut out: Vec<ObjectInfo> = self
             .inner
             .list(Some(&p))
+            .map_ok(|m| ObjectInfo { key: m.location.to_string(), size: m.size, modified: m.last_modified.into() })
+            .try_collect()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        let p = Path::from(prefix);
+        let mut out: Vec<ObjectInfo> = self
+            .inner
+            .list_with_offset(Some(&p), &Path::from(offset))
+            .take(limit.unwrap_or(usize::MAX))
             .map_ok(|m| ObjectInfo { key: m.location.to_string(), size: m.size, modified: m.last_modified.into() })
             .try_collect()
             .await

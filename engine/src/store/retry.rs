@@ -115,6 +115,10 @@ impl<B: Backend> Backend for Retry<B> {
         self.run(prefix, || self.inner.list(prefix)).await
     }
 
+    async fn list_after(&self, prefix: &str, offset: &str, limit: Option<usize>) -> Result<Vec<ObjectInfo>> {
+        self.run(prefix, || self.inner.list_after(prefix, offset, limit)).await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         self.run(key, || self.inner.delete(key)).await
     }

@@ -306,6 +306,9 @@ pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
         return Err(Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") });
     }
     let mut report = VerifyReport { stanza: stanza.into(), problems, ..Default::default() };
+    if let Some(size) = cluster.as_ref().and_then(|c| SegmentSize::new(u64::from(c.segment_size)).ok()) {
+        report.problems.extend(super::catseg::verify(repo, stanza, &all, size).await?);
+    }
     let cluster = &cluster;
     let mut checks = futures::stream::iter(all)
         .map(|(k, m)| async move {
@@ -322,6 +325,19 @@ pub async fn verify(repo: &Repository, stanza: &str) -> Result<VerifyReport> {
     }
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(report)
+}
+
+/// What `cairn check` finds wrong with the catalogue segments of every
+/// stanza, compared with the manifests (`catseg::verify`).
+pub(crate) async fn catalogue_problems(repo: &Repository) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    for stanza in super::list_stanzas(repo).await? {
+        let Some(cluster) = load_stanza(repo, &stanza).await? else { continue };
+        let Ok(size) = SegmentSize::new(u64::from(cluster.segment_size)) else { continue };
+        let (all, _) = manifests(repo, &stanza).await?;
+        problems.extend(super::catseg::verify(repo, &stanza, &all, size).await?);
+    }
+    Ok(problems)
 }
 
 async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Option<&StanzaRecord>) -> Result<()> {

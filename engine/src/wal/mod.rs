@@ -29,8 +29,10 @@
 
 pub mod ahead;
 pub mod catalog;
+pub mod catseg;
 mod facts;
 pub mod fetch;
+pub mod known;
 mod pack_out;
 pub mod push;
 mod receipt;
@@ -53,6 +55,7 @@ use crate::{Error, Result};
 pub use ahead::AheadState;
 pub use catalog::{show, verify, StanzaReport, VerifyReport};
 pub use fetch::{fetch, Durability, FetchOutcome};
+pub use known::archived_with;
 pub use push::{push, PushOptions, PushReport};
 pub use receipt::FileStamp;
 pub use spool::Spool;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use cairn_formats::pg::{SegmentName, SegmentSize, WalFileName};
 
 use crate::repo::Repository;
-use crate::wal::{catalog, WalFileKind, WalManifest};
+use crate::wal::{WalFileKind, WalManifest};
 use crate::Result;
 
 /// What is archived for a stanza.
@@ -24,9 +24,10 @@ pub(super) struct Archive {
 }
 
 impl Archive {
-    /// Reads the catalogue of `stanza`.
-    pub(super) async fn load(repo: &Repository, stanza: &str) -> Result<Archive> {
-        let (size, all) = catalog::archived(repo, stanza).await?;
+    /// Reads the catalogue of `stanza` (through the cache under
+    /// `cache_dir`, if given).
+    pub(super) async fn load(repo: &Repository, stanza: &str, cache_dir: Option<&std::path::Path>) -> Result<Archive> {
+        let (size, all) = crate::wal::archived_with(repo, stanza, cache_dir).await?;
         let mut a = Archive { size, segments: BTreeMap::new(), history: BTreeMap::new(), backups: Vec::new() };
         for (name, m) in all {
             match (name, m.kind) {

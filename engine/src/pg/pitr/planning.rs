@@ -45,7 +45,9 @@ fn stop_time_us(b: &PgFacts) -> i64 {
     chrono::DateTime::parse_from_rfc3339(&b.stop_time).map(|t| t.timestamp_micros() + 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// Decides a restore without writing anything.
+/// Decides a restore without writing anything to the repository. The
+/// WAL catalogue is read through the cache under `cache_dir`, if given
+/// (`wal::archived_with`).
 pub async fn plan(
     repo: &Repository,
     stanza: &str,
@@ -53,8 +55,10 @@ pub async fn plan(
     timeline: Option<u32>,
     action: Action,
     restore_command: &str,
+    cache_dir: Option<&std::path::Path>,
 ) -> Result<(Plan, Snapshot)> {
-    let archive = Archive::load(repo, stanza).await?;
+    let archive = Archive::load(repo, stanza, cache_dir).await?;
+    tracing::debug!(segments = archive.segments.len(), "WAL catalogue loaded");
     let tli = timeline.unwrap_or_else(|| archive.highest_timeline());
     let path = archive.path(tli);
     let seg_bytes = u64::from(archive.size.bytes());
