@@ -148,10 +148,10 @@ class Cairn:
         self.repo, self.key = os.path.join(self.dir, "repo"), os.path.join(self.dir, "key")
         self.config = os.path.join(self.dir, "cairn.toml")
         self.root_cache = os.path.join(self.dir, "root-cache")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CAIRN_")}
-        pw = pwd.getpwnam(PGUSER)
-        # Root, but new files and directories in the repository group-writable for cairntest's `wal push`.
-        self.kw = dict(env=env, cwd=self.dir, group=pw.pw_gid, umask=0o002)
+        # Every cairn call runs as the PostgreSQL user, as archive_command's `wal push` does: a local repository
+        # is private (directories 0700), so a pack directory root created would refuse a later push's pack.
+        shutil.chown(self.dir, PGUSER, PGUSER)
+        self.kw = pg_kw(self.dir)
         r = subprocess.run([self.bin, "--repo", self.repo, "--key-file", self.key, "--cache-dir", self.root_cache,
                             "init"], capture_output=True, text=True, **self.kw)
         if r.returncode != 0:
@@ -247,6 +247,8 @@ def restore_pair(tmp, i, cairn, pgbr, db_bytes, verify):
     """One cairn and one pgBackRest restore into new directories; returns their rows."""
     rows = {}
     cdir = os.path.join(tmp, f"restore{i}-cairn")
+    os.makedirs(cdir, mode=0o700)
+    shutil.chown(cdir, PGUSER, PGUSER)
     t, j = cairn.run("pg", "restore", "--stanza", STANZA, "--to", cdir, "--latest")
     rows["cairn"] = dict(wall_s=t["wall_s"], cpu_s=t["cpu_s"], rss_mb=t["rss_mb"], db_bytes=db_bytes, mb_s=db_bytes / 1e6 / t["wall_s"],
                          verified=j.get("verified"), restored_bytes=du_bytes(cdir, "pg_wal"))
