@@ -369,11 +369,7 @@ async fn read_verified_scan(repo: &Repository, key: &str, m: &WalManifest, scann
 /// restores; unreadable ones fail the call (a plan must not guess).
 pub async fn archived(repo: &Repository, stanza: &str) -> Result<(SegmentSize, Vec<(WalFileName, WalManifest)>)> {
     validate_stanza(stanza)?;
-    let cluster = load_stanza(repo, stanza)
-        .await?
-        .ok_or_else(|| Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") })?;
-    let size = SegmentSize::new(u64::from(cluster.segment_size))
-        .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
+    let size = super::archived_segment_size(repo, stanza).await?;
     let (all, problems) = manifests(repo, stanza).await?;
     if let Some(p) = problems.first() {
         return Err(Error::corrupt(p.object.clone(), None, p.message.clone()));

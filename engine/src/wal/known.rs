@@ -27,7 +27,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::catseg::{self, CatalogSegment};
-use super::{get_named, load_stanza, validate_stanza, WalManifest};
+use super::{get_named, validate_stanza, WalManifest};
 use crate::repo::Repository;
 use crate::repofile::ObjectKey;
 use crate::store::ObjectInfo;
@@ -127,11 +127,7 @@ pub async fn archived_with(
         return super::catalog::archived(repo, stanza).await;
     }
     validate_stanza(stanza)?;
-    let cluster = load_stanza(repo, stanza)
-        .await?
-        .ok_or_else(|| Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") })?;
-    let size = SegmentSize::new(u64::from(cluster.segment_size))
-        .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
+    let size = super::archived_segment_size(repo, stanza).await?;
     let cache = match cache_dir {
         Some(d) => tokio::task::block_in_place(|| Cache::open(d, &repo.config().id)),
         None => None,

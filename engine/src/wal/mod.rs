@@ -378,6 +378,17 @@ pub async fn load_stanza(repo: &Repository, stanza: &str) -> Result<Option<Stanz
     get_named(repo, &stanza_key(stanza)).await
 }
 
+/// The segment size of a stanza that has archived something, for
+/// planning: a stanza with nothing archived is not found, and a record
+/// with an impossible size is corrupt.
+pub(crate) async fn archived_segment_size(repo: &Repository, stanza: &str) -> Result<cairn_formats::pg::SegmentSize> {
+    let cluster = load_stanza(repo, stanza)
+        .await?
+        .ok_or_else(|| Error::NotFound { what: format!("stanza {stanza:?} (nothing archived)") })?;
+    cairn_formats::pg::SegmentSize::new(u64::from(cluster.segment_size))
+        .map_err(|e| Error::corrupt(stanza_key(stanza), None, e.to_string()))
+}
+
 /// Stanzas with anything archived, sorted.
 pub async fn list_stanzas(repo: &Repository) -> Result<Vec<String>> {
     let mut out: Vec<String> = repo
