@@ -14,9 +14,11 @@ use clap::Args;
 /// Global options.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// TOML file with defaults for repo, key_file, password_file, cache_dir,
-    /// stanza and wal_push_ahead; options and environment variables take
-    /// precedence.
+    /// TOML file: defaults for repo, key_file, password_file, cache_dir,
+    /// stanza and wal_push_ahead (options and environment variables take
+    /// precedence), `metrics_dir`, and the plan: `[sources.NAME]` tables
+    /// that `cairn run`, `drill`, `status` and `forget` act on (see
+    /// docs/CONFIG.md).
     #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Repository: a directory, file:///path, or s3://bucket/prefix (S3
@@ -56,21 +58,9 @@ pub struct Global {
     /// Retention rules per source, from `[sources.NAME]` in the config file.
     #[arg(skip)]
     pub policies_from_config: std::collections::BTreeMap<String, cairn_engine::gc::Policy>,
-}
-
-/// The --config file.
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    repo: Option<String>,
-    key_file: Option<PathBuf>,
-    password_file: Option<PathBuf>,
-    cache_dir: Option<PathBuf>,
-    stanza: Option<String>,
-    wal_push_ahead: Option<u32>,
-    /// `[sources.NAME]`: per-source settings (retention rules so far).
-    #[serde(default)]
-    sources: std::collections::BTreeMap<String, cairn_engine::gc::Policy>,
+    /// The whole --config file, when one was given.
+    #[arg(skip)]
+    pub config_file: Option<std::sync::Arc<crate::config::ConfigFile>>,
 }
 
 impl Global {
@@ -113,22 +103,23 @@ impl Global {
     /// from the --config file.
     pub fn apply_config(&mut self) -> Result<()> {
         let Some(path) = &self.config else { return Ok(()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-        let c: ConfigFile = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
-        self.repo = self.repo.take().or(c.repo);
-        self.key_file = self.key_file.take().or(c.key_file);
-        self.password_file = self.password_file.take().or(c.password_file);
-        self.cache_dir = self.cache_dir.take().or(c.cache_dir);
-        self.stanza_from_config = c.stanza;
-        if let Some(n) = c.wal_push_ahead {
-            anyhow::ensure!((1..=64).contains(&n), "config file {}: wal_push_ahead must be 1 to 64", path.display());
-        }
+        let c = crate::config::ConfigFile::load(path)?;
+        self.repo = self.repo.take().or_else(|| c.repo.clone());
+        self.key_file = self.key_file.take().or_else(|| c.key_file.clone());
+        self.password_file = self.password_file.take().or_else(|| c.password_file.clone());
+        self.cache_dir = self.cache_dir.take().or_else(|| c.cache_dir.clone());
+        self.stanza_from_config = c.stanza.clone();
         self.wal_push_ahead_from_config = c.wal_push_ahead;
-        for (name, p) in &c.sources {
-            p.validate().with_context(|| format!("config file {}: [sources.{name}]", path.display()))?;
-        }
-        self.policies_from_config = c.sources;
+        self.policies_from_config = c.policies();
+        self.config_file = Some(Arc::new(c));
         Ok(())
+    }
+
+    /// The --config file, for commands that act on its sources.
+    pub fn config_file(&self) -> Result<&crate::config::ConfigFile> {
+        self.config_file
+            .as_deref()
+            .context("this command works from a config file's `[sources.NAME]`: give --config FILE or set CAIRN_CONFIG")
     }
 
     pub fn location(&self) -> Result<Location> {

@@ -4,6 +4,7 @@
 
 mod cmd;
 mod common;
+mod config;
 mod exit;
 
 use clap::Parser;
