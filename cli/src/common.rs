@@ -46,6 +46,11 @@ pub struct Global {
     /// No progress and no informational messages.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Write the job's Prometheus metrics to FILE (text format, replaced
+    /// atomically; for node_exporter's textfile collector). Without it,
+    /// jobs write to `metrics_dir` from --config when that is set.
+    #[arg(long, env = "CAIRN_METRICS_FILE", global = true, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// More log output (-v info, -vv debug); also RUST_LOG.
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -30,6 +30,9 @@ pub const FENCED: i32 = 9;
 /// outside it.
 pub const REFUSED: i32 = 10;
 
+/// `status`: an objective (RPO, RTO, a drill) does not hold.
+pub const OBJECTIVE_MISSED: i32 = 11;
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {

@@ -102,10 +102,79 @@ pub enum Kind {
     Dir,
 }
 
-pub async fn run(g: &Global, a: Args) -> Result<i32> {
-    if a.kind == Kind::Dir {
-        return run_dir(g, a).await;
+/// A snapshot just written.
+pub struct Taken {
+    pub id: cairn_engine::SnapshotId,
+    pub snap: Snapshot,
+}
+
+impl Taken {
+    /// A base backup whose WAL did not all reach the archive in time.
+    pub fn wal_incomplete(&self) -> bool {
+        PgFacts::of(&self.snap).is_ok_and(|f| !f.wal_complete)
     }
+
+    /// Records the snapshot for the job's metrics.
+    pub fn record(&self) {
+        let s = &self.snap.stats;
+        crate::metrics::record(
+            &self.snap.source.name,
+            crate::metrics::Sample {
+                read_bytes: s.bytes_read,
+                added_bytes: s.uploaded_bytes,
+                objects: s.chunks,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+impl Args {
+    /// The backup `cairn run` takes of a configured stream, tar or dir source.
+    pub fn from_source(src: &crate::config::Source) -> Args {
+        let c = &src.cfg;
+        Args {
+            source: Some(src.name.clone()),
+            tags: c.tags.clone(),
+            compression: c.compression.unwrap_or(cairn_engine::DEFAULT_COMPRESSION_LEVEL),
+            uploads: 3,
+            kind: match src.kind {
+                crate::config::SourceKind::Tar => Kind::Tar,
+                crate::config::SourceKind::Dir => Kind::Dir,
+                _ => Kind::Stream,
+            },
+            excludes: c.exclude.clone(),
+            chunk_avg_kib: c.chunk_avg_kib,
+            stanza: None,
+            wal_timeout: 300,
+            input: c.path.clone(),
+            command: c.command.clone().unwrap_or_default(),
+        }
+    }
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let taken = take(g, a).await?;
+    report(g, &taken);
+    if taken.wal_incomplete() {
+        eprintln!(
+            "error: the base backup is stored (snapshot {}) but its WAL is not all archived yet: check \
+             archive_command and `cairn wal show`; restores will refuse it until the WAL is there",
+            taken.id.short()
+        );
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+/// Takes the backup `a` describes; records it for metrics.
+pub async fn take(g: &Global, a: Args) -> Result<Taken> {
+    let taken = if a.kind == Kind::Dir { take_dir(g, a).await? } else { take_stream(g, a).await? };
+    taken.record();
+    Ok(taken)
+}
+
+async fn take_stream(g: &Global, a: Args) -> Result<Taken> {
     if !a.excludes.is_empty() {
         anyhow::bail!("--exclude applies to --kind dir only");
     }
@@ -189,21 +258,12 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         t.finish();
     }
     let (id, snap) = result?;
-    let incomplete = PgFacts::of(&snap).is_ok_and(|f| !f.wal_complete);
-    report(g, (id, snap));
-    if incomplete {
-        eprintln!(
-            "error: the base backup is stored (snapshot {}) but its WAL is not all archived yet: check archive_command              and `cairn wal show`; restores will refuse it until the WAL is there",
-            id.short()
-        );
-        return Ok(exit::FAILURE);
-    }
-    Ok(exit::OK)
+    Ok(Taken { id, snap })
 }
 
 /// `--kind dir`: a directory tree, with the previous snapshot of the same
 /// source on this host as the files cache.
-async fn run_dir(g: &Global, a: Args) -> Result<i32> {
+async fn take_dir(g: &Global, a: Args) -> Result<Taken> {
     let root = match (&a.input, a.command.is_empty()) {
         (Some(p), true) if p.as_os_str() != "-" => p.clone(),
         _ => anyhow::bail!("--kind dir takes a directory path (not stdin or a command)"),
@@ -234,11 +294,12 @@ async fn run_dir(g: &Global, a: Args) -> Result<i32> {
     if let Some(t) = ticker {
         t.finish();
     }
-    report(g, result?);
-    Ok(exit::OK)
+    let (id, snap) = result?;
+    Ok(Taken { id, snap })
 }
 
-fn report(g: &Global, (id, snap): (cairn_engine::SnapshotId, Snapshot)) {
+/// Prints what was saved: one JSON line, or one human line.
+pub fn report(g: &Global, Taken { id, snap }: &Taken) {
     if g.json {
         super::print_json(
             &serde_json::json!({ "snapshot": id.to_hex(), "source": snap.source.name, "kind": snap.source.kind, "time": snap.time, "stats": snap.stats, "blake3": snap.entries.first().map(|e| e.blake3.clone()), "metadata": snap.metadata }),

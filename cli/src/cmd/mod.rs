@@ -15,8 +15,10 @@ mod pin;
 mod prune;
 mod redis;
 mod restore;
+mod run;
 mod snapshots;
 mod stats;
+mod status;
 pub mod wal;
 
 use anyhow::Result;
@@ -45,6 +47,8 @@ Exit codes:
      content under an archived name, or of WAL from another cluster)
   9  fenced out: garbage collection broke this writer's lease (it was paused
      past it); nothing it wrote was acknowledged, run it again
+  10 refused to restore: the snapshot would write outside the target
+  11 `status`: an objective (RPO, RTO, the last drill) does not hold
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 
@@ -61,6 +65,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Init(init::Args),
+    Run(run::Args),
+    Status(status::Args),
     Backup(backup::Args),
     Restore(restore::Args),
     Ls(ls::Args),
@@ -93,11 +99,54 @@ pub enum Command {
     Redis(redis::Command),
 }
 
+/// The job name metrics carry, for the commands that are jobs.
+fn job_name(c: &Command) -> Option<&'static str> {
+    Some(match c {
+        Command::Run(_) => "run",
+        Command::Backup(_) => "backup",
+        Command::Check(_) => "check",
+        Command::Forget(_) => "forget",
+        Command::Prune(_) => "prune",
+        Command::Wal(wal::Command::Push(_)) => "wal_push",
+        Command::Pg(pg::Command::Backup(_)) => "pg_backup",
+        Command::Pg(pg::Command::Expire(_)) => "pg_expire",
+        Command::Redis(redis::Command::Backup(_)) => "redis_backup",
+        _ => return None,
+    })
+}
+
 pub async fn run(mut cli: Cli) -> Result<i32> {
     cli.global.apply_config()?;
+    let target = match (&cli.global.metrics_file, cli.global.config_file.as_ref().and_then(|c| c.metrics_dir.clone())) {
+        (Some(f), _) => Some(crate::metrics::Target::File(f.clone())),
+        (None, Some(d)) => Some(crate::metrics::Target::Dir(d)),
+        (None, None) => None,
+    };
+    let job = job_name(&cli.command);
+    let started = std::time::SystemTime::now();
+    let result = dispatch(cli).await;
+    if let (Some(target), Some(job)) = (target, job) {
+        let code = match &result {
+            Ok(c) => *c,
+            Err(e) => crate::exit::code_for(e),
+        };
+        if let Err(e) = crate::metrics::write(&target, job, code, started, std::time::SystemTime::now()) {
+            // The job's own outcome stands; a metrics failure is reported
+            // and turns success into failure, so an unwritable textfile
+            // directory does not go unnoticed.
+            eprintln!("error: {e:#}");
+            return result.and(Ok(crate::exit::FAILURE));
+        }
+    }
+    result
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
         Command::Init(a) => init::run(g, a).await,
+        Command::Run(a) => run::run(g, a).await,
+        Command::Status(a) => status::run(g, a).await,
         Command::Backup(a) => backup::run(g, a).await,
         Command::Restore(a) => restore::run(g, a).await,
         Command::Ls(a) => ls::run(g, a).await,

@@ -77,6 +77,12 @@ pub struct BackupArgs {
     /// zstd level for new data.
     #[arg(long, default_value_t = cairn_engine::DEFAULT_COMPRESSION_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
     compression: i32,
+    /// Groups snapshots of the same cluster [default: the stanza].
+    #[arg(long)]
+    source: Option<String>,
+    /// Tag the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    tags: Vec<String>,
 }
 
 /// Restore a cluster to a point in time.
@@ -171,6 +177,41 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
 }
 
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
+    let taken = take(g, a).await?;
+    report(g, &taken);
+    if taken.wal_incomplete() {
+        eprintln!(
+            "error: the base backup is stored (snapshot {}) but its WAL is not all archived yet: check \
+             archive_command and `cairn wal show`; restores will refuse it until the WAL is there",
+            taken.id.short()
+        );
+        return Ok(exit::FAILURE);
+    }
+    Ok(exit::OK)
+}
+
+impl BackupArgs {
+    /// The backup `cairn run` takes of a configured pg-base source.
+    pub fn from_source(src: &crate::config::Source, stanza: String) -> BackupArgs {
+        let c = &src.cfg;
+        BackupArgs {
+            stanza: Some(stanza),
+            connect: c.connect.clone().unwrap_or_default(),
+            label: format!("cairn run {}", src.name),
+            fast: c.fast,
+            wal_timeout: c.wal_timeout.unwrap_or(300),
+            max_rate: None,
+            timeout: DEFAULT_READ_TIMEOUT.as_secs(),
+            start_timeout: DEFAULT_START_TIMEOUT.as_secs(),
+            compression: c.compression.unwrap_or(cairn_engine::DEFAULT_COMPRESSION_LEVEL),
+            source: Some(src.name.clone()),
+            tags: c.tags.clone(),
+        }
+    }
+}
+
+/// Takes a base backup over the replication protocol; records it for metrics.
+pub async fn take(g: &Global, a: BackupArgs) -> Result<super::backup::Taken> {
     use cairn_engine::pg::replication::{BaseBackupOptions, ConnInfo};
     use cairn_engine::{Backup, BackupOptions, Progress};
     let stanza = g.stanza(a.stanza.as_ref())?;
@@ -187,6 +228,8 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         .with_timeouts(Duration::from_secs(a.timeout), Duration::from_secs(a.start_timeout));
     let mut opts = BackupOptions::stream(&stanza);
     opts.source.kind = cairn_engine::PG_BASE_KIND.into();
+    opts.source.name = a.source.clone().unwrap_or_else(|| stanza.clone());
+    opts.tags = a.tags.clone();
     opts.compression_level = a.compression;
     let repo = g.open().await?;
     let index = std::sync::Arc::new(LocalIndex::for_writing(&repo, &g.cache_dir(), g.lock_timeout()).await?);
@@ -203,7 +246,12 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         t.finish();
     }
     let (id, snap) = result?;
-    let complete = cairn_engine::PgFacts::of(&snap).is_ok_and(|f| f.wal_complete);
+    let taken = super::backup::Taken { id, snap };
+    taken.record();
+    Ok(taken)
+}
+
+fn report(g: &Global, super::backup::Taken { id, snap }: &super::backup::Taken) {
     if g.json {
         super::print_json(
             &serde_json::json!({ "snapshot": id.to_hex(), "kind": snap.source.kind, "stats": snap.stats, "metadata": snap.metadata }),
@@ -220,15 +268,6 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
             human_bytes((s.bytes_read as f64 / s.duration_s.max(1e-9)) as u64)
         );
     }
-    if !complete {
-        eprintln!(
-            "error: the base backup is stored (snapshot {}) but its WAL is not all archived yet: check \
-             archive_command and `cairn wal show`; restores will refuse it until the WAL is there",
-            id.short()
-        );
-        return Ok(exit::FAILURE);
-    }
-    Ok(exit::OK)
 }
 
 /// Quotes one word for sh (PostgreSQL runs restore_command through it).

@@ -94,7 +94,48 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
     }
 }
 
+impl BackupArgs {
+    /// The backup `cairn run` takes of a configured redis source.
+    pub fn from_source(src: &crate::config::Source) -> BackupArgs {
+        let c = &src.cfg;
+        BackupArgs {
+            url: c.url.clone().unwrap_or_default(),
+            tls: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_server_name: None,
+            redis_password_file: c.redis_password_file.clone(),
+            timeout: 60,
+            source: Some(src.name.clone()),
+            tags: c.tags.clone(),
+            chunk_avg_kib: c.chunk_avg_kib,
+        }
+    }
+}
+
 async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
+    let taken = take(g, a).await?;
+    let (id, snap) = (&taken.id, &taken.snap);
+    if g.json {
+        super::print_json(&serde_json::json!({
+            "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats,
+            "blake3": snap.entries[0].blake3, "metadata": snap.metadata,
+        }));
+    } else if !g.quiet {
+        println!(
+            "snapshot {} saved: {} RDB, {} new, {} keys",
+            id.short(),
+            crate::common::human_bytes(snap.stats.bytes_read),
+            crate::common::human_bytes(snap.stats.new_bytes),
+            cairn_engine::RedisFacts::of(snap).map_or_else(|| "?".to_string(), |f| f.keys.to_string())
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
+/// Pulls and stores one RDB; records it for metrics.
+pub async fn take(g: &Global, a: BackupArgs) -> Result<super::backup::Taken> {
     use cairn_engine::LocalIndex;
     use cairn_engine::{Backup, BackupOptions, Progress};
     use cairn_engine::{ReplicationSource, SyncOptions, TlsOptions};
@@ -132,19 +173,7 @@ async fn backup(g: &Global, a: BackupArgs) -> Result<i32> {
         t.finish();
     }
     let (id, snap) = result?;
-    if g.json {
-        super::print_json(&serde_json::json!({
-            "snapshot": id.to_hex(), "source": snap.source.name, "time": snap.time, "stats": snap.stats,
-            "blake3": snap.entries[0].blake3, "metadata": snap.metadata,
-        }));
-    } else if !g.quiet {
-        println!(
-            "snapshot {} saved: {} RDB from {addr}, {} new, {} keys",
-            id.short(),
-            crate::common::human_bytes(snap.stats.bytes_read),
-            crate::common::human_bytes(snap.stats.new_bytes),
-            cairn_engine::RedisFacts::of(&snap).map_or_else(|| "?".to_string(), |f| f.keys.to_string())
-        );
-    }
-    Ok(crate::exit::OK)
+    let taken = super::backup::Taken { id, snap };
+    taken.record();
+    Ok(taken)
 }

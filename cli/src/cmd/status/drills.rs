@@ -1,0 +1,20 @@
+//! The drill records `status` compares with each source's RTO.
+
+use anyhow::Result;
+use cairn_engine::Repository;
+
+/// What `status` needs of one drill record.
+#[derive(Debug, Clone)]
+pub struct DrillSummary {
+    pub source: String,
+    pub time: String,
+    pub ok: bool,
+    pub rto_s: f64,
+    pub failure: Option<String>,
+}
+
+/// Every drill record, oldest first.
+pub async fn records(_repo: &Repository) -> Result<Vec<DrillSummary>> {
+    // Wired to cairn_engine::drill::records when `cairn drill` lands.
+    Ok(Vec::new())
+}

@@ -1,0 +1,304 @@
+mod drills;
+mod repo;
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use cairn_engine::{Snapshot, SnapshotId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::common::{human_bytes, Global};
+use crate::config::{Source, SourceKind};
+use crate::exit;
+
+/// Whether every configured objective holds.
+///
+/// Per source of the --config file: the newest snapshot and its age; for
+/// pg-base also the newest archived WAL segment (its push time is the
+/// recovery point: nothing newer is in the repository) — the recovery
+/// point's age is compared with `rpo`. The last restore drill and its
+/// measured RTO are compared with `rto` (a source with an `rto` and no
+/// successful drill fails). Then the last `check`, the share of packs read
+/// by checks in the last --coverage-days, and the repository's size and
+/// growth.
+///
+/// Exit 0 when every objective holds, 11 when one does not (so `status`
+/// can be an alert), other codes as for any command. --prometheus prints
+/// the objective gauges in Prometheus text format instead.
+///
+/// Examples:
+///   cairn --config /etc/cairn/cairn.toml status
+///   cairn --config /etc/cairn/cairn.toml status --json | jq '.sources[] | select(.ok | not)'
+///   cairn --config /etc/cairn/cairn.toml status --prometheus > /var/lib/node_exporter/cairn_status.prom.tmp
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Only these sources [default: every source with a `kind`].
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
+    /// Print the objective gauges in Prometheus text format.
+    #[arg(long, conflicts_with = "json")]
+    prometheus: bool,
+    /// Window of the check coverage share, in days.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    coverage_days: u32,
+}
+
+/// One objective's state.
+#[derive(Debug, Serialize)]
+struct Objective {
+    /// The objective, seconds.
+    objective_s: f64,
+    /// What was measured, seconds (none: nothing to measure yet).
+    measured_s: Option<f64>,
+    ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SourceStatus {
+    source: String,
+    kind: SourceKind,
+    snapshots: u64,
+    last_snapshot: Option<String>,
+    last_snapshot_time: Option<String>,
+    last_snapshot_age_s: Option<f64>,
+    /// pg-base: the newest archived WAL segment.
+    wal_newest: Option<String>,
+    /// pg-base: when it was pushed.
+    wal_pushed: Option<String>,
+    /// pg-base: seconds since the newest archived segment was pushed.
+    archive_lag_s: Option<f64>,
+    /// The recovery point's age: the archive lag for pg-base, else the
+    /// newest snapshot's age.
+    recovery_point_age_s: Option<f64>,
+    rpo: Option<Objective>,
+    last_drill: Option<DrillStatus>,
+    rto: Option<Objective>,
+    /// Bytes its snapshots added in the last 24 hours.
+    added_24h_bytes: u64,
+    ok: bool,
+    problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct DrillStatus {
+    time: String,
+    ok: bool,
+    rto_s: f64,
+    failure: Option<String>,
+}
+
+fn age_s(now: DateTime<Utc>, rfc3339: &str) -> Option<f64> {
+    let t = DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    Some((now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0)
+}
+
+fn objective(limit: Option<std::time::Duration>, measured: Option<f64>) -> Option<Objective> {
+    let l = limit?.as_secs_f64();
+    Some(Objective { objective_s: l, measured_s: measured, ok: measured.is_some_and(|m| m <= l) })
+}
+
+pub async fn run(g: &Global, a: Args) -> Result<i32> {
+    let cfg = g.config_file()?;
+    let sources = cfg.select(&a.names, a.names.is_empty())?;
+    let repo = g.open().await?;
+    let now = Utc::now();
+    let snapshots = Snapshot::list(&repo).await?;
+    let mut by_source: BTreeMap<&str, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for s in &snapshots {
+        by_source.entry(s.1.source.name.as_str()).or_default().push(s);
+    }
+    let drills = drills::records(&repo).await?;
+    let mut out = Vec::new();
+    for src in &sources {
+        out.push(source_status(g, &repo, cfg, src, by_source.get(src.name.as_str()), &drills, now).await?);
+    }
+    let repo_status = repo::status(&repo, &snapshots, now, a.coverage_days).await?;
+    let ok = out.iter().all(|s| s.ok) && repo_status.problems.is_empty();
+    if a.prometheus {
+        print!("{}", prometheus(&out, &repo_status));
+    } else if g.json {
+        crate::cmd::print_json(
+            &serde_json::json!({ "ok": ok, "time": now.to_rfc3339(), "sources": out, "repository": repo_status }),
+        );
+    } else {
+        print_human(&out, &repo_status);
+    }
+    Ok(if ok { exit::OK } else { exit::OBJECTIVE_MISSED })
+}
+
+async fn source_status(
+    g: &Global,
+    repo: &cairn_engine::Repository,
+    cfg: &crate::config::ConfigFile,
+    src: &Source,
+    snaps: Option<&Vec<&(SnapshotId, Snapshot)>>,
+    drills: &[drills::DrillSummary],
+    now: DateTime<Utc>,
+) -> Result<SourceStatus> {
+    let snaps: &[&(SnapshotId, Snapshot)] = snaps.map(Vec::as_slice).unwrap_or(&[]);
+    let newest = snaps.iter().max_by(|a, b| a.1.time.cmp(&b.1.time));
+    let added_24h_bytes = snaps
+        .iter()
+        .filter(|s| age_s(now, &s.1.time).is_some_and(|a| a <= 86_400.0))
+        .map(|s| s.1.stats.uploaded_bytes)
+        .sum();
+    let mut st = SourceStatus {
+        source: src.name.clone(),
+        kind: src.kind,
+        snapshots: snaps.len() as u64,
+        last_snapshot: newest.map(|s| s.0.to_hex()),
+        last_snapshot_time: newest.map(|s| s.1.time.clone()),
+        last_snapshot_age_s: newest.and_then(|s| age_s(now, &s.1.time)),
+        wal_newest: None,
+        wal_pushed: None,
+        archive_lag_s: None,
+        recovery_point_age_s: None,
+        rpo: None,
+        last_drill: None,
+        rto: None,
+        added_24h_bytes,
+        ok: true,
+        problems: Vec::new(),
+    };
+    st.recovery_point_age_s = st.last_snapshot_age_s;
+    if st.snapshots == 0 {
+        st.problems.push("no snapshot yet".into());
+    }
+    if src.kind == SourceKind::PgBase {
+        let stanza = cfg.stanza_of(&src.cfg).expect("validated: a pg-base source has a stanza");
+        let cache = g.cache_dir();
+        let (_, files) = cairn_engine::wal::archived_with(repo, &stanza, Some(&cache)).await?;
+        let newest_wal = files
+            .iter()
+            .filter(|(n, _)| matches!(n, cairn_formats::pg::WalFileName::Segment(_)))
+            .max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
+        if let Some((_, m)) = newest_wal {
+            st.wal_newest = Some(m.name.clone());
+            st.wal_pushed = Some(m.pushed.clone());
+            st.archive_lag_s = age_s(now, &m.pushed);
+            st.recovery_point_age_s = st.archive_lag_s;
+        } else {
+            st.problems.push(format!("no WAL archived in stanza {stanza:?}"));
+        }
+    }
+    st.rpo = objective(src.cfg.rpo, st.recovery_point_age_s);
+    if let Some(d) = drills.iter().rev().find(|d| d.source == src.name) {
+        st.last_drill =
+            Some(DrillStatus { time: d.time.clone(), ok: d.ok, rto_s: d.rto_s, failure: d.failure.clone() });
+    }
+    let last_good = drills.iter().rev().find(|d| d.source == src.name && d.ok);
+    st.rto = objective(src.cfg.rto, last_good.map(|d| d.rto_s));
+    if let Some(o) = &st.rpo {
+        if !o.ok {
+            st.problems.push(match o.measured_s {
+                Some(m) => format!("recovery point is {} old, RPO is {}", secs(m), secs(o.objective_s)),
+                None => format!("no recovery point to meet the RPO of {}", secs(o.objective_s)),
+            });
+        }
+    }
+    if let Some(o) = &st.rto {
+        if !o.ok {
+            st.problems.push(match o.measured_s {
+                Some(m) => format!("last successful drill took {}, RTO is {}", secs(m), secs(o.objective_s)),
+                None => format!("no successful drill proves the RTO of {}", secs(o.objective_s)),
+            });
+        }
+    }
+    if st.last_drill.as_ref().is_some_and(|d| !d.ok) {
+        st.problems.push("the last drill failed".into());
+    }
+    st.ok = st.problems.is_empty();
+    Ok(st)
+}
+
+/// A duration for people: `42 s`, `17 min`, `3.5 h`, `2.0 d`.
+fn secs(s: f64) -> String {
+    match s {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} d", s / 86_400.0),
+    }
+}
+
+fn print_human(out: &[SourceStatus], r: &repo::RepoStatus) {
+    for s in out {
+        println!("{} ({}): {}", s.source, s.kind.as_str(), if s.ok { "ok" } else { "NOT OK" });
+        match (&s.last_snapshot, s.last_snapshot_age_s) {
+            (Some(id), Some(age)) => println!("  last snapshot   {} ({} ago)", &id[..8], secs(age)),
+            _ => println!("  last snapshot   none"),
+        }
+        if let (Some(w), Some(lag)) = (&s.wal_newest, s.archive_lag_s) {
+            println!("  newest WAL      {w} (pushed {} ago)", secs(lag));
+        }
+        if let Some(o) = &s.rpo {
+            let m = o.measured_s.map_or("-".into(), secs);
+            println!("  RPO             {m} of {} {}", secs(o.objective_s), if o.ok { "ok" } else { "MISSED" });
+        }
+        match &s.last_drill {
+            Some(d) => {
+                println!("  last drill      {} {}, RTO {}", d.time, if d.ok { "ok" } else { "FAILED" }, secs(d.rto_s))
+            }
+            None => println!("  last drill      none"),
+        }
+        if let Some(o) = &s.rto {
+            let m = o.measured_s.map_or("-".into(), secs);
+            println!("  RTO             {m} of {} {}", secs(o.objective_s), if o.ok { "ok" } else { "MISSED" });
+        }
+        for p in &s.problems {
+            println!("  problem: {p}");
+        }
+    }
+    println!(
+        "repository: {} in {} packs, {} added in 24 h, {} in 7 d",
+        human_bytes(r.pack_bytes),
+        r.packs,
+        human_bytes(r.added_24h_bytes),
+        human_bytes(r.added_7d_bytes)
+    );
+    r.print_check();
+    for p in &r.problems {
+        println!("  problem: {p}");
+    }
+}
+
+/// The objective gauges, in Prometheus text format.
+fn prometheus(out: &[SourceStatus], r: &repo::RepoStatus) -> String {
+    let mut m = crate::metrics::Families::default();
+    for s in out {
+        let l = [("source", s.source.as_str())];
+        if let Some(a) = s.recovery_point_age_s {
+            m.gauge("cairn_recovery_point_age_seconds", "Age of the newest recovery point.", &l, a);
+        }
+        if let Some(o) = &s.rpo {
+            m.gauge("cairn_rpo_seconds", "The recovery point objective.", &l, o.objective_s);
+        }
+        if let Some(a) = s.archive_lag_s {
+            m.gauge(
+                "cairn_wal_archive_lag_seconds",
+                "Seconds since the newest archived WAL segment was pushed.",
+                &l,
+                a,
+            );
+        }
+        if let Some(d) = &s.last_drill {
+            m.gauge("cairn_drill_last_rto_seconds", "Measured RTO of the last drill.", &l, d.rto_s);
+            m.gauge("cairn_drill_last_success", "1 if the last drill succeeded.", &l, f64::from(u8::from(d.ok)));
+        }
+        if let Some(o) = &s.rto {
+            m.gauge("cairn_rto_seconds", "The recovery time objective.", &l, o.objective_s);
+        }
+        m.gauge("cairn_objectives_met", "1 if every objective of the source holds.", &l, f64::from(u8::from(s.ok)));
+    }
+    m.gauge("cairn_repository_pack_bytes", "Bytes in packs.", &[], r.pack_bytes as f64);
+    m.gauge(
+        "cairn_repository_added_24h_bytes",
+        "Bytes snapshots added in the last 24 hours.",
+        &[],
+        r.added_24h_bytes as f64,
+    );
+    r.check_gauges(&mut m);
+    m.render()
+}
