@@ -2,7 +2,8 @@
 # Installs what cairn's build, tests and demo need on a Debian machine, and
 # only what is missing: clang/libclang (RocksDB's bindings), PostgreSQL 15,
 # redis-server, zstd, b3sum, GNU time, openssl (test certificates for the
-# Redis TLS test), Ceph's mon, OSD and radosgw (an S3 server whose
+# Redis TLS test), promtool (the metrics files' oracle), systemd-analyze
+# (the deployment units' oracle), Ceph's mon, OSD and radosgw (an S3 server whose
 # conditional writes are atomic, started by scripts/ceph.sh), and moto (a
 # quick S3 emulator) in .venv.
 set -euo pipefail
@@ -26,6 +27,8 @@ have ceph-osd || need+=(ceph-osd)
 have radosgw || need+=(radosgw)
 have uuidgen || need+=(uuid-runtime)
 have curl || need+=(curl)
+have promtool || need+=(prometheus)
+have systemd-analyze || need+=(systemd)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -14,6 +14,7 @@ mod gc_stress;
 mod hostile;
 mod index_cache;
 mod injected;
+mod operator;
 mod pg_chunks;
 mod pg_harness;
 mod pg_replication;
