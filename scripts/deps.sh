@@ -30,6 +30,7 @@ have curl || need+=(curl)
 have promtool || need+=(prometheus)
 have systemd-analyze || need+=(systemd)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "deps: installing ${need[*]}"

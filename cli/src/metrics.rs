@@ -110,7 +110,9 @@ fn previous_success(path: &Path, job: &str, source: &str) -> Option<f64> {
 
 /// Writes `text` to `path` atomically (a temporary file in the same
 /// directory, renamed); 0644, since node_exporter runs as its own user.
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
+/// Not fsynced: after a crash the next run rewrites it, and `wal push`
+/// should not pay a flush for it.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -119,7 +121,6 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
         f.write_all(text.as_bytes())?;
-        f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if res.is_err() {

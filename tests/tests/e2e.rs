@@ -6,6 +6,7 @@
 mod cli;
 mod conformance;
 mod crash;
+mod deploy;
 mod dirsnap;
 mod faults;
 mod fulldisk;

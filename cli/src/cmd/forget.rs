@@ -130,6 +130,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         ids.push(Snapshot::resolve(&repo, s, None).await?.0);
     }
     let summary = gc::forget(&repo, &policies, &ids, a.dry_run).await?;
+    crate::metrics::record("", crate::metrics::Sample { objects: summary.removed, ..Default::default() });
     let pruned = if a.prune && !a.dry_run { Some(super::prune::execute(g, a.prune_opts).await?) } else { None };
     if g.json {
         // One JSON document: the forget summary, with the prune's report.

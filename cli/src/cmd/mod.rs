@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod config;
 mod diff;
 mod forget;
 mod index;
@@ -90,6 +91,9 @@ pub enum Command {
     /// Decode files cairn ingests (WAL, backup_manifest, RDB, tar) without a repository.
     #[command(subcommand)]
     Inspect(inspect::Command),
+    /// Validate the --config file.
+    #[command(subcommand)]
+    Config(config::Command),
     #[command(subcommand)]
     Wal(wal::Command),
     #[command(subcommand)]
@@ -161,6 +165,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Key(c) => key::run(g, c).await,
         Command::Stats(a) => stats::run(g, a).await,
         Command::Inspect(c) => inspect::run(g, c).await,
+        Command::Config(c) => config::run(g, c).await,
         Command::Wal(c) => wal::run(g, c).await,
         Command::Redis(c) => redis::run(g, c).await,
         Command::Pg(c) => pg::run(g, c).await,

@@ -221,6 +221,10 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
             wal::push(&repo, &stanza, &a.path, &opts).await?
         }
     };
+    crate::metrics::record(
+        &stanza,
+        crate::metrics::Sample { read_bytes: r.size, added_bytes: r.stored_bytes, objects: 1, ..Default::default() },
+    );
     if g.json {
         super::print_json(&r);
     } else if g.verbose > 0 {

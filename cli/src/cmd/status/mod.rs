@@ -25,12 +25,13 @@ use crate::exit;
 ///
 /// Exit 0 when every objective holds, 11 when one does not (so `status`
 /// can be an alert), other codes as for any command. --prometheus prints
-/// the objective gauges in Prometheus text format instead.
+/// the objective gauges in Prometheus text format instead; --metrics-file
+/// FILE writes them there (atomically) as well.
 ///
 /// Examples:
 ///   cairn --config /etc/cairn/cairn.toml status
 ///   cairn --config /etc/cairn/cairn.toml status --json | jq '.sources[] | select(.ok | not)'
-///   cairn --config /etc/cairn/cairn.toml status --prometheus > /var/lib/node_exporter/cairn_status.prom.tmp
+///   cairn --config /etc/cairn/cairn.toml --metrics-file /var/lib/node_exporter/cairn_status.prom status
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -116,6 +117,9 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     }
     let repo_status = repo::status(&repo, &snapshots, now, a.coverage_days).await?;
     let ok = out.iter().all(|s| s.ok) && repo_status.problems.is_empty();
+    if let Some(f) = &g.metrics_file {
+        crate::metrics::write_atomic(f, &prometheus(&out, &repo_status))?;
+    }
     if a.prometheus {
         print!("{}", prometheus(&out, &repo_status));
     } else if g.json {
