@@ -226,6 +226,15 @@ pub enum Error {
     /// `check` found problems; details were reported.
     #[error("check found {0} problem(s)")]
     CheckFailed(usize),
+    /// A restore drill showed the backup is not usable as it stands: the
+    /// restore, the temporary server, or one of the checks failed.
+    #[error("drill failed in {phase}: {reason}")]
+    DrillFailed {
+        /// The phase that failed (`restore`, `start`, `amcheck`, …).
+        phase: String,
+        /// What went wrong, with the server's log lines where there are any.
+        reason: String,
+    },
 }
 
 /// A read that ran into the socket's read timeout (`WouldBlock` on Unix,

@@ -42,6 +42,7 @@ mod chunker;
 mod commands;
 mod compress;
 mod crypto;
+pub mod drill;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -8,6 +8,7 @@ mod conformance;
 mod crash;
 mod deploy;
 mod dirsnap;
+mod drill;
 mod faults;
 mod fulldisk;
 mod gc;

@@ -25,6 +25,10 @@ pub(crate) struct Plan {
     pub(crate) metrics: PathBuf,
     pub(crate) model: PathBuf,
     pub(crate) etc: PathBuf,
+    /// The drills' scratch parent (`[drill] scratch_dir`).
+    pub(crate) scratch: PathBuf,
+    /// The pg-main source's `drill_sql`.
+    pub(crate) drill_sql: PathBuf,
 }
 
 impl Plan {
@@ -58,7 +62,15 @@ impl Plan {
         let metrics = a.root().join("metrics");
         std::fs::create_dir_all(&metrics).unwrap();
         let config = a.root().join("plan.toml");
-        let p = Plan { a, pg, redis, config, metrics, model, etc };
+        let scratch = a.root().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let drill_sql = a.root().join("assertions.sql");
+        std::fs::write(
+            &drill_sql,
+            "DO $$ BEGIN IF (SELECT count(*) FROM marker) <> 1 THEN RAISE EXCEPTION 'marker row missing'; END IF; END $$;\n",
+        )
+        .unwrap();
+        let p = Plan { a, pg, redis, config, metrics, model, etc, scratch, drill_sql };
         p.write_config(&[]);
         pg::chown_to_user(p.a.root());
         p
@@ -77,11 +89,16 @@ cache_dir = {cache:?}
 stanza = "main"
 metrics_dir = {metrics:?}
 
+[drill]
+scratch_dir = {scratch:?}
+pg_bin_dir = {pg_bin:?}
+
 [sources.pg-main]
 kind = "pg-base"
 connect = "host={sock} port={port} user=postgres"
 fast = true
 wal_timeout = 120
+drill_sql = {drill_sql:?}
 {pg_rpo}
 
 [sources.redis-main]
@@ -94,6 +111,7 @@ kind = "tar"
 command = ["tar", "-cf", "-", "-C", {model_parent:?}, "model"]
 chunk_avg_kib = 256
 tags = ["daily"]
+verify_command = ["tar", "-tf"]
 {models_rpo}
 
 [sources.configs]
@@ -106,6 +124,9 @@ exclude = ["*.swp"]
             key = self.a.repo.key.to_str().unwrap(),
             cache = self.a.root().join("plan-cache").to_str().unwrap(),
             metrics = self.metrics.to_str().unwrap(),
+            scratch = self.scratch.to_str().unwrap(),
+            pg_bin = pg::bin_dir().to_str().unwrap(),
+            drill_sql = self.drill_sql.to_str().unwrap(),
             sock = self.pg.socket_dir.display(),
             port = self.pg.port,
             pg_rpo = rpo("pg-main"),
@@ -124,6 +145,11 @@ exclude = ["*.swp"]
     /// archive_command writes the same local repository, whose directories
     /// are private to their owner).
     pub(crate) fn cairn(&self, args: &[&str]) -> Output {
+        self.command(args, &[]).stdin(Stdio::null()).output().unwrap()
+    }
+
+    /// The command `cairn` runs, with `env` added.
+    pub(crate) fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = if pg::running_as_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", pg::os_user(), "--"]).arg(cairn_bin());
@@ -133,7 +159,8 @@ exclude = ["*.swp"]
         };
         c.arg("--config").arg(&self.config).args(args).env_clear();
         c.env("PATH", std::env::var_os("PATH").unwrap_or_default()).current_dir("/");
-        c.stdin(Stdio::null()).output().unwrap()
+        c.envs(env.iter().copied());
+        c
     }
 
     /// Runs with `--json`, asserting `expect` as the exit code.
@@ -167,7 +194,7 @@ pub(crate) fn promtool_check(what: &str, text: &str) {
 }
 
 /// The value of the series `name{job="J",source="S"}` in a metrics file.
-fn value(text: &str, name: &str, job: &str, source: &str) -> f64 {
+pub(crate) fn value(text: &str, name: &str, job: &str, source: &str) -> f64 {
     let prefix = format!("{name}{{job=\"{job}\",source=\"{source}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -176,7 +203,7 @@ fn value(text: &str, name: &str, job: &str, source: &str) -> f64 {
         .unwrap()
 }
 
-fn metrics_file(dir: &Path, name: &str) -> String {
+pub(crate) fn metrics_file(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 

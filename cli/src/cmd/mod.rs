@@ -4,6 +4,7 @@ mod backup;
 mod check;
 mod config;
 mod diff;
+mod drill;
 mod forget;
 mod index;
 mod init;
@@ -49,7 +50,8 @@ Exit codes:
   9  fenced out: garbage collection broke this writer's lease (it was paused
      past it); nothing it wrote was acknowledged, run it again
   10 refused to restore: the snapshot would write outside the target
-  11 `status`: an objective (RPO, RTO, the last drill) does not hold
+  11 `status`: an objective (RPO, RTO, the last drill) does not hold;
+     `drill`: every restore worked but an objective was missed
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 
@@ -68,6 +70,8 @@ pub enum Command {
     Init(init::Args),
     Run(run::Args),
     Status(status::Args),
+    Drill(drill::Args),
+    Drills(drill::ListArgs),
     Backup(backup::Args),
     Restore(restore::Args),
     Ls(ls::Args),
@@ -109,6 +113,7 @@ fn job_name(c: &Command) -> Option<&'static str> {
         Command::Run(_) => "run",
         Command::Backup(_) => "backup",
         Command::Check(_) => "check",
+        Command::Drill(_) => "drill",
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
         Command::Wal(wal::Command::Push(_)) => "wal_push",
@@ -151,6 +156,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Init(a) => init::run(g, a).await,
         Command::Run(a) => run::run(g, a).await,
         Command::Status(a) => status::run(g, a).await,
+        Command::Drill(a) => drill::run(g, a).await,
+        Command::Drills(a) => drill::list(g, a).await,
         Command::Backup(a) => backup::run(g, a).await,
         Command::Restore(a) => restore::run(g, a).await,
         Command::Ls(a) => ls::run(g, a).await,

@@ -32,6 +32,8 @@ pub enum Kind {
     Lease,
     /// `gc/…`: garbage collection's state, plans and lease lists.
     Gc,
+    /// `drills/<…>`: restore drill records (sealed, bound to their key).
+    Drill,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Pin => "pins",
             Kind::Lease => "leases",
             Kind::Gc => "gc",
+            Kind::Drill => "drills",
         }
     }
 }
@@ -117,6 +120,14 @@ pub enum ObjectKey {
     /// `gc/leases/<generation, 16 hex>`: the leases that existed when the
     /// generation began; its sweep waits for each to end.
     GcLeases(u64),
+    /// `drills/<start time, ms, 16 hex>-<16 hex>`: one restore drill's
+    /// record; the names sort by time.
+    Drill {
+        /// When the drill began, Unix milliseconds.
+        ms: u64,
+        /// Tells drills started in the same millisecond apart.
+        nonce: u64,
+    },
 }
 
 impl ObjectKey {
@@ -134,6 +145,7 @@ impl ObjectKey {
             ObjectKey::Pin(_) => Kind::Pin,
             ObjectKey::Lease(_) => Kind::Lease,
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
+            ObjectKey::Drill { .. } => Kind::Drill,
         }
     }
 
@@ -170,6 +182,11 @@ impl ObjectKey {
             ["gc", "clock"] => Some(ObjectKey::GcClock),
             ["gc", "plans", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcPlan),
             ["gc", "leases", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcLeases),
+            ["drills", name] => {
+                let (ms, nonce) = name.split_once('-')?;
+                let hex16 = |s: &str| (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten();
+                Some(ObjectKey::Drill { ms: hex16(ms)?, nonce: hex16(nonce)? })
+            }
             _ => None,
         }
     }
@@ -206,6 +223,7 @@ impl fmt::Display for ObjectKey {
             ObjectKey::GcClock => f.write_str("gc/clock"),
             ObjectKey::GcPlan(g) => write!(f, "gc/plans/{g:016x}"),
             ObjectKey::GcLeases(g) => write!(f, "gc/leases/{g:016x}"),
+            ObjectKey::Drill { ms, nonce } => write!(f, "drills/{ms:016x}-{nonce:016x}"),
         }
     }
 }
@@ -241,6 +259,7 @@ mod tests {
             ObjectKey::GcClock,
             ObjectKey::GcPlan(7),
             ObjectKey::GcLeases(7),
+            ObjectKey::Drill { ms: 1_700_000_000_000, nonce: 0xfeed },
         ];
         for k in keys {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");

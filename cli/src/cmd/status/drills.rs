@@ -14,7 +14,10 @@ pub struct DrillSummary {
 }
 
 /// Every drill record, oldest first.
-pub async fn records(_repo: &Repository) -> Result<Vec<DrillSummary>> {
-    // Wired to cairn_engine::drill::records when `cairn drill` lands.
-    Ok(Vec::new())
+pub async fn records(repo: &Repository) -> Result<Vec<DrillSummary>> {
+    Ok(cairn_engine::drill::records(repo)
+        .await?
+        .into_iter()
+        .map(|r| DrillSummary { source: r.source, time: r.time, ok: r.ok, rto_s: r.rto_s, failure: r.failure })
+        .collect())
 }

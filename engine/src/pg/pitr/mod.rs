@@ -94,6 +94,10 @@ pub struct Plan {
     pub last_wal: String,
     /// Segments recovery will fetch.
     pub wal_segments: u64,
+    /// Their names, in order, then the history file of every timeline
+    /// after the first on the path (what a drill stages for recovery).
+    #[serde(skip)]
+    pub wal_files: Vec<String>,
     /// The settings written to `postgresql.auto.conf`.
     pub settings: Vec<(String, String)>,
     /// The backup's tablespaces and where each is restored.

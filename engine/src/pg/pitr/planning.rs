@@ -100,6 +100,11 @@ pub async fn plan(
         first_wal: archive.name(walked.first().map_or(tli, |(t, _)| *t), start_seg),
         last_wal: archive.name(last_tli, last),
         wal_segments: walked.len() as u64,
+        wal_files: walked
+            .iter()
+            .map(|(t, s)| archive.name(*t, *s))
+            .chain(path.iter().filter(|(t, _)| *t > 1).map(|(t, _)| format!("{t:08X}.history")))
+            .collect(),
         tablespaces: tablespaces_of(&snap),
     };
     Ok((plan, snap))
