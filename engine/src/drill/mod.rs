@@ -189,3 +189,65 @@ pub struct Measured {
 pub(crate) fn failed(phase: &str, reason: impl Into<String>) -> Error {
     Error::DrillFailed { phase: phase.into(), reason: reason.into() }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BackendExt as _;
+
+    fn record(source: &str, time: &str, rto_s: f64) -> DrillRecord {
+        DrillRecord {
+            version: 1,
+            source: source.into(),
+            kind: "dir".into(),
+            time: time.into(),
+            host: "h".into(),
+            snapshot: None,
+            target: "latest".into(),
+            ok: true,
+            failure: None,
+            phases: vec![Phase { name: "restore".into(), seconds: rto_s, in_rto: true }],
+            rto_s,
+            total_s: rto_s,
+            recovered_to: None,
+            rpo_s: None,
+            rto_objective_s: None,
+            rpo_objective_s: None,
+            details: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn records_come_back_oldest_first_and_a_moved_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = crate::keys::Secret::create_key_file(&dir.path().join("key")).unwrap();
+        let repo = Repository::init(crate::store::Store::memory(), &secret, Default::default()).await.unwrap();
+        let newer = record("b", "2026-12-03T02:00:00+00:00", 2.0);
+        let older = record("a", "2026-12-01T02:00:00+00:00", 1.0);
+        let k_newer = store(&repo, &newer).await.unwrap();
+        store(&repo, &older).await.unwrap();
+        let ms = DateTime::parse_from_rfc3339(&newer.time).unwrap().timestamp_millis() as u64;
+        assert!(matches!(ObjectKey::parse(&k_newer), Some(ObjectKey::Drill { ms: m, .. }) if m == ms), "{k_newer}");
+        assert_eq!(records(&repo).await.unwrap(), vec![older.clone(), newer.clone()]);
+        // A record copied under another name does not open: it is bound to
+        // its key.
+        let bytes = repo.store().get(&k_newer).await.unwrap();
+        let moved = ObjectKey::Drill { ms: 1, nonce: 1 }.to_string();
+        repo.store().put_create(&moved, bytes).await.unwrap();
+        let e = records(&repo).await.unwrap_err().to_string();
+        assert!(e.contains(&moved), "{e}");
+    }
+
+    #[test]
+    fn only_restore_and_start_count_towards_the_rto() {
+        let tl = Timeline {
+            phases: vec![
+                Phase { name: "restore".into(), seconds: 2.0, in_rto: true },
+                Phase { name: "start".into(), seconds: 1.5, in_rto: true },
+                Phase { name: "amcheck".into(), seconds: 9.0, in_rto: false },
+            ],
+        };
+        assert_eq!(tl.rto_s(), 3.5);
+        assert_eq!(tl.total_s(), 12.5);
+    }
+}
