@@ -154,6 +154,28 @@ fn broken_backups_fail_their_drills_naming_the_cause() {
     assert_eq!(listed.as_array().unwrap().iter().filter(|r| r["ok"] == false).count(), 3, "{listed}");
 }
 
+#[test]
+fn a_drill_to_a_target_time_recovers_to_it_and_the_sql_assertions_decide() {
+    let p = Plan::new();
+    p.json(&["run", "pg-main"], 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    let target = p.pg.sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')");
+    std::thread::sleep(Duration::from_millis(1100));
+    p.pg.sql("INSERT INTO marker VALUES (2, now())");
+    p.pg.wait_archived(&p.pg.switch_wal(), Duration::from_secs(60));
+    // To the target: the second row is not there, and the assertions
+    // (exactly one marker row) hold.
+    let v = p.json(&["drill", "pg-main", "--target-time", &target], 0);
+    assert_eq!(v[0]["ok"], true, "{v}");
+    assert_eq!(v[0]["target"], target.as_str());
+    // To the end of the archive: the second row is there, and the
+    // assertions fail the drill with the server's own words.
+    let v = p.json(&["drill", "pg-main"], 1);
+    let f = v[0]["failure"].as_str().unwrap();
+    assert!(f.contains("drill failed in sql") && f.contains("marker rows differ"), "{f}");
+    assert_clean(&p, "after the target-time drills");
+}
+
 /// Waits until a drill process (a temporary server) runs; returns how long.
 fn wait_for_server(p: &Plan, what: &str) {
     let t0 = Instant::now();

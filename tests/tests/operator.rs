@@ -67,7 +67,7 @@ impl Plan {
         let drill_sql = a.root().join("assertions.sql");
         std::fs::write(
             &drill_sql,
-            "DO $$ BEGIN IF (SELECT count(*) FROM marker) <> 1 THEN RAISE EXCEPTION 'marker row missing'; END IF; END $$;\n",
+            "DO $$ BEGIN IF (SELECT count(*) FROM marker) <> 1 THEN RAISE EXCEPTION 'marker rows differ'; END IF; END $$;\n",
         )
         .unwrap();
         let p = Plan { a, pg, redis, config, metrics, model, etc, scratch, drill_sql };
