@@ -176,6 +176,29 @@ fn a_drill_to_a_target_time_recovers_to_it_and_the_sql_assertions_decide() {
     assert_clean(&p, "after the target-time drills");
 }
 
+#[test]
+fn as_root_a_drill_runs_its_servers_as_the_drill_user() {
+    let p = Plan::new();
+    assert!(cairn_tests::pg::running_as_root(), "this test checks the root path: run the suite as root, as CI does");
+    p.json(&["run", "pg-main", "redis-main"], 0);
+    let user = cairn_tests::pg::os_user();
+    let text = std::fs::read_to_string(&p.config).unwrap().replace("[drill]\n", &format!("[drill]\nuser = {user:?}\n"));
+    std::fs::write(&p.config, text).unwrap();
+    // cairn itself as root: PostgreSQL refuses to run as root, so the pg
+    // drill only succeeds if its server was started as the drill user.
+    let o = std::process::Command::new(cairn_tests::repo::cairn_bin())
+        .args(["--config", p.config.to_str().unwrap(), "--json", "drill", "pg-main", "redis-main"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v.as_array().unwrap().iter().all(|r| r["ok"] == true), "{v}");
+    assert_clean(&p, "root drills");
+}
+
 /// Waits until a drill process (a temporary server) runs; returns how long.
 fn wait_for_server(p: &Plan, what: &str) {
     let t0 = Instant::now();

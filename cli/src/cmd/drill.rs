@@ -297,7 +297,7 @@ fn report(g: &Global, r: &DrillRecord) {
         return;
     }
     if let Some(f) = &r.failure {
-        eprintln!("error: {}: drill failed: {f}", r.source);
+        eprintln!("error: {}: {f}", r.source);
     }
     if g.quiet {
         return;
