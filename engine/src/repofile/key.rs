@@ -32,6 +32,8 @@ pub enum Kind {
     Lease,
     /// `gc/…`: garbage collection's state, plans and lease lists.
     Gc,
+    /// `check/…`: what checks have read (`check/coverage`).
+    Check,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Pin => "pins",
             Kind::Lease => "leases",
             Kind::Gc => "gc",
+            Kind::Check => "check",
         }
     }
 }
@@ -117,6 +120,10 @@ pub enum ObjectKey {
     /// `gc/leases/<generation, 16 hex>`: the leases that existed when the
     /// generation began; its sweep waits for each to end.
     GcLeases(u64),
+    /// `check/coverage`: which packs checks have read and when, the
+    /// rotation under way and the last check's outcome (sealed, bound to
+    /// its key; moved only by compare-and-swap).
+    CheckCoverage,
 }
 
 impl ObjectKey {
@@ -134,6 +141,7 @@ impl ObjectKey {
             ObjectKey::Pin(_) => Kind::Pin,
             ObjectKey::Lease(_) => Kind::Lease,
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
+            ObjectKey::CheckCoverage => Kind::Check,
         }
     }
 
@@ -170,6 +178,7 @@ impl ObjectKey {
             ["gc", "clock"] => Some(ObjectKey::GcClock),
             ["gc", "plans", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcPlan),
             ["gc", "leases", g] if g.len() == 16 => u64::from_str_radix(g, 16).ok().map(ObjectKey::GcLeases),
+            ["check", "coverage"] => Some(ObjectKey::CheckCoverage),
             _ => None,
         }
     }
@@ -206,6 +215,7 @@ impl fmt::Display for ObjectKey {
             ObjectKey::GcClock => f.write_str("gc/clock"),
             ObjectKey::GcPlan(g) => write!(f, "gc/plans/{g:016x}"),
             ObjectKey::GcLeases(g) => write!(f, "gc/leases/{g:016x}"),
+            ObjectKey::CheckCoverage => f.write_str("check/coverage"),
         }
     }
 }
@@ -241,6 +251,7 @@ mod tests {
             ObjectKey::GcClock,
             ObjectKey::GcPlan(7),
             ObjectKey::GcLeases(7),
+            ObjectKey::CheckCoverage,
         ];
         for k in keys {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");

@@ -233,6 +233,7 @@ pub fn kind_of(key: &str) -> &'static str {
         "pins" => "pins",
         "leases" => "leases",
         "gc" => "gc",
+        "check" => "check",
         _ => "other",
     }
 }
