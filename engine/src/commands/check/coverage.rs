@@ -233,7 +233,7 @@ impl CheckCoverage {
             round_started: file.round_started.clone(),
             read_in_round: reads.iter().flatten().filter(|r| r.round >= round).count() as u64,
             never_read: reads.iter().filter(|r| r.is_none()).count() as u64,
-            oldest_read: oldest.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+            oldest_read: oldest.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             last_check: file.last_check.clone(),
             last_reads: reads.iter().map(|r| r.map(|r| r.at)).collect(),
         }
@@ -272,7 +272,7 @@ pub async fn check_coverage(repo: &Repository) -> Result<CheckCoverage> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BackendExt as _, Store};
+    use crate::store::Store;
     use crate::{InitOptions, Secret};
 
     fn pack(i: u8) -> PackId {

@@ -114,11 +114,11 @@ pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
     report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
     let reads = coverage::Reads {
         round,
-        round_started: starts.then(|| started.to_rfc3339()),
+        round_started: starts.then(|| started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         packs: verified,
         at: started.timestamp(),
         record: CheckRecord {
-            time: started.to_rfc3339(),
+            time: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             host: crate::hostname(),
             problems: report.problems.len() as u64,
             packs_read: report.packs_read,
