@@ -42,11 +42,8 @@ fn four_quarter_checks_read_every_pack_exactly_once_and_status_shows_it() {
         repo.backup_bytes(&random(256 << 10, 100 + 2 * i), &["--source", "data"]);
     }
     let root = repo.repo_dir();
-    let packs: BTreeSet<String> = repo
-        .objects("packs")
-        .iter()
-        .map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned())
-        .collect();
+    let packs: BTreeSet<String> =
+        repo.objects("packs").iter().map(|p| p.strip_prefix(&root).unwrap().to_string_lossy().into_owned()).collect();
     let n = packs.len();
     // With more than 9 packs, three runs of ceil(n/4) leave some for the
     // fourth, so "exactly once in four runs" is what must happen.

@@ -2,8 +2,8 @@ use anyhow::{bail, Result};
 use cairn_engine::{check, ReadData};
 
 use crate::common::Global;
-use crate::metrics::Sample;
 use crate::exit;
+use crate::metrics::Sample;
 
 /// Verify the repository.
 ///
@@ -76,13 +76,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         ));
         if read != ReadData::None {
             let c = &r.coverage;
-            g.info(format!(
-                "round {}: {}/{} packs read, {} to go",
-                c.round,
-                c.read_in_round,
-                c.packs_total,
-                c.to_go()
-            ));
+            g.info(format!("round {}: {}/{} packs read, {} to go", c.round, c.read_in_round, c.packs_total, c.to_go()));
         }
     }
     Ok(if r.problems.is_empty() { exit::OK } else { exit::CORRUPT })

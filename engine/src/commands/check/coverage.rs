@@ -233,7 +233,9 @@ impl CheckCoverage {
             round_started: file.round_started.clone(),
             read_in_round: reads.iter().flatten().filter(|r| r.round >= round).count() as u64,
             never_read: reads.iter().filter(|r| r.is_none()).count() as u64,
-            oldest_read: oldest.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            oldest_read: oldest
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             last_check: file.last_check.clone(),
             last_reads: reads.iter().map(|r| r.map(|r| r.at)).collect(),
         }
