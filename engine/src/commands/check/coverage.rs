@@ -391,4 +391,56 @@ mod tests {
         super::record(&repo, &r, &[pack(1)].into_iter().collect()).await.unwrap();
         assert_eq!(load(&repo).await.unwrap().packs.len(), 1);
     }
+
+    /// Forwards to the store, but just before the first write of
+    /// `check/coverage` puts `sneak` there: another host's check recording
+    /// between this one's read and its write.
+    #[derive(Debug)]
+    struct Racer {
+        inner: std::sync::Arc<dyn crate::store::Backend>,
+        sneak: std::sync::Mutex<Option<bytes::Bytes>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::store::Backend for Racer {
+        async fn put_opts(&self, key: &str, bytes: bytes::Bytes, mode: PutMode) -> Result<Version> {
+            let sneak = self.sneak.lock().unwrap().take();
+            if let Some(theirs) = sneak.filter(|_| key == "check/coverage") {
+                self.inner.put_opts(key, theirs, PutMode::Overwrite).await?;
+            }
+            self.inner.put_opts(key, bytes, mode).await
+        }
+        async fn get_opts(&self, key: &str, range: Option<std::ops::Range<u64>>) -> Result<bytes::Bytes> {
+            self.inner.get_opts(key, range).await
+        }
+        async fn head(&self, key: &str) -> Result<crate::store::ObjectMeta> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::store::ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_check_racing_another_merges_instead_of_overwriting() {
+        let secret = Secret::KeyFile(zeroize::Zeroizing::new([7; 32]));
+        let store = Store::memory();
+        let first = Repository::init(store.clone(), &secret, InitOptions::default()).await.unwrap();
+        let listed: HashSet<PackId> = (1..=4).map(pack).collect();
+        let mut theirs = CoverageFile::default();
+        let t = Reads { round: 1, round_started: None, packs: vec![pack(3), pack(4)], at: 5, record: record(2) };
+        theirs.merge(&t, &listed);
+        let key = ObjectKey::CheckCoverage.to_string();
+        let sealed = envelope::seal(first.keys(), Binding::Key(COVERAGE_AAD, &key), &theirs.encode());
+        // The racing store is wrapped after `init`, which writes no coverage.
+        let sneak = std::sync::Mutex::new(Some(bytes::Bytes::from(sealed)));
+        let repo = Repository::open(store.wrapped(move |inner| Racer { inner, sneak }), &secret).await.unwrap();
+        let mine = Reads { round: 1, round_started: None, packs: vec![pack(1)], at: 6, record: record(1) };
+        let f = super::record(&repo, &mine, &listed).await.unwrap();
+        assert_eq!(f.packs.keys().cloned().collect::<Vec<_>>(), [1, 3, 4].map(|i| pack(i).0.to_hex()));
+        assert_eq!(load(&repo).await.unwrap(), f, "what was written is what was merged");
+    }
 }
