@@ -18,7 +18,8 @@ use crate::metrics::Sample;
 /// (`check/coverage`), so any host continues the rotation and N daily runs
 /// at 1/N read every pack once ("round 3: 40/120 packs read, 80 to go").
 /// `cairn status` shows the last check and the share of packs read
-/// recently.
+/// recently. Every check records itself there, so it needs write access
+/// to the repository.
 ///
 /// Examples:
 ///   cairn check --read-data-subset 10%
