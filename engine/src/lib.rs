@@ -64,7 +64,7 @@ pub mod wal;
 // The curated API: everything the CLI, the tests and the benchmarks use.
 pub use chunker::ChunkerParams;
 pub use commands::backup::{Backup, BackupOptions, CommitGate, Progress, DEFAULT_COMPRESSION_LEVEL};
-pub use commands::check::{check, CheckReport, Problem, ReadData};
+pub use commands::check::{check, check_coverage, CheckCoverage, CheckRecord, CheckReport, Problem, ReadData};
 pub use commands::files::{
     diff, Change, DiffReport, ExtractOptions, ExtractSummary, FileInfo, Layout, LinkRule, Refusal,
 };

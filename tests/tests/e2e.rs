@@ -3,6 +3,7 @@
 //! storage (a local directory, moto's S3 server and Ceph's radosgw on
 //! 127.0.0.1).
 
+mod check_coverage;
 mod cli;
 mod conformance;
 mod crash;

@@ -50,8 +50,9 @@ Exit codes:
   9  fenced out: garbage collection broke this writer's lease (it was paused
      past it); nothing it wrote was acknowledged, run it again
   10 refused to restore: the snapshot would write outside the target
-  11 `status`: an objective (RPO, RTO, the last drill) does not hold;
-     `drill`: every restore worked but an objective was missed
+  11 `status`: an objective (RPO, RTO, the last drill) does not hold, or the
+     last `check` found problems; `drill`: every restore worked but an
+     objective was missed
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 

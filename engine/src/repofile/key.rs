@@ -34,6 +34,8 @@ pub enum Kind {
     Gc,
     /// `drills/<…>`: restore drill records (sealed, bound to their key).
     Drill,
+    /// `check/…`: what checks have read (`check/coverage`).
+    Check,
 }
 
 impl Kind {
@@ -52,6 +54,7 @@ impl Kind {
             Kind::Lease => "leases",
             Kind::Gc => "gc",
             Kind::Drill => "drills",
+            Kind::Check => "check",
         }
     }
 }
@@ -128,6 +131,10 @@ pub enum ObjectKey {
         /// Tells drills started in the same millisecond apart.
         nonce: u64,
     },
+    /// `check/coverage`: which packs checks have read and when, the
+    /// rotation under way and the last check's outcome (sealed, bound to
+    /// its key; moved only by compare-and-swap).
+    CheckCoverage,
 }
 
 impl ObjectKey {
@@ -146,6 +153,7 @@ impl ObjectKey {
             ObjectKey::Lease(_) => Kind::Lease,
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
             ObjectKey::Drill { .. } => Kind::Drill,
+            ObjectKey::CheckCoverage => Kind::Check,
         }
     }
 
@@ -187,6 +195,7 @@ impl ObjectKey {
                 let hex16 = |s: &str| (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten();
                 Some(ObjectKey::Drill { ms: hex16(ms)?, nonce: hex16(nonce)? })
             }
+            ["check", "coverage"] => Some(ObjectKey::CheckCoverage),
             _ => None,
         }
     }
@@ -224,6 +233,7 @@ impl fmt::Display for ObjectKey {
             ObjectKey::GcPlan(g) => write!(f, "gc/plans/{g:016x}"),
             ObjectKey::GcLeases(g) => write!(f, "gc/leases/{g:016x}"),
             ObjectKey::Drill { ms, nonce } => write!(f, "drills/{ms:016x}-{nonce:016x}"),
+            ObjectKey::CheckCoverage => f.write_str("check/coverage"),
         }
     }
 }
@@ -260,6 +270,7 @@ mod tests {
             ObjectKey::GcPlan(7),
             ObjectKey::GcLeases(7),
             ObjectKey::Drill { ms: 1_700_000_000_000, nonce: 0xfeed },
+            ObjectKey::CheckCoverage,
         ];
         for k in keys {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");

@@ -234,6 +234,7 @@ pub fn kind_of(key: &str) -> &'static str {
         "leases" => "leases",
         "gc" => "gc",
         "drills" => "drills",
+        "check" => "check",
         _ => "other",
     }
 }

@@ -19,12 +19,13 @@ use crate::exit;
 /// recovery point: nothing newer is in the repository) — the recovery
 /// point's age is compared with `rpo`. The last restore drill and its
 /// measured RTO are compared with `rto` (a source with an `rto` and no
-/// successful drill fails). Then the last `check`, the share of packs read
-/// by checks in the last --coverage-days, and the repository's size and
-/// growth.
+/// successful drill fails). Then the repository's size and growth, the
+/// last `check` (when, where, what it read, what it found), the share of
+/// packs read by checks in the last --coverage-days, and how far the
+/// rotation of `check --read-data-subset` has got.
 ///
-/// Exit 0 when every objective holds, 11 when one does not (so `status`
-/// can be an alert), other codes as for any command. --prometheus prints
+/// Exit 0 when every objective holds and the last check found no problem,
+/// 11 otherwise (so `status` can be an alert), other codes as for any command. --prometheus prints
 /// the objective gauges in Prometheus text format instead; --metrics-file
 /// FILE writes them there (atomically) as well.
 ///

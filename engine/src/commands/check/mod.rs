@@ -3,9 +3,18 @@
 //! Structure: every index segment and snapshot opens and hashes to its
 //! name; every pack an index segment names exists with the recorded size;
 //! every tree and data blob a snapshot needs is in some index segment.
-//! Data (`--read-data`, or a random subset of packs): every byte of the pack
+//! Data (`--read-data`, or a share of the packs): every byte of the pack
 //! hashes to its name, the trailer opens and agrees with the index, and
 //! every blob decrypts, decompresses and hashes to its id.
+//!
+//! Every check records itself in `check/coverage` ([`coverage`]): the packs
+//! it read and verified, and its outcome. A share of the packs is chosen
+//! from that record, least recently checked first, so N runs at 1/N read
+//! every pack, whichever hosts run them.
+
+mod coverage;
+
+pub use coverage::{check_coverage, CheckCoverage, CheckRecord};
 
 use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
@@ -13,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 
 use cairn_formats::repo::{decode_tree, BlobEntry, BlobKind};
 use futures::StreamExt;
-use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::ids::{BlobId, Id, PackId, TreeId};
@@ -29,7 +37,8 @@ pub enum ReadData {
     None,
     /// Every pack.
     All,
-    /// This percentage of packs, chosen at random.
+    /// This percentage of the packs (rounded up): those not yet read in the
+    /// current round of `check/coverage`, least recently read first.
     Percent(f64),
 }
 
@@ -55,13 +64,19 @@ pub struct CheckReport {
     pub packs: u64,
     /// Packs whose data was read.
     pub packs_read: u64,
+    /// Their bytes.
+    pub bytes_read: u64,
     /// Blobs verified by reading.
     pub blobs_read: u64,
+    /// The keys of the packs read, sorted.
+    pub read_packs: Vec<String>,
     /// Packs no index segment names (left by interrupted backups; harmless,
     /// garbage collection removes them).
     pub unreferenced_packs: Vec<String>,
     /// Problems: anything here means the check failed.
     pub problems: Vec<Problem>,
+    /// How far checks have read the packs, this one included.
+    pub coverage: CheckCoverage,
 }
 
 fn problem(r: &mut CheckReport, object: impl Into<String>, message: impl Into<String>) {
@@ -69,15 +84,54 @@ fn problem(r: &mut CheckReport, object: impl Into<String>, message: impl Into<St
 }
 
 /// Runs a check: packs, index segments, WAL manifests and snapshots, then
-/// (as `read` says) the packs' bytes.
+/// (as `read` says) the packs' bytes; and records it in `check/coverage`
+/// (packs whose read found a problem are not counted as read, so the next
+/// check reads them first). A damaged `check/coverage` is a problem, and
+/// replaced.
 pub async fn check(repo: &Repository, read: ReadData) -> Result<CheckReport> {
+    let started = chrono::Utc::now();
     let mut report = CheckReport::default();
     let packs = list_packs(repo, &mut report).await?;
     let (blobs, indexed_packs) = read_index(repo, &packs, &mut report).await?;
     check_wal(repo, &packs, &indexed_packs, &mut report).await?;
     check_snapshots(repo, &blobs, &mut report).await?;
-    read_data(repo, &packs, &indexed_packs, read, &mut report).await;
+    let file = match coverage::load(repo).await {
+        Ok(f) => f,
+        Err(Error::Corrupt { object, detail, .. }) => {
+            problem(&mut report, object, detail);
+            coverage::CoverageFile::default()
+        }
+        Err(e) => return Err(e),
+    };
+    let mut ids: Vec<PackId> = packs.keys().copied().collect();
+    ids.sort();
+    let (round, starts, to_read) = match read {
+        ReadData::None => (file.round, false, Vec::new()),
+        ReadData::All => file.plan(&ids, ids.len()),
+        ReadData::Percent(p) => file.plan(&ids, coverage::share_of(ids.len(), p)),
+    };
+    let verified = read_data(repo, &packs, &indexed_packs, to_read, &mut report).await;
     report.problems.sort_by(|a, b| a.object.cmp(&b.object).then(a.message.cmp(&b.message)));
+    let reads = coverage::Reads {
+        round,
+        round_started: starts.then(|| started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        packs: verified,
+        at: started.timestamp(),
+        record: CheckRecord {
+            time: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            host: crate::hostname(),
+            problems: report.problems.len() as u64,
+            packs_read: report.packs_read,
+            packs_total: report.packs,
+            data_read: read != ReadData::None,
+            subset_percent: match read {
+                ReadData::Percent(p) => Some(p),
+                _ => None,
+            },
+        },
+    };
+    let file = coverage::record(repo, &reads, &packs.keys().copied().collect()).await?;
+    report.coverage = CheckCoverage::of(&file, ids);
     Ok(report)
 }
 
@@ -214,26 +268,16 @@ async fn check_snapshots(
     Ok(())
 }
 
-/// Reads every pack, or the share `read` asks for, whole: each must hash
-/// to its name, its trailer agree with the index, every blob open.
+/// Reads the packs of `to_read` whole: each must hash to its name, its
+/// trailer agree with the index, every blob open. Returns those that did.
 async fn read_data(
     repo: &Repository,
     packs: &HashMap<PackId, u64>,
     indexed_packs: &HashMap<PackId, Vec<BlobEntry>>,
-    read: ReadData,
+    to_read: Vec<PackId>,
     report: &mut CheckReport,
-) {
-    let mut to_read: Vec<PackId> = packs.keys().copied().collect();
-    to_read.sort();
-    match read {
-        ReadData::None => to_read.clear(),
-        ReadData::All => {}
-        ReadData::Percent(p) => {
-            let n = ((to_read.len() as f64) * p / 100.0).ceil() as usize;
-            to_read.shuffle(&mut rand::thread_rng());
-            to_read.truncate(n.min(to_read.len()));
-        }
-    }
+) -> Vec<PackId> {
+    let mut verified = Vec::new();
     let mut reads = futures::stream::iter(to_read)
         .map(|pid| {
             let expected = indexed_packs.get(&pid).cloned();
@@ -242,8 +286,13 @@ async fn read_data(
         .buffer_unordered(4);
     while let Some((pid, r)) = reads.next().await {
         report.packs_read += 1;
+        report.bytes_read += packs.get(&pid).copied().unwrap_or(0);
+        report.read_packs.push(ObjectKey::Pack(pid).to_string());
         match r {
-            Ok(n) => report.blobs_read += n,
+            Ok(n) => {
+                report.blobs_read += n;
+                verified.push(pid);
+            }
             Err(e) => {
                 let key = ObjectKey::Pack(pid).to_string();
                 // The problem names the pack already; its message need not.
@@ -258,6 +307,8 @@ async fn read_data(
             }
         }
     }
+    report.read_packs.sort();
+    verified
 }
 
 async fn check_tree(
