@@ -11,7 +11,9 @@ mod inspect;
 mod key;
 mod ls;
 mod pg;
+mod pg_check;
 mod pg_expire;
+mod pg_watch;
 mod pin;
 mod prune;
 mod redis;
@@ -50,6 +52,8 @@ Exit codes:
      past it); nothing it wrote was acknowledged, run it again
   10 refused to restore: the snapshot would write outside the target
   11 `status`: an objective (RPO, RTO, the last drill) does not hold
+  12 PostgreSQL's WAL archiving does not work (`pg check`, and base backups
+     that fail at once while archive_command fails)
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 
