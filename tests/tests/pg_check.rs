@@ -74,6 +74,7 @@ fn failing_archive_command_stops_pg_check_and_pg_backup_within_seconds() {
     let err = stderr(&o);
     assert_eq!(code(&o), 12, "{err}");
     assert!(took < Duration::from_secs(30), "pg check took {took:?} of its 90 s: {err}");
+    eprintln!("pg check failed in {took:?}:\n{err}");
     let arch = src.archiver();
     let failed = arch.last_failed_wal.clone().unwrap_or_else(|| panic!("no failure in {arch:?}"));
     assert!(err.contains("archive_command failed") && err.contains(&format!("last on {failed} at ")), "{err}");
@@ -88,6 +89,7 @@ fn failing_archive_command_stops_pg_check_and_pg_backup_within_seconds() {
     let err = stderr(&o);
     assert_eq!(code(&o), 12, "{err}");
     assert!(took < Duration::from_secs(30), "pg backup took {took:?} of its 90 s --wal-timeout: {err}");
+    eprintln!("pg backup failed in {took:?}:\n{err}");
     let failed = src.archiver().last_failed_wal.unwrap();
     assert!(err.contains("archive_command failed") && err.contains(&format!("last on {failed} at ")), "{err}");
     assert!(a.repo.snapshots().is_empty(), "no snapshot without its WAL");
@@ -108,6 +110,7 @@ fn failing_archive_command_stops_pg_check_and_pg_backup_within_seconds() {
     let err = stderr(&o);
     assert_eq!(code(&o), 12, "{err}");
     assert!(took < Duration::from_secs(30), "backup --kind pg-base took {took:?}: {err}");
+    eprintln!("backup --kind pg-base failed in {took:?}:\n{err}");
     assert!(err.contains("archive_command failed"), "{err}");
     assert!(a.repo.snapshots().is_empty(), "no snapshot without its WAL");
 
