@@ -38,7 +38,11 @@ pub async fn backup_watch(g: &Global, connect: Option<&str>) -> anyhow::Result<G
 /// Until the first byte arrives, says every ten seconds that the backup
 /// waits for the server's checkpoint, and what shortens it (`how_fast`,
 /// or nothing when the checkpoint is already immediate).
-pub fn checkpoint_notice(g: &Global, progress: Arc<Progress>, how_fast: Option<&'static str>) -> tokio::task::JoinHandle<()> {
+pub fn checkpoint_notice(
+    g: &Global,
+    progress: Arc<Progress>,
+    how_fast: Option<&'static str>,
+) -> tokio::task::JoinHandle<()> {
     let notify = notifier(g);
     tokio::spawn(async move {
         let started = Instant::now();

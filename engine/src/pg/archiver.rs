@@ -82,9 +82,7 @@ impl ArchiverStats {
     /// Whether the server says it archived `segment` (a 24-digit segment
     /// name) or a later segment of the same timeline.
     fn archived_past(&self, segment: &str) -> bool {
-        self.last_archived_wal
-            .as_deref()
-            .is_some_and(|w| w.len() == 24 && w[..8] == segment[..8] && w >= segment)
+        self.last_archived_wal.as_deref().is_some_and(|w| w.len() == 24 && w[..8] == segment[..8] && w >= segment)
     }
 
     fn last_success(&self) -> String {
@@ -415,11 +413,10 @@ pub async fn check(
     let (Some(segment), Some(lsn)) = (r.first().cloned().flatten(), r.get(1).cloned().flatten()) else {
         return Err(Error::Protocol { server: a.server.clone(), detail: "pg_switch_wal() returned NULL".into() });
     };
-    let timeline = segment
-        .get(..8)
-        .and_then(|t| u32::from_str_radix(t, 16).ok())
-        .filter(|_| segment.len() == 24)
-        .ok_or_else(|| Error::Protocol { server: a.server.clone(), detail: format!("WAL file name {segment:?}") })?;
+    let timeline =
+        segment.get(..8).and_then(|t| u32::from_str_radix(t, 16).ok()).filter(|_| segment.len() == 24).ok_or_else(
+            || Error::Protocol { server: a.server.clone(), detail: format!("WAL file name {segment:?}") },
+        )?;
     let started = Instant::now();
     let mut watch = GateWatch { archiver: Some((a, FailureTracker::new(before))), notify };
     let waited = await_segments(repo, stanza, timeline, std::slice::from_ref(&segment), timeout, &mut watch).await?;
@@ -455,7 +452,12 @@ mod tests {
     use super::*;
 
     fn stats(failed_count: u64, failing: bool, last_archived: Option<&str>) -> ArchiverStats {
-        ArchiverStats { failed_count, failing, last_archived_wal: last_archived.map(str::to_owned), ..Default::default() }
+        ArchiverStats {
+            failed_count,
+            failing,
+            last_archived_wal: last_archived.map(str::to_owned),
+            ..Default::default()
+        }
     }
 
     #[test]
