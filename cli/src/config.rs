@@ -29,6 +29,7 @@ pub struct ConfigFile {
     pub metrics_dir: Option<PathBuf>,
     /// Settings of `cairn drill`.
     #[serde(default)]
+    #[allow(dead_code)]
     pub drill: DrillConfig,
     /// `[sources.NAME]`.
     #[serde(default)]
@@ -36,6 +37,7 @@ pub struct ConfigFile {
 }
 
 /// `[drill]`: where and as whom restore drills run.
+#[allow(dead_code)]
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DrillConfig {
