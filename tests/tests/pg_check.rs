@@ -124,3 +124,25 @@ fn failing_archive_command_stops_pg_check_and_pg_backup_within_seconds() {
     assert!(err.contains("archive_command failed"), "{err}");
     assert!(err.contains("does not run `cairn wal push`"), "{err}");
 }
+
+/// A spread checkpoint (no `--fast`) makes `pg backup` wait before any data
+/// comes; it says so, and names `--fast`, instead of sitting silent.
+#[test]
+fn pg_backup_says_it_waits_for_a_spread_checkpoint() {
+    let a = Archive::new(None);
+    let conf = format!("{}checkpoint_timeout = '30s'\ncheckpoint_completion_target = 0.9\n", a.conf(false));
+    let mut src = Cluster::init(a.root(), "src", 16, &conf);
+    src.start(&a.repo.env);
+    // About 60 MiB of dirty buffers (shared_buffers is 128 MiB) for the
+    // checkpoint to spread over 27 s.
+    src.sql("CREATE TABLE filler AS SELECT 0 AS x WHERE false");
+    src.sql("INSERT INTO filler SELECT g FROM generate_series(1, 1700000) g");
+    let started = Instant::now();
+    let o = a.repo.run(&["pg", "backup", "--stanza", "main", "--connect", &conninfo(&src)]);
+    let took = started.elapsed();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(err.contains("cairn: waiting for the server's checkpoint before the backup starts ("), "{took:?}: {err}");
+    assert!(err.contains("--fast"), "{err}");
+    eprintln!("pg backup without --fast took {took:?}:\n{err}");
+}

@@ -27,7 +27,8 @@ use crate::exit;
 ///
 /// Examples:
 ///   cairn --config /etc/cairn/main.toml pg check --connect "host=/var/run/postgresql user=postgres"
-///   cairn pg check --stanza main --connect postgres://postgres@db1/postgres?sslmode=require --timeout 2min --json
+///   PGPASSFILE=/etc/cairn/pgpass cairn pg check --stanza main --timeout 2min --json \
+///       --connect "postgres://postgres@db1/postgres?sslmode=require"
 ///   # after changing archive_command:
 ///   cairn pg check --stanza main --connect "host=/tmp port=5433 user=postgres" && echo archiving works
 #[derive(Debug, clap::Args)]
