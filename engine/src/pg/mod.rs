@@ -32,6 +32,9 @@ use crate::sources::pg::base::PgFacts;
 use crate::wal::{load_stanza, manifest_key};
 use crate::{Error, Result};
 
+/// How long the gate waits for the backup history file once the WAL is in.
+const HISTORY_FILE_WAIT: Duration = Duration::from_secs(10);
+
 /// A gate for base backups of `stanza`: checks that the backup comes from
 /// the stanza's cluster, then waits up to `timeout` for every WAL segment
 /// from the backup's start to its stop position to be archived, and
@@ -74,9 +77,20 @@ pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration, watch:
                 );
             }
             facts.wal_complete = matches!(waited, archiver::Waited::All);
-            facts.stop_time = stop_time(&repo, &stanza, &facts, size)
-                .await?
-                .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            // The backup history file is archived before the stop segment,
+            // or just after it when start and stop share a segment (and
+            // the server no longer waits for it: `pg backup` sends WAIT
+            // false); a moment's wait gets the true stop time.
+            let mut stop = stop_time(&repo, &stanza, &facts, size).await?;
+            let deadline = std::time::Instant::now() + HISTORY_FILE_WAIT;
+            while stop.is_none() && facts.wal_complete && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                stop = stop_time(&repo, &stanza, &facts, size).await?;
+            }
+            // Without it, now: later than the true stop, so never too early
+            // for a restore plan.
+            facts.stop_time =
+                stop.unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
             meta["pg"] = serde_json::to_value(&facts).expect("facts serialize");
             Ok(meta)
         })
