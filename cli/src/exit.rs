@@ -33,6 +33,15 @@ pub const REFUSED: i32 = 10;
 /// `status`: an objective (RPO, RTO, a drill) does not hold.
 pub const OBJECTIVE_MISSED: i32 = 11;
 
+/// PostgreSQL's WAL archiving does not work: `pg check` saw no segment
+/// arrive, or a base backup stopped because archive_command fails.
+pub const ARCHIVING: i32 = 12;
+
+/// What usually makes archive_command fail, for [`Error::ArchiverFailing`].
+pub const ARCHIVER_HINT: &str = "archive_command's own error is in the server's log; run it by hand as the \
+     server's user to see it. `cairn wal push` needs a key file (CAIRN_KEY_FILE, --key-file or key_file in \
+     --config; make one with `cairn key add --new-key-file FILE`): with only a password it refuses every segment";
+
 /// The exit code for an error.
 pub fn code_for(e: &anyhow::Error) -> i32 {
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -48,6 +57,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::Conflict { .. }) => CONFLICT,
         Some(Error::LeaseLost { .. }) => FENCED,
         Some(Error::Refused { .. }) => REFUSED,
+        Some(Error::ArchiverFailing { .. }) => ARCHIVING,
         Some(Error::ProducerFailed { .. } | Error::Input { .. }) => INPUT,
         Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => OK,
         _ => FAILURE,
@@ -88,6 +98,13 @@ pub fn report(e: &anyhow::Error, json: bool) -> i32 {
 /// name flags).
 fn flag_hint(e: &anyhow::Error) -> Option<String> {
     let hint = match e.downcast_ref::<Error>()? {
+        Error::ArchiverFailing { archive_command: Some(c), .. } if !c.contains("wal push") => {
+            return Some(format!(
+                "archive_command is {c:?}, which does not run `cairn wal push`; archive with \
+                 `cairn wal push --stanza S %p` (and a key file) into this repository"
+            ))
+        }
+        Error::ArchiverFailing { .. } => ARCHIVER_HINT,
         Error::NoKey => "set CAIRN_PASSWORD_FILE or CAIRN_KEY_FILE (or --password-file / --key-file)",
         Error::IndexBusy { .. } => "retry later or raise --lock-timeout",
         Error::UnknownStanza { .. } => "check --stanza (or `stanza` in the config file)",
@@ -175,5 +192,19 @@ mod tests {
         assert_eq!(flag_hint(&busy).as_deref(), Some("retry later or raise --lock-timeout"));
         assert!(flag_hint(&Error::NoKey.into()).unwrap().contains("--key-file"));
         assert_eq!(flag_hint(&Error::NotFound { what: "x".into() }.into()), None);
+        let failing = |cmd: Option<&str>| -> anyhow::Error {
+            Error::ArchiverFailing {
+                server: "s".into(),
+                detail: "d".into(),
+                last_failed_wal: None,
+                last_failed_time: None,
+                archive_command: cmd.map(str::to_owned),
+            }
+            .into()
+        };
+        assert_eq!(code_for(&failing(None)), ARCHIVING);
+        assert_eq!(flag_hint(&failing(None)).as_deref(), Some(ARCHIVER_HINT));
+        assert_eq!(flag_hint(&failing(Some("cairn wal push %p"))).as_deref(), Some(ARCHIVER_HINT));
+        assert!(flag_hint(&failing(Some("false"))).unwrap().contains("\"false\", which does not run"));
     }
 }

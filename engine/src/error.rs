@@ -219,6 +219,22 @@ pub enum Error {
         /// What was expected and what arrived.
         detail: String,
     },
+    /// PostgreSQL's WAL archiving does not deliver: `pg_stat_archiver`
+    /// shows `archive_command` failing, or an awaited segment did not
+    /// reach the stanza in time.
+    #[error("{server}: WAL archiving does not work: {detail}")]
+    ArchiverFailing {
+        /// The server.
+        server: String,
+        /// What was awaited, and what the archiver reports.
+        detail: String,
+        /// The file `archive_command` last failed on, if it failed.
+        last_failed_wal: Option<String>,
+        /// When it failed (the server's clock).
+        last_failed_time: Option<String>,
+        /// The server's `archive_command`, when this role may read it.
+        archive_command: Option<String>,
+    },
     /// A bug or a failed task inside cairn (a worker that panicked or was
     /// cancelled), not a problem with the data or the request.
     #[error("internal error: {0}")]

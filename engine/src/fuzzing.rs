@@ -284,7 +284,7 @@ fn session(flags: u8, script: Vec<u8>) -> Result<()> {
     };
     let opts = BaseBackupOptions { manifest: flags & 8 != 0, progress: flags & 16 != 0, ..Default::default() };
     let mut conn = Conn::scripted(script);
-    conn.startup(&ci)?;
+    conn.startup(&ci, crate::pg::replication::conn::Session::Replication)?;
     let mut bb = BaseBackup::start_on(conn, &opts)?;
     let _ = (bb.system_id(), bb.timeline(), bb.start_lsn(), bb.server_version(), format!("{bb:?}"));
     let mut sizes = Sizes(u32::from(flags));

@@ -77,7 +77,7 @@ pub use keys::{KeySlot, Secret};
 pub use repo::{Config, GcParams, InitOptions, Repository};
 pub use repofile::{Kind, ObjectKey, RepoFile};
 pub use snapshot::{Entry, FileKind, Snapshot, SourceInfo};
-pub use sources::command::CommandSource;
+pub use sources::command::{CommandSource, Stopper};
 pub use sources::dir::{
     build_excludes, previous_snapshot as previous_dir_snapshot, DirFacts, DirFeed, KIND as DIR_KIND,
 };

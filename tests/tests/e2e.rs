@@ -18,6 +18,7 @@ mod hostile;
 mod index_cache;
 mod injected;
 mod operator;
+mod pg_check;
 mod pg_chunks;
 mod pg_harness;
 mod pg_replication;

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 /// read, and a copy of the binary it can execute.
 pub(crate) struct Archive {
     pub(crate) repo: TestRepo,
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     config: PathBuf,
 }
 

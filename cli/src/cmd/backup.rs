@@ -77,6 +77,14 @@ pub struct Args {
     /// With `--kind pg-base`: seconds to wait for the backup's WAL to be archived.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     wal_timeout: u64,
+    /// With `--kind pg-base` and a producer command: the server (libpq
+    /// connection string, no password; a plain SQL session) whose
+    /// pg_stat_archiver is watched while the backup runs and waits for its
+    /// WAL. When archive_command fails after the backup began, the producer
+    /// is stopped and the backup fails at once (exit 12), instead of
+    /// pg_basebackup waiting in silence for WAL that never arrives.
+    #[arg(long, value_name = "CONNINFO")]
+    connect: Option<String>,
     /// FILE to read, or `-` for stdin. Omit when giving a command after `--`.
     #[arg(value_name = "FILE")]
     input: Option<PathBuf>,
@@ -147,6 +155,7 @@ impl Args {
             chunk_avg_kib: c.chunk_avg_kib,
             stanza: None,
             wal_timeout: 300,
+            connect: None,
             input: c.path.clone(),
             command: c.command.clone().unwrap_or_default(),
         }
@@ -178,12 +187,22 @@ async fn take_stream(g: &Global, a: Args) -> Result<Taken> {
     if !a.excludes.is_empty() {
         anyhow::bail!("--exclude applies to --kind dir only");
     }
+    if a.connect.is_some() && (a.kind != Kind::PgBase || a.command.is_empty()) {
+        anyhow::bail!("--connect applies to --kind pg-base with a producer command only");
+    }
+    if let Some(c) = &a.connect {
+        if cairn_engine::pg::replication::ConnInfo::parse_with_env(c, &|_| None)?.password.is_some() {
+            anyhow::bail!("--connect must not carry a password: use PGPASSWORD or PGPASSFILE");
+        }
+    }
+    let mut stopper = None;
     let (source, mut name, mut opts): (Box<dyn StreamSource>, String, BackupOptions) =
         match (&a.input, a.command.is_empty()) {
             (Some(_), false) => anyhow::bail!("give either FILE or a command after `--`, not both"),
             (None, true) => anyhow::bail!("nothing to back up: give FILE, `-` for stdin, or `-- CMD ARGS`"),
             (None, false) => {
                 let src = CommandSource::spawn(&a.command)?;
+                stopper = Some(src.stopper());
                 let prog = std::path::Path::new(&a.command[0])
                     .file_name()
                     .map(|s| s.to_string_lossy().into_owned())
@@ -244,7 +263,25 @@ async fn take_stream(g: &Global, a: Args) -> Result<Taken> {
     let ticker = Ticker::start(g.show_progress(), size_hint, "backup", move || p.bytes_read.load(Ordering::Relaxed));
     let gate = match (a.kind, a.stanza.clone().or_else(|| g.stanza_from_config.clone())) {
         (Kind::PgBase, Some(stanza)) => {
-            Some(cairn_engine::pg::wal_gate(repo.clone(), stanza, std::time::Duration::from_secs(a.wal_timeout)))
+            let watch = super::pg_watch::backup_watch(g, a.connect.as_deref()).await?;
+            let timeout = std::time::Duration::from_secs(a.wal_timeout);
+            Some(cairn_engine::pg::wal_gate(repo.clone(), stanza, timeout, watch))
+        }
+        _ => None,
+    };
+    let notice = (a.kind == Kind::PgBase)
+        .then(|| super::pg_watch::checkpoint_notice(g, progress.clone(), Some("pg_basebackup --checkpoint=fast")));
+    // While the producer runs (pg_basebackup waits, at its end, for the
+    // server to archive the backup's WAL), a failing archive_command
+    // stops it.
+    let producer_watch = match (&a.connect, stopper) {
+        (Some(c), Some(stop)) if a.kind == Kind::PgBase => {
+            let mut watch = super::pg_watch::backup_watch(g, Some(c)).await?;
+            Some(tokio::spawn(async move {
+                let e = watch.until_failing("the base backup's WAL").await;
+                stop.stop();
+                e
+            }))
         }
         _ => None,
     };
@@ -252,7 +289,18 @@ async fn take_stream(g: &Global, a: Args) -> Result<Taken> {
     if let Some(gate) = gate {
         backup = backup.gate(gate);
     }
-    let result = backup.stream(source).await;
+    let mut result = backup.stream(source).await;
+    if let Some(n) = notice {
+        n.abort();
+    }
+    if let Some(w) = producer_watch {
+        if w.is_finished() && result.is_err() {
+            // The watch stopped the producer: its failure is the cause.
+            result = Err(w.await.unwrap_or_else(|e| cairn_engine::Error::Internal(format!("archiver watch: {e}"))));
+        } else {
+            w.abort();
+        }
+    }
     LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();

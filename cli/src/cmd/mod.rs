@@ -12,7 +12,9 @@ mod inspect;
 mod key;
 mod ls;
 mod pg;
+mod pg_check;
 mod pg_expire;
+mod pg_watch;
 mod pin;
 mod prune;
 mod redis;
@@ -53,6 +55,8 @@ Exit codes:
   11 `status`: an objective (RPO, RTO, the last drill) does not hold, or the
      last `check` found problems; `drill`: every restore worked but an
      objective was missed
+  12 PostgreSQL's WAL archiving does not work (`pg check`, and base backups
+     that fail at once while archive_command fails)
   `wal fetch` is PostgreSQL's restore_command and uses its own codes:
   0 delivered, 1 not in the archive, 126 any other failure";
 

@@ -16,11 +16,12 @@ use crate::exit;
 ///
 /// Base backups: `cairn pg backup --connect CONNINFO`, or `cairn backup --kind pg-base
 /// --stanza S -- pg_basebackup -D - -Ft -X none --checkpoint=fast`, with `cairn wal push`
-/// as the cluster's archive_command.
+/// as the cluster's archive_command; `cairn pg check` confirms that archiving works.
 #[derive(Debug, Subcommand)]
 #[command(verbatim_doc_comment)]
 pub enum Command {
     Backup(BackupArgs),
+    Check(super::pg_check::Args),
     Restore(RestoreArgs),
     Expire(super::pg_expire::Args),
 }
@@ -36,6 +37,14 @@ pub enum Command {
 /// and the snapshot waits (--wal-timeout) for the backup's WAL to reach
 /// the stanza's archive (archive_command = 'cairn wal push %p'). A second
 /// backup of a mostly unchanged cluster stores only what changed.
+///
+/// While the server runs its checkpoint, and while the WAL is awaited,
+/// a line on stderr every 10 s says so. The WAL wait reads the server's
+/// pg_stat_archiver (a plain SQL session with the same connection string,
+/// database `postgres` unless it names one): when archive_command fails
+/// after the backup began, the backup fails at once (exit 12, no
+/// snapshot) naming the failed file and time, instead of waiting out
+/// --wal-timeout. `cairn pg check` tests archiving on its own.
 ///
 /// Examples:
 ///   cairn pg backup --stanza main --connect "host=/var/run/postgresql user=postgres"
@@ -55,16 +64,15 @@ pub struct BackupArgs {
     /// Ask for an immediate checkpoint instead of a spread one.
     #[arg(long)]
     fast: bool,
-    /// Seconds to wait for the backup's WAL to be archived.
+    /// Seconds to wait for the backup's WAL to be archived (a failing
+    /// archive_command ends the wait at once).
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     wal_timeout: u64,
     /// Limit the server's send rate (kB/s).
     #[arg(long, value_name = "KB_PER_S")]
     max_rate: Option<u32>,
     /// Seconds the server may stay silent while connecting and while the
-    /// backup streams. At the end the server waits for its last WAL segment
-    /// to be archived and warns after 60, 120, 240… seconds; each warning
-    /// counts as data.
+    /// backup streams.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT.as_secs(),
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -171,6 +179,7 @@ enum ActionArg {
 pub async fn run(g: &Global, c: Command) -> Result<i32> {
     match c {
         Command::Backup(a) => backup(g, a).await,
+        Command::Check(a) => super::pg_check::run(g, a).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Expire(a) => super::pg_expire::run(g, a).await,
     }
@@ -225,7 +234,10 @@ pub async fn take(g: &Global, a: BackupArgs) -> Result<super::backup::Taken> {
         .with_label(a.label.clone())
         .with_fast_checkpoint(a.fast)
         .with_max_rate_kb(a.max_rate)
-        .with_timeouts(Duration::from_secs(a.timeout), Duration::from_secs(a.start_timeout));
+        .with_timeouts(Duration::from_secs(a.timeout), Duration::from_secs(a.start_timeout))
+        // The gate below waits for the WAL itself, watching the archiver;
+        // the server's own wait would be silent about a failing one.
+        .with_wait_for_wal_archive(false);
     let mut opts = BackupOptions::stream(&stanza);
     opts.source.kind = cairn_engine::PG_BASE_KIND.into();
     opts.source.name = a.source.clone().unwrap_or_else(|| stanza.clone());
@@ -238,9 +250,16 @@ pub async fn take(g: &Global, a: BackupArgs) -> Result<super::backup::Taken> {
     let ticker = crate::common::Ticker::start(g.show_progress(), None, "pg backup", move || {
         p.bytes_read.load(std::sync::atomic::Ordering::Relaxed)
     });
-    let gate = cairn_engine::pg::wal_gate(repo.clone(), stanza.clone(), std::time::Duration::from_secs(a.wal_timeout));
+    let watch = super::pg_watch::backup_watch(g, Some(&a.connect)).await?;
+    let gate = cairn_engine::pg::wal_gate(repo.clone(), stanza.clone(), Duration::from_secs(a.wal_timeout), watch);
+    let notice = super::pg_watch::checkpoint_notice(
+        g,
+        progress.clone(),
+        (!a.fast).then_some("--fast (`fast = true` for a source of `cairn run`)"),
+    );
     let feed = cairn_engine::PullFeed::new(conn, bb, &stanza);
     let result = Backup::new(repo, index.clone(), opts).progress(progress).gate(gate).feed(Box::new(feed)).await;
+    notice.abort();
     LocalIndex::release_shared(index).await;
     if let Some(t) = ticker {
         t.finish();

@@ -2,6 +2,8 @@
 //! gate that makes a base backup wait for its WAL. The base backups
 //! themselves are sources (`sources/pg/`).
 //!
+//! - [`archiver`]: whether the server's WAL reaches the repository
+//!   (`pg_stat_archiver`), for `cairn pg check` and for the gate's wait.
 //! - [`pitr`]: planning a restore from the catalogue and carrying it out.
 //! - [`replication`]: a client for a running server's replication
 //!   protocol (`BASE_BACKUP`), for `cairn pg backup --connect`.
@@ -11,15 +13,16 @@
 //! to its stop position, which [`wal_gate`] waits for before the snapshot
 //! is written.
 
+pub mod archiver;
 pub mod expire;
 pub mod pitr;
 pub mod replication;
 
+pub use archiver::{check, Archiver, ArchiverStats, CheckReport, GateWatch, Notify};
 pub use cairn_formats::pg::Lsn;
 
-use crate::store::BackendExt as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_formats::pg::{SegmentName, SegmentSize};
 
@@ -29,15 +32,22 @@ use crate::sources::pg::base::PgFacts;
 use crate::wal::{load_stanza, manifest_key};
 use crate::{Error, Result};
 
+/// How long the gate waits for the backup history file once the WAL is in.
+const HISTORY_FILE_WAIT: Duration = Duration::from_secs(10);
+
 /// A gate for base backups of `stanza`: checks that the backup comes from
 /// the stanza's cluster, then waits up to `timeout` for every WAL segment
 /// from the backup's start to its stop position to be archived, and
-/// records the stop time from the backup history file. The snapshot is
-/// written either way; `pg.wal_complete` says whether the WAL was there
-/// (a restore plan checks the archive again regardless).
-pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration) -> CommitGate {
+/// records the stop time from the backup history file. While it waits it
+/// tells `watch` every ten seconds; when `watch` reads the server's
+/// `pg_stat_archiver` and `archive_command` fails meanwhile, the backup
+/// fails at once ([`Error::ArchiverFailing`], no snapshot). Otherwise the
+/// snapshot is written either way; `pg.wal_complete` says whether the WAL
+/// was there (a restore plan checks the archive again regardless).
+pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration, watch: GateWatch) -> CommitGate {
     Box::new(move |mut meta: serde_json::Value| {
         Box::pin(async move {
+            let mut watch = watch;
             let mut facts: PgFacts = serde_json::from_value(meta.get("pg").cloned().unwrap_or_default())
                 .map_err(|e| Error::Config(format!("base backup facts missing: {e}")))?;
             let cluster = load_stanza(&repo, &stanza).await?;
@@ -56,28 +66,31 @@ pub fn wal_gate(repo: Arc<Repository>, stanza: String, timeout: Duration) -> Com
                 .map_err(|e| Error::Config(e.to_string()))?;
             let seg = u64::from(size.bytes());
             let (first, last) = (facts.start().0 / seg, facts.stop().0.saturating_sub(1) / seg);
-            let started = Instant::now();
-            let mut next = first;
-            while next <= last {
-                let name = SegmentName { timeline: facts.timeline, segno: next }.format(size);
-                if repo.store().exists(&manifest_key(&stanza, facts.timeline, &name)).await? {
-                    next += 1;
-                    continue;
-                }
-                if started.elapsed() >= timeout {
-                    tracing::warn!(
-                        "WAL segment {name} (needed by this base backup) is not archived after {} s; \
-                         the backup cannot be restored until it is",
-                        timeout.as_secs()
-                    );
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            let names: Vec<String> =
+                (first..=last).map(|segno| SegmentName { timeline: facts.timeline, segno }.format(size)).collect();
+            let waited = archiver::await_segments(&repo, &stanza, facts.timeline, &names, timeout, &mut watch).await?;
+            if let archiver::Waited::TimedOut(name) = &waited {
+                tracing::warn!(
+                    "WAL segment {name} (needed by this base backup) is not archived after {} s; \
+                     the backup cannot be restored until it is",
+                    timeout.as_secs()
+                );
             }
-            facts.wal_complete = next > last;
-            facts.stop_time = stop_time(&repo, &stanza, &facts, size)
-                .await?
-                .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+            facts.wal_complete = matches!(waited, archiver::Waited::All);
+            // The backup history file is archived before the stop segment,
+            // or just after it when start and stop share a segment (and
+            // the server no longer waits for it: `pg backup` sends WAIT
+            // false); a moment's wait gets the true stop time.
+            let mut stop = stop_time(&repo, &stanza, &facts, size).await?;
+            let deadline = std::time::Instant::now() + HISTORY_FILE_WAIT;
+            while stop.is_none() && facts.wal_complete && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                stop = stop_time(&repo, &stanza, &facts, size).await?;
+            }
+            // Without it, now: later than the true stop, so never too early
+            // for a restore plan.
+            facts.stop_time =
+                stop.unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
             meta["pg"] = serde_json::to_value(&facts).expect("facts serialize");
             Ok(meta)
         })

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use super::StreamSource;
 use crate::{Error, Result};
@@ -9,7 +10,7 @@ use crate::{Error, Result};
 /// Runs a producer (`cairn backup -- pg_basebackup …`) and reads its stdout.
 /// The child is killed if the backup fails before it exits.
 pub struct CommandSource {
-    child: Child,
+    child: Arc<Mutex<Child>>,
     stdout: ChildStdout,
     argv: Vec<String>,
     waited: bool,
@@ -38,7 +39,28 @@ impl CommandSource {
             .spawn()
             .map_err(|e| Error::io(prog, e))?;
         let stdout = child.stdout.take().expect("stdout was piped");
-        Ok(CommandSource { child, stdout, argv: argv.to_vec(), waited: false })
+        Ok(CommandSource { child: Arc::new(Mutex::new(child)), stdout, argv: argv.to_vec(), waited: false })
+    }
+
+    /// A handle that kills the producer from elsewhere (a watch that
+    /// knows the backup cannot succeed); its stdout then ends and the
+    /// backup fails as for any producer that died.
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.child.clone())
+    }
+}
+
+/// Kills a [`CommandSource`]'s producer; see [`CommandSource::stopper`].
+#[derive(Clone)]
+pub struct Stopper(Arc<Mutex<Child>>);
+
+impl Stopper {
+    /// Kills the producer (SIGKILL), unless it has been reaped already.
+    /// Never blocks: when the backup is reaping it right now, it is over anyway.
+    pub fn stop(&self) {
+        if let Ok(mut c) = self.0.try_lock() {
+            let _ = c.kill();
+        }
     }
 }
 
@@ -50,7 +72,12 @@ impl Read for CommandSource {
 
 impl StreamSource for CommandSource {
     fn finish(&mut self) -> Result<()> {
-        let status = self.child.wait().map_err(|e| Error::io(&self.argv[0], e))?;
+        let status = self
+            .child
+            .lock()
+            .map_err(|_| Error::Internal("producer handle poisoned".into()))?
+            .wait()
+            .map_err(|e| Error::io(&self.argv[0], e))?;
         self.waited = true;
         if status.success() {
             return Ok(());
@@ -69,8 +96,10 @@ impl StreamSource for CommandSource {
 impl Drop for CommandSource {
     fn drop(&mut self) {
         if !self.waited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            if let Ok(mut c) = self.child.lock() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
         }
     }
 }

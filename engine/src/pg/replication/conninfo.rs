@@ -165,6 +165,18 @@ impl ConnInfo {
     /// [`ConnInfo::parse`] with the environment given as a lookup function,
     /// so that callers (and tests) need not change the process environment.
     pub fn parse_with_env(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ConnInfo> {
+        ConnInfo::parse_inner(s, env, None)
+    }
+
+    /// [`ConnInfo::parse`] for a plain SQL session rather than physical
+    /// replication: the database defaults to `postgres` (a replication
+    /// connection string rarely names one), and the password file is
+    /// searched for that database, not `replication`.
+    pub fn parse_sql(s: &str) -> Result<ConnInfo> {
+        ConnInfo::parse_inner(s, &|k| std::env::var(k).ok(), Some("postgres"))
+    }
+
+    fn parse_inner(s: &str, env: &dyn Fn(&str) -> Option<String>, default_db: Option<&str>) -> Result<ConnInfo> {
         let s = s.trim();
         let pairs = if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             parse_url(s)?
@@ -201,7 +213,7 @@ impl ConnInfo {
             .or_else(|| env("USER"))
             .or_else(|| env("LOGNAME"))
             .unwrap_or_else(|| "postgres".to_owned());
-        let dbname = get("dbname", "PGDATABASE");
+        let dbname = get("dbname", "PGDATABASE").or_else(|| default_db.map(str::to_owned));
         let sslmode = match get("sslmode", "PGSSLMODE") {
             None => SslMode::Prefer,
             Some(m) => SslMode::parse(&m)?,

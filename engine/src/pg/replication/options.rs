@@ -129,6 +129,15 @@ impl BaseBackupOptions {
         self
     }
 
+    /// Whether the server waits for the backup's last WAL segment to be
+    /// archived before it ends the backup (`WAIT`); see
+    /// [`BaseBackupOptions::wait_for_wal_archive`]. `false` when the
+    /// caller watches the archive itself, as `cairn pg backup` does.
+    pub fn with_wait_for_wal_archive(mut self, wait: bool) -> BaseBackupOptions {
+        self.wait_for_wal_archive = wait;
+        self
+    }
+
     /// The server's send rate limit in kB/s, or none.
     pub fn with_max_rate_kb(mut self, rate: Option<u32>) -> BaseBackupOptions {
         self.max_rate_kb = rate;

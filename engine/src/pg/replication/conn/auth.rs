@@ -1,6 +1,6 @@
-//! The session's start: the startup message (physical replication),
-//! authentication, and the parameters the server reports up to
-//! `ReadyForQuery`.
+//! The session's start: the startup message (physical replication, or a
+//! plain SQL session), authentication, and the parameters the server
+//! reports up to `ReadyForQuery`.
 //!
 //! The server picks the method (trust, password, md5, SCRAM-SHA-256); the
 //! client only refuses what would let an impostor through: skipping a
@@ -17,7 +17,7 @@ use postgres_protocol::message::frontend;
 use zeroize::Zeroize;
 
 use super::messages::ServerMessage;
-use super::{log_notice, protocol_error, server_error, Conn};
+use super::{log_notice, protocol_error, server_error, Conn, Session};
 use crate::pg::replication::conninfo::{ChannelBindingMode, ConnInfo};
 use crate::pg::replication::wire::message_name;
 use crate::{Error, Result};
@@ -25,9 +25,12 @@ use crate::{Error, Result};
 impl Conn {
     /// The startup message, authentication, and the server's parameters up
     /// to `ReadyForQuery`.
-    pub(crate) fn startup(&mut self, ci: &ConnInfo) -> Result<()> {
-        let params =
-            [("user", ci.user.as_str()), ("replication", "true"), ("application_name", ci.application_name.as_str())];
+    pub(crate) fn startup(&mut self, ci: &ConnInfo, session: Session) -> Result<()> {
+        let second = match session {
+            Session::Replication => ("replication", "true"),
+            Session::Sql => ("database", ci.dbname.as_deref().unwrap_or("postgres")),
+        };
+        let params = [("user", ci.user.as_str()), second, ("application_name", ci.application_name.as_str())];
         let mut out = BytesMut::new();
         frontend::startup_message(params.iter().copied(), &mut out)
             .map_err(|e| Error::Config(format!("connection parameters: {e}")))?;

@@ -47,6 +47,15 @@ const MAX_MESSAGE: usize = 64 << 20;
 /// How much is read from the socket at a time.
 const READ_CHUNK: usize = 128 << 10;
 
+/// What a connection is for, which decides its startup parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Physical replication (`replication=true`): replication commands only.
+    Replication,
+    /// A plain session bound to a database: SQL.
+    Sql,
+}
+
 /// A live connection, authenticated and ready for replication commands.
 pub(crate) struct Conn {
     stream: Stream,
@@ -70,6 +79,18 @@ impl Conn {
     /// socket, TCP or Unix, from the TLS negotiation on, gives up after
     /// `timeout` without progress (see [`Conn::set_read_timeout`]).
     pub fn connect(ci: &ConnInfo, timeout: Duration) -> Result<Conn> {
+        Conn::open(ci, timeout, Session::Replication)
+    }
+
+    /// [`Conn::connect`] for a plain SQL session (no replication) to
+    /// `dbname`, or `postgres` when the connection string names none: for
+    /// the statistics and functions a physical replication session cannot
+    /// reach (`pg_stat_archiver`, `pg_switch_wal()`).
+    pub fn connect_sql(ci: &ConnInfo, timeout: Duration) -> Result<Conn> {
+        Conn::open(ci, timeout, Session::Sql)
+    }
+
+    fn open(ci: &ConnInfo, timeout: Duration, session: Session) -> Result<Conn> {
         let server = ci.server_name();
         let mut conn = if ci.is_unix_socket() {
             let path = ci.socket_path();
@@ -95,7 +116,7 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         };
-        conn.startup(ci)?;
+        conn.startup(ci, session)?;
         Ok(conn)
     }
 
