@@ -33,6 +33,23 @@ pub struct ConfigFile {
     /// `[sources.NAME]`.
     #[serde(default)]
     pub sources: BTreeMap<String, toml::Spanned<SourceConfig>>,
+    /// `[repos.NAME]`: other repositories (`cairn copy --to NAME`, `cairn
+    /// init --copy-from NAME`), each with its own credentials.
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoConfig>,
+}
+
+/// `[repos.NAME]`: where another repository is and how to unlock it.
+/// Secrets stay in files; S3 credentials come from the environment.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// A directory, file:///path or s3://bucket/prefix.
+    pub repo: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    /// Where its local index cache lives [default: the top-level one].
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `[drill]`: where and as whom restore drills run.

@@ -1,0 +1,82 @@
+//! Planning the WAL part of a copy: stanza records and manifests the
+//! target lacks, and the packs they reference.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::StreamExt;
+
+use super::CopyPlan;
+use crate::ids::PackId;
+use crate::repo::Repository;
+use crate::repofile::ObjectKey;
+use crate::store::{Backend as _, BackendExt as _};
+use crate::wal::{list_stanzas, open_named, stanza_key, validate_stanza, WalManifest};
+use crate::{Error, Result};
+
+/// Adds to `plan` the stanza records and WAL manifests of `stanza` (every
+/// stanza when `None`) that `dst` lacks, read and verified from `src`, and
+/// the packs they reference that `dst` does not hold.
+pub(super) async fn plan(
+    src: &Repository,
+    dst: &Repository,
+    stanza: Option<&str>,
+    src_packs: &BTreeMap<PackId, u64>,
+    dst_packs: &BTreeMap<PackId, u64>,
+    plan: &mut CopyPlan,
+) -> Result<()> {
+    let stanzas = match stanza {
+        Some(s) => {
+            validate_stanza(s)?;
+            vec![s.to_string()]
+        }
+        None => list_stanzas(src).await?,
+    };
+    for stanza in stanzas {
+        let prefix = format!("wal/{stanza}/");
+        let there: HashSet<String> = dst.store().list(&prefix).await?.into_iter().map(|o| o.key).collect();
+        let mut wanted = Vec::new();
+        for o in src.store().list(&prefix).await? {
+            let is_record = o.key == stanza_key(&stanza);
+            if !is_record && !matches!(ObjectKey::parse(&o.key), Some(ObjectKey::WalFile { .. })) {
+                continue;
+            }
+            if there.contains(&o.key) {
+                plan.wal_present += u64::from(!is_record);
+            } else {
+                wanted.push((o.key, is_record));
+            }
+        }
+        let mut fetched = futures::stream::iter(wanted)
+            .map(|(key, is_record)| async move {
+                let bytes = src.store().get(&key).await;
+                (key, is_record, bytes)
+            })
+            .buffered(16);
+        while let Some((key, is_record, bytes)) = fetched.next().await {
+            let bytes = match bytes {
+                Ok(b) => b,
+                // Expired from the source since the listing.
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            if is_record {
+                open_named::<crate::wal::StanzaRecord>(src, &key, &bytes)?;
+                plan.stanzas.push((key, bytes));
+                continue;
+            }
+            let manifest = open_named::<WalManifest>(src, &key, &bytes)?;
+            for piece in &manifest.pieces {
+                let pack = PackId::from_hex(&piece.pack)
+                    .ok_or_else(|| Error::corrupt(&key, None, format!("malformed pack id {:?}", piece.pack)))?;
+                if !dst_packs.contains_key(&pack) && !plan.packs.contains_key(&pack) {
+                    let size = src_packs.get(&pack).ok_or_else(|| Error::NotFound {
+                        what: format!("{} that {key} references, in the source", ObjectKey::Pack(pack)),
+                    })?;
+                    plan.packs.insert(pack, *size);
+                }
+            }
+            plan.wal.push((key, bytes));
+        }
+    }
+    Ok(())
+}
