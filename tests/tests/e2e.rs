@@ -5,6 +5,7 @@
 
 mod cli;
 mod conformance;
+mod copy;
 mod crash;
 mod deploy;
 mod dirsnap;
