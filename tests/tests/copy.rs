@@ -223,3 +223,94 @@ fn sigkill_catches_manifests_written_before_their_packs() {
     assert!(!problems.is_empty(), "20 kills with the unsafe order went unnoticed");
     eprintln!("caught, as it must be: {}", problems[0]);
 }
+
+/// Restores every snapshot of `r` under `out/<id>` and fetches every WAL
+/// file named in `wal` under `out/wal/`.
+fn restore_all(r: &TestRepo, out: &Path, wal: &[String]) {
+    for id in ids(r) {
+        let to = out.join(&id);
+        let o = r.run(&["restore", &id, "--to", to.to_str().unwrap()]);
+        assert!(o.status.success(), "restore {id}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::create_dir_all(out.join("wal")).unwrap();
+    for name in wal {
+        let to = out.join("wal").join(name);
+        let o = r.run(&["wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
+        assert!(o.status.success(), "wal fetch {name}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+#[test]
+fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
+    use cairn_tests::pg::Cluster;
+    let a = crate::wal::Archive::new(None);
+    let mut pg = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    pg.start(&[]);
+    pg.pgbench(&["-i", "-s", "2", "-q"]);
+    crate::pitr::basebackup(&a, &pg);
+    pg.sql("CREATE TABLE copied AS SELECT generate_series(1, 1000) AS i");
+    let last = pg.switch_wal();
+    pg.wait_archived(&last, Duration::from_secs(120));
+    drop(pg);
+
+    let stream = random(3 << 20, 7);
+    a.repo.backup_bytes(&stream, &["--source", "stream"]);
+    let files = a.root().join("files");
+    for i in 0..20u64 {
+        let d = files.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("f{i}")), text(50_000 + i as usize * 1000, i)).unwrap();
+    }
+    a.repo.json(&["backup", "--kind", "dir", "--source", "dir", files.to_str().unwrap()]);
+    let tarball = a.root().join("files.tar");
+    let st = Command::new("tar").arg("-cf").arg(&tarball).arg("-C").arg(&files).arg(".").status().unwrap();
+    assert!(st.success());
+    a.repo.json(&["backup", "--kind", "tar", "--source", "tar", tarball.to_str().unwrap()]);
+    let kinds: Vec<String> =
+        a.repo.snapshots().iter().map(|s| s["source"]["kind"].as_str().unwrap().to_string()).collect();
+    for k in ["pg-base", "stream", "dir", "tar"] {
+        assert!(kinds.iter().any(|x| x == k), "no {k} snapshot: {kinds:?}");
+    }
+    let wal = crate::wal::manifest_names(&a, "main");
+    assert!(wal.len() >= 3, "{wal:?}");
+
+    let moto = Moto::start();
+    let bucket = format!("copy{}", rand::random::<u32>());
+    moto.create_bucket(&bucket);
+    let dst = copy_of(&a.repo, Some(format!("s3://{bucket}/cairn")), moto.env());
+    let t = Instant::now();
+    let first = copy(&a.repo, &dst, &["--wal"]);
+    eprintln!("local -> S3 copy: {first} in {:?}", t.elapsed());
+    assert_eq!(first["snapshots"], 4, "{first}");
+    assert_eq!(first["wal_manifests"].as_u64().unwrap(), wal.len() as u64, "{first}");
+    assert_eq!(first["stanzas"], 1, "{first}");
+    let again = copy(&a.repo, &dst, &["--wal"]);
+    for k in ["packs", "snapshots", "wal_manifests", "stanzas", "index_segments"] {
+        assert_eq!(again[k], 0, "second copy, {k}: {again}");
+    }
+    assert_eq!(again["wal_present"].as_u64().unwrap(), wal.len() as u64);
+
+    let from_primary = a.root().join("from-primary");
+    restore_all(&a.repo, &from_primary, &wal);
+    std::fs::remove_dir_all(a.repo.repo_dir()).unwrap();
+    assert!(!a.repo.run(&["snapshots"]).status.success(), "the primary is gone");
+
+    let from_secondary = dst.dir.path().join("from-secondary");
+    restore_all(&dst, &from_secondary, &wal);
+    let (p, s) = (tree(&from_primary), tree(&from_secondary));
+    assert!(p.len() > wal.len() + 20, "{} files restored", p.len());
+    assert_eq!(p.keys().collect::<Vec<_>>(), s.keys().collect::<Vec<_>>());
+    for (path, bytes) in &p {
+        assert!(s[path] == *bytes, "{} differs between primary and secondary", path.display());
+    }
+    let stream_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "stream").unwrap();
+    assert!(dst.restore_bytes(&stream_id["id"].as_str().unwrap()[..12]) == stream);
+    let dir_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "dir").unwrap();
+    assert!(tree(&from_secondary.join(dir_id["id"].as_str().unwrap())) == tree(&files));
+    // The secondary's WAL readers see the copied manifests: same files, no gaps.
+    let show = dst.json(&["wal", "show", "--stanza", "main"]);
+    assert_eq!(show[0]["files"].as_u64().unwrap(), wal.len() as u64, "{show}");
+    assert_eq!(show[0]["timelines"][0]["gaps"], serde_json::json!([]), "{show}");
+    let check = dst.run(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+}
