@@ -346,9 +346,15 @@ impl Copier {
             put_once(&self.dst, key, bytes).await?;
             report.stanzas += 1;
         }
+        if !plan.wal.is_empty() {
+            wal::forget_catalogue(&self.src, &self.dst, &plan.wal).await?;
+        }
         for (key, bytes) in &plan.wal {
             put_once(&self.dst, key, bytes).await?;
             report.wal_manifests += 1;
+        }
+        if !plan.wal.is_empty() {
+            wal::forget_catalogue(&self.src, &self.dst, &plan.wal).await?;
         }
         if let Some(l) = lease {
             if let Err(e) = l.renew().await {

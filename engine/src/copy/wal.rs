@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use bytes::Bytes;
+use cairn_formats::pg::WalFileName;
 use futures::StreamExt;
 
 use super::CopyPlan;
@@ -10,6 +12,7 @@ use crate::ids::PackId;
 use crate::repo::Repository;
 use crate::repofile::ObjectKey;
 use crate::store::{Backend as _, BackendExt as _};
+use crate::wal::catseg;
 use crate::wal::{list_stanzas, open_named, stanza_key, validate_stanza, WalManifest};
 use crate::{Error, Result};
 
@@ -77,6 +80,31 @@ pub(super) async fn plan(
             }
             plan.wal.push((key, bytes));
         }
+    }
+    Ok(())
+}
+
+/// The target's catalogue segments (`walcat/…`) of the groups the
+/// manifests at `keys` belong to: deleted before and after the manifests
+/// are written, as every writer of a group's manifests does
+/// (`wal/catseg.rs`), so no catalogue segment claims a group without them.
+pub(super) async fn forget_catalogue(src: &Repository, dst: &Repository, keys: &[(String, Bytes)]) -> Result<()> {
+    let mut by_stanza: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, _) in keys {
+        if let Some(ObjectKey::WalFile { stanza, name, .. }) = ObjectKey::parse(key) {
+            by_stanza.entry(stanza).or_default().push(name);
+        }
+    }
+    for (stanza, names) in by_stanza {
+        let size = crate::wal::archived_segment_size(src, &stanza).await?;
+        let mut groups: Vec<String> = names
+            .iter()
+            .filter_map(|n| WalFileName::parse(n, size).ok().and_then(|n| catseg::group_of(&n, size)))
+            .map(|(tli, first)| catseg::segment_key(&stanza, tli, first, size))
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        dst.store().delete_many(&groups).await?;
     }
     Ok(())
 }
