@@ -256,20 +256,6 @@ pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
-#[cfg(test)]
-mod escape_tests {
-    use super::escape_name;
-
-    #[test]
-    fn control_characters_cannot_reach_the_terminal() {
-        assert_eq!(escape_name("plain/name.txt"), "plain/name.txt");
-        assert_eq!(escape_name("a\x1b[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(escape_name("l1\nl2\\"), "l1\\nl2\\\\");
-        assert_eq!(escape_name("c1\u{9b}x"), "c1\\u{9b}x");
-        assert!(!escape_name("\x07\x7f\u{85}").chars().any(char::is_control));
-    }
-}
-
 /// Another repository than --repo (the target of `copy`, the source of
 /// `init --copy-from`), opened with its own credentials: `name` is a
 /// `[repos.NAME]` table of the --config file, or a location whose key comes
@@ -310,4 +296,18 @@ pub async fn open_other(
     let store = Store::open(&Location::parse(location)?, false)?;
     let repo = Repository::open(store, &secret).await.with_context(|| format!("{what}: opening {location}"))?;
     Ok((Arc::new(repo), rc.cache_dir.unwrap_or_else(|| g.cache_dir())))
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::escape_name;
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        assert_eq!(escape_name("plain/name.txt"), "plain/name.txt");
+        assert_eq!(escape_name("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_name("l1\nl2\\"), "l1\\nl2\\\\");
+        assert_eq!(escape_name("c1\u{9b}x"), "c1\\u{9b}x");
+        assert!(!escape_name("\x07\x7f\u{85}").chars().any(char::is_control));
+    }
 }

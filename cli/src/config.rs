@@ -442,4 +442,14 @@ keep_last = 3
         let e = err("[drill]\nusr = \"x\"\n");
         assert!(e.contains("usr"), "{e}");
     }
+
+    #[test]
+    fn repos_tables_name_other_repositories_and_refuse_unknown_keys() {
+        let c = ConfigFile::parse("[repos.offsite]\nrepo = \"s3://b/p\"\nkey_file = \"/k\"\n").unwrap();
+        let r = &c.repos["offsite"];
+        assert_eq!((r.repo.as_deref(), r.key_file.as_deref()), (Some("s3://b/p"), Some(Path::new("/k"))));
+        let e =
+            format!("{:#}", ConfigFile::parse("[repos.offsite]\nrepo = \"x\"\npassword = \"hunter2\"\n").unwrap_err());
+        assert!(e.contains("password") && e.contains("line 3"), "{e}");
+    }
 }

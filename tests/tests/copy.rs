@@ -20,7 +20,8 @@ use rand::{Rng, SeedableRng};
 fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
     let path = at.join(format!("repo-{}.toml", rand::random::<u32>()));
     let cache = repo.cache.to_str().unwrap();
-    std::fs::write(&path, format!("repo = {:?}\nkey_file = {:?}\ncache_dir = {cache:?}\n", repo.url, repo.key)).unwrap();
+    std::fs::write(&path, format!("repo = {:?}\nkey_file = {:?}\ncache_dir = {cache:?}\n", repo.url, repo.key))
+        .unwrap();
     path
 }
 
@@ -66,7 +67,10 @@ fn packs_of(r: &TestRepo) -> BTreeMap<String, String> {
 
 /// Every file under `dir` (relative path → content).
 fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    files_under(dir).into_iter().map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap())).collect()
+    files_under(dir)
+        .into_iter()
+        .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
+        .collect()
 }
 
 fn ids(r: &TestRepo) -> Vec<String> {
@@ -103,7 +107,8 @@ fn compatible_copy_moves_packs_byte_for_byte_and_a_second_run_copies_nothing() {
     let again = copy(&src, &dst, &[]);
     assert_eq!((again["packs"].as_u64(), again["snapshots"].as_u64()), (Some(0), Some(0)), "{again}");
     assert!(dst.run(&["check", "--read-data"]).status.success());
-    let latest_a = &src.snapshots().iter().find(|s| s["source"]["name"] == "a").unwrap()["id"].as_str().unwrap().to_string();
+    let latest_a =
+        &src.snapshots().iter().find(|s| s["source"]["name"] == "a").unwrap()["id"].as_str().unwrap().to_string();
     assert!(dst.restore_bytes(&latest_a[..12]) == a);
 
     // A repository that is not copy-compatible is refused, naming why.

@@ -55,8 +55,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         opts = opts.with_gc(gc);
     }
     let repo = if a.copy_from.is_some() || a.copy_from_config.is_some() {
-        let (source, _) =
-            open_other(g, a.copy_from.as_deref(), a.copy_from_config.as_deref(), "--copy-from").await?;
+        let (source, _) = open_other(g, a.copy_from.as_deref(), a.copy_from_config.as_deref(), "--copy-from").await?;
         let repo = Repository::init_copy_of(store, &secret, opts, &source).await?;
         g.info(format!("copy-compatible with repository {}", source.config().id));
         repo

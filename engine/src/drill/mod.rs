@@ -193,7 +193,6 @@ pub(crate) fn failed(phase: &str, reason: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::BackendExt as _;
 
     fn record(source: &str, time: &str, rto_s: f64) -> DrillRecord {
         DrillRecord {
