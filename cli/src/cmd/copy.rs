@@ -10,9 +10,10 @@ use crate::exit;
 /// Copy snapshots, and with --wal archived WAL, into another repository.
 ///
 /// Copies what the target lacks: the selected snapshots, the packs they
-/// need and, with --wal, WAL manifests with their packs. Packs move byte
-/// for byte, checked against their names; the target must have been made
-/// with `cairn init --copy-from` this repository. A second run copies
+/// need and, with --wal, WAL manifests with their packs. Into a target
+/// made with `cairn init --copy-from` this repository, packs move byte for
+/// byte, checked against their names; into any other, every blob is
+/// decrypted and sealed again (much slower; new snapshot ids). A second run copies
 /// nothing; a killed run is completed by running it again. The target's
 /// credentials come from a `[repos.NAME]` table of --config or from
 /// --to-config, never from the command line.
@@ -102,7 +103,14 @@ fn print(g: &Global, r: &CopyReport, manifest_bytes: u64) {
         r.wal_present,
         r.stanzas
     );
-    if !r.dry_run && r.duration_s > 0.0 {
+    if r.resealed {
+        g.info(format!(
+            "not copy-compatible: {} of snapshot content {} decrypted and sealed again",
+            human_bytes(r.reseal_bytes),
+            if r.dry_run { "would be" } else { "was" }
+        ));
+    }
+    if !r.dry_run && r.packs > 0 && r.duration_s > 0.0 {
         g.info(format!("{:.1} s, {}/s", r.duration_s, human_bytes((r.pack_bytes as f64 / r.duration_s) as u64)));
     }
 }

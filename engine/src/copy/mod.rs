@@ -1,12 +1,14 @@
 //! `cairn copy`: snapshots, and WAL manifests with their packs, from one
 //! repository into another.
 //!
-//! Planned, then executed ([`plan`] returns a [`CopyPlan`] a dry run
-//! prints; [`execute`] carries it out). Both repositories must be
-//! copy-compatible ([`Repository::copy_compatible`]: the target was made
-//! with `cairn init --copy-from`): every object is then valid byte for byte
+//! Planned, then executed ([`Copier::plan`] returns a [`CopyPlan`] a dry
+//! run prints; [`Copier::execute`] carries it out). When both repositories
+//! are copy-compatible ([`Repository::copy_compatible`]: the target was
+//! made with `cairn init --copy-from`), every object is valid byte for byte
 //! in both, so packs, snapshots and WAL manifests move without being
-//! decrypted or re-encrypted, and keep their ids.
+//! decrypted or re-encrypted, and keep their ids; the rest of this page is
+//! about that case. Otherwise every blob is re-sealed (`reseal.rs`): same
+//! order, but new packs, new snapshot ids, and much slower.
 //!
 //! # Order
 //! 1. Packs the target lacks, [`CopyOptions::transfers`] at a time; each
@@ -29,6 +31,7 @@
 //! garbage collection condemned count as absent.
 
 mod packs;
+mod reseal;
 mod wal;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -101,6 +104,11 @@ pub struct CopyPlan {
     pub wal: Vec<(String, Bytes)>,
     /// Selected WAL manifests the target already holds.
     pub wal_present: u64,
+    /// The repositories are not copy-compatible: blobs are re-sealed.
+    pub reseal: bool,
+    /// Re-sealing: plaintext bytes of the snapshots to copy (each read,
+    /// decrypted and sealed again, whatever the target holds).
+    pub reseal_bytes: u64,
 }
 
 impl CopyPlan {
@@ -120,6 +128,11 @@ impl CopyPlan {
 pub struct CopyReport {
     /// Nothing was written.
     pub dry_run: bool,
+    /// Blobs were re-sealed (the repositories are not copy-compatible);
+    /// a dry run then cannot tell the packs to write.
+    pub resealed: bool,
+    /// Re-sealing: plaintext bytes of the snapshots read.
+    pub reseal_bytes: u64,
     /// Snapshots copied.
     pub snapshots: u64,
     /// Selected snapshots already in the target.
@@ -145,6 +158,8 @@ impl CopyReport {
     pub fn of_plan(plan: &CopyPlan) -> CopyReport {
         CopyReport {
             dry_run: true,
+            resealed: plan.reseal,
+            reseal_bytes: plan.reseal_bytes,
             snapshots: plan.snapshots.len() as u64,
             snapshots_present: plan.snapshots_present,
             packs: plan.packs.len() as u64,
@@ -174,35 +189,35 @@ pub struct Copier {
     dst: Arc<Repository>,
     dst_index: LocalIndex,
     opts: CopyOptions,
+    reseal: bool,
 }
 
 impl Copier {
-    /// Opens the indexes. Refuses repositories that are not
-    /// copy-compatible. With `write`, the target index is opened for
-    /// writing, which takes a lease on the target.
+    /// Opens the target's index. With `write`, it is opened for writing,
+    /// which takes a lease on the target. Repositories that are not
+    /// copy-compatible are copied by re-sealing (`reseal.rs`).
     pub async fn open(src: Arc<Repository>, dst: Arc<Repository>, opts: CopyOptions, write: bool) -> Result<Copier> {
         if src.config().id == dst.config().id {
             return Err(Error::InvalidInput("source and target are the same repository".into()));
         }
-        if !src.copy_compatible(&dst) {
-            return Err(Error::Refused {
-                what: format!("copying from {} to {}", src.store().location(), dst.store().location()),
-                detail: "the repositories are not copy-compatible (different keys or chunker); this build copies \
-                         only into a repository made with `cairn init --copy-from` the source"
-                    .into(),
-            });
+        let reseal = !src.copy_compatible(&dst);
+        if reseal {
+            tracing::warn!(
+                "the repositories are not copy-compatible (different keys or chunker): every blob is decrypted and \
+                 sealed again, which is much slower; a target made with `cairn init --copy-from` is copied byte for byte"
+            );
         }
         let dst_index = if write {
             LocalIndex::for_writing(&dst, &opts.target_cache_dir, opts.lock_timeout).await?
         } else {
             LocalIndex::for_reading(&dst, &opts.target_cache_dir, opts.lock_timeout).await?
         };
-        Ok(Copier { src, dst, dst_index, opts })
+        Ok(Copier { src, dst, dst_index, opts, reseal })
     }
 
     /// Works out what the target lacks.
     pub async fn plan(&self) -> Result<CopyPlan> {
-        let mut plan = CopyPlan::default();
+        let mut plan = CopyPlan { reseal: self.reseal, ..Default::default() };
         let dst_packs = pack_sizes(&self.dst).await?;
         let mut src_packs: Option<BTreeMap<PackId, u64>> = None;
         if self.opts.with_snapshots {
@@ -214,7 +229,8 @@ impl Copier {
                 Some(p) => p,
                 None => pack_sizes(&self.src).await?,
             };
-            wal::plan(&self.src, &self.dst, self.opts.stanza.as_deref(), &src_packs, &dst_packs, &mut plan).await?;
+            let stanza = self.opts.stanza.as_deref();
+            wal::plan(&self.src, &self.dst, stanza, &src_packs, &dst_packs, &mut plan).await?;
         }
         Ok(plan)
     }
@@ -225,12 +241,28 @@ impl Copier {
         src_packs: &BTreeMap<PackId, u64>,
         dst_packs: &BTreeMap<PackId, u64>,
     ) -> Result<()> {
-        let present: HashSet<SnapshotId> = Snapshot::ids(&self.dst).await?.into_iter().collect();
+        // Present: the same id (a byte copy), or re-sealed from it.
+        let mut present = HashSet::new();
+        for (id, snap) in Snapshot::list(&self.dst).await? {
+            present.insert(id.to_hex());
+            present.extend(snap.copied_from);
+        }
         let chosen = self.choose().await?;
+        if self.reseal {
+            for (id, snap) in chosen {
+                if present.contains(&id.to_hex()) {
+                    plan.snapshots_present += 1;
+                } else {
+                    plan.reseal_bytes += trees_of_refs(&snap).map(|t| t.bytes).sum::<u64>();
+                    plan.snapshots.push(id);
+                }
+            }
+            return Ok(());
+        }
         let src_index = LocalIndex::for_reading(&self.src, &self.opts.cache_dir, self.opts.lock_timeout).await?;
         let mut blobs: HashSet<BlobId> = HashSet::new();
         for (id, snap) in chosen {
-            if present.contains(&id) {
+            if present.contains(&id.to_hex()) {
                 plan.snapshots_present += 1;
                 continue;
             }
@@ -289,6 +321,9 @@ impl Copier {
     /// Carries out `plan` in the order the module docs give, then releases
     /// the target lease.
     pub async fn execute(self, plan: CopyPlan, progress: &CopyProgress) -> Result<CopyReport> {
+        if self.reseal {
+            return self.execute_reseal(plan, progress).await;
+        }
         let started = std::time::Instant::now();
         let mut report = CopyReport {
             snapshots_present: plan.snapshots_present,
@@ -368,6 +403,89 @@ impl Copier {
     }
 }
 
+impl Copier {
+    /// Re-sealing: every selected snapshot's blobs into new target packs
+    /// and index segments, then WAL packs, then (committed as in
+    /// [`Copier::commit`]) the new snapshots and WAL records.
+    async fn execute_reseal(self, plan: CopyPlan, progress: &CopyProgress) -> Result<CopyReport> {
+        let started = std::time::Instant::now();
+        let mut report = CopyReport {
+            resealed: true,
+            reseal_bytes: plan.reseal_bytes,
+            snapshots_present: plan.snapshots_present,
+            wal_present: plan.wal_present,
+            ..Default::default()
+        };
+        let mut snapshots = Vec::new();
+        if !plan.snapshots.is_empty() {
+            let src_index = LocalIndex::for_reading(&self.src, &self.opts.cache_dir, self.opts.lock_timeout).await?;
+            let mut r = reseal::Resealer::new(&self.src, &self.dst, &src_index, &self.dst_index, progress);
+            for id in &plan.snapshots {
+                let mut snap = r.snapshot(&Snapshot::load(&self.src, id).await?).await?;
+                snap.copied_from = Some(id.to_hex());
+                snap.lease = self.dst_index.lease().map(|l| l.key().to_string());
+                snapshots.push(snap);
+            }
+            r.finish().await?;
+            (report.packs, report.pack_bytes, report.index_segments) = (r.packs, r.pack_bytes, r.segments);
+        }
+        let mut stanzas = Vec::new();
+        for (key, bytes) in &plan.stanzas {
+            stanzas.push((key.clone(), reseal::wal_record(&self.src, &self.dst, key, bytes).await?.0));
+        }
+        let mut manifests = Vec::new();
+        for (key, bytes) in &plan.wal {
+            let (sealed, len) = reseal::wal_record(&self.src, &self.dst, key, bytes).await?;
+            report.packs += u64::from(len > 0);
+            report.pack_bytes += len;
+            manifests.push((key.clone(), sealed));
+        }
+        let lease = self.dst_index.lease();
+        if let Some(l) = lease {
+            l.renew().await?;
+        }
+        let mut written = Vec::new();
+        for snap in &snapshots {
+            written.push(ObjectKey::Snapshot(snap.save(&self.dst).await?).to_string());
+            report.snapshots += 1;
+        }
+        // Create-only; one already there was written by an interrupted
+        // run (its own pack durable first) and stands.
+        for (key, bytes) in &stanzas {
+            create_or_keep(&self.dst, key, bytes).await?;
+            report.stanzas += 1;
+        }
+        if !manifests.is_empty() {
+            wal::forget_catalogue(&self.src, &self.dst, &manifests).await?;
+        }
+        for (key, bytes) in &manifests {
+            create_or_keep(&self.dst, key, bytes).await?;
+            report.wal_manifests += 1;
+        }
+        if !manifests.is_empty() {
+            wal::forget_catalogue(&self.src, &self.dst, &manifests).await?;
+        }
+        if let Some(l) = lease {
+            if let Err(e) = l.renew().await {
+                for key in &written {
+                    let _ = self.dst.store().delete(key).await;
+                }
+                return Err(e);
+            }
+        }
+        self.dst_index.release().await?;
+        report.duration_s = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+async fn create_or_keep(repo: &Repository, key: &str, bytes: &Bytes) -> Result<()> {
+    match repo.store().put_create(key, bytes.clone()).await {
+        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes `bytes` at `key` create-only; an object already there with the
 /// same bytes (an earlier, interrupted run) is fine, other bytes are a
 /// conflict that is reported, not overwritten.
@@ -402,7 +520,9 @@ async fn pack_sizes(repo: &Repository) -> Result<BTreeMap<PackId, u64>> {
 /// Every tree a snapshot references: its entries' content and member
 /// indexes.
 fn trees_of(snap: &Snapshot) -> impl Iterator<Item = &TreeId> {
-    snap.entries
-        .iter()
-        .flat_map(|e| e.content.iter().chain(e.members.iter().flat_map(|m| m.content.iter())).map(|t| &t.tree))
+    trees_of_refs(snap).map(|t| &t.tree)
+}
+
+fn trees_of_refs(snap: &Snapshot) -> impl Iterator<Item = &crate::snapshot::TreeRef> {
+    snap.entries.iter().flat_map(|e| e.content.iter().chain(e.members.iter().flat_map(|m| m.content.iter())))
 }

@@ -68,7 +68,9 @@ pub(super) async fn plan(
                 continue;
             }
             let manifest = open_named::<WalManifest>(src, &key, &bytes)?;
-            for piece in &manifest.pieces {
+            // Re-sealing writes fresh packs; only a byte copy moves these.
+            let pieces = if plan.reseal { &[][..] } else { &manifest.pieces[..] };
+            for piece in pieces {
                 let pack = PackId::from_hex(&piece.pack)
                     .ok_or_else(|| Error::corrupt(&key, None, format!("malformed pack id {:?}", piece.pack)))?;
                 if !dst_packs.contains_key(&pack) && !plan.packs.contains_key(&pack) {
