@@ -291,6 +291,29 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
 
     let from_primary = a.root().join("from-primary");
     restore_all(&a.repo, &from_primary, &wal);
+    // A target that is not copy-compatible gets the same, re-sealed.
+    let other = TestRepo::new();
+    let r = copy(&a.repo, &other, &["--wal"]);
+    assert_eq!((r["resealed"].as_bool(), r["snapshots"].as_u64()), (Some(true), Some(4)), "{r}");
+    assert_eq!(r["wal_manifests"].as_u64().unwrap(), wal.len() as u64, "{r}");
+    let again = copy(&a.repo, &other, &["--wal"]);
+    for k in ["packs", "snapshots", "wal_manifests", "stanzas"] {
+        assert_eq!(again[k], 0, "second re-sealing copy, {k}: {again}");
+    }
+    let resealed = a.root().join("resealed");
+    for snap in other.snapshots() {
+        let (id, from) = (snap["id"].as_str().unwrap(), snap["copied_from"].as_str().unwrap());
+        let to = resealed.join(from);
+        other.ok(&["restore", id, "--to", to.to_str().unwrap()]);
+        assert!(tree(&to) == tree(&from_primary.join(from)), "re-sealed snapshot {from} restores differently");
+    }
+    for name in &wal {
+        let to = resealed.join(name);
+        other.ok(&["wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
+        assert!(std::fs::read(&to).unwrap() == std::fs::read(from_primary.join("wal").join(name)).unwrap());
+    }
+    assert!(other.run(&["check", "--read-data"]).status.success());
+
     std::fs::remove_dir_all(a.repo.repo_dir()).unwrap();
     assert!(!a.repo.run(&["snapshots"]).status.success(), "the primary is gone");
 
