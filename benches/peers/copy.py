@@ -8,10 +8,12 @@ byte; restic 0.14: `init --from-repo --copy-chunker-params`, whose `copy`
 still decrypts and re-encrypts every blob), twice: local -> local and
 local -> S3 (moto, on 127.0.0.1). Figures: wall seconds and peak RSS (GNU
 time) of the copy command alone, throughput = corpus bytes / seconds, and
-the seconds of a second copy (nothing to do).
+the seconds of a second copy (nothing to do). Target `reseal` (cairn only):
+local -> local into a repository that is NOT copy-compatible, so every blob
+is decrypted and sealed again (what restic's copy always does).
 
 Usage: python3 benches/peers/copy.py [--size-mb 1024] [--tools cairn,restic]
-           [--targets local,s3]
+           [--targets local,s3,reseal]
 Needs moto_server ($CAIRN_MOTO_SERVER or .venv/bin/moto_server) for s3.
 Results: .work/bench/copy-results.json, and a table on stdout.
 """
@@ -85,9 +87,9 @@ class Cairn:
             f.write(f"repo = {json.dumps(url)}\nkey_file = {json.dumps(env['CAIRN_KEY_FILE'])}\n")
         return {"env": env, "cfg": cfg}
 
-    def target(self, name, url, extra):
+    def target(self, name, url, extra, compatible=True):
         t = self.repo(name, url, extra)
-        run([CAIRN, "init", "-q", "--copy-from-config", self.src["cfg"]], t["env"])
+        run([CAIRN, "init", "-q"] + (["--copy-from-config", self.src["cfg"]] if compatible else []), t["env"])
         return t
 
     def copy_cmd(self, t):
@@ -126,7 +128,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--tools", default="cairn,restic")
-    ap.add_argument("--targets", default="local,s3")
+    ap.add_argument("--targets", default="local,s3,reseal")
     a = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     corpus = os.path.join(ROOT, ".work", "bench", f"corpus-{a.size_mb}.tar")
@@ -142,7 +144,11 @@ def main():
             os.makedirs(work)
             tool = {"cairn": Cairn, "restic": Restic}[name](work, corpus)
             for target in targets:
-                if target == "local":
+                if target == "reseal":
+                    if name != "cairn":
+                        continue
+                    t = tool.target("dst-reseal", os.path.join(work, "dst-reseal"), {}, compatible=False)
+                elif target == "local":
                     t = tool.target("dst-local", os.path.join(work, "dst-local"), {})
                 else:
                     bucket = moto.bucket(f"{name}-{int(time.time())}")
