@@ -384,3 +384,37 @@ impl Repository {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn key(b: u8) -> Secret {
+        Secret::KeyFile(Zeroizing::new([b; 32]))
+    }
+
+    #[tokio::test]
+    async fn a_copy_compatible_repository_shares_keys_and_chunker_but_not_its_slots_or_id() {
+        let opts = InitOptions::default().with_chunker(ChunkerParams {
+            min_size: 1 << 16,
+            avg_size: 1 << 18,
+            max_size: 1 << 20,
+        });
+        let src = Repository::init(Store::memory(), &key(1), opts).await.unwrap();
+        let store = Store::memory();
+        let copy = Repository::init_copy_of(store.clone(), &key(2), InitOptions::default(), &src).await.unwrap();
+        assert!(src.copy_compatible(&copy) && copy.copy_compatible(&src));
+        assert_ne!(copy.config().id, src.config().id);
+        assert_eq!(copy.config().copy_of.as_deref(), Some(src.config().id.as_str()));
+        assert_eq!(copy.config().chunker, src.config().chunker, "the source's chunker, not the options'");
+        assert_eq!(copy.keys().blob_id(b"x"), src.keys().blob_id(b"x"));
+        // Its own slot: its own secret opens it, the source's does not.
+        let reopened = Repository::open(store.clone(), &key(2)).await.unwrap();
+        assert!(reopened.copy_compatible(&src));
+        assert!(matches!(Repository::open(store, &key(1)).await, Err(Error::WrongKey { .. })));
+        let other = Repository::init(Store::memory(), &key(1), InitOptions::default()).await.unwrap();
+        assert!(!other.copy_compatible(&src), "same secret, different master key");
+        assert_ne!(other.data_key_id(), src.data_key_id());
+    }
+}
