@@ -419,8 +419,13 @@ keep_last = 3
     fn errors_name_the_line_and_the_key() {
         let e = err("repo = \"/r\"\n\n[sources.a]\nkind = \"dir\"\npath = \"/x\"\nkeep_dialy = 3\n");
         assert!(e.contains("line 6") && e.contains("unknown key `keep_dialy`"), "{e}");
+        // `repos` is a table of other repositories now: a typo of `repo`
+        // that needs no table still names its key, and `repos` as a string
+        // is refused on its line.
+        let e = err("repo = \"/r\"\nrepo_url = \"/x\"\n");
+        assert!(e.contains("line 2") && e.contains("repo_url"), "{e}");
         let e = err("repo = \"/r\"\nrepos = \"/x\"\n");
-        assert!(e.contains("line 2") && e.contains("repos"), "{e}");
+        assert!(e.contains("line 2") && e.contains("expected a map"), "{e}");
         let e = err("[sources.a]\nkind = \"dir\"\npath = \"/x\"\nrpo = \"soon\"\n");
         assert!(e.contains("line 4") && e.contains("soon"), "{e}");
         let e = err("\n[sources.pg]\nkind = \"pg-base\"\nconnect = \"host=/tmp\"\n");
