@@ -27,8 +27,12 @@
 //! # Fencing
 //! Writing to the target takes a lease there, as a backup does (the target
 //! index is opened with [`LocalIndex::for_writing`]), so a concurrent prune
-//! of the target never sweeps what the copy is adding; packs a pending
-//! garbage collection condemned count as absent.
+//! of the target never sweeps what the copy is adding. Blobs in packs a
+//! pending garbage collection condemned count as absent; when such a pack
+//! is one the copy would need (same bytes, same name), the copy refuses
+//! until a `cairn prune` of the target has finished that collection: the
+//! sweep may delete it whatever the copy does, since the copy's lease came
+//! after the condemnation.
 
 mod packs;
 mod reseal;
@@ -104,6 +108,8 @@ pub struct CopyPlan {
     pub wal: Vec<(String, Bytes)>,
     /// Selected WAL manifests the target already holds.
     pub wal_present: u64,
+    /// Packs the WAL manifests to copy reference (byte copies only).
+    pub wal_packs: BTreeSet<PackId>,
     /// The repositories are not copy-compatible: blobs are re-sealed.
     pub reseal: bool,
     /// Re-sealing: plaintext bytes of the snapshots to copy (each read,
@@ -231,6 +237,12 @@ impl Copier {
             };
             let stanza = self.opts.stanza.as_deref();
             wal::plan(&self.src, &self.dst, stanza, &src_packs, &dst_packs, &mut plan).await?;
+            if !plan.reseal {
+                let condemned = self.dst_index.excluded();
+                for pack in plan.wal_packs.iter() {
+                    refuse_condemned(pack, &dst_packs, condemned)?;
+                }
+            }
         }
         Ok(plan)
     }
@@ -289,11 +301,12 @@ impl Copier {
         }
         let condemned = self.dst_index.excluded();
         for pack in &plan.to_index {
+            refuse_condemned(pack, dst_packs, condemned)?;
             match dst_packs.get(pack) {
-                Some(size) if !condemned.contains(pack) => {
+                Some(size) => {
                     plan.unindexed.insert(*pack, *size);
                 }
-                _ => {
+                None => {
                     let size = src_packs.get(pack).ok_or_else(|| Error::NotFound {
                         what: format!("{} in the source (run `cairn check` on the source)", ObjectKey::Pack(*pack)),
                     })?;
@@ -504,6 +517,28 @@ async fn put_once(repo: &Repository, key: &str, bytes: &Bytes) -> Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// A pack the target holds but a pending garbage collection there has
+/// condemned: its sweep may delete it whatever this copy does (the copy's
+/// lease came after the condemnation), and a byte copy cannot write it
+/// under another name. Refused, saying how to get past it.
+fn refuse_condemned(
+    pack: &PackId,
+    dst_packs: &BTreeMap<PackId, u64>,
+    condemned: &std::collections::HashSet<PackId>,
+) -> Result<()> {
+    if dst_packs.contains_key(pack) && condemned.contains(pack) {
+        return Err(Error::Refused {
+            what: "the copy".into(),
+            detail: format!(
+                "the target holds {} but a pending garbage collection there condemned it; run `cairn prune` on \
+                 the target to finish that collection, then copy again",
+                ObjectKey::Pack(*pack)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Every pack in `repo`, with its size.

@@ -73,6 +73,7 @@ pub(super) async fn plan(
             for piece in pieces {
                 let pack = PackId::from_hex(&piece.pack)
                     .ok_or_else(|| Error::corrupt(&key, None, format!("malformed pack id {:?}", piece.pack)))?;
+                plan.wal_packs.insert(pack);
                 if !dst_packs.contains_key(&pack) && !plan.packs.contains_key(&pack) {
                     let size = src_packs.get(&pack).ok_or_else(|| Error::NotFound {
                         what: format!("{} that {key} references, in the source", ObjectKey::Pack(pack)),
