@@ -1,7 +1,7 @@
 //! `cairn copy` (issue #21, items 1 and 2): into a repository made with
 //! `init --copy-from`, packs move byte for byte; a second run copies
 //! nothing; a local primary's snapshots and WAL copied to S3 (moto) restore
-//! from the secondary alone; SIGKILL at random points leaves a target that
+//! from the secondary alone (a PITR too); SIGKILL at random points leaves a target that
 //! checks clean, and the re-run copies only what is missing.
 
 use std::collections::BTreeMap;
@@ -27,7 +27,16 @@ fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
 
 /// A repository at `url` made copy-compatible with `source`.
 fn copy_of(source: &TestRepo, url: Option<String>, env: Vec<(&'static str, String)>) -> TestRepo {
-    let dir = tempfile::tempdir().unwrap();
+    copy_of_in(tempfile::tempdir().unwrap(), source, url, env)
+}
+
+/// The same, with its key and cache in `dir`.
+fn copy_of_in(
+    dir: tempfile::TempDir,
+    source: &TestRepo,
+    url: Option<String>,
+    env: Vec<(&'static str, String)>,
+) -> TestRepo {
     let url = url.unwrap_or_else(|| dir.path().join("repo").to_string_lossy().into_owned());
     let r = TestRepo::at(dir, url, env);
     let cfg = config_for(source, r.dir.path());
@@ -276,7 +285,9 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     let moto = Moto::start();
     let bucket = format!("copy{}", rand::random::<u32>());
     moto.create_bucket(&bucket);
-    let dst = copy_of(&a.repo, Some(format!("s3://{bucket}/cairn")), moto.env());
+    // In a directory PostgreSQL's user can read: the PITR below fetches
+    // WAL from this repository.
+    let dst = copy_of_in(cairn_tests::pg::shared_dir(), &a.repo, Some(format!("s3://{bucket}/cairn")), moto.env());
     let t = Instant::now();
     let first = copy(&a.repo, &dst, &["--wal"]);
     eprintln!("local -> S3 copy: {first} in {:?}", t.elapsed());
@@ -335,6 +346,31 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     assert_eq!(show[0]["timelines"][0]["gaps"], serde_json::json!([]), "{show}");
     let check = dst.run(&["check", "--read-data"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
+
+    // A point-in-time restore from the secondary alone, replayed by
+    // PostgreSQL 15 with its restore_command fetching from S3.
+    let pgdata = dst.dir.path().join("pitr");
+    let bin = a.root().join("cairn");
+    let fetch =
+        format!("{} --repo {} --key-file {} wal fetch --stanza main %f %p", bin.display(), dst.url, dst.key.display());
+    let v = dst.json(&[
+        "pg",
+        "restore",
+        "--stanza",
+        "main",
+        "--latest",
+        "--restore-command",
+        &fetch,
+        "--to",
+        pgdata.to_str().unwrap(),
+    ]);
+    assert!(v["verified"].as_u64().unwrap() > 100, "{v}");
+    cairn_tests::pg::chown_to_user(dst.dir.path());
+    let mut c = Cluster::from_copy(pgdata, dst.dir.path(), "archive_mode = off\n");
+    let env: Vec<(&str, String)> = moto.env();
+    c.start(&env);
+    c.wait_until_promoted(Duration::from_secs(120));
+    assert_eq!(c.sql("SELECT count(*), sum(i) FROM copied").trim(), "1000|500500");
 }
 
 #[test]
