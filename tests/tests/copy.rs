@@ -274,9 +274,14 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     let st = Command::new("tar").arg("-cf").arg(&tarball).arg("-C").arg(&files).arg(".").status().unwrap();
     assert!(st.success());
     a.repo.json(&["backup", "--kind", "tar", "--source", "tar", tarball.to_str().unwrap()]);
+    let redis = cairn_tests::redis::RedisServer::start(&[]);
+    assert_eq!(redis.cli(&["DEBUG", "POPULATE", "20000"]).trim(), "OK");
+    let rdb = redis.save();
+    let dump = redis.dir.path().join("dump.rdb");
+    a.repo.json(&["backup", "--kind", "redis-rdb", "--source", "redis", dump.to_str().unwrap()]);
     let kinds: Vec<String> =
         a.repo.snapshots().iter().map(|s| s["source"]["kind"].as_str().unwrap().to_string()).collect();
-    for k in ["pg-base", "stream", "dir", "tar"] {
+    for k in ["pg-base", "stream", "dir", "tar", "redis-rdb"] {
         assert!(kinds.iter().any(|x| x == k), "no {k} snapshot: {kinds:?}");
     }
     let wal = crate::wal::manifest_names(&a, "main");
@@ -291,7 +296,7 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     let t = Instant::now();
     let first = copy(&a.repo, &dst, &["--wal"]);
     eprintln!("local -> S3 copy: {first} in {:?}", t.elapsed());
-    assert_eq!(first["snapshots"], 4, "{first}");
+    assert_eq!(first["snapshots"], 5, "{first}");
     assert_eq!(first["wal_manifests"].as_u64().unwrap(), wal.len() as u64, "{first}");
     assert_eq!(first["stanzas"], 1, "{first}");
     let again = copy(&a.repo, &dst, &["--wal"]);
@@ -305,7 +310,7 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     // A target that is not copy-compatible gets the same, re-sealed.
     let other = TestRepo::new();
     let r = copy(&a.repo, &other, &["--wal"]);
-    assert_eq!((r["resealed"].as_bool(), r["snapshots"].as_u64()), (Some(true), Some(4)), "{r}");
+    assert_eq!((r["resealed"].as_bool(), r["snapshots"].as_u64()), (Some(true), Some(5)), "{r}");
     assert_eq!(r["wal_manifests"].as_u64().unwrap(), wal.len() as u64, "{r}");
     let again = copy(&a.repo, &other, &["--wal"]);
     for k in ["packs", "snapshots", "wal_manifests", "stanzas"] {
@@ -338,6 +343,8 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     }
     let stream_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "stream").unwrap();
     assert!(dst.restore_bytes(&stream_id["id"].as_str().unwrap()[..12]) == stream);
+    let redis_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "redis").unwrap();
+    assert!(dst.restore_bytes(&redis_id["id"].as_str().unwrap()[..12]) == rdb, "the RDB restores byte-identical");
     let dir_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "dir").unwrap();
     assert!(tree(&from_secondary.join(dir_id["id"].as_str().unwrap())) == tree(&files));
     // The secondary's WAL readers see the copied manifests: same files, no gaps.
