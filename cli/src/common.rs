@@ -256,6 +256,48 @@ pub fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
 }
 
+/// Another repository than --repo (the target of `copy`, the source of
+/// `init --copy-from`), opened with its own credentials: `name` is a
+/// `[repos.NAME]` table of the --config file, or a location whose key comes
+/// from `config` (a config file of its own: `repo`, `key_file`,
+/// `password_file`, `cache_dir`). Returns the repository and its cache
+/// directory.
+pub async fn open_other(
+    g: &Global,
+    name: Option<&str>,
+    config: Option<&std::path::Path>,
+    what: &str,
+) -> Result<(Arc<Repository>, PathBuf)> {
+    let table = name.and_then(|n| g.config_file.as_ref().and_then(|c| c.repos.get(n)).cloned());
+    let rc = match (table, config) {
+        (Some(_), Some(_)) => anyhow::bail!("{what}: give a [repos.NAME] table or a config file, not both"),
+        (Some(t), None) => t,
+        (None, Some(path)) => {
+            let c = crate::config::ConfigFile::load(path)?;
+            crate::config::RepoConfig {
+                repo: name.map(str::to_string).or(c.repo),
+                key_file: c.key_file,
+                password_file: c.password_file,
+                cache_dir: c.cache_dir,
+            }
+        }
+        (None, None) => anyhow::bail!(
+            "{what}: no credentials for {}: name a [repos.NAME] table of --config, or give its own config file \
+             (keys are never taken on the command line)",
+            name.unwrap_or("it")
+        ),
+    };
+    let location = rc.repo.as_deref().with_context(|| format!("{what}: no repository location (`repo`)"))?;
+    let secret = match (&rc.key_file, &rc.password_file) {
+        (Some(k), _) => Secret::from_key_file(k)?,
+        (None, Some(p)) => Secret::from_password_file(p)?,
+        (None, None) => anyhow::bail!("{what}: no `key_file` or `password_file` for {location}"),
+    };
+    let store = Store::open(&Location::parse(location)?, false)?;
+    let repo = Repository::open(store, &secret).await.with_context(|| format!("{what}: opening {location}"))?;
+    Ok((Arc::new(repo), rc.cache_dir.unwrap_or_else(|| g.cache_dir())))
+}
+
 #[cfg(test)]
 mod escape_tests {
     use super::escape_name;

@@ -33,6 +33,23 @@ pub struct ConfigFile {
     /// `[sources.NAME]`.
     #[serde(default)]
     pub sources: BTreeMap<String, toml::Spanned<SourceConfig>>,
+    /// `[repos.NAME]`: other repositories (`cairn copy --to NAME`, `cairn
+    /// init --copy-from NAME`), each with its own credentials.
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoConfig>,
+}
+
+/// `[repos.NAME]`: where another repository is and how to unlock it.
+/// Secrets stay in files; S3 credentials come from the environment.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// A directory, file:///path or s3://bucket/prefix.
+    pub repo: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    /// Where its local index cache lives [default: the top-level one].
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// `[drill]`: where and as whom restore drills run.
@@ -402,8 +419,13 @@ keep_last = 3
     fn errors_name_the_line_and_the_key() {
         let e = err("repo = \"/r\"\n\n[sources.a]\nkind = \"dir\"\npath = \"/x\"\nkeep_dialy = 3\n");
         assert!(e.contains("line 6") && e.contains("unknown key `keep_dialy`"), "{e}");
+        // `repos` is a table of other repositories now: a typo of `repo`
+        // that needs no table still names its key, and `repos` as a string
+        // is refused on its line.
+        let e = err("repo = \"/r\"\nrepo_url = \"/x\"\n");
+        assert!(e.contains("line 2") && e.contains("repo_url"), "{e}");
         let e = err("repo = \"/r\"\nrepos = \"/x\"\n");
-        assert!(e.contains("line 2") && e.contains("repos"), "{e}");
+        assert!(e.contains("line 2") && e.contains("expected a map"), "{e}");
         let e = err("[sources.a]\nkind = \"dir\"\npath = \"/x\"\nrpo = \"soon\"\n");
         assert!(e.contains("line 4") && e.contains("soon"), "{e}");
         let e = err("\n[sources.pg]\nkind = \"pg-base\"\nconnect = \"host=/tmp\"\n");
@@ -424,5 +446,15 @@ keep_last = 3
         assert!(e.contains("absolute"), "{e}");
         let e = err("[drill]\nusr = \"x\"\n");
         assert!(e.contains("usr"), "{e}");
+    }
+
+    #[test]
+    fn repos_tables_name_other_repositories_and_refuse_unknown_keys() {
+        let c = ConfigFile::parse("[repos.offsite]\nrepo = \"s3://b/p\"\nkey_file = \"/k\"\n").unwrap();
+        let r = &c.repos["offsite"];
+        assert_eq!((r.repo.as_deref(), r.key_file.as_deref()), (Some("s3://b/p"), Some(Path::new("/k"))));
+        let e =
+            format!("{:#}", ConfigFile::parse("[repos.offsite]\nrepo = \"x\"\npassword = \"hunter2\"\n").unwrap_err());
+        assert!(e.contains("password") && e.contains("line 3"), "{e}");
     }
 }

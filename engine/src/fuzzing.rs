@@ -93,6 +93,7 @@ pub fn member_index(data: &[u8]) -> Result<()> {
         entries: vec![entry],
         stats: Default::default(),
         lease: None,
+        copied_from: None,
     };
     files(&Layout::of_members(snap, 0, idx));
     Ok(())

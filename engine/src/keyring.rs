@@ -326,6 +326,7 @@ mod tests {
             chunker: crate::chunker::ChunkerParams::default(),
             pack_target: crate::repo::DEFAULT_PACK_TARGET,
             gc: None,
+            copy_of: None,
         };
         let original = serde_json::to_string_pretty(&config).unwrap();
         put(&store, "config", original.clone()).await;

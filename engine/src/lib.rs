@@ -16,6 +16,7 @@
 //!   (the local cache), `repo` (config, key slots, sealed objects),
 //!   `repofile` (object keys, the sealed envelope, versioned files),
 //!   `snapshot`.
+//! - [`copy`]: `cairn copy` between copy-compatible repositories.
 //! - [`store`]: the storage contract, its backends and wrappers.
 //! - [`pg`]: point-in-time restore and the replication client; [`wal`]:
 //!   `archive_command` / `restore_command` and the WAL catalogue (WAL
@@ -41,6 +42,7 @@ mod beneath;
 mod chunker;
 mod commands;
 mod compress;
+pub mod copy;
 mod crypto;
 pub mod drill;
 mod error;

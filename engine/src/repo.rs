@@ -46,6 +46,13 @@ pub struct Config {
     /// can disagree (absent in repositories made before: the defaults).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gc: Option<GcParams>,
+    /// The id of the repository this one was made copy-compatible with
+    /// (`cairn init --copy-from`): it shares that repository's master key,
+    /// so its data keys and chunker, and packs copy byte for byte. A record
+    /// for people; compatibility itself is decided by
+    /// [`Repository::copy_compatible`], after unlocking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_of: Option<String>,
 }
 
 /// Garbage collection's timings (`config.gc`).
@@ -211,10 +218,42 @@ impl Repository {
             chunker: opts.chunker,
             pack_target: opts.pack_target,
             gc: opts.gc,
+            copy_of: None,
         };
+        Self::create(store, secret, config, MasterKey::generate()).await
+    }
+
+    /// Creates a repository copy-compatible with `source`: its own id and
+    /// key slot (sealed under `secret`), but `source`'s master key and
+    /// chunker, so blob ids, pack ids and every sealed object stay valid in
+    /// both and `cairn copy` moves packs without decrypting them. `opts`
+    /// gives the pack target and GC timings; its chunker is ignored.
+    pub async fn init_copy_of(
+        store: Store,
+        secret: &Secret,
+        opts: InitOptions,
+        source: &Repository,
+    ) -> Result<Repository> {
+        if store.exists(&ObjectKey::Config.to_string()).await? {
+            return Err(Error::AlreadyExists { what: format!("a repository at {}", store.location()) });
+        }
+        let mut raw_id = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut raw_id);
+        let config = Config {
+            version: REPO_VERSION,
+            id: hex::encode(raw_id),
+            created: chrono::Utc::now().to_rfc3339(),
+            chunker: source.config.chunker,
+            pack_target: opts.pack_target,
+            gc: opts.gc,
+            copy_of: Some(source.config.id.clone()),
+        };
+        Self::create(store, secret, config, source.master.clone()).await
+    }
+
+    async fn create(store: Store, secret: &Secret, config: Config, master: MasterKey) -> Result<Repository> {
         config.check().map_err(|e| Error::InvalidInput(format!("repository settings: {e}")))?;
         let json = serde_json::to_vec_pretty(&config).expect("config serializes");
-        let master = MasterKey::generate();
         let keys = Keys::derive(&master);
         let config_mac = keys.config_mac(&json);
         let repo = Repository { keys, store, config, master, config_mac };
@@ -269,6 +308,20 @@ impl Repository {
     /// removals running at once: the repository would become unreadable.
     pub async fn remove_key(&self, id: &str) -> Result<()> {
         keyring::remove(&self.store, id).await
+    }
+
+    /// A fingerprint of the master key (16 bytes, hex): equal in two
+    /// repositories exactly when they seal and name blobs alike. One-way
+    /// (BLAKE3 `derive_key` under its own context), so it reveals nothing of
+    /// the keys; never stored.
+    pub fn data_key_id(&self) -> String {
+        hex::encode(&blake3::derive_key("cairn 2026-12 v1 data key id", &self.master.0)[..16])
+    }
+
+    /// Whether packs, index segments, snapshots and WAL manifests of `self`
+    /// are valid, byte for byte, in `other`: same keys and same chunker.
+    pub fn copy_compatible(&self, other: &Repository) -> bool {
+        self.data_key_id() == other.data_key_id() && self.config.chunker == other.config.chunker
     }
 
     /// The storage.
@@ -329,5 +382,39 @@ impl Repository {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zeroize::Zeroizing;
+
+    fn key(b: u8) -> Secret {
+        Secret::KeyFile(Zeroizing::new([b; 32]))
+    }
+
+    #[tokio::test]
+    async fn a_copy_compatible_repository_shares_keys_and_chunker_but_not_its_slots_or_id() {
+        let opts = InitOptions::default().with_chunker(ChunkerParams {
+            min_size: 1 << 16,
+            avg_size: 1 << 18,
+            max_size: 1 << 20,
+        });
+        let src = Repository::init(Store::memory(), &key(1), opts).await.unwrap();
+        let store = Store::memory();
+        let copy = Repository::init_copy_of(store.clone(), &key(2), InitOptions::default(), &src).await.unwrap();
+        assert!(src.copy_compatible(&copy) && copy.copy_compatible(&src));
+        assert_ne!(copy.config().id, src.config().id);
+        assert_eq!(copy.config().copy_of.as_deref(), Some(src.config().id.as_str()));
+        assert_eq!(copy.config().chunker, src.config().chunker, "the source's chunker, not the options'");
+        assert_eq!(copy.keys().blob_id(b"x"), src.keys().blob_id(b"x"));
+        // Its own slot: its own secret opens it, the source's does not.
+        let reopened = Repository::open(store.clone(), &key(2)).await.unwrap();
+        assert!(reopened.copy_compatible(&src));
+        assert!(matches!(Repository::open(store, &key(1)).await, Err(Error::WrongKey { .. })));
+        let other = Repository::init(Store::memory(), &key(1), InitOptions::default()).await.unwrap();
+        assert!(!other.copy_compatible(&src), "same secret, different master key");
+        assert_ne!(other.data_key_id(), src.data_key_id());
     }
 }

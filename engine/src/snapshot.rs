@@ -214,6 +214,11 @@ pub struct Snapshot {
     /// swept pack only when its lease was broken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<String>,
+    /// The snapshot (hex id) of another repository that `cairn copy`
+    /// re-sealed this one from; absent otherwise (a byte-for-byte copy
+    /// keeps the source's id instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<String>,
 }
 
 impl RepoFile for Snapshot {

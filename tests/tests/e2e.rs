@@ -6,6 +6,7 @@
 mod check_coverage;
 mod cli;
 mod conformance;
+mod copy;
 mod crash;
 mod deploy;
 mod dirsnap;

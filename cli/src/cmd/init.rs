@@ -3,7 +3,7 @@ use cairn_engine::store::Store;
 use cairn_engine::Secret;
 use cairn_engine::{InitOptions, Repository};
 
-use crate::common::Global;
+use crate::common::{open_other, Global};
 use crate::exit;
 
 /// Create a repository.
@@ -25,6 +25,16 @@ pub struct Args {
     /// collection may break it (the writer then fails instead of committing).
     #[arg(long, default_value_t = 600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     lease_ttl: u64,
+    /// Make the repository copy-compatible with another one: same data
+    /// keys and chunker (its own key slot and id), so `cairn copy` moves
+    /// packs between them byte for byte. A `[repos.NAME]` table of
+    /// --config, or a location whose key --copy-from-config gives.
+    #[arg(long, value_name = "NAME|REPO")]
+    copy_from: Option<String>,
+    /// A config file for the --copy-from repository (`repo`, `key_file` or
+    /// `password_file`).
+    #[arg(long, value_name = "FILE")]
+    copy_from_config: Option<std::path::PathBuf>,
 }
 
 pub async fn run(g: &Global, a: Args) -> Result<i32> {
@@ -44,9 +54,18 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     if gc != cairn_engine::GcParams::default() {
         opts = opts.with_gc(gc);
     }
-    let repo = Repository::init(store, &secret, opts).await?;
+    let repo = if a.copy_from.is_some() || a.copy_from_config.is_some() {
+        let (source, _) = open_other(g, a.copy_from.as_deref(), a.copy_from_config.as_deref(), "--copy-from").await?;
+        let repo = Repository::init_copy_of(store, &secret, opts, &source).await?;
+        g.info(format!("copy-compatible with repository {}", source.config().id));
+        repo
+    } else {
+        Repository::init(store, &secret, opts).await?
+    };
     if g.json {
-        super::print_json(&serde_json::json!({ "repository": location.to_string(), "id": repo.config().id }));
+        super::print_json(&serde_json::json!({
+            "repository": location.to_string(), "id": repo.config().id, "copy_of": repo.config().copy_of,
+        }));
     } else {
         println!("created cairn repository {} at {location}", repo.config().id);
     }

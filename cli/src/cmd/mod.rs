@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod config;
+mod copy;
 mod diff;
 mod drill;
 mod forget;
@@ -84,6 +85,7 @@ pub enum Command {
     /// List snapshots.
     Snapshots(snapshots::Args),
     Check(check::Args),
+    Copy(copy::Args),
     Forget(forget::Args),
     Prune(prune::Args),
     Pin(pin::Args),
@@ -118,6 +120,7 @@ fn job_name(c: &Command) -> Option<&'static str> {
         Command::Run(_) => "run",
         Command::Backup(_) => "backup",
         Command::Check(_) => "check",
+        Command::Copy(_) => "copy",
         Command::Drill(_) => "drill",
         Command::Forget(_) => "forget",
         Command::Prune(_) => "prune",
@@ -169,6 +172,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Diff(a) => diff::run(g, a).await,
         Command::Snapshots(a) => snapshots::run(g, a).await,
         Command::Check(a) => check::run(g, a).await,
+        Command::Copy(a) => copy::run(g, a).await,
         Command::Forget(a) => forget::run(g, a).await,
         Command::Prune(a) => prune::run(g, a).await,
         Command::Pin(a) => pin::pin(g, a).await,

@@ -27,7 +27,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
                     "id": id.to_hex(), "time": s.time, "host": s.host, "source": s.source,
                     "tags": s.tags, "size": s.entries.iter().map(|e| e.size).sum::<u64>(),
                     "entries": s.entries.iter().map(|e| serde_json::json!({"name": e.name, "size": e.size, "blake3": e.blake3})).collect::<Vec<_>>(),
-                    "stats": s.stats, "metadata": s.metadata,
+                    "stats": s.stats, "metadata": s.metadata, "copied_from": s.copied_from,
                 })
             })
             .collect();

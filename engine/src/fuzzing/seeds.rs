@@ -173,6 +173,7 @@ fn config() -> Vec<u8> {
         chunker: Default::default(),
         pack_target: crate::repo::DEFAULT_PACK_TARGET,
         gc: Some(GcParams::default()),
+        copy_of: None,
     };
     serde_json::to_vec_pretty(&c).expect("config serializes")
 }

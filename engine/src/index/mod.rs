@@ -328,6 +328,11 @@ impl LocalIndex {
         self.excluded = packs;
     }
 
+    /// Packs a pending garbage collection condemned (hidden from lookups).
+    pub(crate) fn excluded(&self) -> &HashSet<PackId> {
+        &self.excluded
+    }
+
     /// The lease this writer index holds, if any.
     pub fn lease(&self) -> Option<&crate::gc::Lease> {
         self.lease.as_ref()

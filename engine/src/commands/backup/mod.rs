@@ -272,6 +272,7 @@ impl Backup {
                 duration_s: started.elapsed().as_secs_f64(),
             },
             lease: index.lease().map(|l| l.key().to_string()),
+            copied_from: None,
         };
         let id = commit(&repo, index.lease(), &snapshot).await?;
         Ok((id, snapshot))
