@@ -103,8 +103,15 @@ fn compatible_copy_moves_packs_byte_for_byte_and_a_second_run_copies_nothing() {
     for k in ["snapshots", "packs", "pack_bytes", "index_segments"] {
         assert_eq!(dry[k], first[k], "dry run vs copy, {k}: {dry} / {first}");
     }
-    let all = copy(&src, &dst, &[]);
+    let metrics = dst.dir.path().join("copy.prom");
+    let all = copy(&src, &dst, &["--metrics-file", metrics.to_str().unwrap()]);
     assert_eq!((all["snapshots"].as_u64(), all["snapshots_present"].as_u64()), (Some(1), Some(1)), "{all}");
+    // The copy job's metrics hold what it reported.
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    crate::operator::promtool_check("copy metrics", &m);
+    let objects = all["packs"].as_u64().unwrap() + all["snapshots"].as_u64().unwrap();
+    assert!(m.contains(&format!("cairn_job_objects{{job=\"copy\",source=\"\"}} {objects}\n")), "{m}");
+    assert!(m.contains("cairn_job_success{job=\"copy\",source=\"\"} 1\n"), "{m}");
 
     // Byte for byte: every target pack is a source pack, same name, same bytes.
     let (sp, dp) = (packs_of(&src), packs_of(&dst));

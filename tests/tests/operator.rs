@@ -168,7 +168,13 @@ exclude = ["*.swp"]
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         let o = self.cairn(&a);
-        assert_eq!(code(&o), expect, "cairn {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            code(&o),
+            expect,
+            "cairn {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout)
+        );
         serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("cairn {args:?}: bad JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
     }

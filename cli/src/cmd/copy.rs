@@ -79,7 +79,17 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
     if let Some(t) = ticker {
         t.finish();
     }
-    print(g, &report?, manifest_bytes);
+    let report = report?;
+    crate::metrics::record(
+        "",
+        crate::metrics::Sample {
+            read_bytes: report.pack_bytes + manifest_bytes,
+            added_bytes: report.pack_bytes + manifest_bytes,
+            objects: report.packs + report.snapshots + report.wal_manifests,
+            ..Default::default()
+        },
+    );
+    print(g, &report, manifest_bytes);
     Ok(exit::OK)
 }
 
