@@ -24,6 +24,10 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     pub stanza: Option<String>,
     pub wal_push_ahead: Option<u32>,
+    /// Names of `[repos.NAME]` tables: copies of `repo` that the restore
+    /// paths read from when it is unreachable or lacks an object.
+    #[serde(default)]
+    pub fallback: Vec<String>,
     /// Directory for Prometheus textfile metrics: every job writes
     /// `cairn_<job>.prom` there (node_exporter's textfile collector).
     pub metrics_dir: Option<PathBuf>,
@@ -194,6 +198,9 @@ impl ConfigFile {
         }
         if let Some(s) = &c.stanza {
             cairn_engine::wal::validate_stanza(s).context("stanza")?;
+        }
+        if let Some(n) = c.fallback.iter().find(|n| !c.repos.contains_key(*n)) {
+            bail!("fallback: {n:?} names no [repos.{n}] table");
         }
         for (name, s) in &c.sources {
             let span = s.span();

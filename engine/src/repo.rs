@@ -324,6 +324,29 @@ impl Repository {
         self.data_key_id() == other.data_key_id() && self.config.chunker == other.config.chunker
     }
 
+    /// This repository read also from `others`, copies of it in other
+    /// stores (filled by `cairn copy`), through a [`crate::store::Fallback`]:
+    /// reads go to the first store that answers, writes to this one only.
+    /// Every other must be copy-compatible ([`Repository::copy_compatible`]),
+    /// or its objects would not open here.
+    pub fn with_fallbacks(self, others: Vec<Repository>) -> Result<Repository> {
+        if others.is_empty() {
+            return Ok(self);
+        }
+        for o in &others {
+            if !self.copy_compatible(o) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is not a copy of {} (different data keys or chunker): it cannot stand in for it; \
+                     create it with `cairn init --copy-from`",
+                    o.store.location(),
+                    self.store.location()
+                )));
+            }
+        }
+        let store = Store::with_fallbacks(self.store, others.into_iter().map(|o| o.store).collect());
+        Ok(Repository { store, ..self })
+    }
+
     /// The storage.
     pub fn store(&self) -> &Store {
         &self.store

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 
 /// A config file naming `repo` and its key, for `--to-config` and
 /// `--copy-from-config`.
-fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
+pub(crate) fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
     let path = at.join(format!("repo-{}.toml", rand::random::<u32>()));
     let cache = repo.cache.to_str().unwrap();
     std::fs::write(&path, format!("repo = {:?}\nkey_file = {:?}\ncache_dir = {cache:?}\n", repo.url, repo.key))
@@ -26,12 +26,12 @@ fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
 }
 
 /// A repository at `url` made copy-compatible with `source`.
-fn copy_of(source: &TestRepo, url: Option<String>, env: Vec<(&'static str, String)>) -> TestRepo {
+pub(crate) fn copy_of(source: &TestRepo, url: Option<String>, env: Vec<(&'static str, String)>) -> TestRepo {
     copy_of_in(tempfile::tempdir().unwrap(), source, url, env)
 }
 
 /// The same, with its key and cache in `dir`.
-fn copy_of_in(
+pub(crate) fn copy_of_in(
     dir: tempfile::TempDir,
     source: &TestRepo,
     url: Option<String>,
@@ -46,7 +46,7 @@ fn copy_of_in(
 }
 
 /// `cairn copy` from `src` to `dst` (with `dst`'s environment, for S3).
-fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
+pub(crate) fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
     let cfg = config_for(dst, src.dir.path());
     let mut args = vec!["--json", "copy", "--to-config", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -57,7 +57,7 @@ fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
     c
 }
 
-fn copy(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn copy(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> serde_json::Value {
     let o = copy_cmd(src, dst, extra).stdin(Stdio::null()).output().unwrap();
     assert!(o.status.success(), "copy {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -75,7 +75,7 @@ fn packs_of(r: &TestRepo) -> BTreeMap<String, String> {
 }
 
 /// Every file under `dir` (relative path → content).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files_under(dir)
         .into_iter()
         .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
