@@ -270,7 +270,7 @@ mod tests {
         drop(dir);
         let b = Store::memory();
         b.put("config", Bytes::from_static(b"c")).await.unwrap();
-        let f = Store::with_fallbacks(gone, vec![b]);
+        let f = Store::with_fallbacks(gone, vec![b.clone()]);
         assert_eq!(&f.get("config").await.unwrap()[..], b"c");
         b.put("index/a", Bytes::from_static(b"i")).await.unwrap();
         assert_eq!(f.list("index").await.unwrap().len(), 1, "the missing directory lists nothing, the other one");
