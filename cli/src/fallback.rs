@@ -26,8 +26,13 @@ pub async fn open(g: &Global) -> Result<Arc<Repository>> {
     let mut opened = Vec::new();
     let mut skipped = Vec::new();
     for (location, secret) in &candidates {
-        let store = Store::open(&Location::parse(location)?, false)?;
-        match Repository::open(store, secret).await {
+        // A deleted directory fails already here; an S3 store on first use.
+        let opened_store = Store::open(&Location::parse(location)?, false);
+        let repo = match opened_store {
+            Ok(store) => Repository::open(store, secret).await,
+            Err(e) => Err(e),
+        };
+        match repo {
             Ok(r) => opened.push(r),
             Err(e) if e.is_unavailable() => {
                 tracing::warn!("repository {location} is unavailable, reading from the others: {e}");
