@@ -84,11 +84,7 @@ pub struct PlanSources {
 }
 
 /// `None` when the repository is not read through fallbacks.
-pub async fn plan_sources(
-    repo: &Repository,
-    stanza: &str,
-    plan: &cairn_engine::pg::pitr::Plan,
-) -> Option<PlanSources> {
+pub async fn plan_sources(repo: &Repository, stanza: &str, plan: &cairn_engine::pg::pitr::Plan) -> Option<PlanSources> {
     let f = repo.store().fallback()?;
     let wal_key = |name: &str| format!("wal/{stanza}/{}/{name}", name.get(..8).unwrap_or_default());
     Some(PlanSources {

@@ -168,7 +168,8 @@ fn wal_fetch_finds_a_file_only_the_secondary_holds() {
     let to = a.root().join("fetched");
     let o = a.repo.run(&["wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
     assert!(!o.status.success(), "the primary alone still had the file");
-    let o = with_fallback(&a.repo, &s, &cfg, &["--json", "wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
+    let o =
+        with_fallback(&a.repo, &s, &cfg, &["--json", "wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
     let v = ok(&o, "wal fetch through the fallback");
     assert_eq!(v["delivered"], true, "{v}");
     assert_eq!(crate::wal::b3(&to), crate::wal::b3(&seg));
