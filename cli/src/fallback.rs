@@ -103,7 +103,7 @@ impl PlanSources {
     /// Lines of the dry-run plan.
     pub fn print(&self) {
         let show = |v: &[String]| match v.split_first() {
-            Some((first, rest)) if rest.is_empty() => first.clone(),
+            Some((first, [])) => first.clone(),
             Some((first, rest)) => format!("{first} (also in {})", rest.join(", ")),
             None => "no repository holds it as a single object (read through the WAL catalogue)".into(),
         };

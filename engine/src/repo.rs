@@ -329,10 +329,9 @@ impl Repository {
     /// reads go to the first store that answers, writes to this one only.
     /// Every other must be copy-compatible ([`Repository::copy_compatible`]),
     /// or its objects would not open here.
+    /// With no others the store is still wrapped, so that what it served
+    /// is reported the same way.
     pub fn with_fallbacks(self, others: Vec<Repository>) -> Result<Repository> {
-        if others.is_empty() {
-            return Ok(self);
-        }
         for o in &others {
             if !self.copy_compatible(o) {
                 return Err(Error::InvalidInput(format!(

@@ -330,8 +330,27 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     }
     assert!(other.run(&["check", "--read-data"]).status.success());
 
+    // Restore from either (item 4): the dry-run plan says where each part is.
+    let cfg = crate::fallback::fallback_config(&dst, &a.root().join("fallback-conf"));
+    let pitr_dry = |what: &str| {
+        let to = a.root().join("dry-run-target");
+        let args =
+            ["--json", "pg", "restore", "--stanza", "main", "--to", to.to_str().unwrap(), "--latest", "--dry-run"];
+        let o = crate::fallback::with_fallback(&a.repo, &dst, &cfg, &args);
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sources"].clone()
+    };
+    let both = pitr_dry("dry run, both repositories");
+    assert_eq!(both["base_backup"], serde_json::json!([a.repo.url, dst.url]), "{both}");
+    assert_eq!(both["last_wal"], serde_json::json!([a.repo.url, dst.url]), "{both}");
+
     std::fs::remove_dir_all(a.repo.repo_dir()).unwrap();
     assert!(!a.repo.run(&["snapshots"]).status.success(), "the primary is gone");
+    let secondary_only = pitr_dry("dry run, primary deleted");
+    for part in ["base_backup", "first_wal", "last_wal"] {
+        assert_eq!(secondary_only[part], serde_json::json!([dst.url]), "{part}: {secondary_only}");
+    }
 
     let from_secondary = dst.dir.path().join("from-secondary");
     restore_all(&dst, &from_secondary, &wal);

@@ -15,7 +15,7 @@ use cairn_tests::TestRepo;
 use crate::copy::{copy, copy_of, copy_of_in, tree};
 
 /// A config file naming `second` as the fallback of whatever --repo is.
-fn fallback_config(second: &TestRepo, at: &Path) -> PathBuf {
+pub(crate) fn fallback_config(second: &TestRepo, at: &Path) -> PathBuf {
     std::fs::create_dir_all(at).unwrap();
     let path = at.join("fallback.toml");
     std::fs::write(
@@ -58,7 +58,7 @@ fn snapshot_of(r: &TestRepo, source: &str) -> String {
 
 /// `cairn` on the primary's --repo with the fallback config and the
 /// secondary's S3 environment.
-fn with_fallback(p: &TestRepo, s: &TestRepo, cfg: &Path, args: &[&str]) -> std::process::Output {
+pub(crate) fn with_fallback(p: &TestRepo, s: &TestRepo, cfg: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec!["--config", cfg.to_str().unwrap()];
     all.extend_from_slice(args);
     let mut c = p.cmd(&all);
