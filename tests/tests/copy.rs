@@ -1,7 +1,9 @@
 //! `cairn copy` (issue #21, items 1 and 2): into a repository made with
 //! `init --copy-from`, packs move byte for byte; a second run copies
 //! nothing; a local primary's snapshots and WAL copied to S3 (moto) restore
-//! from the secondary alone (a PITR too); SIGKILL at random points leaves a target that
+//! from the secondary alone (a PITR too, and again through `fallback` with
+//! --repo naming the deleted primary, whose `pg restore --dry-run` names
+//! the secondary for every part); SIGKILL at random points leaves a target that
 //! checks clean, and the re-run copies only what is missing.
 
 use std::collections::BTreeMap;
@@ -397,6 +399,27 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     c.start(&env);
     c.wait_until_promoted(Duration::from_secs(120));
     assert_eq!(c.sql("SELECT count(*), sum(i) FROM copied").trim(), "1000|500500");
+
+    // The same PITR through the fallback (item 4): --repo and the
+    // restore_command name the deleted primary, `fallback` the secondary.
+    let pitr_cfg = a.root().join("fallback-conf").join("pitr.toml");
+    let fallback_part = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&pitr_cfg, format!("repo = {:?}\nkey_file = {:?}\n{fallback_part}", a.repo.url, a.repo.key))
+        .unwrap();
+    let pgdata = dst.dir.path().join("pitr-fallback");
+    let fetch = format!("{} --config {} wal fetch --stanza main %f %p", bin.display(), pitr_cfg.display());
+    let args = ["--json", "pg", "restore", "--stanza", "main", "--latest", "--restore-command", &fetch, "--to"];
+    let o =
+        crate::fallback::with_fallback(&a.repo, &dst, &pitr_cfg, &[&args[..], &[pgdata.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "pg restore through the fallback: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["repositories"]["served"][0]["location"], serde_json::json!(dst.url), "{v}");
+    cairn_tests::pg::chown_to_user(dst.dir.path());
+    cairn_tests::pg::chown_to_user(a.root());
+    let mut c = Cluster::from_copy(pgdata, dst.dir.path(), "archive_mode = off\n");
+    c.start(&env);
+    c.wait_until_promoted(Duration::from_secs(120));
+    assert_eq!(c.sql("SELECT count(*), sum(i) FROM copied").trim(), "1000|500500", "PITR through the fallback");
 }
 
 #[test]
