@@ -346,6 +346,18 @@ impl Repository {
         Ok(Repository { store, ..self })
     }
 
+    /// This repository read from `store` alone (one member of its
+    /// [`crate::store::Fallback`], say): same keys and settings.
+    pub(crate) fn reading_from(&self, store: Store) -> Repository {
+        Repository {
+            store,
+            config: self.config.clone(),
+            keys: Keys::derive(&self.master),
+            master: self.master.clone(),
+            config_mac: self.config_mac,
+        }
+    }
+
     /// The storage.
     pub fn store(&self) -> &Store {
         &self.store

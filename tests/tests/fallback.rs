@@ -175,3 +175,38 @@ fn wal_fetch_finds_a_file_only_the_secondary_holds() {
     assert_eq!(crate::wal::b3(&to), crate::wal::b3(&seg));
     eprintln!("wal fetch: {:?}", t.elapsed());
 }
+
+#[test]
+fn wal_fetch_reads_a_corrupt_pack_from_the_secondary_and_reports_it() {
+    let t = Instant::now();
+    let a = crate::wal::Archive::new(None);
+    let seg = crate::wal::first_segment(a.root(), "one");
+    let out = crate::wal::wal(&a, &["push", "--stanza", "main", seg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let moto = Moto::start();
+    let bucket = format!("fallbackwal{}", rand::random::<u32>());
+    moto.create_bucket(&bucket);
+    let s = copy_of_in(tempfile::tempdir().unwrap(), &a.repo, Some(format!("s3://{bucket}/cairn")), moto.env());
+    copy(&a.repo, &s, &["--wal"]);
+    // Every pack of the primary (the segment's) overwritten, same length.
+    let packs = a.repo.objects("packs");
+    assert!(!packs.is_empty());
+    for p in &packs {
+        let len = std::fs::metadata(p).unwrap().len() as usize;
+        std::fs::write(p, random(len, 24)).unwrap();
+    }
+    let name = "000000010000000000000001";
+    let to = a.root().join("fetched");
+    let o = a.repo.run(&["wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
+    assert!(!o.status.success() && !to.exists(), "a corrupt segment was delivered without a second copy");
+    let cfg = fallback_config(&s, &a.root().join("fallback-conf"));
+    let o =
+        with_fallback(&a.repo, &s, &cfg, &["--json", "wal", "fetch", "--stanza", "main", name, to.to_str().unwrap()]);
+    let v = ok(&o, "wal fetch with a corrupt pack");
+    assert_eq!(crate::wal::b3(&to), crate::wal::b3(&seg));
+    let bad = v["repositories"]["corrupt_copies"].as_array().unwrap();
+    assert!(!bad.is_empty() && bad.iter().all(|c| c["location"] == serde_json::json!(a.repo.url)), "{v}");
+    assert!(bad[0]["object"].as_str().unwrap().starts_with("packs/"), "{v}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("corrupt copy"));
+    eprintln!("wal fetch, corrupt pack: {:?}", t.elapsed());
+}
