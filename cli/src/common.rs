@@ -15,7 +15,7 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct Global {
     /// TOML file: defaults for repo, key_file, password_file, cache_dir,
-    /// stanza and wal_push_ahead (options and environment variables take
+    /// stanza, wal_push_ahead and fallback (options and environment variables take
     /// precedence), `metrics_dir`, and the plan: `[sources.NAME]` tables
     /// that `cairn run`, `drill`, `status` and `forget` act on (see
     /// docs/CONFIG.md).

@@ -3,7 +3,10 @@
 //! With the primary's directory deleted, restores come from the secondary;
 //! with the secondary's server stopped, from the primary; with one pack of
 //! the primary overwritten, that pack's blobs come from the secondary and
-//! the bad copy is named; `wal fetch` finds a file only the secondary holds.
+//! the bad copy is named; `wal fetch` finds a file only the secondary
+//! holds, and takes a file whose pack is corrupt in the primary from the
+//! secondary. The PostgreSQL PITR through the fallback, and `pg restore
+//! --dry-run` naming each part's repositories, are in `copy.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
