@@ -464,4 +464,13 @@ keep_last = 3
             format!("{:#}", ConfigFile::parse("[repos.offsite]\nrepo = \"x\"\npassword = \"hunter2\"\n").unwrap_err());
         assert!(e.contains("password") && e.contains("line 3"), "{e}");
     }
+
+    #[test]
+    fn fallback_names_repos_tables() {
+        let c = ConfigFile::parse("fallback = [\"offsite\"]\n[repos.offsite]\nrepo = \"s3://b/p\"\n").unwrap();
+        assert_eq!(c.fallback, ["offsite"]);
+        let e =
+            format!("{:#}", ConfigFile::parse("fallback = [\"ofsite\"]\n[repos.offsite]\nrepo = \"x\"\n").unwrap_err());
+        assert!(e.contains("ofsite") && e.contains("[repos.ofsite]"), "{e}");
+    }
 }
