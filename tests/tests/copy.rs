@@ -366,6 +366,12 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     assert!(dst.restore_bytes(&stream_id["id"].as_str().unwrap()[..12]) == stream);
     let redis_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "redis").unwrap();
     assert!(dst.restore_bytes(&redis_id["id"].as_str().unwrap()[..12]) == rdb, "the RDB restores byte-identical");
+    // And through the fallback, --repo naming the deleted primary.
+    let rdb_out = a.root().join("fallback-dump.rdb");
+    let args = ["redis", "restore", &redis_id["id"].as_str().unwrap()[..12], "--to", rdb_out.to_str().unwrap()];
+    let o = crate::fallback::with_fallback(&a.repo, &dst, &cfg, &args);
+    assert!(o.status.success(), "redis restore through the fallback: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&rdb_out).unwrap() == rdb, "the RDB restores byte-identical through the fallback");
     let dir_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "dir").unwrap();
     assert!(tree(&from_secondary.join(dir_id["id"].as_str().unwrap())) == tree(&files));
     // The secondary's WAL readers see the copied manifests: same files, no gaps.
