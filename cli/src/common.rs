@@ -15,7 +15,7 @@ use clap::Args;
 #[derive(Debug, Args)]
 pub struct Global {
     /// TOML file: defaults for repo, key_file, password_file, cache_dir,
-    /// stanza and wal_push_ahead (options and environment variables take
+    /// stanza, wal_push_ahead and fallback (options and environment variables take
     /// precedence), `metrics_dir`, and the plan: `[sources.NAME]` tables
     /// that `cairn run`, `drill`, `status` and `forget` act on (see
     /// docs/CONFIG.md).
@@ -54,6 +54,12 @@ pub struct Global {
     /// More log output (-v info, -vv debug); also RUST_LOG.
     #[arg(long, short, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// A copy of the repository (`[repos.NAME]` of --config, filled by
+    /// `cairn copy`) that `restore`, `wal fetch`, `pg restore` and `redis
+    /// restore` read from when --repo is unreachable or lacks an object;
+    /// repeatable, asked in order [default: `fallback` of --config].
+    #[arg(long = "fallback", global = true, value_name = "NAME")]
+    pub fallback: Vec<String>,
     /// `stanza` from the config file.
     #[arg(skip)]
     pub stanza_from_config: Option<String>,
@@ -81,6 +87,9 @@ impl Global {
         }
         if let Some(k) = &self.key_file {
             c.arg("--key-file").arg(k);
+        }
+        for f in &self.fallback {
+            c.arg("--fallback").arg(f);
         }
         // Object-store credentials go only where the repository is one.
         if !self.repo.as_deref().is_some_and(|r| r.starts_with("s3://")) {
@@ -113,6 +122,9 @@ impl Global {
         self.key_file = self.key_file.take().or_else(|| c.key_file.clone());
         self.password_file = self.password_file.take().or_else(|| c.password_file.clone());
         self.cache_dir = self.cache_dir.take().or_else(|| c.cache_dir.clone());
+        if self.fallback.is_empty() {
+            self.fallback = c.fallback.clone();
+        }
         self.stanza_from_config = c.stanza.clone();
         self.wal_push_ahead_from_config = c.wal_push_ahead;
         self.policies_from_config = c.policies();
@@ -143,6 +155,12 @@ impl Global {
     pub async fn open(&self) -> Result<Arc<Repository>> {
         let store = Store::open(&self.location()?, false)?;
         Ok(Arc::new(Repository::open(store, &self.secret()?).await?))
+    }
+
+    /// The repository for a restore path: --repo read together with its
+    /// `--fallback` copies (see [`crate::fallback`]).
+    pub async fn open_for_restore(&self) -> Result<Arc<Repository>> {
+        crate::fallback::open(self).await
     }
 
     pub fn cache_dir(&self) -> PathBuf {
@@ -268,6 +286,20 @@ pub async fn open_other(
     config: Option<&std::path::Path>,
     what: &str,
 ) -> Result<(Arc<Repository>, PathBuf)> {
+    let (location, secret, cache_dir) = other_credentials(g, name, config, what)?;
+    let store = Store::open(&Location::parse(&location)?, false)?;
+    let repo = Repository::open(store, &secret).await.with_context(|| format!("{what}: opening {location}"))?;
+    Ok((Arc::new(repo), cache_dir))
+}
+
+/// Where another repository is, its secret and its cache directory; see
+/// [`open_other`].
+pub fn other_credentials(
+    g: &Global,
+    name: Option<&str>,
+    config: Option<&std::path::Path>,
+    what: &str,
+) -> Result<(String, Secret, PathBuf)> {
     let table = name.and_then(|n| g.config_file.as_ref().and_then(|c| c.repos.get(n)).cloned());
     let rc = match (table, config) {
         (Some(_), Some(_)) => anyhow::bail!("{what}: give a [repos.NAME] table or a config file, not both"),
@@ -293,9 +325,7 @@ pub async fn open_other(
         (None, Some(p)) => Secret::from_password_file(p)?,
         (None, None) => anyhow::bail!("{what}: no `key_file` or `password_file` for {location}"),
     };
-    let store = Store::open(&Location::parse(location)?, false)?;
-    let repo = Repository::open(store, &secret).await.with_context(|| format!("{what}: opening {location}"))?;
-    Ok((Arc::new(repo), rc.cache_dir.unwrap_or_else(|| g.cache_dir())))
+    Ok((location.to_string(), secret, rc.cache_dir.unwrap_or_else(|| g.cache_dir())))
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     pub stanza: Option<String>,
     pub wal_push_ahead: Option<u32>,
+    /// Names of `[repos.NAME]` tables: copies of `repo` that the restore
+    /// paths read from when it is unreachable or lacks an object.
+    #[serde(default)]
+    pub fallback: Vec<String>,
     /// Directory for Prometheus textfile metrics: every job writes
     /// `cairn_<job>.prom` there (node_exporter's textfile collector).
     pub metrics_dir: Option<PathBuf>,
@@ -194,6 +198,9 @@ impl ConfigFile {
         }
         if let Some(s) = &c.stanza {
             cairn_engine::wal::validate_stanza(s).context("stanza")?;
+        }
+        if let Some(n) = c.fallback.iter().find(|n| !c.repos.contains_key(*n)) {
+            bail!("fallback: {n:?} names no [repos.{n}] table");
         }
         for (name, s) in &c.sources {
             let span = s.span();
@@ -456,5 +463,14 @@ keep_last = 3
         let e =
             format!("{:#}", ConfigFile::parse("[repos.offsite]\nrepo = \"x\"\npassword = \"hunter2\"\n").unwrap_err());
         assert!(e.contains("password") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn fallback_names_repos_tables() {
+        let c = ConfigFile::parse("fallback = [\"offsite\"]\n[repos.offsite]\nrepo = \"s3://b/p\"\n").unwrap();
+        assert_eq!(c.fallback, ["offsite"]);
+        let e =
+            format!("{:#}", ConfigFile::parse("fallback = [\"ofsite\"]\n[repos.offsite]\nrepo = \"x\"\n").unwrap_err());
+        assert!(e.contains("ofsite") && e.contains("[repos.ofsite]"), "{e}");
     }
 }

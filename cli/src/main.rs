@@ -6,6 +6,7 @@ mod cmd;
 mod common;
 mod config;
 mod exit;
+mod fallback;
 mod metrics;
 
 use clap::Parser;

@@ -309,6 +309,13 @@ impl Error {
         }
     }
 
+    /// True when another copy of the repository may have what this store
+    /// could not give: the store was unreachable (storage, connection or
+    /// local I/O error) or lacks the object. See [`crate::store::Fallback`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::NotFound { .. } | Error::Storage { .. } | Error::Connection { .. } | Error::Io { .. })
+    }
+
     /// True when the failure may go away on retry (network, throttling).
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -324,6 +324,40 @@ impl Repository {
         self.data_key_id() == other.data_key_id() && self.config.chunker == other.config.chunker
     }
 
+    /// This repository read also from `others`, copies of it in other
+    /// stores (filled by `cairn copy`), through a [`crate::store::Fallback`]:
+    /// reads go to the first store that answers, writes to this one only.
+    /// Every other must be copy-compatible ([`Repository::copy_compatible`]),
+    /// or its objects would not open here.
+    /// With no others the store is still wrapped, so that what it served
+    /// is reported the same way.
+    pub fn with_fallbacks(self, others: Vec<Repository>) -> Result<Repository> {
+        for o in &others {
+            if !self.copy_compatible(o) {
+                return Err(Error::InvalidInput(format!(
+                    "{} is not a copy of {} (different data keys or chunker): it cannot stand in for it; \
+                     create it with `cairn init --copy-from`",
+                    o.store.location(),
+                    self.store.location()
+                )));
+            }
+        }
+        let store = Store::with_fallbacks(self.store, others.into_iter().map(|o| o.store).collect());
+        Ok(Repository { store, ..self })
+    }
+
+    /// This repository read from `store` alone (one member of its
+    /// [`crate::store::Fallback`], say): same keys and settings.
+    pub(crate) fn reading_from(&self, store: Store) -> Repository {
+        Repository {
+            store,
+            config: self.config.clone(),
+            keys: Keys::derive(&self.master),
+            master: self.master.clone(),
+            config_mac: self.config_mac,
+        }
+    }
+
     /// The storage.
     pub fn store(&self) -> &Store {
         &self.store

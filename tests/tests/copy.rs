@@ -1,7 +1,9 @@
 //! `cairn copy` (issue #21, items 1 and 2): into a repository made with
 //! `init --copy-from`, packs move byte for byte; a second run copies
 //! nothing; a local primary's snapshots and WAL copied to S3 (moto) restore
-//! from the secondary alone (a PITR too); SIGKILL at random points leaves a target that
+//! from the secondary alone (a PITR too, and again through `fallback` with
+//! --repo naming the deleted primary, whose `pg restore --dry-run` names
+//! the secondary for every part); SIGKILL at random points leaves a target that
 //! checks clean, and the re-run copies only what is missing.
 
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 /// A config file naming `repo` and its key, for `--to-config` and
 /// `--copy-from-config`.
-fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
+pub(crate) fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
     let path = at.join(format!("repo-{}.toml", rand::random::<u32>()));
     let cache = repo.cache.to_str().unwrap();
     std::fs::write(&path, format!("repo = {:?}\nkey_file = {:?}\ncache_dir = {cache:?}\n", repo.url, repo.key))
@@ -26,12 +28,12 @@ fn config_for(repo: &TestRepo, at: &Path) -> PathBuf {
 }
 
 /// A repository at `url` made copy-compatible with `source`.
-fn copy_of(source: &TestRepo, url: Option<String>, env: Vec<(&'static str, String)>) -> TestRepo {
+pub(crate) fn copy_of(source: &TestRepo, url: Option<String>, env: Vec<(&'static str, String)>) -> TestRepo {
     copy_of_in(tempfile::tempdir().unwrap(), source, url, env)
 }
 
 /// The same, with its key and cache in `dir`.
-fn copy_of_in(
+pub(crate) fn copy_of_in(
     dir: tempfile::TempDir,
     source: &TestRepo,
     url: Option<String>,
@@ -46,7 +48,7 @@ fn copy_of_in(
 }
 
 /// `cairn copy` from `src` to `dst` (with `dst`'s environment, for S3).
-fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
+pub(crate) fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
     let cfg = config_for(dst, src.dir.path());
     let mut args = vec!["--json", "copy", "--to-config", cfg.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -57,7 +59,7 @@ fn copy_cmd(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Command {
     c
 }
 
-fn copy(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn copy(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> serde_json::Value {
     let o = copy_cmd(src, dst, extra).stdin(Stdio::null()).output().unwrap();
     assert!(o.status.success(), "copy {extra:?}: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -75,7 +77,7 @@ fn packs_of(r: &TestRepo) -> BTreeMap<String, String> {
 }
 
 /// Every file under `dir` (relative path → content).
-fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files_under(dir)
         .into_iter()
         .map(|p| (p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()))
@@ -337,8 +339,27 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     }
     assert!(other.run(&["check", "--read-data"]).status.success());
 
+    // Restore from either (item 4): the dry-run plan says where each part is.
+    let cfg = crate::fallback::fallback_config(&dst, &a.root().join("fallback-conf"));
+    let pitr_dry = |what: &str| {
+        let to = a.root().join("dry-run-target");
+        let args =
+            ["--json", "pg", "restore", "--stanza", "main", "--to", to.to_str().unwrap(), "--latest", "--dry-run"];
+        let o = crate::fallback::with_fallback(&a.repo, &dst, &cfg, &args);
+        assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sources"].clone()
+    };
+    let both = pitr_dry("dry run, both repositories");
+    assert_eq!(both["base_backup"], serde_json::json!([a.repo.url, dst.url]), "{both}");
+    assert_eq!(both["last_wal"], serde_json::json!([a.repo.url, dst.url]), "{both}");
+
     std::fs::remove_dir_all(a.repo.repo_dir()).unwrap();
     assert!(!a.repo.run(&["snapshots"]).status.success(), "the primary is gone");
+    let secondary_only = pitr_dry("dry run, primary deleted");
+    for part in ["base_backup", "first_wal", "last_wal"] {
+        assert_eq!(secondary_only[part], serde_json::json!([dst.url]), "{part}: {secondary_only}");
+    }
 
     let from_secondary = dst.dir.path().join("from-secondary");
     restore_all(&dst, &from_secondary, &wal);
@@ -352,6 +373,12 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     assert!(dst.restore_bytes(&stream_id["id"].as_str().unwrap()[..12]) == stream);
     let redis_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "redis").unwrap();
     assert!(dst.restore_bytes(&redis_id["id"].as_str().unwrap()[..12]) == rdb, "the RDB restores byte-identical");
+    // And through the fallback, --repo naming the deleted primary.
+    let rdb_out = a.root().join("fallback-dump.rdb");
+    let args = ["redis", "restore", &redis_id["id"].as_str().unwrap()[..12], "--to", rdb_out.to_str().unwrap()];
+    let o = crate::fallback::with_fallback(&a.repo, &dst, &cfg, &args);
+    assert!(o.status.success(), "redis restore through the fallback: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(&rdb_out).unwrap() == rdb, "the RDB restores byte-identical through the fallback");
     let dir_id = dst.snapshots().into_iter().find(|s| s["source"]["name"] == "dir").unwrap();
     assert!(tree(&from_secondary.join(dir_id["id"].as_str().unwrap())) == tree(&files));
     // The secondary's WAL readers see the copied manifests: same files, no gaps.
@@ -385,6 +412,27 @@ fn local_primary_copied_to_s3_restores_from_the_secondary_alone() {
     c.start(&env);
     c.wait_until_promoted(Duration::from_secs(120));
     assert_eq!(c.sql("SELECT count(*), sum(i) FROM copied").trim(), "1000|500500");
+
+    // The same PITR through the fallback (item 4): --repo and the
+    // restore_command name the deleted primary, `fallback` the secondary.
+    let pitr_cfg = a.root().join("fallback-conf").join("pitr.toml");
+    let fallback_part = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&pitr_cfg, format!("repo = {:?}\nkey_file = {:?}\n{fallback_part}", a.repo.url, a.repo.key))
+        .unwrap();
+    let pgdata = dst.dir.path().join("pitr-fallback");
+    let fetch = format!("{} --config {} wal fetch --stanza main %f %p", bin.display(), pitr_cfg.display());
+    let args = ["--json", "pg", "restore", "--stanza", "main", "--latest", "--restore-command", &fetch, "--to"];
+    let o =
+        crate::fallback::with_fallback(&a.repo, &dst, &pitr_cfg, &[&args[..], &[pgdata.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "pg restore through the fallback: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["repositories"]["served"][0]["location"], serde_json::json!(dst.url), "{v}");
+    cairn_tests::pg::chown_to_user(dst.dir.path());
+    cairn_tests::pg::chown_to_user(a.root());
+    let mut c = Cluster::from_copy(pgdata, dst.dir.path(), "archive_mode = off\n");
+    c.start(&env);
+    c.wait_until_promoted(Duration::from_secs(120));
+    assert_eq!(c.sql("SELECT count(*), sum(i) FROM copied").trim(), "1000|500500", "PITR through the fallback");
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod crash;
 mod deploy;
 mod dirsnap;
 mod drill;
+mod fallback;
 mod faults;
 mod fulldisk;
 mod gc;

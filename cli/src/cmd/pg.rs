@@ -358,14 +358,22 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
         Some(c) => c,
         None => default_restore_command(g, &stanza)?,
     };
-    let repo = g.open().await?;
+    let repo = g.open_for_restore().await?;
     let (mut plan, snap) =
         pitr::plan(&repo, &stanza, target, a.target_timeline, action, &restore_command, Some(&g.cache_dir())).await?;
     plan.map_tablespaces(&a.tablespace_map)?;
     if a.dry_run {
+        let sources = crate::fallback::plan_sources(&repo, &stanza, &plan).await;
         if g.json {
-            super::print_json(&plan);
+            let mut v = serde_json::to_value(&plan)?;
+            if let (Some(o), Some(s)) = (v.as_object_mut(), sources) {
+                o.insert("sources".into(), s.to_json());
+            }
+            super::print_json(&v);
         } else {
+            if let Some(s) = &sources {
+                s.print();
+            }
             println!(
                 "base backup   {} ({}, {} .. {})",
                 &plan.snapshot[..12],
@@ -398,7 +406,11 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
     let opts = pitr::RestoreOptions { allow_nonempty_tablespaces: a.allow_nonempty_tablespaces };
     let report = pitr::restore(&repo, &index, plan, snap, &a.to, &opts).await?;
     if g.json {
-        super::print_json(&report);
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("repositories".into(), crate::fallback::json(&repo));
+        }
+        super::print_json(&v);
     } else if !g.quiet {
         eprintln!(
             "restored base backup {} into {} ({} files, {}) in {:.1} s; {} files match backup_manifest; \
@@ -412,6 +424,7 @@ async fn restore(g: &Global, a: RestoreArgs) -> Result<i32> {
             report.plan.first_wal,
             report.plan.last_wal
         );
+        crate::fallback::summary(g, &repo);
     }
     Ok(exit::OK)
 }

@@ -108,7 +108,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     if to_stdout && std::io::stdout().is_terminal() {
         bail!("refusing to write binary data to a terminal: use --to FILE or redirect stdout");
     }
-    let repo = g.open().await?;
+    let repo = g.open_for_restore().await?;
     let (id, snap) = Snapshot::resolve_kind(&repo, &a.snapshot, a.source.as_deref(), kind).await?;
     // A tar snapshot restored into an existing directory is extracted
     // (read once, in order); to a file name it is written as the tar.
@@ -130,7 +130,10 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
         };
         let sum = layout.extract(&repo, &index, a.path.as_deref(), &a.to, &opts).await?;
         if g.json {
-            super::print_json(&serde_json::json!({ "snapshot": id.to_hex(), "path": a.path, "summary": sum }));
+            let repositories = crate::fallback::json(&repo);
+            super::print_json(
+                &serde_json::json!({ "snapshot": id.to_hex(), "path": a.path, "summary": sum, "repositories": repositories }),
+            );
         } else if !g.quiet {
             eprintln!(
                 "restored {} items ({}) from snapshot {} into {} in {:.1} s; {} read from the repository",
@@ -141,6 +144,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
                 started.elapsed().as_secs_f64(),
                 human_bytes(sum.bytes_fetched)
             );
+            crate::fallback::summary(g, &repo);
         }
         return Ok(exit::OK);
     }
@@ -169,7 +173,8 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
     }
     let summary = result?;
     if g.json {
-        let v = serde_json::json!({ "snapshot": id.to_hex(), "entry": entry.name, "summary": summary });
+        let repositories = crate::fallback::json(&repo);
+        let v = serde_json::json!({ "snapshot": id.to_hex(), "entry": entry.name, "summary": summary, "repositories": repositories });
         if to_stdout {
             eprintln!("{v}");
         } else {
@@ -184,6 +189,7 @@ pub async fn run_kind(g: &Global, a: Args, kind: Option<&str>) -> Result<i32> {
             human_bytes((summary.bytes_written as f64 / summary.duration_s.max(1e-9)) as u64),
             &entry.blake3[..16]
         );
+        crate::fallback::summary(g, &repo);
     }
     Ok(exit::OK)
 }

@@ -297,12 +297,15 @@ async fn fetch(g: &Global, a: FetchArgs) -> Result<i32> {
         Some(dir) => Some(open_spool(dir)?),
         None => None,
     };
-    let repo = g.open().await?;
+    let repo = g.open_for_restore().await?;
     let durability = if a.fsync { wal::Durability::Fsync } else { wal::Durability::Rename };
     match wal::fetch(&repo, &stanza, &a.name, &a.dest, spool.as_ref(), durability).await? {
         FetchOutcome::Delivered { size, .. } => {
             if g.json {
-                super::print_json(&serde_json::json!({ "name": a.name, "delivered": true, "size": size }));
+                let repositories = crate::fallback::json(&repo);
+                super::print_json(
+                    &serde_json::json!({ "name": a.name, "delivered": true, "size": size, "repositories": repositories }),
+                );
             }
             if let (Some(s), Some(n)) = (&spool, a.prefetch) {
                 s.prune_before(&a.name);
@@ -360,7 +363,7 @@ async fn prefetch(g: &Global, a: PrefetchArgs) -> Result<i32> {
     let Some(_lock) = spool.lock()? else {
         return Ok(exit::OK);
     };
-    let repo = g.open().await?;
+    let repo = g.open_for_restore().await?;
     let Some(rec) = wal::load_stanza(&repo, &stanza).await? else { return Ok(exit::OK) };
     let size = cairn_formats::pg::SegmentSize::new(rec.segment_size.into())?;
     spool.follow(repo, &stanza, size, a.ahead as usize, wal::spool::PREFETCH_IDLE).await?;

@@ -11,6 +11,8 @@
 //!   the in-memory store of unit tests.
 //! - Wrappers, each in its own file and each itself a [`Backend`]:
 //!   [`Retry`], [`Limit`], [`Metered`] and [`Faulty`].
+//! - [`Fallback`] (`fallback.rs`): one repository read from several
+//!   copy-compatible stores, for the restore paths.
 //! - [`conformance`]: the contract as test functions, run against every
 //!   backend and wrapper by the project's tests.
 //!
@@ -20,6 +22,7 @@ mod backend;
 #[doc(hidden)]
 pub mod conformance;
 mod direct;
+mod fallback;
 mod fault;
 mod limit;
 mod local;
@@ -33,6 +36,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 pub use backend::{kind_of, Backend, BackendExt, ObjectInfo, ObjectMeta, PutMode, Version};
+pub use fallback::{CorruptCopy, Fallback, Served};
 pub use fault::{Fault, FaultRule, Faults, Faulty, Op};
 pub use limit::Limit;
 pub use local::LocalBackend;
@@ -50,6 +54,9 @@ use crate::{Error, Result};
 pub struct Store {
     backend: Arc<dyn Backend>,
     location: Location,
+    /// The [`Fallback`] under the wrappers, when this store reads from
+    /// several.
+    fallback: Option<Arc<Fallback>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -62,19 +69,42 @@ impl Store {
     /// Opens the store named by `location`. A local directory is created when
     /// `create` is set (for `init`).
     pub fn open(location: &Location, create: bool) -> Result<Store> {
-        Ok(Store { backend: location.build(create)?, location: location.clone() })
+        Ok(Store { backend: location.build(create)?, location: location.clone(), fallback: None })
     }
 
     /// An in-memory store, for unit tests.
     pub fn memory() -> Store {
         let inner = Arc::new(object_store::memory::InMemory::new());
-        Store { backend: Arc::new(RemoteBackend::new(inner, false)), location: Location::Memory }
+        Store { backend: Arc::new(RemoteBackend::new(inner, false)), location: Location::Memory, fallback: None }
     }
 
     /// This store with `wrap` put around its backend (a [`Retry`],
     /// [`Limit`], [`Metered`] or [`Faulty`]); the location is unchanged.
     pub fn wrapped<B: Backend>(self, wrap: impl FnOnce(Arc<dyn Backend>) -> B) -> Store {
-        Store { backend: Arc::new(wrap(self.backend)), location: self.location }
+        Store { backend: Arc::new(wrap(self.backend)), location: self.location, fallback: self.fallback }
+    }
+
+    /// `primary` read together with `others`, copy-compatible stores of the
+    /// same repository, through a [`Fallback`]: reads go to the first that
+    /// answers, writes to `primary` only. The location is the primary's.
+    pub fn with_fallbacks(primary: Store, others: Vec<Store>) -> Store {
+        let location = primary.location.clone();
+        let mut members = vec![primary];
+        members.extend(others);
+        let f = Arc::new(Fallback::new(members));
+        Store { backend: f.clone(), location, fallback: Some(f) }
+    }
+
+    /// The [`Fallback`] this store reads through, if any: what each member
+    /// served, the bad copies found, and the members themselves.
+    pub fn fallback(&self) -> Option<&Fallback> {
+        self.fallback.as_deref()
+    }
+
+    /// The stores holding copies of this repository, in the order they are
+    /// asked: the members of its [`Fallback`], or none.
+    pub fn members(&self) -> &[Store] {
+        self.fallback.as_deref().map(Fallback::members).unwrap_or_default()
     }
 
     /// Where this store is, for messages (no credentials).

@@ -239,15 +239,50 @@ pub async fn fetch(
         }
     }
     let tmp = temp_path(dest)?;
-    match durability {
-        Durability::Fsync => fetch_to_temp(repo, &key, &m, &tmp, Check::Pieces).await?,
-        Durability::Rename => drop(write_temp(repo, &key, &m, &tmp, Check::Pieces, durability).await?),
+    let first = to_temp(repo, &key, &m, &tmp, durability).await;
+    match (first, repo.store().fallback()) {
+        (Err(e @ Error::Corrupt { .. }), Some(f)) => from_another_copy(repo, f, &key, &m, &tmp, durability, e).await?,
+        (r, _) => r?,
     }
     if let Err(e) = deliver_from(&tmp, dest, durability) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
     Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
+}
+
+/// The verified content of `m` in the new file `tmp` (removed on failure).
+async fn to_temp(repo: &Repository, key: &str, m: &WalManifest, tmp: &Path, durability: Durability) -> Result<()> {
+    match durability {
+        Durability::Fsync => fetch_to_temp(repo, key, m, tmp, Check::Pieces).await,
+        Durability::Rename => write_temp(repo, key, m, tmp, Check::Pieces, durability).await.map(drop),
+    }
+}
+
+/// A file whose content failed verification when read through the
+/// [`crate::store::Fallback`]: read again from each of its stores alone, a
+/// bad copy reported, the first good one kept. When every copy fails, the
+/// first error stands.
+async fn from_another_copy(
+    repo: &Repository,
+    f: &crate::store::Fallback,
+    key: &str,
+    m: &WalManifest,
+    tmp: &Path,
+    durability: Durability,
+    first: Error,
+) -> Result<()> {
+    for (i, member) in f.members().iter().enumerate() {
+        match to_temp(&repo.reading_from(member.clone()), key, m, tmp, durability).await {
+            Ok(()) => {
+                f.count(i, m.size);
+                return Ok(());
+            }
+            Err(Error::Corrupt { object, offset, detail }) => f.report_corrupt(i, &object, offset, detail),
+            Err(e) => tracing::debug!(store = %member.location(), error = %e, "no other copy of {key} here"),
+        }
+    }
+    Err(first)
 }
 
 fn temp_path(dest: &Path) -> Result<PathBuf> {

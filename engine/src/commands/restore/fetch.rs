@@ -134,6 +134,32 @@ async fn second_opinion(repo: &Repository, loc: &BlobLocation, first: Error) -> 
     open_blob(repo.keys(), &key, e, &sealed).map(Arc::new)
 }
 
+/// A blob that failed authentication where the pack's trailer places it,
+/// when the repository is read from several stores (see
+/// [`crate::store::Fallback`]): each store's copy of the blob is read in
+/// turn, a bad one is reported, and the first that opens is used. Without
+/// other stores, or when every copy is bad, the first error stands.
+async fn other_copy(repo: &Repository, loc: &BlobLocation, first: Error) -> Result<Arc<Vec<u8>>> {
+    let Some(fallback) = repo.store().fallback() else { return Err(first) };
+    let key = ObjectKey::Pack(loc.pack).to_string();
+    let (at, len) = (u64::from(loc.entry.offset), u64::from(loc.entry.stored_len));
+    for (i, m) in fallback.members().iter().enumerate() {
+        let opened = match m.get_range(&key, at..at + len).await {
+            Ok(sealed) => {
+                fallback.count(i, len);
+                open_blob(repo.keys(), &key, &loc.entry, &sealed)
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok(plain) => return Ok(Arc::new(plain)),
+            Err(Error::Corrupt { detail, .. }) => fallback.report_corrupt(i, &key, Some(at), detail),
+            Err(e) => tracing::debug!(store = %m.location(), error = %e, "no other copy of {key} here"),
+        }
+    }
+    Err(first)
+}
+
 /// Fetches and opens blobs; returns them by id.
 pub(crate) async fn fetch_blobs(
     repo: &Repository,
@@ -180,7 +206,10 @@ pub(crate) async fn fetch_blobs(
         for (loc, b) in blobs {
             let p = match b {
                 Ok(p) => p,
-                Err(e @ Error::Corrupt { .. }) => second_opinion(repo, &loc, e).await?,
+                Err(e @ Error::Corrupt { .. }) => match second_opinion(repo, &loc, e).await {
+                    Err(e @ Error::Corrupt { .. }) => other_copy(repo, &loc, e).await?,
+                    r => r?,
+                },
                 Err(e) => return Err(e),
             };
             out.insert(BlobId(Id(loc.entry.id)), p);
