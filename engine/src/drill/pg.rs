@@ -292,23 +292,43 @@ impl Conn<'_> {
 
     /// The first of `candidates` that is a superuser of the restored
     /// cluster (its bootstrap superuser is usually the data directory's
-    /// original owner).
+    /// original owner). A candidate whose connection fails is tried again
+    /// for a few seconds (a server under load can be slow to take its
+    /// first sessions); the last error is kept for the failure message.
     async fn superuser(&self, candidates: &[Option<String>]) -> Result<String> {
-        let mut tried = Vec::new();
+        let mut names: Vec<&String> = Vec::new();
         for c in candidates.iter().flatten() {
-            if tried.contains(c) {
-                continue;
-            }
-            tried.push(c.clone());
-            if self.query(c, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").await.is_ok_and(|v| v == "t")
-            {
-                if self.query(c, "SELECT pg_is_in_recovery()").await? != "f" {
-                    return Err(failed("start", "the server accepts connections but is still in recovery"));
-                }
-                return Ok(c.clone());
+            if !names.contains(&c) {
+                names.push(c);
             }
         }
-        Err(failed("connect", format!("none of the roles {tried:?} is a superuser of the restored cluster")))
+        let mut last_error = String::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut connected = false;
+            for c in &names {
+                match self.query(c, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").await {
+                    Ok(v) if v == "t" => {
+                        if self.query(c, "SELECT pg_is_in_recovery()").await? != "f" {
+                            return Err(failed("start", "the server accepts connections but is still in recovery"));
+                        }
+                        return Ok((*c).clone());
+                    }
+                    Ok(_) => connected = true,
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            // Every candidate connected and none is a superuser, or time is up.
+            if connected && !last_error.contains("could not connect") || Instant::now() > deadline {
+                return Err(failed(
+                    "connect",
+                    format!(
+                        "none of the roles {names:?} is a superuser of the restored cluster (last error: {last_error})"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     async fn amcheck(&self, user: &str) -> Result<()> {
