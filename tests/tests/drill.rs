@@ -136,16 +136,9 @@ fn broken_backups_fail_their_drills_naming_the_cause() {
         last = p.pg.switch_wal();
     }
     p.pg.wait_archived(&last, Duration::from_secs(60));
-    let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(p.a.repo.repo_dir().join("wal/main/00000001"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().len() == 24)
-        .collect();
-    segs.sort();
-    let victim = segs[segs.len() - 2].clone();
-    std::fs::remove_file(&victim).unwrap();
-    let name = victim.file_name().unwrap().to_str().unwrap().to_string();
+    let segs: Vec<String> = crate::wal::manifest_names(&p.a, "main").into_iter().filter(|n| n.len() == 24).collect();
+    let name = segs[segs.len() - 2].clone();
+    std::fs::remove_file(p.a.repo.repo_dir().join("wal/main/00000001").join(&name)).unwrap();
     let v = p.json(&["drill", "pg-main"], 1);
     let f = v[0]["failure"].as_str().unwrap();
     assert!(f.contains(&name), "the failure names the missing segment {name}: {f}");

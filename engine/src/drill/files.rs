@@ -7,8 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::guard::Scratch;
 use super::{failed, Measured, Timeline};
 use crate::commands::files::{ExtractOptions, Layout};
@@ -39,8 +37,7 @@ pub async fn files(
     m: &mut Measured,
 ) -> Result<()> {
     let (id, snap) = &d.snapshot;
-    m.snapshot = Some(id.to_hex());
-    m.recovered_to = DateTime::parse_from_rfc3339(&snap.time).ok().map(|t| t.with_timezone(&Utc));
+    m.restoring(id, snap);
     let restored = tl.phase("restore", true, restore(repo, index, snap, scratch.path(), m)).await?;
     if let Some(cmd) = &d.verify_command {
         tl.phase("verify", false, verify(cmd, &restored, scratch.path())).await?;

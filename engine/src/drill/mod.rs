@@ -186,6 +186,15 @@ pub struct Measured {
     pub details: Vec<String>,
 }
 
+impl Measured {
+    /// Records `snapshot` as what is restored, its time as the recovered
+    /// point (sources whose snapshot is the whole recovery: Redis, files).
+    fn restoring(&mut self, id: &crate::ids::SnapshotId, snapshot: &crate::snapshot::Snapshot) {
+        self.snapshot = Some(id.to_hex());
+        self.recovered_to = DateTime::parse_from_rfc3339(&snapshot.time).ok().map(|t| t.with_timezone(&Utc));
+    }
+}
+
 pub(crate) fn failed(phase: &str, reason: impl Into<String>) -> Error {
     Error::DrillFailed { phase: phase.into(), reason: reason.into() }
 }

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 use super::guard::{command_as, RunAs, Scratch, Server, Signal};
 use super::{failed, Measured, Timeline};
 use crate::commands::restore::{restore_entry_to_path, RestoreProgress};
@@ -48,8 +46,7 @@ pub async fn redis(
     m: &mut Measured,
 ) -> Result<()> {
     let (id, snap) = &d.snapshot;
-    m.snapshot = Some(id.to_hex());
-    m.recovered_to = DateTime::parse_from_rfc3339(&snap.time).ok().map(|t| t.with_timezone(&Utc));
+    m.restoring(id, snap);
     let facts = RedisFacts::of(snap)
         .ok_or_else(|| failed("restore", format!("snapshot {} records no Redis facts", id.short())))?;
     let root = scratch.path();
