@@ -37,6 +37,9 @@ fn main() {
         Err(e) => e.exit(),
     };
     common::init_tracing(cli.global.verbose, cli.global.quiet);
+    if cairn_engine::raise_open_files_limit().is_some_and(|n| n < 1024) {
+        tracing::warn!("the limit on open files is below 1,024 (ulimit -n): a large restore may fail with EMFILE");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-io")

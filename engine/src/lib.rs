@@ -108,3 +108,22 @@ pub fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Raises this process's soft limit on open descriptors to its hard limit
+/// and returns the new soft limit.
+///
+/// systemd services and `runuser`/`su` sessions start with a soft limit of
+/// 1,024 whatever the hard limit is; a restore keeps a few hundred files
+/// open while they are synced (`beneath/group.rs`) and RocksDB keeps its
+/// tables open, so the default is close enough to be reached. Raising the
+/// soft limit up to the hard one needs no privilege (as Go's runtime does
+/// at start-up); a failure leaves the limit as it was.
+pub fn raise_open_files_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit.clone()).ok()?;
+    }
+    getrlimit(Resource::Nofile).current
+}

@@ -25,12 +25,21 @@ use std::thread::JoinHandle;
 use super::{Meta, Partial};
 use crate::{Error, Result};
 
-/// Files that may wait in the queue (each holds an open descriptor).
-const QUEUED: usize = 256;
+/// Files that may wait in the queue. Each queued or batched file holds
+/// two descriptors (the file and its directory), so at most
+/// `2 × (QUEUED + BATCH + 1)` are open here: 514, half of the soft limit
+/// of 1,024 descriptors that systemd services and `runuser` sessions get
+/// by default, leaving the rest to the index and the network.
+const QUEUED: usize = 128;
 /// The most files synced in one batch.
-const BATCH: usize = 256;
+const BATCH: usize = 128;
 /// Threads issuing fsyncs of one batch at once.
 const SYNCERS: usize = 8;
+
+/// Test-only: milliseconds the committer waits before each batch, as a
+/// slow disk makes it wait, so that the queue fills and the test of the
+/// descriptor bound sees every file the bound allows held open.
+const SLOW_DISK_ENV: &str = "CAIRN_TEST_SLOW_COMMIT_MS";
 
 type Item = (Partial, File, Option<Meta>);
 
@@ -106,6 +115,7 @@ fn stopped() -> Error {
 fn run(rx: mpsc::Receiver<Item>, failed: &AtomicBool) -> Result<u64> {
     let mut committed = 0u64;
     let mut first_error = None;
+    let slow = std::env::var(SLOW_DISK_ENV).ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_millis);
     while let Ok(item) = rx.recv() {
         let mut batch = vec![item];
         while batch.len() < BATCH {
@@ -117,6 +127,9 @@ fn run(rx: mpsc::Receiver<Item>, failed: &AtomicBool) -> Result<u64> {
         if first_error.is_some() {
             batch.into_iter().for_each(|(p, ..)| p.abandon());
             continue;
+        }
+        if let Some(wait) = slow {
+            std::thread::sleep(wait);
         }
         match commit_batch(batch) {
             Ok(n) => committed += n,
