@@ -41,7 +41,32 @@ pub struct ConfigFile {
     /// init --copy-from NAME`), each with its own credentials.
     #[serde(default)]
     pub repos: BTreeMap<String, RepoConfig>,
+    /// `[stanzas.NAME]`: per-stanza WAL settings.
+    #[serde(default)]
+    pub stanzas: BTreeMap<String, StanzaConfig>,
 }
+
+/// `[stanzas.NAME]`: where a stanza's WAL goes besides `repo`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StanzaConfig {
+    /// `[repos.NAME]` tables `wal push` stores every file into as well.
+    #[serde(default)]
+    pub copies: Vec<String>,
+    /// How long a copy may miss files (unreachable) before `wal push`
+    /// fails and PostgreSQL keeps the WAL [default: 1h].
+    #[serde(default, deserialize_with = "duration")]
+    pub lag_budget: Option<Duration>,
+    /// Longest wait for a copy during one push before it counts as
+    /// unreachable for that push [default: 60s].
+    #[serde(default, deserialize_with = "duration")]
+    pub copy_timeout: Option<Duration>,
+}
+
+/// [`StanzaConfig::lag_budget`]'s default.
+pub const DEFAULT_LAG_BUDGET: Duration = Duration::from_secs(3600);
+/// [`StanzaConfig::copy_timeout`]'s default.
+pub const DEFAULT_COPY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `[repos.NAME]`: where another repository is and how to unlock it.
 /// Secrets stay in files; S3 credentials come from the environment.
@@ -201,6 +226,15 @@ impl ConfigFile {
         }
         if let Some(n) = c.fallback.iter().find(|n| !c.repos.contains_key(*n)) {
             bail!("fallback: {n:?} names no [repos.{n}] table");
+        }
+        for (stanza, t) in &c.stanzas {
+            cairn_engine::wal::validate_stanza(stanza).with_context(|| format!("[stanzas.{stanza}]"))?;
+            if let Some(n) = t.copies.iter().find(|n| !c.repos.contains_key(*n)) {
+                bail!("[stanzas.{stanza}]: copies: {n:?} names no [repos.{n}] table");
+            }
+            if let Some(n) = t.copies.iter().find(|n| cairn_engine::wal::validate_stanza(n).is_err()) {
+                bail!("[stanzas.{stanza}]: copies: {n:?}: a copy's name is 1 to 64 letters, digits, '.', '_' or '-'");
+            }
         }
         for (name, s) in &c.sources {
             let span = s.span();
@@ -463,6 +497,20 @@ keep_last = 3
         let e =
             format!("{:#}", ConfigFile::parse("[repos.offsite]\nrepo = \"x\"\npassword = \"hunter2\"\n").unwrap_err());
         assert!(e.contains("password") && e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn stanza_copies_name_repos_tables() {
+        let c = ConfigFile::parse(
+            "[repos.offsite]\nrepo = \"s3://b/p\"\n[stanzas.main]\ncopies = [\"offsite\"]\nlag_budget = \"30min\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.stanzas["main"].copies, ["offsite"]);
+        assert_eq!(c.stanzas["main"].lag_budget, Some(Duration::from_secs(1800)));
+        let e = format!("{:#}", ConfigFile::parse("[stanzas.main]\ncopies = [\"nowhere\"]\n").unwrap_err());
+        assert!(e.contains("[stanzas.main]") && e.contains("[repos.nowhere]"), "{e}");
+        let e = format!("{:#}", ConfigFile::parse("[stanzas.main]\nlag = \"1h\"\n").unwrap_err());
+        assert!(e.contains("line 2") && e.contains("lag"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,11 @@ pub const OBJECTIVE_MISSED: i32 = 11;
 /// arrive, or a base backup stopped because archive_command fails.
 pub const ARCHIVING: i32 = 12;
 
+/// `wal push`: the file is in the primary repository, but a copy of the
+/// archive (`[stanzas.NAME] copies`) has been unreachable for longer than
+/// its lag budget, so PostgreSQL must keep the WAL and retry.
+pub const COPY_BEHIND: i32 = 13;
+
 /// What usually makes archive_command fail, for [`Error::ArchiverFailing`].
 pub const ARCHIVER_HINT: &str = "archive_command's own error is in the server's log; run it by hand as the \
      server's user to see it. `cairn wal push` needs a key file (CAIRN_KEY_FILE, --key-file or key_file in \
@@ -58,6 +63,7 @@ pub fn code_for(e: &anyhow::Error) -> i32 {
         Some(Error::LeaseLost { .. }) => FENCED,
         Some(Error::Refused { .. }) => REFUSED,
         Some(Error::ArchiverFailing { .. }) => ARCHIVING,
+        Some(Error::CopyBehind { .. }) => COPY_BEHIND,
         Some(Error::ProducerFailed { .. } | Error::Input { .. }) => INPUT,
         Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => OK,
         _ => FAILURE,

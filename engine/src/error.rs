@@ -235,6 +235,28 @@ pub enum Error {
         /// The server's `archive_command`, when this role may read it.
         archive_command: Option<String>,
     },
+    /// A copy of the WAL archive in another repository has been
+    /// unreachable for longer than its lag budget: `wal push` fails so that
+    /// PostgreSQL keeps the WAL and tries again.
+    #[error(
+        "the WAL copy {copy:?} has missed {files} file(s) of stanza {stanza:?} for {behind_s} s, longer than its \
+         lag budget of {budget_s} s{}",
+        last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
+    CopyBehind {
+        /// The copy's name (`[repos.NAME]`).
+        copy: String,
+        /// The stanza.
+        stanza: String,
+        /// Files it lacks.
+        files: u64,
+        /// How long it has lacked the oldest of them.
+        behind_s: u64,
+        /// The budget.
+        budget_s: u64,
+        /// Why it could not be reached this time.
+        last_error: Option<String>,
+    },
     /// A bug or a failed task inside cairn (a worker that panicked or was
     /// cancelled), not a problem with the data or the request.
     #[error("internal error: {0}")]

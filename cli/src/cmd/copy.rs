@@ -58,12 +58,22 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         snapshots: a.snapshots,
         with_snapshots: !a.wal_only,
         wal: a.wal,
-        stanza: a.stanza,
+        stanza: a.stanza.clone(),
         transfers: usize::from(a.transfers),
         cache_dir: g.cache_dir(),
         target_cache_dir: dst_cache,
         lock_timeout: g.lock_timeout(),
     };
+    // What `wal push` recorded this copy lacks (`[stanzas.NAME] copies`),
+    // listed before the plan so that the copy holds all of it.
+    let copy_name = a.to.as_deref().filter(|n| g.config_file.as_ref().is_some_and(|c| c.repos.contains_key(*n)));
+    let behind = match copy_name {
+        Some(name) if a.wal && !a.dry_run => {
+            cairn_engine::wal::copies::markers(&src, Some(name), a.stanza.as_deref()).await?
+        }
+        _ => Vec::new(),
+    };
+    let primary = src.clone();
     let copier = Copier::open(src, dst, opts, !a.dry_run).await?;
     let plan = copier.plan().await?;
     if a.dry_run {
@@ -80,6 +90,11 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         t.finish();
     }
     let report = report?;
+    if !behind.is_empty() {
+        let keys: Vec<String> = behind.into_iter().map(|m| m.0).collect();
+        cairn_engine::wal::copies::clear(&primary, &keys).await?;
+        g.info(format!("{} file(s) `wal push` could not store in this copy are there now", keys.len()));
+    }
     crate::metrics::record(
         "",
         crate::metrics::Sample {

@@ -210,15 +210,20 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
         }
     }
     let repo = g.open().await?;
+    let opts = PushOptions::default().with_compression(a.compression);
+    let copies = copies_of(g, &stanza)?;
     let receipt = match &state {
-        Some(s) => s.acknowledge(&repo, &stanza, &a.path).await,
-        None => None,
+        Some(s) if copies.is_none() => s.acknowledge(&repo, &stanza, &a.path).await,
+        _ => None,
     };
-    let r = match receipt {
-        Some(r) => r,
-        None => {
-            let opts = PushOptions::default().with_compression(a.compression);
-            wal::push(&repo, &stanza, &a.path, &opts).await?
+    let mut outcomes = None;
+    let r = match (receipt, copies) {
+        (Some(r), _) => r,
+        (None, None) => wal::push(&repo, &stanza, &a.path, &opts).await?,
+        (None, Some((copies, policy))) => {
+            let (r, o) = wal::copies::push_everywhere(&repo, &stanza, &a.path, &opts, copies, policy).await?;
+            outcomes = Some(o);
+            r
         }
     };
     crate::metrics::record(
@@ -226,7 +231,11 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
         crate::metrics::Sample { read_bytes: r.size, added_bytes: r.stored_bytes, objects: 1, ..Default::default() },
     );
     if g.json {
-        super::print_json(&r);
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(o) = &outcomes {
+            v["copies"] = serde_json::to_value(o)?;
+        }
+        super::print_json(&v);
     } else if g.verbose > 0 {
         let what = match (r.already_archived, r.receipt) {
             (true, true) => "already archived (pushed ahead)",
@@ -234,8 +243,50 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
             _ => "archived",
         };
         eprintln!("{} {what} ({}, {} stored)", r.name, human_bytes(r.size), human_bytes(r.stored_bytes));
+        for o in outcomes.iter().flatten() {
+            match (&o.error, o.behind) {
+                (None, 0) if o.caught_up > 0 => eprintln!("  copy {}: stored; caught up {} file(s)", o.name, o.caught_up),
+                (None, 0) => eprintln!("  copy {}: stored", o.name),
+                (_, n) => eprintln!("  copy {}: {n} file(s) behind for {} s", o.name, o.lag_s),
+            }
+        }
     }
     Ok(exit::OK)
+}
+
+/// The copies `[stanzas.NAME] copies` names for `stanza`, ready to open,
+/// and their policy; `None` when it names none.
+fn copies_of(g: &Global, stanza: &str) -> Result<Option<(Vec<wal::copies::WalCopy>, wal::copies::CopiesPolicy)>> {
+    use cairn_engine::store::{Location, Store};
+    let Some(t) = g.config_file.as_ref().and_then(|c| c.stanzas.get(stanza)).filter(|t| !t.copies.is_empty()) else {
+        return Ok(None);
+    };
+    let mut copies = Vec::new();
+    for name in &t.copies {
+        let (location, secret, cache) =
+            crate::common::other_credentials(g, Some(name), None, &format!("WAL copy {name}"))?;
+        let open = Box::pin(async move {
+            let store = Store::open(&Location::parse(&location)?, false)?;
+            Ok(std::sync::Arc::new(cairn_engine::Repository::open(store, &secret).await?))
+        });
+        let catch_up = cairn_engine::copy::CopyOptions {
+            sources: Vec::new(),
+            snapshots: Vec::new(),
+            with_snapshots: false,
+            wal: true,
+            stanza: Some(stanza.to_string()),
+            transfers: 8,
+            cache_dir: g.cache_dir(),
+            target_cache_dir: cache,
+            lock_timeout: g.lock_timeout(),
+        };
+        copies.push(wal::copies::WalCopy { name: name.clone(), open, catch_up });
+    }
+    let policy = wal::copies::CopiesPolicy {
+        lag_budget: t.lag_budget.unwrap_or(crate::config::DEFAULT_LAG_BUDGET),
+        timeout: t.copy_timeout.unwrap_or(crate::config::DEFAULT_COPY_TIMEOUT),
+    };
+    Ok(Some((copies, policy)))
 }
 
 /// Before `a.path` is pushed: claims it (a running pusher skips it), waits
@@ -378,7 +429,16 @@ async fn show(g: &Global, a: ShowArgs) -> Result<i32> {
     };
     let mut reports = Vec::new();
     for s in &stanzas {
-        reports.push(wal::show(&repo, s, a.list).await?);
+        let mut r = wal::show(&repo, s, a.list).await?;
+        // Configured copies that lack nothing are shown too, at lag 0.
+        let configured = g.config_file.as_ref().and_then(|c| c.stanzas.get(s)).map(|t| t.copies.clone());
+        for name in configured.unwrap_or_default() {
+            if !r.copies.iter().any(|c| c.name == name) {
+                r.copies.push(wal::copies::CopyLag { name, ..Default::default() });
+            }
+        }
+        r.copies.sort_by(|a, b| a.name.cmp(&b.name));
+        reports.push(r);
     }
     if g.json {
         super::print_json(&reports);
@@ -405,6 +465,15 @@ fn print_stanza(r: &wal::StanzaReport) {
             human_bytes(r.bytes)
         ),
         None => println!("stanza {}: {} files, {}", r.stanza, r.files, human_bytes(r.bytes)),
+    }
+    for c in &r.copies {
+        match &c.since {
+            Some(since) => println!(
+                "  copy {}: {} file(s) behind, the oldest since {since} ({} s)",
+                c.name, c.behind, c.lag_s
+            ),
+            None => println!("  copy {}: up to date", c.name),
+        }
     }
     for t in &r.timelines {
         println!("  timeline {}: {} segments", t.timeline, t.segments);

@@ -391,14 +391,14 @@ impl Copier {
             report.snapshots += 1;
         }
         for (key, bytes) in &plan.stanzas {
-            put_once(&self.dst, key, bytes).await?;
+            put_wal_once(&self.src, &self.dst, key, bytes).await?;
             report.stanzas += 1;
         }
         if !plan.wal.is_empty() {
             wal::forget_catalogue(&self.src, &self.dst, &plan.wal).await?;
         }
         for (key, bytes) in &plan.wal {
-            put_once(&self.dst, key, bytes).await?;
+            put_wal_once(&self.src, &self.dst, key, bytes).await?;
             report.wal_manifests += 1;
         }
         if !plan.wal.is_empty() {
@@ -516,6 +516,32 @@ async fn put_once(repo: &Repository, key: &str, bytes: &Bytes) -> Result<()> {
             }
         }
         Err(e) => Err(e),
+    }
+}
+
+/// [`put_once`] for a stanza record or WAL manifest, which the target may
+/// also hold under its own seal: `wal push` into both repositories
+/// (`wal/copies.rs`) writes one in each. The same cluster, or the same
+/// file (size and BLAKE3), is no conflict.
+async fn put_wal_once(src: &Repository, dst: &Repository, key: &str, bytes: &Bytes) -> Result<()> {
+    let conflict = match put_once(dst, key, bytes).await {
+        Err(e @ Error::Conflict { .. }) => e,
+        other => return other,
+    };
+    let there = dst.store().get(key).await?;
+    let same = if key == crate::wal::stanza_key(key.split('/').nth(1).unwrap_or_default()) {
+        let a = crate::wal::open_named::<crate::wal::StanzaRecord>(src, key, bytes)?;
+        let b = crate::wal::open_named::<crate::wal::StanzaRecord>(dst, key, &there)?;
+        (a.system_id, a.segment_size) == (b.system_id, b.segment_size)
+    } else {
+        let a = crate::wal::open_named::<crate::wal::WalManifest>(src, key, bytes)?;
+        let b = crate::wal::open_named::<crate::wal::WalManifest>(dst, key, &there)?;
+        (a.size, a.blake3) == (b.size, b.blake3)
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(conflict)
     }
 }
 

@@ -36,6 +36,9 @@ pub enum Kind {
     Drill,
     /// `check/…`: what checks have read (`check/coverage`).
     Check,
+    /// `walbehind/…`: WAL files a copy of the archive in another
+    /// repository still lacks (sealed, bound to their key).
+    WalBehind,
 }
 
 impl Kind {
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Gc => "gc",
             Kind::Drill => "drills",
             Kind::Check => "check",
+            Kind::WalBehind => "walbehind",
         }
     }
 }
@@ -135,6 +139,20 @@ pub enum ObjectKey {
     /// rotation under way and the last check's outcome (sealed, bound to
     /// its key; moved only by compare-and-swap).
     CheckCoverage,
+    /// `walbehind/<copy>/<stanza>/<16 hex ms>-<name>`: `wal push` stored
+    /// WAL file `name` of `stanza` here but could not reach the copy
+    /// `copy` (a `[repos.NAME]` name) at that time; removed once the copy
+    /// has caught up. The names sort by time.
+    WalBehind {
+        /// The copy's name.
+        copy: String,
+        /// The stanza.
+        stanza: String,
+        /// When the push missed the copy, Unix milliseconds.
+        ms: u64,
+        /// The WAL file name.
+        name: String,
+    },
 }
 
 impl ObjectKey {
@@ -154,6 +172,7 @@ impl ObjectKey {
             ObjectKey::GcState | ObjectKey::GcClock | ObjectKey::GcPlan(_) | ObjectKey::GcLeases(_) => Kind::Gc,
             ObjectKey::Drill { .. } => Kind::Drill,
             ObjectKey::CheckCoverage => Kind::Check,
+            ObjectKey::WalBehind { .. } => Kind::WalBehind,
         }
     }
 
@@ -196,6 +215,16 @@ impl ObjectKey {
                 Some(ObjectKey::Drill { ms: hex16(ms)?, nonce: hex16(nonce)? })
             }
             ["check", "coverage"] => Some(ObjectKey::CheckCoverage),
+            ["walbehind", copy, stanza, file] if !copy.is_empty() && !stanza.is_empty() => {
+                let (ms, name) = file.split_once('-')?;
+                let ms = (ms.len() == 16).then(|| u64::from_str_radix(ms, 16).ok()).flatten()?;
+                (!name.is_empty()).then(|| ObjectKey::WalBehind {
+                    copy: copy.to_string(),
+                    stanza: stanza.to_string(),
+                    ms,
+                    name: name.to_string(),
+                })
+            }
             _ => None,
         }
     }
@@ -234,6 +263,7 @@ impl fmt::Display for ObjectKey {
             ObjectKey::GcLeases(g) => write!(f, "gc/leases/{g:016x}"),
             ObjectKey::Drill { ms, nonce } => write!(f, "drills/{ms:016x}-{nonce:016x}"),
             ObjectKey::CheckCoverage => f.write_str("check/coverage"),
+            ObjectKey::WalBehind { copy, stanza, ms, name } => write!(f, "walbehind/{copy}/{stanza}/{ms:016x}-{name}"),
         }
     }
 }
@@ -270,6 +300,12 @@ mod tests {
             ObjectKey::GcPlan(7),
             ObjectKey::GcLeases(7),
             ObjectKey::Drill { ms: 1_700_000_000_000, nonce: 0xfeed },
+            ObjectKey::WalBehind {
+                copy: "offsite".into(),
+                stanza: "main".into(),
+                ms: 1_700_000_000_000,
+                name: "000000010000000000000003".into(),
+            },
             ObjectKey::CheckCoverage,
         ];
         for k in keys {

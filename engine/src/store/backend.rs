@@ -229,7 +229,7 @@ pub fn kind_of(key: &str) -> &'static str {
         "packs" => "packs",
         "index" => "index",
         "snapshots" => "snapshots",
-        "wal" => "wal",
+        "wal" | "walbehind" => "wal",
         "pins" => "pins",
         "leases" => "leases",
         "gc" => "gc",

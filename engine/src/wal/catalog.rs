@@ -118,6 +118,10 @@ pub struct StanzaReport {
     /// restorable time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::pg::expire::ExpiryRecord>,
+    /// Copies of the archive in other repositories that lack files pushed
+    /// here (`wal/copies.rs`); the caller adds the configured copies that
+    /// lack nothing.
+    pub copies: Vec<super::copies::CopyLag>,
 }
 
 /// The result of `wal verify`.
@@ -180,6 +184,7 @@ pub async fn show(repo: &Repository, stanza: &str, names: bool) -> Result<Stanza
     }
     let mut report = summarise(stanza, cluster, &all, problems, names)?;
     report.retention = crate::pg::expire::expiry_record(repo, stanza).await?;
+    report.copies = super::copies::lags(repo, stanza).await?;
     Ok(report)
 }
 
@@ -209,6 +214,7 @@ pub(crate) fn summarise(
         names: names.then(|| all.iter().map(|(_, m)| m.name.clone()).collect()),
         problems,
         retention: None,
+        copies: Vec::new(),
     })
 }
 

@@ -30,6 +30,7 @@
 pub mod ahead;
 pub mod catalog;
 pub mod catseg;
+pub mod copies;
 mod facts;
 pub mod fetch;
 pub mod known;

@@ -71,6 +71,10 @@ struct SourceStatus {
     wal_pushed: Option<String>,
     /// pg-base: seconds since the newest archived segment was pushed.
     archive_lag_s: Option<f64>,
+    /// pg-base: how far each copy of the stanza's archive
+    /// (`[stanzas.NAME] copies`) is behind.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    wal_copies: Vec<cairn_engine::wal::copies::CopyLag>,
     /// The recovery point's age: the archive lag for pg-base, else the
     /// newest snapshot's age.
     recovery_point_age_s: Option<f64>,
@@ -159,6 +163,7 @@ async fn source_status(
         wal_newest: None,
         wal_pushed: None,
         archive_lag_s: None,
+        wal_copies: Vec::new(),
         recovery_point_age_s: None,
         rpo: None,
         last_drill: None,
@@ -186,6 +191,19 @@ async fn source_status(
             st.recovery_point_age_s = st.archive_lag_s;
         } else {
             st.problems.push(format!("no WAL archived in stanza {stanza:?}"));
+        }
+        if let Some(t) = cfg.stanzas.get(&stanza) {
+            let budget = t.lag_budget.unwrap_or(crate::config::DEFAULT_LAG_BUDGET).as_secs();
+            for name in &t.copies {
+                let lag = cairn_engine::wal::copies::lag_of(repo, name, &stanza).await?;
+                if lag.lag_s > budget {
+                    st.problems.push(format!(
+                        "WAL copy {name} lacks {} file(s) since {} s, beyond its lag budget of {budget} s",
+                        lag.behind, lag.lag_s
+                    ));
+                }
+                st.wal_copies.push(lag);
+            }
         }
     }
     st.rpo = objective(src.cfg.rpo, st.recovery_point_age_s);
@@ -238,6 +256,12 @@ fn print_human(out: &[SourceStatus], r: &repo::RepoStatus) {
         if let (Some(w), Some(lag)) = (&s.wal_newest, s.archive_lag_s) {
             println!("  newest WAL      {w} (pushed {} ago)", secs(lag));
         }
+        for c in &s.wal_copies {
+            match c.behind {
+                0 => println!("  WAL copy        {}: up to date", c.name),
+                n => println!("  WAL copy        {}: {n} file(s) behind for {}", c.name, secs(c.lag_s as f64)),
+            }
+        }
         if let Some(o) = &s.rpo {
             let m = o.measured_s.map_or("-".into(), secs);
             println!("  RPO             {m} of {} {}", secs(o.objective_s), if o.ok { "ok" } else { "MISSED" });
@@ -287,6 +311,16 @@ fn prometheus(out: &[SourceStatus], r: &repo::RepoStatus) -> String {
                 &l,
                 a,
             );
+        }
+        for c in &s.wal_copies {
+            let l = [("source", s.source.as_str()), ("copy", c.name.as_str())];
+            m.gauge(
+                "cairn_wal_copy_lag_seconds",
+                "Seconds a copy of the WAL archive has lacked files pushed to the primary (0: up to date).",
+                &l,
+                c.lag_s as f64,
+            );
+            m.gauge("cairn_wal_copy_behind_files", "WAL files a copy of the archive lacks.", &l, c.behind as f64);
         }
         if let Some(d) = &s.last_drill {
             m.gauge("cairn_drill_last_rto_seconds", "Measured RTO of the last drill.", &l, d.rto_s);
