@@ -123,7 +123,7 @@ pub fn raise_open_files_limit() -> Option<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone()).ok()?;
+        setrlimit(Resource::Nofile, limit).ok()?;
     }
     getrlimit(Resource::Nofile).current
 }

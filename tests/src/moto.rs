@@ -74,6 +74,24 @@ impl Moto {
         ]
     }
 
+    /// Stops the server's process (SIGSTOP): connections are accepted by
+    /// the kernel but never answered, as with a host that went away;
+    /// [`Moto::resume`] continues it with its buckets intact (a killed
+    /// moto would lose them).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Continues a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill {sig} moto");
+    }
+
     /// Sets the environment in this process (for in-process engine tests).
     pub fn set_env(&self) {
         for (k, v) in self.env() {

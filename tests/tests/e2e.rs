@@ -33,4 +33,5 @@ mod tamper;
 mod tar;
 mod wal;
 mod wal_catalogue;
+mod wal_copies;
 mod wal_receipt;

@@ -245,7 +245,9 @@ async fn push(g: &Global, a: PushArgs) -> Result<i32> {
         eprintln!("{} {what} ({}, {} stored)", r.name, human_bytes(r.size), human_bytes(r.stored_bytes));
         for o in outcomes.iter().flatten() {
             match (&o.error, o.behind) {
-                (None, 0) if o.caught_up > 0 => eprintln!("  copy {}: stored; caught up {} file(s)", o.name, o.caught_up),
+                (None, 0) if o.caught_up > 0 => {
+                    eprintln!("  copy {}: stored; caught up {} file(s)", o.name, o.caught_up)
+                }
                 (None, 0) => eprintln!("  copy {}: stored", o.name),
                 (_, n) => eprintln!("  copy {}: {n} file(s) behind for {} s", o.name, o.lag_s),
             }
@@ -468,10 +470,9 @@ fn print_stanza(r: &wal::StanzaReport) {
     }
     for c in &r.copies {
         match &c.since {
-            Some(since) => println!(
-                "  copy {}: {} file(s) behind, the oldest since {since} ({} s)",
-                c.name, c.behind, c.lag_s
-            ),
+            Some(since) => {
+                println!("  copy {}: {} file(s) behind, the oldest since {since} ({} s)", c.name, c.behind, c.lag_s)
+            }
             None => println!("  copy {}: up to date", c.name),
         }
     }
