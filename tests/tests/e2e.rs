@@ -25,6 +25,7 @@ mod pg_chunks;
 mod pg_harness;
 mod pg_replication;
 mod pitr;
+mod receive;
 mod producer;
 mod redis;
 mod roundtrip;
