@@ -223,6 +223,56 @@ fn synchronous_receiver_loses_no_commit_at_other_moments() {
     }
 }
 
+/// Without `--synchronous` commits do not wait for the receiver: what is
+/// lost when the primary and the receiver die together is at most what
+/// arrived within the last flush interval (1 s here), plus what the
+/// server had not sent yet.
+#[test]
+fn asynchronous_receiver_loses_at_most_a_flush_interval() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.pgbench(&["-i", "-s", "2", "-q"]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "1s"]);
+    wait_streaming(&src, false);
+    let markers = Markers::start(&src);
+    let mut bench = pgbench(&src, 120);
+    std::thread::sleep(Duration::from_secs(5));
+    let killed = Instant::now();
+    // The receiver first: dying on its own after the server, it would
+    // first make durable what the lost connection left it.
+    sigkill(&mut rx);
+    src.kill_hard();
+    let acked = markers.finish();
+    let _ = bench.kill();
+    let _ = bench.wait();
+    let writing = killed.elapsed();
+    std::fs::remove_dir_all(&src.data).unwrap();
+    let restored = restore_latest(&a, "restored");
+    let got = ids(&restored);
+    let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
+    // Markers are ~20 ms apart plus their commit: the rows of one second.
+    let per_s = acked.len() as f64 / 5.0;
+    let lost_s = lost.len() as f64 / per_s;
+    eprintln!(
+        "asynchronous, flush interval 1 s: {} markers acknowledged, {} lost (~{lost_s:.2} s of commits; writer stopped {writing:?} after the kill)",
+        acked.len(),
+        lost.len()
+    );
+    // Lost rows are the newest ones, and no more than 1 s of them plus a margin.
+    if let Some(first) = lost.first() {
+        assert!(lost.iter().all(|i| i >= first) && acked.iter().filter(|i| *i >= first).count() == lost.len());
+    }
+    assert!(lost_s <= 1.5, "lost {} markers, ~{lost_s:.2} s of commits", lost.len());
+    let balance = restored.sql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+    );
+    let (acc, hist) = balance.split_once(' ').unwrap();
+    assert_eq!(acc, hist, "pgbench's balance invariant");
+}
+
 /// Killed with SIGKILL mid-stream and started again, the receiver goes on
 /// from the repository's position: every segment arrives once, the
 /// archive verifies, and archive_command's pushes of the same segments
