@@ -52,11 +52,7 @@ fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
         c
     };
     let log = std::fs::File::create(a.root().join(format!("receive-{}.log", rand::random::<u32>()))).unwrap();
-    cmd.env("RUST_LOG", "cairn_engine=info")
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
+    cmd.env("RUST_LOG", "cairn_engine=info").current_dir("/").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
     for (k, v) in &a.repo.env {
         cmd.env(k, v);
     }
@@ -67,7 +63,8 @@ fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
 fn wait_streaming(src: &Cluster, sync: bool) {
     let want = if sync { "streaming sync" } else { "streaming" };
     src.wait_for("cairn to stream", Duration::from_secs(60), |c| {
-        let s = c.try_sql("SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = 'cairn'");
+        let s =
+            c.try_sql("SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = 'cairn'");
         s.is_ok_and(|s| s.starts_with(want))
     });
 }
@@ -297,10 +294,8 @@ fn receiver_killed_and_restarted_resumes_without_a_gap() {
     }
     let end = src.sql("SELECT pg_current_wal_flush_lsn()");
     src.wait_for("the receiver to make the last insert durable", Duration::from_secs(30), |c| {
-        c.try_sql(&format!(
-            "SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"
-        ))
-        .is_ok_and(|s| s == "t")
+        c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+            .is_ok_and(|s| s == "t")
     });
     sigterm(&rx);
     let out = rx.wait_with_output().unwrap();

@@ -406,11 +406,8 @@ async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Opti
     let mut scanner = SegmentScanner::new(Default::default());
     read_verified_scan(repo, key, m, &mut scanner).await?;
     // A streamed segment's facts describe the bytes received so far.
-    let summary = if super::stream::segment_of_stream(&m.name).is_some() {
-        scanner.summary_so_far()
-    } else {
-        scanner.finish()
-    };
+    let summary =
+        if super::stream::segment_of_stream(&m.name).is_some() { scanner.summary_so_far() } else { scanner.finish() };
     let facts = facts_of(&summary.map_err(|e| Error::corrupt(key, None, e.to_string()))?);
     if &facts != expected {
         return Err(Error::corrupt(key, None, "re-scanned facts differ from those recorded at push"));
@@ -434,8 +431,11 @@ pub async fn archived(repo: &Repository, stanza: &str) -> Result<(SegmentSize, V
     if let Some(p) = problems.first() {
         return Err(Error::corrupt(p.object.clone(), None, p.message.clone()));
     }
-    let streams: Vec<WalManifest> =
-        all.iter().filter(|(_, m)| super::stream::segment_of_stream(&m.name).is_some()).map(|(_, m)| m.clone()).collect();
+    let streams: Vec<WalManifest> = all
+        .iter()
+        .filter(|(_, m)| super::stream::segment_of_stream(&m.name).is_some())
+        .map(|(_, m)| m.clone())
+        .collect();
     let mut out: Vec<(WalFileName, WalManifest)> =
         all.into_iter().filter_map(|(_, m)| WalFileName::parse(&m.name, size).ok().map(|n| (n, m))).collect();
     out = super::stream::with_streamed(out, streams, size);

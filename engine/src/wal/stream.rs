@@ -41,8 +41,8 @@ use cairn_formats::pg::{ScanOptions, SegmentName, SegmentScanner, SegmentSize, W
 use cairn_formats::repo::BlobKind;
 
 use super::facts::facts_of;
+use super::WAL_MANIFEST_VERSION;
 use super::{get_named, manifest_key, seal_named, Piece, StanzaRecord, WalFileKind, WalManifest, PIECE};
-use super::{WAL_MANIFEST_VERSION};
 use crate::pack::{seal_blob, PackBuilder};
 use crate::repo::Repository;
 use crate::repofile::ObjectKey;
@@ -276,11 +276,8 @@ impl StreamSegment {
                 zstd: e.compression == cairn_formats::repo::Compression::Zstd,
             })
             .collect();
-        let mut pieces: Vec<Piece> = if whole_now > self.whole {
-            self.stored[..self.whole].to_vec()
-        } else {
-            self.stored.clone()
-        };
+        let mut pieces: Vec<Piece> =
+            if whole_now > self.whole { self.stored[..self.whole].to_vec() } else { self.stored.clone() };
         pieces.extend(new_pieces);
         let mut stored_bytes = pack.bytes.len() as u64;
         repo.store().put(&ObjectKey::Pack(pack.id).to_string(), pack.bytes).await?;
@@ -446,7 +443,8 @@ pub async fn resume_point(repo: &Repository, stanza: &str, size: SegmentSize) ->
             if let Ok(cairn_formats::pg::WalFileName::Segment(s)) = cairn_formats::pg::WalFileName::parse(seg, size) {
                 streams.push((s.timeline, s.segno, o.key.clone()));
             }
-        } else if let Ok(cairn_formats::pg::WalFileName::Segment(s)) = cairn_formats::pg::WalFileName::parse(&name, size)
+        } else if let Ok(cairn_formats::pg::WalFileName::Segment(s)) =
+            cairn_formats::pg::WalFileName::parse(&name, size)
         {
             whole.insert((s.timeline, s.segno));
         }

@@ -361,8 +361,7 @@ impl Receiver<'_> {
                         }
                     }
                 }
-                if batch >= (4 << 20) || (self.opts.synchronous && batch_start.elapsed() >= Duration::from_millis(20))
-                {
+                if batch >= (4 << 20) || (self.opts.synchronous && batch_start.elapsed() >= Duration::from_millis(20)) {
                     break;
                 }
             }

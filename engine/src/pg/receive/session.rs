@@ -66,7 +66,9 @@ impl Session {
         let rows = self.conn.simple_query(command)?;
         match rows.into_iter().next() {
             Some(r) if r.len() >= columns => Ok(r),
-            _ => Err(protocol_error(&self.conn.server, format!("{command} answered without a row of {columns} columns"))),
+            _ => {
+                Err(protocol_error(&self.conn.server, format!("{command} answered without a row of {columns} columns")))
+            }
         }
     }
 

@@ -277,10 +277,9 @@ impl Conn {
         match Message::parse(&mut frame) {
             Ok(Some(m)) => Ok(m),
             Ok(None) => Err(protocol_error(&self.server, "incomplete message")),
-            Err(e) => Err(protocol_error(
-                &self.server,
-                format!("cannot decode a message of type {:?}: {e}", char::from(tag)),
-            )),
+            Err(e) => {
+                Err(protocol_error(&self.server, format!("cannot decode a message of type {:?}: {e}", char::from(tag))))
+            }
         }
     }
 
