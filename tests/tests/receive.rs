@@ -162,13 +162,26 @@ fn ids(c: &Cluster) -> Vec<i32> {
 /// marker writer and pgbench; the synchronous receiver is then killed
 /// too. The restore holds every marker whose INSERT returned, and
 /// pgbench's balances agree with its history.
-fn zero_loss(after: Duration) {
-    let a = Archive::new(None);
+fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
+    let a = Archive::new(s3);
     let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
     src.start(&a.repo.env);
     src.pgbench(&["-i", "-s", "2", "-q"]);
     src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    match s3 {
+        None => drop(basebackup(&a, &src)),
+        Some(_) => {
+            // No local directory to hand over to the server's user.
+            let tool = pg::bin_dir().join("pg_basebackup");
+            let mut args: Vec<String> =
+                ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
+            args.push(tool.display().to_string());
+            args.extend(src.connect_args());
+            args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.repo.json(&refs);
+        }
+    }
 
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
@@ -192,7 +205,8 @@ fn zero_loss(after: Duration) {
     let got = ids(&restored);
     let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
     eprintln!(
-        "zero_loss after {after:?}: {} markers acknowledged, {} restored, {} lost; restore took {:?}",
+        "zero_loss ({}) after {after:?}: {} markers acknowledged, {} restored, {} lost; restore took {:?}",
+        if s3.is_some() { "S3" } else { "local" },
         acked.len(),
         got.len(),
         lost.len(),
@@ -210,13 +224,19 @@ fn zero_loss(after: Duration) {
 
 #[test]
 fn synchronous_receiver_loses_no_commit_when_the_primary_dies() {
-    zero_loss(Duration::from_secs(4));
+    zero_loss(Duration::from_secs(4), None);
+}
+
+#[test]
+fn synchronous_receiver_into_s3_loses_no_commit() {
+    let moto = cairn_tests::moto::Moto::start();
+    zero_loss(Duration::from_secs(4), Some(&moto));
 }
 
 #[test]
 fn synchronous_receiver_loses_no_commit_at_other_moments() {
     for after in [Duration::from_millis(1500), Duration::from_secs(9)] {
-        zero_loss(after);
+        zero_loss(after, None);
     }
 }
 
