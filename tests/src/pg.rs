@@ -374,6 +374,32 @@ impl Cluster {
         self.running = false;
     }
 
+    /// Kills the server without warning: SIGKILL to the postmaster and
+    /// then to each of its children (found through `/proc`), as a machine
+    /// losing power would stop them. The data directory is left as is.
+    pub fn kill_hard(&mut self) {
+        let pid_file = fs::read_to_string(self.data.join("postmaster.pid")).unwrap_or_default();
+        let Some(pid) = pid_file.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+            panic!("no postmaster.pid in {}", self.data.display());
+        };
+        let children: Vec<i32> = fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|p| {
+                        let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                        // `pid (comm) state ppid ...`; comm may hold spaces.
+                        let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+                        after.split(' ').nth(1).and_then(|x| x.parse::<i32>().ok()) == Some(pid)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for p in std::iter::once(pid).chain(children) {
+            let _ = Command::new("kill").args(["-KILL", &p.to_string()]).status();
+        }
+        self.running = false;
+    }
+
     /// The whole server log (lossily decoded; empty if there is none yet).
     pub fn log_text(&self) -> String {
         fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()

@@ -26,6 +26,7 @@ mod pg_harness;
 mod pg_replication;
 mod pitr;
 mod producer;
+mod receive;
 mod redis;
 mod roundtrip;
 mod s3faults;

@@ -50,6 +50,11 @@ impl Archive {
         Archive { repo, bin, config }
     }
 
+    /// The config file the PostgreSQL user's commands read.
+    pub(crate) fn config(&self) -> &Path {
+        &self.config
+    }
+
     pub(crate) fn root(&self) -> &Path {
         self.repo.dir.path()
     }

@@ -15,6 +15,7 @@ mod ls;
 mod pg;
 mod pg_check;
 mod pg_expire;
+mod pg_receive;
 mod pg_watch;
 mod pin;
 mod prune;

@@ -24,6 +24,7 @@ pub enum Command {
     Check(super::pg_check::Args),
     Restore(RestoreArgs),
     Expire(super::pg_expire::Args),
+    Receive(super::pg_receive::Args),
 }
 
 /// Take a base backup over the replication protocol.
@@ -182,6 +183,7 @@ pub async fn run(g: &Global, c: Command) -> Result<i32> {
         Command::Check(a) => super::pg_check::run(g, a).await,
         Command::Restore(a) => restore(g, a).await,
         Command::Expire(a) => super::pg_expire::run(g, a).await,
+        Command::Receive(a) => super::pg_receive::run(g, a).await,
     }
 }
 

@@ -502,6 +502,16 @@ fn print_stanza(r: &wal::StanzaReport) {
                 get("STOP WAL LOCATION")
             );
         }
+        if let Some(st) = &t.streamed {
+            println!(
+                "    streamed: {} ({} bytes) up to {}, last commit {}, flushed {:.1} s ago",
+                st.segment,
+                st.bytes,
+                st.end_lsn,
+                st.last_commit.as_deref().unwrap_or("none"),
+                st.age_s
+            );
+        }
         for p in &t.partial {
             println!("    partial: {p}");
         }

@@ -16,6 +16,7 @@
 pub mod archiver;
 pub mod expire;
 pub mod pitr;
+pub mod receive;
 pub mod replication;
 
 pub use archiver::{check, Archiver, ArchiverStats, CheckReport, GateWatch, Notify};

@@ -94,6 +94,45 @@ pub struct TimelineReport {
     pub history: Vec<Ancestor>,
     /// Segments in which valid WAL stops before the end.
     pub stopped_early: Vec<String>,
+    /// The newest segment `cairn pg receive` holds only in part (its
+    /// `.stream` object): where streamed WAL ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streamed: Option<Streamed>,
+}
+
+/// Where streamed WAL ends on a timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Streamed {
+    /// The segment being received.
+    pub segment: String,
+    /// Bytes of it durable in the repository.
+    pub bytes: u64,
+    /// The LSN after the last durable byte.
+    pub end_lsn: String,
+    /// Where the last whole record received ends.
+    pub end_of_records: Option<String>,
+    /// The last commit received (RFC 3339).
+    pub last_commit: Option<String>,
+    /// When it was last made durable (RFC 3339).
+    pub flushed: String,
+    /// Seconds since then (receive lag, for a receiver that is idle or stopped).
+    pub age_s: f64,
+}
+
+fn streamed_of(m: &WalManifest, segno: u64, size: SegmentSize) -> Streamed {
+    let start = segno.saturating_mul(u64::from(size.bytes()));
+    let age_s = chrono::DateTime::parse_from_rfc3339(&m.pushed)
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(f64::NAN);
+    Streamed {
+        segment: super::stream::segment_of_stream(&m.name).unwrap_or_default().to_string(),
+        bytes: m.size,
+        end_lsn: lsn(start.saturating_add(m.size)),
+        end_of_records: m.facts.as_ref().map(|f| lsn(f.end_of_records)),
+        last_commit: m.facts.as_ref().and_then(|f| f.last_commit).and_then(|c| time(c.time_us)),
+        flushed: m.pushed.clone(),
+        age_s,
+    }
 }
 
 /// What one stanza's archive holds.
@@ -200,7 +239,8 @@ pub(crate) fn summarise(
         .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
     let mut by_tli: BTreeMap<u32, Vec<&WalManifest>> = BTreeMap::new();
     for (_, m) in all {
-        if let Ok(n) = WalFileName::parse(&m.name, size) {
+        let name = super::stream::segment_of_stream(&m.name).unwrap_or(&m.name);
+        if let Ok(n) = WalFileName::parse(name, size) {
             by_tli.entry(n.timeline()).or_default().push(m);
         }
     }
@@ -226,6 +266,15 @@ fn timeline_report(tli: u32, files: Vec<&WalManifest>, size: SegmentSize) -> Tim
             WalFileKind::Segment => {
                 if let Ok(WalFileName::Segment(s)) = WalFileName::parse(&m.name, size) {
                     segs.push((s.segno, m));
+                }
+            }
+            WalFileKind::Partial if super::stream::segment_of_stream(&m.name).is_some() => {
+                let seg = super::stream::segment_of_stream(&m.name).unwrap_or_default();
+                if let Ok(WalFileName::Segment(s)) = WalFileName::parse(seg, size) {
+                    let newer = r.streamed.as_ref().is_none_or(|old| old.segment.as_str() < seg);
+                    if newer {
+                        r.streamed = Some(streamed_of(m, s.segno, size));
+                    }
                 }
             }
             WalFileKind::Partial => r.partial.push(m.name.clone()),
@@ -297,6 +346,11 @@ fn timeline_report(tli: u32, files: Vec<&WalManifest>, size: SegmentSize) -> Tim
             r.stopped_early.push(m.name.clone());
         }
     }
+    if let Some(st) = &r.streamed {
+        if st.last_commit.is_some() && r.latest_commit.as_deref() < st.last_commit.as_deref() {
+            r.latest_commit = st.last_commit.clone();
+        }
+    }
     r.partial.sort();
     r
 }
@@ -357,7 +411,10 @@ async fn verify_one(repo: &Repository, key: &str, m: &WalManifest, cluster: Opti
     }
     let mut scanner = SegmentScanner::new(Default::default());
     read_verified_scan(repo, key, m, &mut scanner).await?;
-    let facts = facts_of(&scanner.finish().map_err(|e| Error::corrupt(key, None, e.to_string()))?);
+    // A streamed segment's facts describe the bytes received so far.
+    let summary =
+        if super::stream::segment_of_stream(&m.name).is_some() { scanner.summary_so_far() } else { scanner.finish() };
+    let facts = facts_of(&summary.map_err(|e| Error::corrupt(key, None, e.to_string()))?);
     if &facts != expected {
         return Err(Error::corrupt(key, None, "re-scanned facts differ from those recorded at push"));
     }
@@ -380,8 +437,14 @@ pub async fn archived(repo: &Repository, stanza: &str) -> Result<(SegmentSize, V
     if let Some(p) = problems.first() {
         return Err(Error::corrupt(p.object.clone(), None, p.message.clone()));
     }
+    let streams: Vec<WalManifest> = all
+        .iter()
+        .filter(|(_, m)| super::stream::segment_of_stream(&m.name).is_some())
+        .map(|(_, m)| m.clone())
+        .collect();
     let mut out: Vec<(WalFileName, WalManifest)> =
         all.into_iter().filter_map(|(_, m)| WalFileName::parse(&m.name, size).ok().map(|n| (n, m))).collect();
+    out = super::stream::with_streamed(out, streams, size);
     out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     Ok((size, out))
 }

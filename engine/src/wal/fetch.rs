@@ -222,11 +222,17 @@ pub async fn fetch(
     let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
         // "Not archived" only for a stanza that exists: a typo in the stanza
         // must stop recovery, not end it.
-        if load_stanza(repo, stanza).await?.is_none() {
+        let Some(record) = load_stanza(repo, stanza).await? else {
             return Err(Error::UnknownStanza {
                 stanza: stanza.to_string(),
                 location: repo.store().location().to_string(),
             });
+        };
+        if super::ahead::is_segment_name(name) {
+            let skey = super::stream::stream_key(stanza, timeline_of(name)?, name);
+            if let Some(m) = get_named::<WalManifest>(repo, &skey).await? {
+                return streamed(repo, &skey, &m, u64::from(record.segment_size), dest, durability).await;
+            }
         }
         return Ok(FetchOutcome::NotArchived);
     };
@@ -249,6 +255,37 @@ pub async fn fetch(
         return Err(e);
     }
     Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
+}
+
+/// A streamed segment (`wal/stream.rs`): its received bytes, verified,
+/// then zeros up to the segment size, as PostgreSQL reads a segment whose
+/// end was never written (recovery stops at the last whole record).
+async fn streamed(
+    repo: &Repository,
+    key: &str,
+    m: &WalManifest,
+    segment_size: u64,
+    dest: &Path,
+    durability: Durability,
+) -> Result<FetchOutcome> {
+    if m.size > segment_size {
+        return Err(Error::corrupt(key, None, format!("{} bytes, more than a segment", m.size)));
+    }
+    let tmp = temp_path(dest)?;
+    let f = write_temp(repo, key, m, &tmp, Check::PiecesAndFile, durability).await?;
+    let padded = f.set_len(segment_size).and_then(|()| match durability {
+        Durability::Fsync => f.sync_all(),
+        Durability::Rename => Ok(()),
+    });
+    if let Err(e) = padded {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    if let Err(e) = deliver_from(&tmp, dest, durability) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(FetchOutcome::Delivered { kind: WalFileKind::Partial, size: segment_size })
 }
 
 /// The verified content of `m` in the new file `tmp` (removed on failure).

@@ -140,8 +140,11 @@ pub async fn archived_with(
             tracing::warn!(path = %c.path.display(), error = %e, "writing the WAL catalogue cache");
         }
     }
+    let found_streams: Vec<WalManifest> =
+        found.manifests.values().filter(|m| super::stream::segment_of_stream(&m.name).is_some()).cloned().collect();
     let mut out: Vec<(WalFileName, WalManifest)> =
         found.manifests.into_values().filter_map(|m| WalFileName::parse(&m.name, size).ok().map(|n| (n, m))).collect();
+    out = super::stream::with_streamed(out, found_streams, size);
     out.sort_by(|a, b| a.1.name.cmp(&b.1.name));
     Ok((size, out))
 }

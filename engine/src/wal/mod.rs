@@ -38,6 +38,7 @@ mod pack_out;
 pub mod push;
 mod receipt;
 pub mod spool;
+pub mod stream;
 mod window;
 
 use crate::store::{Backend as _, BackendExt as _};

@@ -550,6 +550,87 @@ impl SegmentScanner {
         if let Some(err) = self.failed {
             return Err(err);
         }
+        if let Some(h) = &self.header {
+            if self.received < u64::from(h.segment_size) {
+                return Err(WalError::Incomplete {
+                    what: "WAL segment",
+                    offset: 0,
+                    needed: u64::from(h.segment_size),
+                    got: self.received,
+                });
+            }
+        }
+        self.summarize()
+    }
+
+    /// The summary of what was pushed so far, without ending the scan: for
+    /// a segment still being received (a streamed partial segment). When
+    /// fewer bytes than the segment size were pushed, the summary ends
+    /// with [`ScanEnd::Stopped`] and an [`WalError::Incomplete`] naming
+    /// how many bytes arrived; a record begun in the last bytes is the
+    /// `crossing` one. Fails like [`SegmentScanner::finish`] on an earlier
+    /// failure or before the long page header arrived.
+    pub fn summary_so_far(&self) -> Result<SegmentSummary, WalError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let mut copy = SegmentScanner {
+            opts: self.opts,
+            header: self.header,
+            pending: self.pending.clone(),
+            received: self.received,
+            page_index: self.page_index,
+            state: match &self.state {
+                State::Start => State::Start,
+                State::Skip { remaining } => State::Skip { remaining: *remaining },
+                State::Between => State::Between,
+                State::InRecord { start, total, buf } => {
+                    State::InRecord { start: *start, total: *total, buf: buf.clone() }
+                }
+                State::SwitchTail { lsn } => State::SwitchTail { lsn: *lsn },
+                State::Stopped => State::Stopped,
+            },
+            failed: None,
+            stop_error: self.stop_error.clone(),
+            last_timeline: self.last_timeline,
+            prev_record: self.prev_record,
+            first_valid: self.first_valid,
+            last_valid: self.last_valid,
+            end_of_records: self.end_of_records,
+            continuation_bytes: self.continuation_bytes,
+            records: self.records,
+            per_rmgr: self.per_rmgr,
+            xacts: self.xacts.clone(),
+            restore_points: self.restore_points.clone(),
+            overwritten: self.overwritten.clone(),
+            tail_zeroed: self.tail_zeroed,
+            blocks: Vec::new(),
+        };
+        // The records of a page that has only partly arrived are read as
+        // PostgreSQL would read a page zeroed past what was written.
+        if let Some(h) = copy.header {
+            let pad = (h.block_size as usize).saturating_sub(copy.pending.len());
+            if !copy.pending.is_empty() && copy.push_inner(&vec![0u8; pad]).is_err() {
+                return Err(self.failed.clone().unwrap_or(WalError::Incomplete {
+                    what: "WAL page",
+                    offset: self.received,
+                    needed: u64::from(h.block_size),
+                    got: self.pending.len() as u64,
+                }));
+            }
+            copy.received = self.received;
+        }
+        if let Some(h) = &copy.header {
+            let size = u64::from(h.segment_size);
+            if copy.received < size && copy.stop_error.is_none() && !matches!(copy.state, State::SwitchTail { .. }) {
+                copy.stop_error =
+                    Some(WalError::Incomplete { what: "WAL segment", offset: 0, needed: size, got: copy.received });
+            }
+        }
+        copy.summarize()
+    }
+
+    fn summarize(self) -> Result<SegmentSummary, WalError> {
         let Some(header) = self.header else {
             return Err(WalError::Incomplete {
                 what: "WAL segment long page header",
@@ -558,14 +639,6 @@ impl SegmentScanner {
                 got: self.received,
             });
         };
-        if self.received < u64::from(header.segment_size) {
-            return Err(WalError::Incomplete {
-                what: "WAL segment",
-                offset: 0,
-                needed: u64::from(header.segment_size),
-                got: self.received,
-            });
-        }
         let crossing = match &self.state {
             State::InRecord { start, total, buf } => {
                 let whole_header = buf.len() >= RECORD_HEADER_SIZE;

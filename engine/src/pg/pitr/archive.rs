@@ -31,7 +31,9 @@ impl Archive {
         let mut a = Archive { size, segments: BTreeMap::new(), history: BTreeMap::new(), backups: Vec::new() };
         for (name, m) in all {
             match (name, m.kind) {
-                (WalFileName::Segment(s), WalFileKind::Segment) => {
+                // A streamed segment (`wal/stream.rs`) stands for its
+                // segment while that has no manifest of its own.
+                (WalFileName::Segment(s), WalFileKind::Segment | WalFileKind::Partial) => {
                     a.segments.insert((s.timeline, s.segno), m);
                 }
                 (WalFileName::History { timeline }, WalFileKind::History) => {

@@ -51,7 +51,7 @@ pub(crate) mod conn;
 mod conninfo;
 mod options;
 mod tls;
-mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod script_tests;

@@ -122,7 +122,7 @@ fn new_record(stanza: &str, h: &SegmentHeader) -> StanzaRecord {
 
 /// The stanza record comes with the stanza's first segment; a push that
 /// lost the race to write it checks its header against the winner's.
-pub(super) async fn first_of_stanza(repo: &Repository, stanza: &str, h: &SegmentHeader, path: &Path) -> Result<()> {
+pub(crate) async fn first_of_stanza(repo: &Repository, stanza: &str, h: &SegmentHeader, path: &Path) -> Result<()> {
     let rec = new_record(stanza, h);
     let skey = stanza_key(stanza);
     match repo.store().put_create(&skey, seal_named(repo, &skey, &rec)).await {

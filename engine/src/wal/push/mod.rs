@@ -22,7 +22,7 @@
 //!    and its 256 manifests read: 15 ms on a local repository, 0.8 s on
 //!    moto, once per 256 pushes; a failure there never fails the push).
 
-mod identify;
+pub(crate) mod identify;
 mod seal;
 
 use crate::repofile::ObjectKey;

@@ -198,6 +198,91 @@ impl Conn {
         }
     }
 
+    /// The next backend message as a raw frame (type byte, length, body),
+    /// for the messages `postgres-protocol` does not decode
+    /// (`CopyBothResponse`); [`Conn::decode`] turns any other frame into a
+    /// [`Message`]. With `wait`, gives up after that long without a whole
+    /// message and returns `None` (what has arrived is kept for the next
+    /// call).
+    pub fn recv_frame(&mut self, wait: Option<Duration>, during: &dyn Fn() -> String) -> Result<Option<BytesMut>> {
+        let restore = self.read_timeout;
+        if let Some(w) = wait {
+            self.set_read_timeout(w.max(Duration::from_millis(1)))?;
+        }
+        let r = loop {
+            match self.complete_frame_len() {
+                Err(e) => break Err(e),
+                Ok(Some(total)) => break Ok(Some(self.buf.split_to(total))),
+                Ok(None) => {}
+            }
+            match self.fill(during) {
+                Ok(()) => {}
+                Err(Error::Connection { source, .. })
+                    if wait.is_some()
+                        && matches!(source.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) =>
+                {
+                    break Ok(None)
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if wait.is_some() {
+            self.set_read_timeout(restore)?;
+        }
+        r
+    }
+
+    /// Whether a whole message is buffered or the socket has bytes to
+    /// read right now (a TLS connection may also hold decrypted bytes; then
+    /// this may say no when a read would not block, which only makes the
+    /// caller act a little sooner).
+    pub fn has_input(&self) -> bool {
+        if matches!(self.complete_frame_len(), Ok(Some(_))) {
+            return true;
+        }
+        use rustix::event::{poll, PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+        let ready = |fd: std::os::fd::BorrowedFd<'_>| {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            poll(&mut fds, Some(&zero)).map(|n| n > 0).unwrap_or(true)
+        };
+        match &self.stream {
+            Stream::Tcp(s) => ready(s.as_fd()),
+            Stream::Unix(s) => ready(s.as_fd()),
+            Stream::Tls(s) => ready(s.sock.as_fd()),
+            Stream::Script(c) => (c.position() as usize) < c.get_ref().len(),
+        }
+    }
+
+    /// The length of the whole frame at the front of the buffer, if it has
+    /// all arrived.
+    fn complete_frame_len(&self) -> Result<Option<usize>> {
+        let header =
+            Header::parse(&self.buf).map_err(|e| protocol_error(&self.server, format!("bad message header: {e}")))?;
+        let Some(h) = header else { return Ok(None) };
+        let total = usize::try_from(h.len()).unwrap_or(usize::MAX).saturating_add(1);
+        if total > MAX_MESSAGE {
+            return Err(protocol_error(
+                &self.server,
+                format!("a message of type {:?} of {total} bytes (limit {MAX_MESSAGE})", char::from(h.tag())),
+            ));
+        }
+        Ok((self.buf.len() >= total).then_some(total))
+    }
+
+    /// Decodes a frame from [`Conn::recv_frame`].
+    pub fn decode(&self, mut frame: BytesMut) -> Result<Message> {
+        let tag = frame.first().copied().unwrap_or(0);
+        match Message::parse(&mut frame) {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(protocol_error(&self.server, "incomplete message")),
+            Err(e) => {
+                Err(protocol_error(&self.server, format!("cannot decode a message of type {:?}: {e}", char::from(tag))))
+            }
+        }
+    }
+
     /// Reads more bytes into the buffer; end of stream is an error.
     fn fill(&mut self, during: &dyn Fn() -> String) -> Result<()> {
         let start = self.buf.len();

@@ -1,0 +1,486 @@
+//! Streamed segments: WAL received over the replication protocol
+//! (`cairn pg receive`) made durable while its segment is still being
+//! written.
+//!
+//! # Objects
+//! While segment `S` of timeline `T` is being received, what has arrived
+//! is kept at `wal/<stanza>/<T>/<S>.stream`: a WAL manifest of kind
+//! `partial` named `<S>.stream`, sealed and bound to its key like every
+//! WAL record, whose `size` is the bytes received from the start of the
+//! segment and whose `facts` describe them. Each flush *overwrites* it
+//! (an atomic, durable put): a later one always covers an earlier one.
+//! When the segment is complete, the manifest `wal push` would write is
+//! created at `wal/<stanza>/<T>/<S>` (create-only; one already there from
+//! `archive_command` is accepted when its size and BLAKE3 agree, and
+//! refused otherwise), and only then is the `.stream` object deleted: at
+//! every moment one of them names the segment's packs.
+//!
+//! # Pieces: only new bytes are uploaded
+//! A segment is cut into the same 2 MiB [`PIECE`]s as a push. A streamed
+//! manifest lists the whole pieces received so far (each sealed once, when
+//! its last byte arrived) and then *fragments* of the piece being filled:
+//! one blob per flush, holding only the bytes that flush added. A flush
+//! therefore uploads one small pack: the new fragment, plus any piece that
+//! became whole (sealed again from its bytes, so its blob id is the one a
+//! push computes); the fragments it replaces become garbage for `prune`
+//! (they are younger than `gc.min_age` or named by no manifest).
+//! The complete segment's manifest lists exactly a push's pieces: same
+//! boundaries, same blob ids; only the packs differ, as they do between
+//! any two pushes.
+//!
+//! # Serving
+//! `wal fetch` of a segment that has no manifest but a `.stream` object
+//! serves its bytes padded with zeros to the segment size, as
+//! `pg_receivewal` leaves a `.partial` file: recovery reads the records up
+//! to the end of what was received and ends there. Planning treats a
+//! `.stream` object as the segment while the segment has no manifest.
+
+use std::time::{Duration, Instant};
+
+use cairn_formats::pg::{ScanOptions, SegmentName, SegmentScanner, SegmentSize, WalFileName};
+use cairn_formats::repo::BlobKind;
+
+use super::facts::facts_of;
+use super::WAL_MANIFEST_VERSION;
+use super::{get_named, manifest_key, seal_named, Piece, StanzaRecord, WalFileKind, WalManifest, PIECE};
+use crate::pack::{seal_blob, PackBuilder};
+use crate::repo::Repository;
+use crate::repofile::ObjectKey;
+use crate::store::{Backend as _, BackendExt as _};
+use crate::{Error, Result};
+
+/// The suffix of a streamed segment's object and manifest name.
+pub const STREAM_SUFFIX: &str = ".stream";
+
+/// The key of segment `name`'s streamed manifest.
+pub fn stream_key(stanza: &str, timeline: u32, name: &str) -> String {
+    manifest_key(stanza, timeline, &format!("{name}{STREAM_SUFFIX}"))
+}
+
+/// The segment name of a streamed manifest's name (`<segment>.stream`).
+pub fn segment_of_stream(name: &str) -> Option<&str> {
+    name.strip_suffix(STREAM_SUFFIX).filter(|s| super::ahead::is_segment_name(s))
+}
+
+/// `archived` (parsed WAL file names and their manifests) with each
+/// streamed segment of `streams` added as its segment, when the segment
+/// has no manifest of its own: what planning reads (its kind stays
+/// `partial`, its facts cover what was received).
+pub(crate) fn with_streamed(
+    mut archived: Vec<(WalFileName, WalManifest)>,
+    streams: Vec<WalManifest>,
+    size: SegmentSize,
+) -> Vec<(WalFileName, WalManifest)> {
+    let whole: std::collections::HashSet<SegmentName> = archived
+        .iter()
+        .filter_map(|(n, _)| match n {
+            WalFileName::Segment(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    for m in streams {
+        let Some(seg) = segment_of_stream(&m.name) else { continue };
+        if let Ok(WalFileName::Segment(s)) = WalFileName::parse(seg, size) {
+            if !whole.contains(&s) {
+                archived.push((WalFileName::Segment(s), m));
+            }
+        }
+    }
+    archived
+}
+
+/// What one flush or completion did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flushed {
+    /// Bytes uploaded (pack and manifest).
+    pub stored_bytes: u64,
+    /// How long the uploads took.
+    pub took: Duration,
+}
+
+/// The segment being received: its bytes so far, and what of them is
+/// durable in the repository.
+pub struct StreamSegment {
+    stanza: String,
+    name: SegmentName,
+    size: SegmentSize,
+    data: Vec<u8>,
+    hasher: blake3::Hasher,
+    scanner: SegmentScanner,
+    /// The pieces of the last durable `.stream` manifest: `stored[..whole]`
+    /// are whole pieces, the rest fragments of the piece being filled.
+    stored: Vec<Piece>,
+    whole: usize,
+    durable: u64,
+    level: i32,
+}
+
+fn zstd(level: i32) -> crate::compress::Zstd {
+    crate::compress::Zstd { level, hash_log: (level == 1).then_some(12) }
+}
+
+impl StreamSegment {
+    /// An empty segment `name`, to be received from its first byte.
+    pub fn new(stanza: &str, name: SegmentName, size: SegmentSize, level: i32) -> StreamSegment {
+        let start = name.start_lsn(size).map(|l| l.0).unwrap_or(0);
+        let scanner = SegmentScanner::new(ScanOptions {
+            start: Some(cairn_formats::pg::Lsn(start)),
+            timeline: Some(name.timeline),
+            system_id: None,
+            segment_size: Some(size.bytes()),
+            block_size: None,
+        });
+        StreamSegment {
+            stanza: stanza.to_string(),
+            name,
+            size,
+            data: Vec::with_capacity(size.bytes() as usize),
+            hasher: blake3::Hasher::new(),
+            scanner,
+            stored: Vec::new(),
+            whole: 0,
+            durable: 0,
+            level,
+        }
+    }
+
+    /// The segment as its `.stream` manifest left it, bytes read back and
+    /// verified; `None` when there is none.
+    pub async fn resume(
+        repo: &Repository,
+        stanza: &str,
+        name: SegmentName,
+        size: SegmentSize,
+        level: i32,
+    ) -> Result<Option<StreamSegment>> {
+        let file = name.format(size);
+        let key = stream_key(stanza, name.timeline, &file);
+        let Some(m) = get_named::<WalManifest>(repo, &key).await? else { return Ok(None) };
+        if m.name != format!("{file}{STREAM_SUFFIX}") || m.size > u64::from(size.bytes()) {
+            return Err(Error::corrupt(&key, None, format!("manifest names {:?} of {} bytes", m.name, m.size)));
+        }
+        let mut seg = StreamSegment::new(stanza, name, size, level);
+        let mut bytes = Vec::with_capacity(m.size as usize);
+        super::fetch::read_verified(repo, &key, &m, super::fetch::Check::PiecesAndFile, |p| {
+            bytes.extend_from_slice(p);
+            Ok(())
+        })
+        .await?;
+        seg.append(&bytes).map_err(|e| Error::corrupt(&key, None, e.to_string()))?;
+        // Whole pieces come first, fragments (each shorter than a piece)
+        // after; any other layout is stored again at the next flush.
+        let whole = m.pieces.iter().take_while(|p| p.raw_len as usize == PIECE).count();
+        if whole == m.size as usize / PIECE && m.pieces[whole..].iter().all(|p| (p.raw_len as usize) < PIECE) {
+            seg.whole = whole;
+            seg.stored = m.pieces;
+            seg.durable = m.size;
+        }
+        Ok(Some(seg))
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> SegmentName {
+        self.name
+    }
+
+    /// Its first LSN.
+    pub fn start_lsn(&self) -> u64 {
+        self.name.start_lsn(self.size).map(|l| l.0).unwrap_or(0)
+    }
+
+    /// The LSN after the last byte received.
+    pub fn received_lsn(&self) -> u64 {
+        self.start_lsn() + self.data.len() as u64
+    }
+
+    /// The LSN after the last byte durable in the repository.
+    pub fn durable_lsn(&self) -> u64 {
+        self.start_lsn() + self.durable
+    }
+
+    /// Whether every byte of the segment has arrived.
+    pub fn is_full(&self) -> bool {
+        self.data.len() as u64 == u64::from(self.size.bytes())
+    }
+
+    /// Whether bytes arrived that are not durable yet.
+    pub fn has_unflushed(&self) -> bool {
+        self.durable < self.data.len() as u64
+    }
+
+    /// Room left in the segment.
+    pub fn room(&self) -> usize {
+        self.size.bytes() as usize - self.data.len()
+    }
+
+    /// The long page header, once its bytes arrived.
+    pub fn header(&self) -> Option<&cairn_formats::pg::SegmentHeader> {
+        self.scanner.header()
+    }
+
+    /// Adds received bytes (at most [`StreamSegment::room`]). Fails when
+    /// they are not WAL of this segment (a bad long page header).
+    pub fn append(&mut self, bytes: &[u8]) -> std::result::Result<(), cairn_formats::pg::WalError> {
+        self.scanner.push(bytes)?;
+        self.hasher.update(bytes);
+        self.data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// Makes what has arrived durable as the `.stream` manifest, uploading
+    /// only new bytes (see the module documentation). Returns once both
+    /// the pack and the manifest are durable. Nothing to do is a no-op.
+    pub async fn flush(&mut self, repo: &Repository) -> Result<Flushed> {
+        if !self.has_unflushed() {
+            return Ok(Flushed::default());
+        }
+        let started = Instant::now();
+        let len = self.data.len();
+        let whole_now = len / PIECE;
+        let keys = repo.keys();
+        let mut blobs = Vec::new();
+        // Pieces that became whole, then the new bytes of the piece being filled.
+        let mut ranges: Vec<(usize, usize)> = (self.whole..whole_now).map(|i| (i * PIECE, (i + 1) * PIECE)).collect();
+        let tail_from = if whole_now > self.whole { whole_now * PIECE } else { self.durable as usize };
+        if tail_from < len {
+            ranges.push((tail_from, len));
+        }
+        let data = &self.data;
+        let level = self.level;
+        let sealed: Vec<_> = tokio::task::block_in_place(|| {
+            use rayon::prelude::*;
+            ranges
+                .par_iter()
+                .map(|&(a, b)| {
+                    let bytes = &data[a..b];
+                    seal_blob(keys, keys.blob_id(bytes), BlobKind::Data, zstd(level), bytes)
+                })
+                .collect()
+        });
+        let mut pack = PackBuilder::new(sealed.iter().map(|b| b.sealed.len()).sum::<usize>() + 4096);
+        for b in &sealed {
+            pack.push(b);
+        }
+        blobs.extend(sealed);
+        let pack = pack.finish(keys);
+        let pid = pack.id.to_hex();
+        let new_pieces: Vec<Piece> = pack
+            .entries
+            .iter()
+            .map(|e| Piece {
+                pack: pid.clone(),
+                id: hex::encode(e.id),
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+                zstd: e.compression == cairn_formats::repo::Compression::Zstd,
+            })
+            .collect();
+        let mut pieces: Vec<Piece> =
+            if whole_now > self.whole { self.stored[..self.whole].to_vec() } else { self.stored.clone() };
+        pieces.extend(new_pieces);
+        let mut stored_bytes = pack.bytes.len() as u64;
+        repo.store().put(&ObjectKey::Pack(pack.id).to_string(), pack.bytes).await?;
+
+        let file = self.name.format(self.size);
+        let key = stream_key(&self.stanza, self.name.timeline, &file);
+        let manifest = self.manifest(format!("{file}{STREAM_SUFFIX}"), WalFileKind::Partial, pieces.clone());
+        let sealed = seal_named(repo, &key, &manifest);
+        stored_bytes += sealed.len() as u64;
+        repo.store().put(&key, sealed).await?;
+        self.stored = pieces;
+        self.whole = whole_now;
+        self.durable = len as u64;
+        Ok(Flushed { stored_bytes, took: started.elapsed() })
+    }
+
+    fn manifest(&self, name: String, kind: WalFileKind, pieces: Vec<Piece>) -> WalManifest {
+        WalManifest {
+            version: WAL_MANIFEST_VERSION,
+            name,
+            kind,
+            size: self.data.len() as u64,
+            blake3: self.hasher.finalize().to_hex().to_string(),
+            pushed: chrono::Utc::now().to_rfc3339(),
+            host: crate::hostname(),
+            pieces,
+            // For a whole segment, the same summary `finish` gives.
+            facts: self.scanner.summary_so_far().ok().map(|s| facts_of(&s)),
+            history: None,
+            backup: None,
+        }
+    }
+
+    /// Stores the whole segment as `wal push` would (after making every
+    /// piece durable), then deletes its `.stream` object. An existing
+    /// manifest of the same size and BLAKE3 (`archive_command` was first)
+    /// is accepted; a different one is a [`Error::Conflict`].
+    pub async fn complete(mut self, repo: &Repository) -> Result<Flushed> {
+        if !self.is_full() {
+            return Err(Error::Internal(format!("{} is not complete", self.name.format(self.size))));
+        }
+        let started = Instant::now();
+        // Makes every piece whole and durable; the `.stream` object now lists
+        // exactly the pieces of the segment.
+        let mut f = self.flush(repo).await?;
+        let file = self.name.format(self.size);
+        let key = manifest_key(&self.stanza, self.name.timeline, &file);
+        let manifest = self.manifest(file.clone(), WalFileKind::Segment, self.stored.clone());
+        if manifest.facts.is_none() {
+            return Err(Error::corrupt(&file, None, "the received segment does not scan as WAL"));
+        }
+        let sealed = seal_named(repo, &key, &manifest);
+        f.stored_bytes += sealed.len() as u64;
+        match repo.store().put_create(&key, sealed).await {
+            Ok(()) => {}
+            Err(Error::AlreadyExists { .. }) => {
+                let existing =
+                    get_named::<WalManifest>(repo, &key).await?.ok_or_else(|| Error::NotFound { what: key.clone() })?;
+                if existing.size != manifest.size || existing.blake3 != manifest.blake3 {
+                    return Err(Error::conflict(
+                        &key,
+                        format!(
+                            "already archived with different content (stored BLAKE3 {}…, received {}…); the stored copy is unchanged",
+                            &existing.blake3[..16.min(existing.blake3.len())],
+                            &manifest.blake3[..16]
+                        ),
+                    ));
+                }
+                repo.store().sync_existing(&key).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        let name = cairn_formats::pg::WalFileName::Segment(self.name);
+        super::catseg::after_push(repo, &self.stanza, &name, self.size).await?;
+        repo.store().delete(&stream_key(&self.stanza, self.name.timeline, &file)).await?;
+        f.took = started.elapsed();
+        Ok(f)
+    }
+}
+
+/// Stores a timeline history file received with `TIMELINE_HISTORY`, as
+/// `wal push` would (create-only; the same content already there is
+/// fine).
+pub async fn store_history(repo: &Repository, stanza: &str, timeline: u32, content: &[u8]) -> Result<()> {
+    let name = format!("{timeline:08X}.history");
+    let key = manifest_key(stanza, timeline, &name);
+    let hash = blake3::hash(content).to_hex().to_string();
+    if let Some(existing) = get_named::<WalManifest>(repo, &key).await? {
+        if existing.blake3 == hash {
+            return Ok(());
+        }
+        return Err(Error::conflict(&key, "already archived with different content"));
+    }
+    let lines = cairn_formats::pg::parse_timeline_history(content, Some(timeline))
+        .map_err(|e| Error::corrupt(&name, None, e.to_string()))?;
+    let keys = repo.keys();
+    let blob = seal_blob(keys, keys.blob_id(content), BlobKind::Data, zstd(1), content);
+    let mut pack = PackBuilder::new(blob.sealed.len() + 4096);
+    pack.push(&blob);
+    let pack = pack.finish(keys);
+    let pid = pack.id.to_hex();
+    let pieces = pack
+        .entries
+        .iter()
+        .map(|e| Piece {
+            pack: pid.clone(),
+            id: hex::encode(e.id),
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
+        })
+        .collect();
+    repo.store().put(&ObjectKey::Pack(pack.id).to_string(), pack.bytes).await?;
+    let manifest = WalManifest {
+        version: WAL_MANIFEST_VERSION,
+        name,
+        kind: WalFileKind::History,
+        size: content.len() as u64,
+        blake3: hash,
+        pushed: chrono::Utc::now().to_rfc3339(),
+        host: crate::hostname(),
+        pieces,
+        facts: None,
+        history: Some(
+            lines
+                .into_iter()
+                .map(|l| super::HistoryLine { timeline: l.timeline, switchpoint: l.switchpoint.0, reason: l.reason })
+                .collect(),
+        ),
+        backup: None,
+    };
+    match repo.store().put_create(&key, seal_named(repo, &key, &manifest)).await {
+        Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the repository's WAL for a stanza ends, for a receiver to go on
+/// from: the newest timeline with a segment or a streamed segment, and on
+/// it, the streamed segment past the newest whole one, or the end of the
+/// newest whole one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamResume {
+    /// Nothing archived for the stanza.
+    Nothing,
+    /// Go on after whole segment `segment` (from its end).
+    After(SegmentName),
+    /// Go on in streamed segment `segment`.
+    InStream(SegmentName),
+}
+
+/// Reads where the repository's WAL ends (see [`StreamResume`]).
+/// `.stream` objects of segments that have a manifest are deleted (a
+/// receiver killed between the two).
+pub async fn resume_point(repo: &Repository, stanza: &str, size: SegmentSize) -> Result<StreamResume> {
+    let listed = repo.store().list(&format!("wal/{stanza}")).await?;
+    let mut whole: std::collections::BTreeSet<(u32, u64)> = Default::default();
+    let mut streams: Vec<(u32, u64, String)> = Vec::new();
+    for o in &listed {
+        let Some(ObjectKey::WalFile { name, .. }) = ObjectKey::parse(&o.key) else { continue };
+        if let Some(seg) = segment_of_stream(&name) {
+            if let Ok(cairn_formats::pg::WalFileName::Segment(s)) = cairn_formats::pg::WalFileName::parse(seg, size) {
+                streams.push((s.timeline, s.segno, o.key.clone()));
+            }
+        } else if let Ok(cairn_formats::pg::WalFileName::Segment(s)) =
+            cairn_formats::pg::WalFileName::parse(&name, size)
+        {
+            whole.insert((s.timeline, s.segno));
+        }
+    }
+    let mut live = Vec::new();
+    for (t, n, key) in streams {
+        if whole.contains(&(t, n)) {
+            repo.store().delete(&key).await?;
+        } else {
+            live.push((t, n));
+        }
+    }
+    let newest_whole = whole.iter().next_back().copied();
+    let newest_stream = live.iter().max().copied();
+    Ok(match (newest_whole, newest_stream) {
+        (None, None) => StreamResume::Nothing,
+        (Some((t, n)), None) => StreamResume::After(SegmentName { timeline: t, segno: n }),
+        (None, Some((t, n))) => StreamResume::InStream(SegmentName { timeline: t, segno: n }),
+        (Some(w), Some(s)) if s > w => StreamResume::InStream(SegmentName { timeline: s.0, segno: s.1 }),
+        (Some((t, n)), Some(_)) => StreamResume::After(SegmentName { timeline: t, segno: n }),
+    })
+}
+
+/// The stanza record of the receiver's first segment, written as
+/// `wal push` writes it with the stanza's first segment (create-only; a
+/// record that exists already must agree).
+pub async fn record_stanza(
+    repo: &Repository,
+    stanza: &str,
+    header: &cairn_formats::pg::SegmentHeader,
+    name: &str,
+) -> Result<()> {
+    super::push::identify::first_of_stanza(repo, stanza, header, std::path::Path::new(name)).await
+}
+
+/// The stanza record, if any (a convenience for the receiver).
+pub async fn stanza(repo: &Repository, stanza: &str) -> Result<Option<StanzaRecord>> {
+    super::load_stanza(repo, stanza).await
+}

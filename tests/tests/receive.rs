@@ -1,0 +1,362 @@
+//! `cairn pg receive` against a real PostgreSQL 15: as a synchronous
+//! standby it loses no committed transaction when the primary dies with
+//! its data directory; killed and restarted it resumes without a gap; it
+//! refuses another cluster's server.
+//!
+//! `CAIRN_TEST_RECEIVE_UNSAFE_FLUSH=1` makes the receiver report WAL as
+//! durable without storing it: the zero-loss test then fails, which shows
+//! it can.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_tests::pg::{self, Cluster};
+
+use crate::pitr::basebackup;
+use crate::wal::Archive;
+
+/// `cairn pg receive` as the server's OS user (so that the repository
+/// stays writable for archive_command's pushes), in its own process so
+/// that it can be killed.
+fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
+    let conninfo = format!("host={} port={} user=postgres application_name=cairn", src.socket_dir.display(), src.port);
+    let mut args: Vec<String> = vec![
+        a.bin.display().to_string(),
+        "--config".into(),
+        a.config().display().to_string(),
+        "--json".into(),
+        "pg".into(),
+        "receive".into(),
+        "--stanza".into(),
+        "main".into(),
+        "--connect".into(),
+        conninfo,
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut cmd = if pg::running_as_root() {
+        pg::ensure_os_user();
+        let id = |flag: &str| {
+            let o = Command::new("id").args([flag, pg::os_user()]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let mut c = Command::new("setpriv");
+        c.args([format!("--reuid={}", id("-u")), format!("--regid={}", id("-g")), "--clear-groups".into()]);
+        c.args(&args);
+        c
+    } else {
+        let mut c = Command::new(&args[0]);
+        c.args(&args[1..]);
+        c
+    };
+    let log = std::fs::File::create(a.root().join(format!("receive-{}.log", rand::random::<u32>()))).unwrap();
+    cmd.env("RUST_LOG", "cairn_engine=info").current_dir("/").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
+    for (k, v) in &a.repo.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("starting cairn pg receive")
+}
+
+/// Waits until the receiver streams from `src` (as `sync` when asked).
+fn wait_streaming(src: &Cluster, sync: bool) {
+    let want = if sync { "streaming sync" } else { "streaming" };
+    src.wait_for("cairn to stream", Duration::from_secs(60), |c| {
+        let s =
+            c.try_sql("SELECT state || ' ' || sync_state FROM pg_stat_replication WHERE application_name = 'cairn'");
+        s.is_ok_and(|s| s.starts_with(want))
+    });
+}
+
+fn sigterm(child: &Child) {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+fn sigkill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A marker writer: one row per transaction, ~20 ms apart, each id
+/// recorded only once its INSERT returned success.
+struct Markers {
+    acked: Arc<Mutex<Vec<i32>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Markers {
+    fn start(src: &Cluster) -> Markers {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        // One psql session, fed statements one at a time: `\echo` after
+        // each INSERT reports that it returned.
+        let mut cmd = pg::pg_command("psql", &[]);
+        cmd.args(src.connect_args());
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "postgres"]);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let (a2, s2) = (acked.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            use std::io::{BufRead, Write};
+            let mut stdin = child.stdin.take().unwrap();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut line = String::new();
+            for i in 1.. {
+                if s2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let stmt = format!("INSERT INTO marker VALUES ({i}, clock_timestamp());\n\\echo ok {i}\n");
+                if stdin.write_all(stmt.as_bytes()).and_then(|()| stdin.flush()).is_err() {
+                    break;
+                }
+                line.clear();
+                match out.read_line(&mut line) {
+                    Ok(n) if n > 0 && line.trim() == format!("ok {i}") => a2.lock().unwrap().push(i),
+                    _ => break,
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            drop(stdin);
+            let _ = child.kill();
+            let _ = child.wait();
+        });
+        Markers { acked, stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<i32> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.acked.lock().unwrap().clone()
+    }
+}
+
+/// pgbench in the background; its failure (the server killed) is expected.
+fn pgbench(src: &Cluster, seconds: u32) -> Child {
+    let mut cmd = pg::pg_command("pgbench", &[]);
+    cmd.args(src.connect_args());
+    cmd.args(["-n", "-c", "2", "-T", &seconds.to_string(), "postgres"]);
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().unwrap()
+}
+
+/// Restores `--latest` into a new directory and starts it; returns it.
+fn restore_latest(a: &Archive, name: &str) -> Cluster {
+    let dir = a.root().join(name);
+    let v = a.repo.json(&["pg", "restore", "--stanza", "main", "--latest", "--to", dir.to_str().unwrap()]);
+    assert!(v["verified"].as_u64().unwrap() > 900, "{v}");
+    let mut c = Cluster::from_copy(dir, a.root(), "archive_mode = off\nsynchronous_standby_names = ''\n");
+    c.start(&a.repo.env);
+    c.wait_until_promoted(Duration::from_secs(120));
+    c
+}
+
+fn ids(c: &Cluster) -> Vec<i32> {
+    c.sql("SELECT id FROM marker ORDER BY id").lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// The primary dies (SIGKILL, data directory deleted) `after` into a
+/// marker writer and pgbench; the synchronous receiver is then killed
+/// too. The restore holds every marker whose INSERT returned, and
+/// pgbench's balances agree with its history.
+fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
+    let a = Archive::new(s3);
+    let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
+    src.start(&a.repo.env);
+    src.pgbench(&["-i", "-s", "2", "-q"]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    match s3 {
+        None => drop(basebackup(&a, &src)),
+        Some(_) => {
+            // No local directory to hand over to the server's user.
+            let tool = pg::bin_dir().join("pg_basebackup");
+            let mut args: Vec<String> =
+                ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
+            args.push(tool.display().to_string());
+            args.extend(src.connect_args());
+            args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            a.repo.json(&refs);
+        }
+    }
+
+    let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
+    wait_streaming(&src, false);
+    src.sql("ALTER SYSTEM SET synchronous_standby_names = 'cairn'; SELECT pg_reload_conf()");
+    wait_streaming(&src, true);
+
+    let markers = Markers::start(&src);
+    let mut bench = pgbench(&src, 120);
+    std::thread::sleep(after);
+    let killed_at = Instant::now();
+    src.kill_hard();
+    std::fs::remove_dir_all(&src.data).unwrap();
+    let acked = markers.finish();
+    let _ = bench.kill();
+    let _ = bench.wait();
+    // The receiver dies too: only what it had made durable counts.
+    sigkill(&mut rx);
+    assert!(acked.len() > 20, "the marker writer committed only {} rows", acked.len());
+
+    let restored = restore_latest(&a, "restored");
+    let got = ids(&restored);
+    let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
+    eprintln!(
+        "zero_loss ({}) after {after:?}: {} markers acknowledged, {} restored, {} lost; restore took {:?}",
+        if s3.is_some() { "S3" } else { "local" },
+        acked.len(),
+        got.len(),
+        lost.len(),
+        killed_at.elapsed()
+    );
+    assert!(lost.is_empty(), "committed markers lost: {lost:?} (of {})", acked.len());
+    let balance = restored.sql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+    );
+    let (acc, hist) = balance.split_once(' ').unwrap();
+    assert_eq!(acc, hist, "pgbench's balance invariant");
+    let tx: u64 = restored.sql("SELECT count(*) FROM pgbench_history").parse().unwrap();
+    assert!(tx > 0, "pgbench committed nothing");
+}
+
+#[test]
+fn synchronous_receiver_loses_no_commit_when_the_primary_dies() {
+    zero_loss(Duration::from_secs(4), None);
+}
+
+#[test]
+fn synchronous_receiver_into_s3_loses_no_commit() {
+    let moto = cairn_tests::moto::Moto::start();
+    zero_loss(Duration::from_secs(4), Some(&moto));
+}
+
+#[test]
+fn synchronous_receiver_loses_no_commit_at_other_moments() {
+    for after in [Duration::from_millis(1500), Duration::from_secs(9)] {
+        zero_loss(after, None);
+    }
+}
+
+/// Without `--synchronous` commits do not wait for the receiver: what is
+/// lost when the primary and the receiver die together is at most what
+/// arrived within the last flush interval (1 s here), plus what the
+/// server had not sent yet.
+#[test]
+fn asynchronous_receiver_loses_at_most_a_flush_interval() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.pgbench(&["-i", "-s", "2", "-q"]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "1s"]);
+    wait_streaming(&src, false);
+    let markers = Markers::start(&src);
+    let mut bench = pgbench(&src, 120);
+    std::thread::sleep(Duration::from_secs(5));
+    let killed = Instant::now();
+    // The receiver first: dying on its own after the server, it would
+    // first make durable what the lost connection left it.
+    sigkill(&mut rx);
+    src.kill_hard();
+    let acked = markers.finish();
+    let _ = bench.kill();
+    let _ = bench.wait();
+    let writing = killed.elapsed();
+    std::fs::remove_dir_all(&src.data).unwrap();
+    let restored = restore_latest(&a, "restored");
+    let got = ids(&restored);
+    let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
+    // Markers are ~20 ms apart plus their commit: the rows of one second.
+    let per_s = acked.len() as f64 / 5.0;
+    let lost_s = lost.len() as f64 / per_s;
+    eprintln!(
+        "asynchronous, flush interval 1 s: {} markers acknowledged, {} lost (~{lost_s:.2} s of commits; writer stopped {writing:?} after the kill)",
+        acked.len(),
+        lost.len()
+    );
+    // Lost rows are the newest ones, and no more than 1 s of them plus a margin.
+    if let Some(first) = lost.first() {
+        assert!(lost.iter().all(|i| i >= first) && acked.iter().filter(|i| *i >= first).count() == lost.len());
+    }
+    assert!(lost_s <= 1.5, "lost {} markers, ~{lost_s:.2} s of commits", lost.len());
+    let balance = restored.sql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+    );
+    let (acc, hist) = balance.split_once(' ').unwrap();
+    assert_eq!(acc, hist, "pgbench's balance invariant");
+}
+
+/// Killed with SIGKILL mid-stream and started again, the receiver goes on
+/// from the repository's position: every segment arrives once, the
+/// archive verifies, and archive_command's pushes of the same segments
+/// are accepted as already archived.
+#[test]
+fn receiver_killed_and_restarted_resumes_without_a_gap() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.pgbench(&["-i", "-s", "2", "-q"]);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    src.pgbench(&["-n", "-c", "2", "-t", "1500"]);
+    sigkill(&mut rx);
+    src.pgbench(&["-n", "-c", "2", "-t", "1500"]);
+    let rx = receiver(&a, &src, &["--slot", "cairn", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    for i in 1..=50 {
+        src.sql(&format!("INSERT INTO marker VALUES ({i}, clock_timestamp())"));
+    }
+    let end = src.sql("SELECT pg_current_wal_flush_lsn()");
+    src.wait_for("the receiver to make the last insert durable", Duration::from_secs(30), |c| {
+        c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+            .is_ok_and(|s| s == "t")
+    });
+    sigterm(&rx);
+    let out = rx.wait_with_output().unwrap();
+    assert!(out.status.success(), "pg receive after SIGTERM: {:?}", out.status);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["flushes"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["received_bytes"].as_u64().unwrap() > 0, "{report}");
+
+    let show = a.show();
+    let tl = &show["timelines"][0];
+    assert!(tl["gaps"].as_array().unwrap().is_empty(), "{show}");
+    assert!(tl["streamed"].is_object(), "wal show reports where streamed WAL ends: {show}");
+    let v = a.repo.json(&["wal", "verify", "--stanza", "main"]);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+
+    // The segments the archiver pushes (the same bytes) are accepted.
+    let seg = src.switch_wal();
+    src.wait_archived(&seg, Duration::from_secs(60));
+    let arch = src.archiver();
+    assert_eq!(arch.failed_count, 0, "archive_command failed: {arch:?}\n{}", src.log_tail(30));
+
+    // Every marker is restorable from the receiver's WAL.
+    src.kill_hard();
+    let restored = restore_latest(&a, "restored");
+    assert_eq!(ids(&restored), (1..=50).collect::<Vec<_>>());
+}
+
+/// A receiver pointed at another cluster than the stanza's is refused
+/// (exit 8) before it stores anything.
+#[test]
+fn receiver_refuses_another_cluster() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    let seg = src.switch_wal();
+    src.wait_archived(&seg, Duration::from_secs(60));
+    let mut other = Cluster::init(a.root(), "other", 16, "");
+    other.start(&[]);
+    let before: Vec<PathBuf> = cairn_tests::repo::files_under(&a.repo.repo_dir());
+    let rx = receiver(&a, &other, &[]);
+    let out = rx.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "exit status for another cluster");
+    assert_eq!(cairn_tests::repo::files_under(&a.repo.repo_dir()), before, "nothing stored");
+}
