@@ -7,6 +7,8 @@
 //! reports the lag; past the lag budget the push fails, so PostgreSQL keeps
 //! the WAL; once the server is back, the next push catches the copy up
 //! without a manual step, and the copy then holds every archived file.
+//! Killed for good (connections refused), the copy again does not stop
+//! archiving.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -128,8 +130,24 @@ fn a_stopped_copy_does_not_stop_archiving_and_catches_up_when_back() {
     }
     assert_eq!(copies(&a, &cfg)[0]["behind"], 0, "markers left after the catch-up");
     assert!(a.repo.objects("walbehind").is_empty(), "markers left in the primary");
-    src.stop();
     s.ok(&["wal", "verify", "--stanza", "main"]);
+
+    // The copy's server killed (connections refused, not hanging):
+    // archiving to the primary goes on, and the copy is behind.
+    drop(moto);
+    src.sql("INSERT INTO marker VALUES (40)");
+    let gone = src.switch_wal();
+    let after_kill = src.wait_archived(&gone, Duration::from_secs(60));
+    assert_eq!(
+        after_kill.failed_count,
+        arch.failed_count,
+        "a refused connection failed the push: {}",
+        src.log_tail(20)
+    );
+    assert!(names(&a.repo).contains(&gone));
+    let lag = copies(&a, &cfg);
+    assert!(lag[0]["behind"].as_u64().unwrap() >= 1, "{lag}");
+    src.stop();
     a.repo.ok(&["wal", "verify", "--stanza", "main"]);
     eprintln!("failed_count {} (the refused push), {:?} in all", arch.failed_count, t.elapsed());
 }
