@@ -31,7 +31,10 @@ use crate::exit;
 /// soon as no more is waiting, so the receiver can be named in
 /// synchronous_standby_names (as its application_name: the conninfo's,
 /// or `cairn`) and a commit returns only once its WAL is in the
-/// repository. Use a slot (--slot, --create-slot) so the server keeps WAL
+/// repository; with --synchronous the write position is too, so that
+/// synchronous_commit = remote_write never releases a commit whose WAL is
+/// only in the receiver's memory (remote_apply is not supported: the
+/// receiver applies nothing). Use a slot (--slot, --create-slot) so the server keeps WAL
 /// the receiver has not confirmed. Lost connections are retried with
 /// backoff; SIGTERM or SIGINT makes what arrived durable, then exits 0
 /// with a report.

@@ -219,22 +219,33 @@ pub async fn fetch(
 ) -> Result<FetchOutcome> {
     validate_stanza(stanza)?;
     let key = manifest_key(stanza, timeline_of(name)?, name);
-    let Some(m) = get_named::<WalManifest>(repo, &key).await? else {
-        // "Not archived" only for a stanza that exists: a typo in the stanza
-        // must stop recovery, not end it.
-        let Some(record) = load_stanza(repo, stanza).await? else {
-            return Err(Error::UnknownStanza {
-                stanza: stanza.to_string(),
-                location: repo.store().location().to_string(),
-            });
-        };
-        if super::ahead::is_segment_name(name) {
+    let m = match get_named::<WalManifest>(repo, &key).await? {
+        Some(m) => m,
+        None => {
+            // "Not archived" only for a stanza that exists: a typo in the stanza
+            // must stop recovery, not end it.
+            let Some(record) = load_stanza(repo, stanza).await? else {
+                return Err(Error::UnknownStanza {
+                    stanza: stanza.to_string(),
+                    location: repo.store().location().to_string(),
+                });
+            };
+            if !super::ahead::is_segment_name(name) {
+                return Ok(FetchOutcome::NotArchived);
+            }
             let skey = super::stream::stream_key(stanza, timeline_of(name)?, name);
             if let Some(m) = get_named::<WalManifest>(repo, &skey).await? {
                 return streamed(repo, &skey, &m, u64::from(record.segment_size), dest, durability).await;
             }
+            // `pg receive` deletes a `.stream` only once the segment's own
+            // manifest is durable: a completion between the two reads
+            // above left neither, and answering "not archived" would end
+            // recovery short of acknowledged commits. Look again.
+            match get_named::<WalManifest>(repo, &key).await? {
+                Some(m) => m,
+                None => return Ok(FetchOutcome::NotArchived),
+            }
         }
-        return Ok(FetchOutcome::NotArchived);
     };
     if m.name != name {
         return Err(Error::corrupt(&key, None, format!("manifest names {:?}", m.name)));

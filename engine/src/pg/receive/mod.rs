@@ -343,7 +343,7 @@ impl Receiver<'_> {
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 self.flush().await?;
-                let (w, f) = (self.received_lsn(), self.durable_lsn);
+                let (w, f) = (self.write_lsn(), self.durable_lsn);
                 blocking(|| s.status(w, f, false))?;
                 return Ok(Ended::Stopped);
             }
@@ -370,7 +370,7 @@ impl Receiver<'_> {
                 self.flush().await?;
                 last_flush = Instant::now();
             }
-            let now = (self.received_lsn(), self.durable_lsn);
+            let now = (self.write_lsn(), self.durable_lsn);
             if reply || now != reported || last_status.elapsed() >= self.opts.status_interval {
                 blocking(|| s.status(now.0, now.1, false))?;
                 reported = now;
@@ -393,6 +393,19 @@ impl Receiver<'_> {
 
     fn received_lsn(&self) -> u64 {
         self.seg.as_ref().map_or(self.durable_lsn, |g| g.received_lsn())
+    }
+
+    /// The write position reported to the server. A synchronous standby's
+    /// write position releases commits under `synchronous_commit =
+    /// remote_write`, and bytes only in this process's memory would die
+    /// with it: with `--synchronous` it is the durable position, like the
+    /// flush position. Otherwise it is what has been received.
+    fn write_lsn(&self) -> u64 {
+        if self.opts.synchronous {
+            self.durable_lsn
+        } else {
+            self.received_lsn()
+        }
     }
 
     /// One event; `Some` when the stream ended.
