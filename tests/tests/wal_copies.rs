@@ -52,7 +52,7 @@ fn a_stopped_copy_does_not_stop_archiving_and_catches_up_when_back() {
         format!(
             "repo = {:?}\nkey_file = {:?}\nstanza = \"main\"\ncache_dir = {:?}\n\n[repos.offsite]\nrepo = {:?}\n\
              key_file = {:?}\ncache_dir = {:?}\n\n[stanzas.main]\ncopies = [\"offsite\"]\nlag_budget = \"{BUDGET_S}s\"\n\
-             copy_timeout = \"2s\"\n",
+             copy_timeout = \"2s\"\n\n[sources.pg]\nkind = \"pg-base\"\nconnect = \"host=/nonexistent\"\n",
             a.repo.url,
             a.repo.key,
             a.root().join("pg-cache"),
@@ -102,6 +102,11 @@ fn a_stopped_copy_does_not_stop_archiving_and_catches_up_when_back() {
     let text = String::from_utf8(a.repo.ok(&["--config", cfg.to_str().unwrap(), "wal", "show"])).unwrap();
     assert!(text.contains("copy offsite:") && text.contains("behind"), "{text}");
     eprintln!("lag while stopped: {lag}");
+    // `status` shows it too (and is not ok for lack of a base backup here).
+    let o = a.repo.run(&["--config", cfg.to_str().unwrap(), "--json", "status"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let c = &st["sources"][0]["wal_copies"][0];
+    assert!(c["name"] == "offsite" && c["behind"].as_u64().unwrap() >= 3, "status: {st}");
 
     // Past the budget the push fails: PostgreSQL keeps the segment. (The
     // first miss was recorded a copy timeout, 2 s, after the pause.)
