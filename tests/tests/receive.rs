@@ -21,7 +21,7 @@ use crate::wal::Archive;
 /// `cairn pg receive` as the server's OS user (so that the repository
 /// stays writable for archive_command's pushes), in its own process so
 /// that it can be killed.
-fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
+pub(crate) fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
     let conninfo = format!("host={} port={} user=postgres application_name=cairn", src.socket_dir.display(), src.port);
     let mut args: Vec<String> = vec![
         a.bin.display().to_string(),
@@ -60,7 +60,7 @@ fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
 }
 
 /// Waits until the receiver streams from `src` (as `sync` when asked).
-fn wait_streaming(src: &Cluster, sync: bool) {
+pub(crate) fn wait_streaming(src: &Cluster, sync: bool) {
     let want = if sync { "streaming sync" } else { "streaming" };
     src.wait_for("cairn to stream", Duration::from_secs(60), |c| {
         let s =
@@ -69,11 +69,11 @@ fn wait_streaming(src: &Cluster, sync: bool) {
     });
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
 }
 
-fn sigkill(child: &mut Child) {
+pub(crate) fn sigkill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -144,7 +144,7 @@ fn pgbench(src: &Cluster, seconds: u32) -> Child {
 }
 
 /// Restores `--latest` into a new directory and starts it; returns it.
-fn restore_latest(a: &Archive, name: &str) -> Cluster {
+pub(crate) fn restore_latest(a: &Archive, name: &str) -> Cluster {
     let dir = a.root().join(name);
     let v = a.repo.json(&["pg", "restore", "--stanza", "main", "--latest", "--to", dir.to_str().unwrap()]);
     assert!(v["verified"].as_u64().unwrap() > 900, "{v}");
@@ -154,7 +154,7 @@ fn restore_latest(a: &Archive, name: &str) -> Cluster {
     c
 }
 
-fn ids(c: &Cluster) -> Vec<i32> {
+pub(crate) fn ids(c: &Cluster) -> Vec<i32> {
     c.sql("SELECT id FROM marker ORDER BY id").lines().map(|l| l.parse().unwrap()).collect()
 }
 
