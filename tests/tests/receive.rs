@@ -360,3 +360,79 @@ fn receiver_refuses_another_cluster() {
     assert_eq!(out.status.code(), Some(8), "exit status for another cluster");
     assert_eq!(cairn_tests::repo::files_under(&a.repo.repo_dir()), before, "nothing stored");
 }
+
+/// `cairn status` reports the receive lag: the streamed segment, where it
+/// ends and how long ago it was flushed, as the recovery point when it is
+/// newer than the newest archived segment (archiving is paused here), and
+/// as the `cairn_wal_receive_lag_seconds` gauge. A second call, with the
+/// WAL catalogue cache warm, sees the receiver's later flushes.
+#[test]
+fn status_reports_the_receive_lag() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
+    let config = a.root().join("status.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo = {:?}\nkey_file = {:?}\ncache_dir = {:?}\nstanza = \"main\"\n\n[sources.pg-main]\nkind = \"pg-base\"\n\
+             connect = \"host={} port={} user=postgres\"\nrpo = \"60s\"\n",
+            a.repo.url,
+            a.repo.key.to_str().unwrap(),
+            a.root().join("status-cache").to_str().unwrap(),
+            src.socket_dir.display(),
+            src.port
+        ),
+    )
+    .unwrap();
+    let status = || {
+        let o = a.repo.cmd(&["--config", config.to_str().unwrap(), "--json", "status"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sources"].as_array().unwrap().iter().find(|s| s["source"] == "pg-main").unwrap().clone()
+    };
+    let before = status();
+    assert!(before["wal_streamed"].is_null(), "nothing streamed yet: {before}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    let durable = |n: i32| {
+        src.sql(&format!("INSERT INTO marker VALUES ({n}, clock_timestamp())"));
+        let end = src.sql("SELECT pg_current_wal_flush_lsn()");
+        src.wait_for("the receiver to make the insert durable", Duration::from_secs(30), |c| {
+            c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+                .is_ok_and(|s| s == "t")
+        });
+        end
+    };
+    let end1 = durable(1);
+    let s1 = status();
+    eprintln!("status while receiving: {s1}");
+    let (archive, receive) = (s1["archive_lag_s"].as_f64().unwrap(), s1["receive_lag_s"].as_f64().unwrap());
+    assert!(s1["wal_streamed"].as_str().is_some_and(|w| w.len() == 24), "{s1}");
+    assert!(receive < 3.0 && archive > receive + 2.0, "receive lag {receive} s, archive lag {archive} s");
+    assert_eq!(s1["recovery_point_age_s"].as_f64(), Some(receive), "the streamed WAL is the recovery point: {s1}");
+    assert_eq!(s1["rpo"]["ok"], true, "{s1}");
+    let lsn = |s: &str| {
+        let (h, l) = s.split_once('/').unwrap();
+        (u64::from_str_radix(h, 16).unwrap() << 32) | u64::from_str_radix(l, 16).unwrap()
+    };
+    assert!(lsn(s1["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end1), "{s1} ends before {end1}");
+
+    let end2 = durable(2);
+    let s2 = status();
+    assert!(lsn(s2["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end2), "{s2} ends before {end2} (a stale cache?)");
+    let prom = a.repo.cmd(&["--config", config.to_str().unwrap(), "status", "--prometheus"]).output().unwrap();
+    let prom = String::from_utf8(prom.stdout).unwrap();
+    crate::operator::promtool_check("status --prometheus", &prom);
+    let gauge = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_wal_receive_lag_seconds{source=\"pg-main\"} "))
+        .unwrap_or_else(|| panic!("no receive lag gauge:\n{prom}"));
+    assert!(gauge.parse::<f64>().unwrap() < 5.0, "{gauge}");
+    sigterm(&rx);
+    let _ = rx.wait_with_output();
+}
