@@ -424,7 +424,10 @@ fn status_reports_the_receive_lag() {
 
     let end2 = durable(2);
     let s2 = status();
-    assert!(lsn(s2["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end2), "{s2} ends before {end2} (a stale cache?)");
+    assert!(
+        lsn(s2["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end2),
+        "{s2} ends before {end2} (a stale cache?)"
+    );
     let prom = a.repo.cmd(&["--config", config.to_str().unwrap(), "status", "--prometheus"]).output().unwrap();
     let prom = String::from_utf8(prom.stdout).unwrap();
     crate::operator::promtool_check("status --prometheus", &prom);

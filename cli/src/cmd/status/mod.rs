@@ -207,7 +207,8 @@ async fn source_status(
             cairn_engine::wal::stream::segment_of_stream(&m.name)
         }
         let segments = files.iter().filter(|(n, _)| matches!(n, cairn_formats::pg::WalFileName::Segment(_)));
-        let newest_wal = segments.clone().filter(|(_, m)| streamed(m).is_none()).max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
+        let newest_wal =
+            segments.clone().filter(|(_, m)| streamed(m).is_none()).max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
         let newest_stream = segments.filter(|(_, m)| streamed(m).is_some()).max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
         if let Some((_, m)) = newest_wal {
             st.wal_newest = Some(m.name.clone());
