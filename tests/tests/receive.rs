@@ -439,3 +439,51 @@ fn status_reports_the_receive_lag() {
     sigterm(&rx);
     let _ = rx.wait_with_output();
 }
+
+/// A time target inside the segment the receiver holds only in part
+/// (archiving is paused, so nothing else has it): `pg restore
+/// --target-time` plans with the streamed segment and recovery stops
+/// exactly there, also between the last two commits received.
+#[test]
+fn time_target_inside_the_streamed_segment() {
+    use crate::pitr::{between, insert_markers, marker_times};
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
+    let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    // (+ 1: an LSN at a segment's start names the segment before.)
+    let segment = src.sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn() + 1)");
+    insert_markers(&src, 0..20);
+    assert_eq!(src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"), segment, "one segment for every marker");
+    let end = src.sql("SELECT pg_current_wal_flush_lsn()");
+    src.wait_for("the receiver to make the markers durable", Duration::from_secs(30), |c| {
+        c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+            .is_ok_and(|s| s == "t")
+    });
+    sigterm(&rx);
+    assert!(rx.wait_with_output().unwrap().status.success());
+    let times = marker_times(&src);
+    src.kill_hard();
+
+    let show = a.show();
+    let streamed = &show["timelines"][0]["streamed"];
+    assert_eq!(streamed["segment"], segment.as_str(), "the markers are in the streamed segment: {show}");
+    let last = chrono::DateTime::parse_from_rfc3339(streamed["last_commit"].as_str().unwrap()).unwrap();
+    assert!(last >= times[19].1, "the streamed segment's last commit {last} is marker 19's ({:?})", times[19].1);
+
+    for (n, want) in [(9, 0..=9), (18, 0..=18)] {
+        let t = between(times[n].1, times[n + 1].1);
+        let dir = a.root().join(format!("to-{n}"));
+        let v = a.repo.json(&["pg", "restore", "--stanza", "main", "--to", dir.to_str().unwrap(), "--target-time", &t]);
+        assert!(v["verified"].as_u64().unwrap() > 900, "{v}");
+        let mut c = Cluster::from_copy(dir, a.root(), "archive_mode = off\n");
+        c.start(&a.repo.env);
+        c.wait_until_promoted(Duration::from_secs(120));
+        assert_eq!(ids(&c), want.collect::<Vec<_>>(), "restored to {t}, between markers {n} and {}", n + 1);
+        c.stop();
+    }
+}
