@@ -92,8 +92,10 @@ def receiver(case, tmp, cluster, cairn):
                f"host={cluster.sock} port={cluster.port} user={PGUSER}", "--slot", "bench_cairn", "--create-slot"]
         cmd += ["--synchronous"] if sync else []
         name = "cairn"
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, f"{case}.log"), "w"),
-                         **pg_kw(tmp))
+    kw = pg_kw(tmp)
+    if "RUST_LOG" in os.environ:  # e.g. cairn_engine::pg::receive=debug: each flush and how long it took
+        kw["env"]["RUST_LOG"] = os.environ["RUST_LOG"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, f"{case}.log"), "w"), **kw)
     deadline = time.monotonic() + 60
     while cluster.standby(name) is None:
         if p.poll() is not None or time.monotonic() > deadline:
