@@ -158,6 +158,23 @@ pub(crate) fn ids(c: &Cluster) -> Vec<i32> {
     c.sql("SELECT id FROM marker ORDER BY id").lines().map(|l| l.parse().unwrap()).collect()
 }
 
+/// A base backup through pg_basebackup, into a local repository or S3.
+pub(crate) fn base_backup(a: &Archive, src: &Cluster, s3: bool) {
+    if !s3 {
+        basebackup(a, src);
+        return;
+    }
+    // No local directory to hand over to the server's user.
+    let tool = pg::bin_dir().join("pg_basebackup");
+    let mut args: Vec<String> =
+        ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
+    args.push(tool.display().to_string());
+    args.extend(src.connect_args());
+    args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.repo.json(&refs);
+}
+
 /// The primary dies (SIGKILL, data directory deleted) `after` into a
 /// marker writer and pgbench; the synchronous receiver is then killed
 /// too. The restore holds every marker whose INSERT returned, and
@@ -168,20 +185,7 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
     src.start(&a.repo.env);
     src.pgbench(&["-i", "-s", "2", "-q"]);
     src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    match s3 {
-        None => drop(basebackup(&a, &src)),
-        Some(_) => {
-            // No local directory to hand over to the server's user.
-            let tool = pg::bin_dir().join("pg_basebackup");
-            let mut args: Vec<String> =
-                ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
-            args.push(tool.display().to_string());
-            args.extend(src.connect_args());
-            args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            a.repo.json(&refs);
-        }
-    }
+    base_backup(&a, &src, s3.is_some());
 
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_tests::pg::{self, Cluster};
 
 use crate::pitr::basebackup;
-use crate::receive::{ids, receiver, restore_latest, sigterm, wait_streaming};
+use crate::receive::{base_backup, ids, receiver, restore_latest, sigterm, wait_streaming};
 use crate::wal::Archive;
 
 /// Inserts markers `ids`, one transaction each.
@@ -71,13 +71,28 @@ fn balance_holds(c: &Cluster) {
 /// the switch point, stores `00000002.history` and streams timeline 2;
 /// `wal show` has both timelines without gaps, and `pg restore --latest`
 /// follows the history to the rows written after the promotion.
+///
+/// Regression: the receiver used to refuse timeline 2 on the connection
+/// that announced it ("holds WAL of timeline 2, newer than the server's
+/// timeline 1": the check used `IDENTIFY_SYSTEM`'s timeline from before
+/// the promotion) and then exit 8.
 #[test]
 fn receiver_follows_a_promoted_standby_onto_timeline_2() {
-    let a = Archive::new(None);
+    follows_a_promotion(None);
+}
+
+#[test]
+fn receiver_into_s3_follows_a_promoted_standby() {
+    let moto = cairn_tests::moto::Moto::start();
+    follows_a_promotion(Some(&moto));
+}
+
+fn follows_a_promotion(s3: Option<&cairn_tests::moto::Moto>) {
+    let a = Archive::new(s3);
     let mut primary = Cluster::init(a.root(), "primary", 16, &a.conf(false));
     primary.start(&a.repo.env);
     primary.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &primary);
+    base_backup(&a, &primary, s3.is_some());
 
     // A streaming standby of the primary (no archiving of its own: what
     // the repository holds of timeline 2 comes from the receiver).
@@ -121,7 +136,7 @@ fn receiver_follows_a_promoted_standby_onto_timeline_2() {
     wait_durable(&a, &standby);
     let report = stop(rx);
     assert_eq!(report["timeline"], 2, "{report}");
-    eprintln!("timeline switch: receiver {report}");
+    eprintln!("timeline switch ({}): receiver {report}", if s3.is_some() { "S3" } else { "local" });
 
     let show = a.show();
     let tls = show["timelines"].as_array().unwrap();
