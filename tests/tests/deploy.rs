@@ -86,6 +86,7 @@ fn systemd_units_verify_and_call_existing_commands() {
     let mut help = Help(HashMap::new());
     let mut units = Vec::new();
     let mut services = 0;
+    let mut receivers = 0;
     for e in std::fs::read_dir(&src).unwrap() {
         let e = e.unwrap();
         let name = e.file_name().to_string_lossy().into_owned();
@@ -95,12 +96,28 @@ fn systemd_units_verify_and_call_existing_commands() {
             assert_eq!(words[0], "/usr/local/bin/cairn", "{name}");
             check_invocation(&mut help, &name, &words[1..]);
             services += 1;
+            if words[1..].windows(2).any(|w| w == ["pg", "receive"]) {
+                // A long-running receiver: restarted whatever ends it, and
+                // stopped with the signal that makes it flush first.
+                receivers += 1;
+                for want in ["Restart=always", "KillSignal=SIGTERM", "StartLimitIntervalSec=0"] {
+                    assert!(text.lines().any(|l| l == want), "{name}: no {want}");
+                }
+            }
+        }
+        // Secrets come from files (credentials, EnvironmentFile), never
+        // from the unit itself.
+        for line in text.lines().filter(|l| l.starts_with("Environment=") || l.starts_with("ExecStart=")) {
+            for secret in ["PASSWORD", "SECRET", "password="] {
+                assert!(!line.contains(secret), "{name}: a secret in the unit: {line}");
+            }
         }
         // The binary the units name is this build's, for verify.
         std::fs::write(dir.path().join(&name), text.replace("/usr/local/bin/cairn", &bin)).unwrap();
         units.push(name);
     }
-    assert!(services >= 4 && units.iter().filter(|u| u.ends_with(".timer")).count() >= 6, "{units:?}");
+    assert_eq!(receivers, 1, "a unit for `cairn pg receive`");
+    assert!(services >= 5 && units.iter().filter(|u| u.ends_with(".timer")).count() >= 6, "{units:?}");
     let o = Command::new("systemd-analyze").arg("verify").args(&units).current_dir(dir.path()).output().unwrap();
     assert!(
         o.status.success() && o.stderr.is_empty(),

@@ -27,6 +27,7 @@ mod pg_replication;
 mod pitr;
 mod producer;
 mod receive;
+mod receive_failover;
 mod redis;
 mod roundtrip;
 mod s3faults;

@@ -13,7 +13,7 @@ use cairn_tests::repo::code;
 use crate::wal::Archive;
 
 /// `INSERT`s rows `ids` one transaction at a time, ~100 ms apart.
-fn insert_markers(c: &Cluster, ids: std::ops::Range<i32>) {
+pub(crate) fn insert_markers(c: &Cluster, ids: std::ops::Range<i32>) {
     for i in ids {
         c.sql(&format!("INSERT INTO marker VALUES ({i}, clock_timestamp())"));
         std::thread::sleep(Duration::from_millis(100));
@@ -21,7 +21,7 @@ fn insert_markers(c: &Cluster, ids: std::ops::Range<i32>) {
 }
 
 /// Marker times (RFC 3339, µs) by id.
-fn marker_times(c: &Cluster) -> Vec<(i32, chrono::DateTime<chrono::Utc>)> {
+pub(crate) fn marker_times(c: &Cluster) -> Vec<(i32, chrono::DateTime<chrono::Utc>)> {
     c.sql("SELECT id || ' ' || to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM marker ORDER BY id")
         .lines()
         .map(|l| {
@@ -31,7 +31,7 @@ fn marker_times(c: &Cluster) -> Vec<(i32, chrono::DateTime<chrono::Utc>)> {
         .collect()
 }
 
-fn between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> String {
     (a + (b - a) / 2).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

@@ -21,7 +21,7 @@ use crate::wal::Archive;
 /// `cairn pg receive` as the server's OS user (so that the repository
 /// stays writable for archive_command's pushes), in its own process so
 /// that it can be killed.
-fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
+pub(crate) fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
     let conninfo = format!("host={} port={} user=postgres application_name=cairn", src.socket_dir.display(), src.port);
     let mut args: Vec<String> = vec![
         a.bin.display().to_string(),
@@ -60,7 +60,7 @@ fn receiver(a: &Archive, src: &Cluster, extra: &[&str]) -> Child {
 }
 
 /// Waits until the receiver streams from `src` (as `sync` when asked).
-fn wait_streaming(src: &Cluster, sync: bool) {
+pub(crate) fn wait_streaming(src: &Cluster, sync: bool) {
     let want = if sync { "streaming sync" } else { "streaming" };
     src.wait_for("cairn to stream", Duration::from_secs(60), |c| {
         let s =
@@ -69,11 +69,11 @@ fn wait_streaming(src: &Cluster, sync: bool) {
     });
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
 }
 
-fn sigkill(child: &mut Child) {
+pub(crate) fn sigkill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -144,7 +144,7 @@ fn pgbench(src: &Cluster, seconds: u32) -> Child {
 }
 
 /// Restores `--latest` into a new directory and starts it; returns it.
-fn restore_latest(a: &Archive, name: &str) -> Cluster {
+pub(crate) fn restore_latest(a: &Archive, name: &str) -> Cluster {
     let dir = a.root().join(name);
     let v = a.repo.json(&["pg", "restore", "--stanza", "main", "--latest", "--to", dir.to_str().unwrap()]);
     assert!(v["verified"].as_u64().unwrap() > 900, "{v}");
@@ -154,8 +154,25 @@ fn restore_latest(a: &Archive, name: &str) -> Cluster {
     c
 }
 
-fn ids(c: &Cluster) -> Vec<i32> {
+pub(crate) fn ids(c: &Cluster) -> Vec<i32> {
     c.sql("SELECT id FROM marker ORDER BY id").lines().map(|l| l.parse().unwrap()).collect()
+}
+
+/// A base backup through pg_basebackup, into a local repository or S3.
+pub(crate) fn base_backup(a: &Archive, src: &Cluster, s3: bool) {
+    if !s3 {
+        basebackup(a, src);
+        return;
+    }
+    // No local directory to hand over to the server's user.
+    let tool = pg::bin_dir().join("pg_basebackup");
+    let mut args: Vec<String> =
+        ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
+    args.push(tool.display().to_string());
+    args.extend(src.connect_args());
+    args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    a.repo.json(&refs);
 }
 
 /// The primary dies (SIGKILL, data directory deleted) `after` into a
@@ -168,20 +185,7 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
     src.start(&a.repo.env);
     src.pgbench(&["-i", "-s", "2", "-q"]);
     src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    match s3 {
-        None => drop(basebackup(&a, &src)),
-        Some(_) => {
-            // No local directory to hand over to the server's user.
-            let tool = pg::bin_dir().join("pg_basebackup");
-            let mut args: Vec<String> =
-                ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
-            args.push(tool.display().to_string());
-            args.extend(src.connect_args());
-            args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            a.repo.json(&refs);
-        }
-    }
+    base_backup(&a, &src, s3.is_some());
 
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
@@ -359,4 +363,131 @@ fn receiver_refuses_another_cluster() {
     let out = rx.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(8), "exit status for another cluster");
     assert_eq!(cairn_tests::repo::files_under(&a.repo.repo_dir()), before, "nothing stored");
+}
+
+/// `cairn status` reports the receive lag: the streamed segment, where it
+/// ends and how long ago it was flushed, as the recovery point when it is
+/// newer than the newest archived segment (archiving is paused here), and
+/// as the `cairn_wal_receive_lag_seconds` gauge. A second call, with the
+/// WAL catalogue cache warm, sees the receiver's later flushes.
+#[test]
+fn status_reports_the_receive_lag() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
+    let config = a.root().join("status.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repo = {:?}\nkey_file = {:?}\ncache_dir = {:?}\nstanza = \"main\"\n\n[sources.pg-main]\nkind = \"pg-base\"\n\
+             connect = \"host={} port={} user=postgres\"\nrpo = \"60s\"\n",
+            a.repo.url,
+            a.repo.key.to_str().unwrap(),
+            a.root().join("status-cache").to_str().unwrap(),
+            src.socket_dir.display(),
+            src.port
+        ),
+    )
+    .unwrap();
+    let status = || {
+        let o = a.repo.cmd(&["--config", config.to_str().unwrap(), "--json", "status"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["sources"].as_array().unwrap().iter().find(|s| s["source"] == "pg-main").unwrap().clone()
+    };
+    let before = status();
+    assert!(before["wal_streamed"].is_null(), "nothing streamed yet: {before}");
+    std::thread::sleep(Duration::from_secs(3));
+
+    let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    let durable = |n: i32| {
+        src.sql(&format!("INSERT INTO marker VALUES ({n}, clock_timestamp())"));
+        let end = src.sql("SELECT pg_current_wal_flush_lsn()");
+        src.wait_for("the receiver to make the insert durable", Duration::from_secs(30), |c| {
+            c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+                .is_ok_and(|s| s == "t")
+        });
+        end
+    };
+    let end1 = durable(1);
+    let s1 = status();
+    eprintln!("status while receiving: {s1}");
+    let (archive, receive) = (s1["archive_lag_s"].as_f64().unwrap(), s1["receive_lag_s"].as_f64().unwrap());
+    assert!(s1["wal_streamed"].as_str().is_some_and(|w| w.len() == 24), "{s1}");
+    assert!(receive < 3.0 && archive > receive + 2.0, "receive lag {receive} s, archive lag {archive} s");
+    assert_eq!(s1["recovery_point_age_s"].as_f64(), Some(receive), "the streamed WAL is the recovery point: {s1}");
+    assert_eq!(s1["rpo"]["ok"], true, "{s1}");
+    let lsn = |s: &str| {
+        let (h, l) = s.split_once('/').unwrap();
+        (u64::from_str_radix(h, 16).unwrap() << 32) | u64::from_str_radix(l, 16).unwrap()
+    };
+    assert!(lsn(s1["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end1), "{s1} ends before {end1}");
+
+    let end2 = durable(2);
+    let s2 = status();
+    assert!(
+        lsn(s2["wal_streamed_end_lsn"].as_str().unwrap()) >= lsn(&end2),
+        "{s2} ends before {end2} (a stale cache?)"
+    );
+    let prom = a.repo.cmd(&["--config", config.to_str().unwrap(), "status", "--prometheus"]).output().unwrap();
+    let prom = String::from_utf8(prom.stdout).unwrap();
+    crate::operator::promtool_check("status --prometheus", &prom);
+    let gauge = prom
+        .lines()
+        .find_map(|l| l.strip_prefix("cairn_wal_receive_lag_seconds{source=\"pg-main\"} "))
+        .unwrap_or_else(|| panic!("no receive lag gauge:\n{prom}"));
+    assert!(gauge.parse::<f64>().unwrap() < 5.0, "{gauge}");
+    sigterm(&rx);
+    let _ = rx.wait_with_output();
+}
+
+/// A time target inside the segment the receiver holds only in part
+/// (archiving is paused, so nothing else has it): `pg restore
+/// --target-time` plans with the streamed segment and recovery stops
+/// exactly there, also between the last two commits received.
+#[test]
+fn time_target_inside_the_streamed_segment() {
+    use crate::pitr::{between, insert_markers, marker_times};
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
+    let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    // (+ 1: an LSN at a segment's start names the segment before.)
+    let segment = src.sql("SELECT pg_walfile_name(pg_current_wal_insert_lsn() + 1)");
+    insert_markers(&src, 0..20);
+    assert_eq!(src.sql("SELECT pg_walfile_name(pg_current_wal_lsn())"), segment, "one segment for every marker");
+    let end = src.sql("SELECT pg_current_wal_flush_lsn()");
+    src.wait_for("the receiver to make the markers durable", Duration::from_secs(30), |c| {
+        c.try_sql(&format!("SELECT flush_lsn >= '{end}' FROM pg_stat_replication WHERE application_name = 'cairn'"))
+            .is_ok_and(|s| s == "t")
+    });
+    sigterm(&rx);
+    assert!(rx.wait_with_output().unwrap().status.success());
+    let times = marker_times(&src);
+    src.kill_hard();
+
+    let show = a.show();
+    let streamed = &show["timelines"][0]["streamed"];
+    assert_eq!(streamed["segment"], segment.as_str(), "the markers are in the streamed segment: {show}");
+    let last = chrono::DateTime::parse_from_rfc3339(streamed["last_commit"].as_str().unwrap()).unwrap();
+    assert!(last >= times[19].1, "the streamed segment's last commit {last} is marker 19's ({:?})", times[19].1);
+
+    for (n, want) in [(9, 0..=9), (18, 0..=18)] {
+        let t = between(times[n].1, times[n + 1].1);
+        let dir = a.root().join(format!("to-{n}"));
+        let v = a.repo.json(&["pg", "restore", "--stanza", "main", "--to", dir.to_str().unwrap(), "--target-time", &t]);
+        assert!(v["verified"].as_u64().unwrap() > 900, "{v}");
+        let mut c = Cluster::from_copy(dir, a.root(), "archive_mode = off\n");
+        c.start(&a.repo.env);
+        c.wait_until_promoted(Duration::from_secs(120));
+        assert_eq!(ids(&c), want.collect::<Vec<_>>(), "restored to {t}, between markers {n} and {}", n + 1);
+        c.stop();
+    }
 }

@@ -277,11 +277,14 @@ async fn sync(repo: &Repository, stanza: &str, size: SegmentSize, cache: Option<
     }
     let mut to_read = Vec::new();
     for o in listed {
-        // A `.stream` manifest is overwritten by every flush of `pg
-        // receive`, possibly at the same size: never taken from the cache.
+        if o.key.rsplit('/').next().and_then(super::stream::segment_of_stream).is_some() {
+            // A `.stream` object is overwritten by every flush, possibly
+            // with one of the same size: never taken from the cache.
+            to_read.push(o);
+            continue;
+        }
         let cached = || {
             cache
-                .filter(|_| !o.key.ends_with(super::stream::STREAM_SUFFIX))
                 .and_then(|c| c.get::<CachedManifest>(&format!("m\0{}", o.key)))
                 .filter(|c| c.size == o.size)
                 .map(|c| c.manifest)

@@ -16,7 +16,9 @@ use crate::exit;
 ///
 /// Per source of the --config file: the newest snapshot and its age; for
 /// pg-base also the newest archived WAL segment (its push time is the
-/// recovery point: nothing newer is in the repository) — the recovery
+/// recovery point: nothing newer is in the repository) and, when `cairn pg
+/// receive` streams into the stanza, the streamed segment's last flush
+/// (the receive lag; the recovery point when it is newer) — the recovery
 /// point's age is compared with `rpo`. The last restore drill and its
 /// measured RTO are compared with `rto` (a source with an `rto` and no
 /// successful drill fails). Then the repository's size and growth, the
@@ -71,12 +73,27 @@ struct SourceStatus {
     wal_pushed: Option<String>,
     /// pg-base: seconds since the newest archived segment was pushed.
     archive_lag_s: Option<f64>,
+    /// pg-base: the segment `cairn pg receive` holds in part (the newest
+    /// `.stream` object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_streamed: Option<String>,
+    /// pg-base: where the streamed WAL durable in the repository ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_streamed_end_lsn: Option<String>,
+    /// pg-base: when the receiver last made what it received durable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_streamed_flushed: Option<String>,
+    /// pg-base: seconds since then (the receive lag). A receiver flushes
+    /// only when WAL arrives: on an idle server it grows, as the archive
+    /// lag does, though nothing is missing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    receive_lag_s: Option<f64>,
     /// pg-base: how far each copy of the stanza's archive
     /// (`[stanzas.NAME] copies`) is behind.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     wal_copies: Vec<cairn_engine::wal::copies::CopyLag>,
-    /// The recovery point's age: the archive lag for pg-base, else the
-    /// newest snapshot's age.
+    /// The recovery point's age: for pg-base the archive lag or the
+    /// receive lag, whichever is smaller, else the newest snapshot's age.
     recovery_point_age_s: Option<f64>,
     rpo: Option<Objective>,
     last_drill: Option<DrillStatus>,
@@ -163,6 +180,10 @@ async fn source_status(
         wal_newest: None,
         wal_pushed: None,
         archive_lag_s: None,
+        wal_streamed: None,
+        wal_streamed_end_lsn: None,
+        wal_streamed_flushed: None,
+        receive_lag_s: None,
         wal_copies: Vec::new(),
         recovery_point_age_s: None,
         rpo: None,
@@ -179,17 +200,37 @@ async fn source_status(
     if src.kind == SourceKind::PgBase {
         let stanza = cfg.stanza_of(&src.cfg).expect("validated: a pg-base source has a stanza");
         let cache = g.cache_dir();
-        let (_, files) = cairn_engine::wal::archived_with(repo, &stanza, Some(&cache)).await?;
-        let newest_wal = files
-            .iter()
-            .filter(|(n, _)| matches!(n, cairn_formats::pg::WalFileName::Segment(_)))
-            .max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
+        let (size, files) = cairn_engine::wal::archived_with(repo, &stanza, Some(&cache)).await?;
+        // Streamed segments come as their segment's name with a manifest
+        // of their own name (`<segment>.stream`).
+        fn streamed(m: &cairn_engine::wal::WalManifest) -> Option<&str> {
+            cairn_engine::wal::stream::segment_of_stream(&m.name)
+        }
+        let segments = files.iter().filter(|(n, _)| matches!(n, cairn_formats::pg::WalFileName::Segment(_)));
+        let newest_wal =
+            segments.clone().filter(|(_, m)| streamed(m).is_none()).max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
+        let newest_stream = segments.filter(|(_, m)| streamed(m).is_some()).max_by(|a, b| a.1.pushed.cmp(&b.1.pushed));
         if let Some((_, m)) = newest_wal {
             st.wal_newest = Some(m.name.clone());
             st.wal_pushed = Some(m.pushed.clone());
             st.archive_lag_s = age_s(now, &m.pushed);
             st.recovery_point_age_s = st.archive_lag_s;
-        } else {
+        }
+        if let Some((n, m)) = newest_stream {
+            let cairn_formats::pg::WalFileName::Segment(seg) = n else { unreachable!("filtered to segments") };
+            let start = seg.segno.saturating_mul(u64::from(size.bytes()));
+            let end = start.saturating_add(m.size);
+            st.wal_streamed = streamed(m).map(str::to_string);
+            st.wal_streamed_end_lsn = Some(format!("{:X}/{:X}", end >> 32, end & 0xffff_ffff));
+            st.wal_streamed_flushed = Some(m.pushed.clone());
+            st.receive_lag_s = age_s(now, &m.pushed);
+            if let Some(r) = st.receive_lag_s {
+                if st.archive_lag_s.is_none_or(|a| r < a) {
+                    st.recovery_point_age_s = Some(r);
+                }
+            }
+        }
+        if newest_wal.is_none() && newest_stream.is_none() {
             st.problems.push(format!("no WAL archived in stanza {stanza:?}"));
         }
         if let Some(t) = cfg.stanzas.get(&stanza) {
@@ -256,6 +297,9 @@ fn print_human(out: &[SourceStatus], r: &repo::RepoStatus) {
         if let (Some(w), Some(lag)) = (&s.wal_newest, s.archive_lag_s) {
             println!("  newest WAL      {w} (pushed {} ago)", secs(lag));
         }
+        if let (Some(w), Some(end), Some(lag)) = (&s.wal_streamed, &s.wal_streamed_end_lsn, s.receive_lag_s) {
+            println!("  streamed WAL    {w} to {end} (flushed {} ago)", secs(lag));
+        }
         for c in &s.wal_copies {
             match c.behind {
                 0 => println!("  WAL copy        {}: up to date", c.name),
@@ -308,6 +352,14 @@ fn prometheus(out: &[SourceStatus], r: &repo::RepoStatus) -> String {
             m.gauge(
                 "cairn_wal_archive_lag_seconds",
                 "Seconds since the newest archived WAL segment was pushed.",
+                &l,
+                a,
+            );
+        }
+        if let Some(a) = s.receive_lag_s {
+            m.gauge(
+                "cairn_wal_receive_lag_seconds",
+                "Seconds since cairn pg receive last made streamed WAL durable.",
                 &l,
                 a,
             );

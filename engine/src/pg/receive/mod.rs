@@ -267,15 +267,18 @@ impl Receiver<'_> {
         if self.seg.is_none() {
             self.seg = Some(self.resume(size, sys.timeline, sys.xlogpos).await?);
         }
+        // The server's timeline as this session knows it: a switch followed
+        // on this connection (a standby promoted under it) makes it newer
+        // than what `IDENTIFY_SYSTEM` said.
+        let mut server_tli = sys.timeline;
         loop {
             let seg = self.seg.as_ref().expect("a segment is open");
             let (tli, at) = (seg.name().timeline, seg.received_lsn());
-            if tli > sys.timeline {
+            if tli > server_tli {
                 return Err(Error::conflict(
                     format!("stanza {:?}", self.stanza),
                     format!(
-                        "it holds WAL of timeline {tli}, newer than the server's timeline {}: refusing to stream an older history",
-                        sys.timeline
+                        "it holds WAL of timeline {tli}, newer than the server's timeline {server_tli}: refusing to stream an older history"
                     ),
                 ));
             }
@@ -295,7 +298,10 @@ impl Receiver<'_> {
                         std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "the server ended streaming"),
                     ))
                 }
-                Ended::Timeline { next, start } => self.switch(s, size, next, start).await?,
+                Ended::Timeline { next, start } => {
+                    self.switch(s, size, next, start).await?;
+                    server_tli = server_tli.max(next);
+                }
             }
         }
     }
