@@ -491,3 +491,47 @@ fn time_target_inside_the_streamed_segment() {
         c.stop();
     }
 }
+
+/// Two receivers on one stanza (no slot keeps the second out): each
+/// flush replaces only the `.stream` version its receiver wrote or read,
+/// so one of them stops with exit 8 instead of shortening what the other
+/// reported durable.
+#[test]
+fn a_second_receiver_on_the_stanza_is_stopped() {
+    let a = Archive::new(None);
+    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY)");
+    let seg = src.switch_wal();
+    src.wait_archived(&seg, Duration::from_secs(60));
+    let mut first = receiver(&a, &src, &["--flush-interval", "200ms"]);
+    wait_streaming(&src, false);
+    src.sql("INSERT INTO marker VALUES (0)");
+    std::thread::sleep(Duration::from_millis(600));
+    let mut second = receiver(&a, &src, &["--flush-interval", "200ms"]);
+    let started = Instant::now();
+    let mut id = 1;
+    let stopped = loop {
+        src.sql(&format!("INSERT INTO marker VALUES ({id})"));
+        id += 1;
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "two receivers wrote one stanza for 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    sigkill(&mut first);
+    sigkill(&mut second);
+    assert_eq!(stopped.code(), Some(8), "exit status of the receiver that lost");
+    let logs: String = std::fs::read_dir(a.root())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("receive-"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(logs.contains("one `cairn pg receive` per stanza"), "{logs}");
+    a.repo.ok(&["wal", "verify", "--stanza", "main"]);
+}

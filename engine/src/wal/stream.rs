@@ -113,6 +113,11 @@ pub struct StreamSegment {
     whole: usize,
     durable: u64,
     level: i32,
+    /// The version of the `.stream` object this receiver wrote or resumed
+    /// from; `None` while there is none. Each flush replaces exactly that
+    /// version, so a second receiver on the stanza cannot shorten what
+    /// this one reported durable without the next flush failing.
+    version: Option<crate::store::Version>,
 }
 
 fn zstd(level: i32) -> crate::compress::Zstd {
@@ -141,6 +146,7 @@ impl StreamSegment {
             whole: 0,
             durable: 0,
             level,
+            version: None,
         }
     }
 
@@ -155,11 +161,19 @@ impl StreamSegment {
     ) -> Result<Option<StreamSegment>> {
         let file = name.format(size);
         let key = stream_key(stanza, name.timeline, &file);
+        // The version first: a change after it fails this receiver's next
+        // flush instead of being overwritten.
+        let version = match repo.store().head(&key).await {
+            Ok(meta) => meta.version,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         let Some(m) = get_named::<WalManifest>(repo, &key).await? else { return Ok(None) };
         if m.name != format!("{file}{STREAM_SUFFIX}") || m.size > u64::from(size.bytes()) {
             return Err(Error::corrupt(&key, None, format!("manifest names {:?} of {} bytes", m.name, m.size)));
         }
         let mut seg = StreamSegment::new(stanza, name, size, level);
+        seg.version = Some(version);
         let mut bytes = Vec::with_capacity(m.size as usize);
         super::fetch::read_verified(repo, &key, &m, super::fetch::Check::PiecesAndFile, |p| {
             bytes.extend_from_slice(p);
@@ -287,7 +301,22 @@ impl StreamSegment {
         let manifest = self.manifest(format!("{file}{STREAM_SUFFIX}"), WalFileKind::Partial, pieces.clone());
         let sealed = seal_named(repo, &key, &manifest);
         stored_bytes += sealed.len() as u64;
-        repo.store().put(&key, sealed).await?;
+        let mode = match self.version.clone() {
+            Some(v) => crate::store::PutMode::Update(v),
+            None => crate::store::PutMode::Create,
+        };
+        match repo.store().put_opts(&key, sealed, mode).await {
+            Ok(v) => self.version = Some(v),
+            Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => {
+                return Err(Error::Conflict {
+                    object: key,
+                    detail: "another process wrote this streamed segment since this receiver did: run one `cairn pg \
+                             receive` per stanza"
+                        .into(),
+                })
+            }
+            Err(e) => return Err(e),
+        }
         self.stored = pieces;
         self.whole = whole_now;
         self.durable = len as u64;

@@ -188,6 +188,15 @@ pub async fn receive(
             Ok(()) => {}
             Err(e) if fatal(&e) => {
                 let _ = r.flush().await;
+                if diverged_or_gone(&e) {
+                    tracing::error!(
+                        stanza,
+                        "the server cannot continue from the repository's position: either the repository holds WAL \
+                         the server's history does not (a failover to a standby that was behind), or the server no \
+                         longer has WAL the repository needs (use a slot); the receiver never skips or rewrites WAL \
+                         on its own — see `cairn wal show`"
+                    );
+                }
                 return Err(e);
             }
             Err(e) => {
@@ -209,19 +218,32 @@ pub async fn receive(
     Ok(r.report)
 }
 
+/// The server's answers to `START_REPLICATION` that say the stream
+/// cannot continue from where the repository is: WAL that diverged from
+/// the server's history (after a failover), or WAL the server removed.
+/// Retrying would loop for ever, and with a synchronous standby every
+/// commit would wait meanwhile.
+fn diverged_or_gone(e: &Error) -> bool {
+    matches!(e, Error::Server { message, .. }
+        if message.contains("not in this server's history")
+            || message.contains("is ahead of the WAL flush position")
+            || message.contains("has already been removed"))
+}
+
 /// Errors no reconnect can cure.
 fn fatal(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Conflict { .. }
-            | Error::Corrupt { .. }
-            | Error::AuthFailed { .. }
-            | Error::Config(_)
-            | Error::InvalidInput(_)
-            | Error::WrongKey { .. }
-            | Error::UnknownStanza { .. }
-            | Error::Internal(_)
-    )
+    diverged_or_gone(e)
+        || matches!(
+            e,
+            Error::Conflict { .. }
+                | Error::Corrupt { .. }
+                | Error::AuthFailed { .. }
+                | Error::Config(_)
+                | Error::InvalidInput(_)
+                | Error::WrongKey { .. }
+                | Error::UnknownStanza { .. }
+                | Error::Internal(_)
+        )
 }
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
