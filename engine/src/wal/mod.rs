@@ -158,6 +158,20 @@ pub struct Piece {
 }
 
 impl Piece {
+    /// The pieces naming `entries` of pack `pack`, in order (the inverse
+    /// of [`Piece::entry`]).
+    pub fn of_entries(pack: PackId, entries: &[BlobEntry]) -> impl Iterator<Item = Piece> + '_ {
+        let pack = pack.to_hex();
+        entries.iter().map(move |e| Piece {
+            pack: pack.clone(),
+            id: hex::encode(e.id),
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            zstd: e.compression == Compression::Zstd,
+        })
+    }
+
     /// The pack id and blob entry this piece names; `None` when malformed.
     pub fn entry(&self) -> Option<(PackId, BlobEntry)> {
         let pack = PackId::from_hex(&self.pack)?;

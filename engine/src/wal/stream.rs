@@ -277,19 +277,7 @@ impl StreamSegment {
         }
         blobs.extend(sealed);
         let pack = pack.finish(keys);
-        let pid = pack.id.to_hex();
-        let new_pieces: Vec<Piece> = pack
-            .entries
-            .iter()
-            .map(|e| Piece {
-                pack: pid.clone(),
-                id: hex::encode(e.id),
-                offset: e.offset,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-                zstd: e.compression == cairn_formats::repo::Compression::Zstd,
-            })
-            .collect();
+        let new_pieces: Vec<Piece> = Piece::of_entries(pack.id, &pack.entries).collect();
         let mut pieces: Vec<Piece> =
             if whole_now > self.whole { self.stored[..self.whole].to_vec() } else { self.stored.clone() };
         pieces.extend(new_pieces);
@@ -407,19 +395,7 @@ pub async fn store_history(repo: &Repository, stanza: &str, timeline: u32, conte
     let mut pack = PackBuilder::new(blob.sealed.len() + 4096);
     pack.push(&blob);
     let pack = pack.finish(keys);
-    let pid = pack.id.to_hex();
-    let pieces = pack
-        .entries
-        .iter()
-        .map(|e| Piece {
-            pack: pid.clone(),
-            id: hex::encode(e.id),
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
-        })
-        .collect();
+    let pieces = Piece::of_entries(pack.id, &pack.entries).collect();
     repo.store().put(&ObjectKey::Pack(pack.id).to_string(), pack.bytes).await?;
     let manifest = WalManifest {
         version: WAL_MANIFEST_VERSION,

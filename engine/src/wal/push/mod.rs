@@ -275,15 +275,7 @@ async fn store_packs(
     let mut pack_keys = Vec::new();
     for p in packs {
         stored += p.len;
-        let pid = p.id.to_hex();
-        manifest.pieces.extend(p.entries.iter().map(|e| Piece {
-            pack: pid.clone(),
-            id: hex::encode(e.id),
-            offset: e.offset,
-            stored_len: e.stored_len,
-            raw_len: e.raw_len,
-            zstd: e.compression == cairn_formats::repo::Compression::Zstd,
-        }));
+        manifest.pieces.extend(Piece::of_entries(p.id, &p.entries));
         let pkey = ObjectKey::Pack(p.id).to_string();
         match p.body {
             PackBody::Staged(s) => tokio::task::block_in_place(|| s.commit(&pkey))?,
