@@ -116,11 +116,12 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         super::print_json(&report);
     } else if !g.quiet {
         println!(
-            "stopped: {} received, {} stored; {} segments, {} flushes; durable up to {} on timeline {}",
+            "stopped: {} received, {} stored; {} segments, {} flushes, {} journal appends; durable up to {} on timeline {}",
             crate::common::human_bytes(report.received_bytes),
             crate::common::human_bytes(report.stored_bytes),
             report.segments,
             report.flushes,
+            report.journal_appends,
             report.durable_lsn,
             report.timeline
         );

@@ -39,6 +39,10 @@ pub enum Kind {
     /// `walbehind/…`: WAL files a copy of the archive in another
     /// repository still lacks (sealed, bound to their key).
     WalBehind,
+    /// `waljournal/…`: the journals of segments `pg receive --synchronous`
+    /// is receiving into a local repository (records sealed, bound to
+    /// their key).
+    WalJournal,
 }
 
 impl Kind {
@@ -59,6 +63,7 @@ impl Kind {
             Kind::Drill => "drills",
             Kind::Check => "check",
             Kind::WalBehind => "walbehind",
+            Kind::WalJournal => "waljournal",
         }
     }
 }
@@ -153,6 +158,17 @@ pub enum ObjectKey {
         /// The WAL file name.
         name: String,
     },
+    /// `waljournal/<stanza>/<timeline, 8 hex digits>/<segment>`: the
+    /// journal of a segment being received (`wal/journal.rs`): sealed
+    /// records appended in place, each made durable with one `fdatasync`.
+    WalJournal {
+        /// The stanza.
+        stanza: String,
+        /// The timeline, which is also the first 8 hex digits of the name.
+        timeline: u32,
+        /// The segment's name.
+        segment: String,
+    },
 }
 
 impl ObjectKey {
@@ -173,6 +189,7 @@ impl ObjectKey {
             ObjectKey::Drill { .. } => Kind::Drill,
             ObjectKey::CheckCoverage => Kind::Check,
             ObjectKey::WalBehind { .. } => Kind::WalBehind,
+            ObjectKey::WalJournal { .. } => Kind::WalJournal,
         }
     }
 
@@ -225,6 +242,10 @@ impl ObjectKey {
                     name: name.to_string(),
                 })
             }
+            ["waljournal", stanza, tli, segment] if tli.len() == 8 && !stanza.is_empty() && !segment.is_empty() => {
+                let timeline = u32::from_str_radix(tli, 16).ok()?;
+                Some(ObjectKey::WalJournal { stanza: stanza.to_string(), timeline, segment: segment.to_string() })
+            }
             _ => None,
         }
     }
@@ -264,6 +285,9 @@ impl fmt::Display for ObjectKey {
             ObjectKey::Drill { ms, nonce } => write!(f, "drills/{ms:016x}-{nonce:016x}"),
             ObjectKey::CheckCoverage => f.write_str("check/coverage"),
             ObjectKey::WalBehind { copy, stanza, ms, name } => write!(f, "walbehind/{copy}/{stanza}/{ms:016x}-{name}"),
+            ObjectKey::WalJournal { stanza, timeline, segment } => {
+                write!(f, "waljournal/{stanza}/{timeline:08X}/{segment}")
+            }
         }
     }
 }
@@ -307,6 +331,7 @@ mod tests {
                 name: "000000010000000000000003".into(),
             },
             ObjectKey::CheckCoverage,
+            ObjectKey::WalJournal { stanza: "main".into(), timeline: 3, segment: "000000030000000000000007".into() },
         ];
         for k in keys {
             assert_eq!(ObjectKey::parse(&k.to_string()), Some(k.clone()), "{k}");

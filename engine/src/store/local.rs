@@ -140,12 +140,12 @@ impl Backend for LocalBackend {
 }
 
 /// Mode of every object file (before the umask, which can only remove bits).
-pub(super) const OBJECT_MODE: u32 = 0o600;
+pub(crate) const OBJECT_MODE: u32 = 0o600;
 /// Mode of every directory created in a repository.
 pub(super) const DIR_MODE: u32 = 0o700;
 
 /// Creates `dir` and any missing parents with [`DIR_MODE`].
-pub(super) fn create_dirs(dir: &Path) -> Result<()> {
+pub(crate) fn create_dirs(dir: &Path) -> Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| Error::io(dir, e))
 }
 
@@ -249,7 +249,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
 /// Makes a local object's name durable: the file, then every directory from
 /// its parent up to the repository root (a new `packs/ab/` entry must reach
 /// the disk too; fsync of an unchanged directory costs next to nothing).
-pub(super) fn fsync_local(root: &Path, path: &Path) -> Result<()> {
+pub(crate) fn fsync_local(root: &Path, path: &Path) -> Result<()> {
     let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| Error::io(p, e));
     sync(path)?;
     let mut dir = path.parent();

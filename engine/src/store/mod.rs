@@ -40,6 +40,7 @@ pub use fallback::{CorruptCopy, Fallback, Served};
 pub use fault::{Fault, FaultRule, Faults, Faulty, Op};
 pub use limit::Limit;
 pub use local::LocalBackend;
+pub(crate) use local::{create_dirs, fsync_local, OBJECT_MODE};
 pub use location::Location;
 pub use metrics::{Metered, Metrics, MetricsRow};
 pub use remote::{retry_config, RemoteBackend};

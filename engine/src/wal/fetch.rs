@@ -34,6 +34,7 @@ use crate::ordered::in_order;
 use crate::pack::{open_authentic_into, open_blob_into};
 use crate::repo::Repository;
 use crate::{Error, Result};
+use cairn_formats::pg::{SegmentSize, WalFileName};
 
 /// Whether a delivered file is fsynced (with its directory) before the
 /// fetch reports success.
@@ -233,9 +234,12 @@ pub async fn fetch(
             if !super::ahead::is_segment_name(name) {
                 return Ok(FetchOutcome::NotArchived);
             }
-            let skey = super::stream::stream_key(stanza, timeline_of(name)?, name);
-            if let Some(m) = get_named::<WalManifest>(repo, &skey).await? {
-                return streamed(repo, &skey, &m, u64::from(record.segment_size), dest, durability).await;
+            let size = SegmentSize::new(u64::from(record.segment_size))
+                .map_err(|e| Error::corrupt(super::stanza_key(stanza), None, e.to_string()))?;
+            if let Ok(WalFileName::Segment(seg)) = WalFileName::parse(name, size) {
+                if let Some(seg) = super::stream::StreamSegment::load(repo, stanza, seg, size, 1).await? {
+                    return streamed(seg.bytes(), size.bytes().into(), dest, durability);
+                }
             }
             // `pg receive` deletes a `.stream` only once the segment's own
             // manifest is durable: a completion between the two reads
@@ -268,27 +272,22 @@ pub async fn fetch(
     Ok(FetchOutcome::Delivered { kind: m.kind, size: m.size })
 }
 
-/// A streamed segment (`wal/stream.rs`): its received bytes, verified,
-/// then zeros up to the segment size, as PostgreSQL reads a segment whose
-/// end was never written (recovery stops at the last whole record).
-async fn streamed(
-    repo: &Repository,
-    key: &str,
-    m: &WalManifest,
-    segment_size: u64,
-    dest: &Path,
-    durability: Durability,
-) -> Result<FetchOutcome> {
-    if m.size > segment_size {
-        return Err(Error::corrupt(key, None, format!("{} bytes, more than a segment", m.size)));
-    }
+/// A streamed segment (`wal/stream.rs`): its received bytes (verified
+/// when read: the `.stream` manifest's pieces and BLAKE3, the journal's
+/// records), then zeros up to the segment size, as PostgreSQL reads a
+/// segment whose end was never written (recovery stops at the last whole
+/// record).
+fn streamed(bytes: &[u8], segment_size: u64, dest: &Path, durability: Durability) -> Result<FetchOutcome> {
     let tmp = temp_path(dest)?;
-    let f = write_temp(repo, key, m, &tmp, Check::PiecesAndFile, durability).await?;
-    let padded = f.set_len(segment_size).and_then(|()| match durability {
-        Durability::Fsync => f.sync_all(),
-        Durability::Rename => Ok(()),
+    let written = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.set_len(segment_size)?;
+        match durability {
+            Durability::Fsync => f.sync_all(),
+            Durability::Rename => Ok(()),
+        }
     });
-    if let Err(e) = padded {
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(&tmp, e));
     }

@@ -140,8 +140,9 @@ pub async fn archived_with(
             tracing::warn!(path = %c.path.display(), error = %e, "writing the WAL catalogue cache");
         }
     }
-    let found_streams: Vec<WalManifest> =
+    let mut found_streams: Vec<WalManifest> =
         found.manifests.values().filter(|m| super::stream::segment_of_stream(&m.name).is_some()).cloned().collect();
+    super::stream::merge_views(&mut found_streams, super::stream::journal_views(repo, stanza, size).await?);
     let mut out: Vec<(WalFileName, WalManifest)> =
         found.manifests.into_values().filter_map(|m| WalFileName::parse(&m.name, size).ok().map(|n| (n, m))).collect();
     out = super::stream::with_streamed(out, found_streams, size);

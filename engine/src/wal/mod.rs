@@ -33,6 +33,7 @@ pub mod catseg;
 pub mod copies;
 mod facts;
 pub mod fetch;
+pub mod journal;
 pub mod known;
 mod pack_out;
 pub mod push;

@@ -89,6 +89,37 @@ pub(crate) fn with_streamed(
     archived
 }
 
+/// Views of the stanza's segments whose journal holds more than their
+/// `.stream` manifest ([`StreamSegment::view`]: what was received, with
+/// its facts), dated when the journal was last written. Planning, `wal
+/// show` and `status` read them in place of the `.stream` manifests
+/// ([`merge_views`]), so a commit acknowledged by a synchronous receiver
+/// is restored even before the next `.stream` flush.
+pub(crate) async fn journal_views(repo: &Repository, stanza: &str, size: SegmentSize) -> Result<Vec<WalManifest>> {
+    let prefix = format!("{}/{stanza}", crate::repofile::Kind::WalJournal.prefix());
+    let mut out = Vec::new();
+    for o in repo.store().list(&prefix).await? {
+        let Some(ObjectKey::WalJournal { segment, .. }) = ObjectKey::parse(&o.key) else { continue };
+        let Ok(WalFileName::Segment(n)) = WalFileName::parse(&segment, size) else { continue };
+        let Some(seg) = StreamSegment::load(repo, stanza, n, size, 1).await? else { continue };
+        if seg.has_unmanifested() {
+            let mut view = seg.view();
+            view.pushed = chrono::DateTime::<chrono::Utc>::from(o.modified).to_rfc3339();
+            out.push(view);
+        }
+    }
+    Ok(out)
+}
+
+/// `streams` with each view of [`journal_views`] in place of the manifest
+/// of the same name.
+pub(crate) fn merge_views(streams: &mut Vec<WalManifest>, views: Vec<WalManifest>) {
+    for v in views {
+        streams.retain(|m| m.name != v.name);
+        streams.push(v);
+    }
+}
+
 /// What one flush or completion did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Flushed {
@@ -118,6 +149,11 @@ pub struct StreamSegment {
     /// version, so a second receiver on the stanza cannot shorten what
     /// this one reported durable without the next flush failing.
     version: Option<crate::store::Version>,
+    /// The segment's journal, once [`StreamSegment::flush_to_journal`]
+    /// created it.
+    journal: Option<super::journal::Writer>,
+    /// Bytes from the segment's start durable in the journal.
+    journaled: u64,
 }
 
 fn zstd(level: i32) -> crate::compress::Zstd {
@@ -147,12 +183,18 @@ impl StreamSegment {
             durable: 0,
             level,
             version: None,
+            journal: None,
+            journaled: 0,
         }
     }
 
-    /// The segment as its `.stream` manifest left it, bytes read back and
-    /// verified; `None` when there is none.
-    pub async fn resume(
+    /// The segment as the repository holds it: the bytes of its `.stream`
+    /// manifest, read back and verified, then what its journal holds past
+    /// them ([`super::journal`]); `None` when it has neither. The journal is
+    /// read first: a segment completed in between leaves the caller with
+    /// no `.stream` manifest (and the segment's own manifest), never with a
+    /// manifest whose journal is gone.
+    pub async fn load(
         repo: &Repository,
         stanza: &str,
         name: SegmentName,
@@ -161,35 +203,97 @@ impl StreamSegment {
     ) -> Result<Option<StreamSegment>> {
         let file = name.format(size);
         let key = stream_key(stanza, name.timeline, &file);
+        let jkey = super::journal::key(stanza, name.timeline, &file);
+        let journal = match repo.store().get(&jkey).await {
+            Ok(bytes) => Some(super::journal::read(repo.keys(), &jkey, &bytes)?),
+            Err(Error::NotFound { .. }) => None,
+            Err(e) => return Err(e),
+        };
         // The version first: a change after it fails this receiver's next
         // flush instead of being overwritten.
         let version = match repo.store().head(&key).await {
-            Ok(meta) => meta.version,
-            Err(Error::NotFound { .. }) => return Ok(None),
+            Ok(meta) => Some(meta.version),
+            Err(Error::NotFound { .. }) => None,
             Err(e) => return Err(e),
         };
-        let Some(m) = get_named::<WalManifest>(repo, &key).await? else { return Ok(None) };
-        if m.name != format!("{file}{STREAM_SUFFIX}") || m.size > u64::from(size.bytes()) {
-            return Err(Error::corrupt(&key, None, format!("manifest names {:?} of {} bytes", m.name, m.size)));
+        let manifest = match version {
+            Some(_) => get_named::<WalManifest>(repo, &key).await?,
+            None => None,
+        };
+        if manifest.is_none() && journal.is_none() {
+            return Ok(None);
         }
         let mut seg = StreamSegment::new(stanza, name, size, level);
-        seg.version = Some(version);
-        let mut bytes = Vec::with_capacity(m.size as usize);
-        super::fetch::read_verified(repo, &key, &m, super::fetch::Check::PiecesAndFile, |p| {
-            bytes.extend_from_slice(p);
-            Ok(())
-        })
-        .await?;
-        seg.append(&bytes).map_err(|e| Error::corrupt(&key, None, e.to_string()))?;
-        // Whole pieces come first, fragments (each shorter than a piece)
-        // after; any other layout is stored again at the next flush.
-        let whole = m.pieces.iter().take_while(|p| p.raw_len as usize == PIECE).count();
-        if whole == m.size as usize / PIECE && m.pieces[whole..].iter().all(|p| (p.raw_len as usize) < PIECE) {
-            seg.whole = whole;
-            seg.stored = m.pieces;
-            seg.durable = m.size;
+        if let Some(m) = manifest {
+            if m.name != format!("{file}{STREAM_SUFFIX}") || m.size > u64::from(size.bytes()) {
+                return Err(Error::corrupt(&key, None, format!("manifest names {:?} of {} bytes", m.name, m.size)));
+            }
+            seg.version = version;
+            let mut bytes = Vec::with_capacity(m.size as usize);
+            super::fetch::read_verified(repo, &key, &m, super::fetch::Check::PiecesAndFile, |p| {
+                bytes.extend_from_slice(p);
+                Ok(())
+            })
+            .await?;
+            seg.append(&bytes).map_err(|e| Error::corrupt(&key, None, e.to_string()))?;
+            // Whole pieces come first, fragments (each shorter than a piece)
+            // after; any other layout is stored again at the next flush.
+            let whole = m.pieces.iter().take_while(|p| p.raw_len as usize == PIECE).count();
+            if whole == m.size as usize / PIECE && m.pieces[whole..].iter().all(|p| (p.raw_len as usize) < PIECE) {
+                seg.whole = whole;
+                seg.stored = m.pieces;
+                seg.durable = m.size;
+            }
+        }
+        if let Some(j) = journal {
+            if j.torn {
+                tracing::debug!(journal = %jkey, records = j.records.len(), "journal read up to an incomplete record");
+            }
+            let more = super::journal::tail(seg.data.len(), &j.records, size.bytes() as usize);
+            seg.append(&more).map_err(|e| Error::corrupt(&jkey, None, e.to_string()))?;
+            seg.journaled = seg.data.len() as u64;
         }
         Ok(Some(seg))
+    }
+
+    /// The segment as the repository holds it ([`StreamSegment::load`]),
+    /// for a receiver to go on with: a journal is locked first (another
+    /// receiver appending to it is a [`Error::Conflict`]), folded into the
+    /// `.stream` manifest and deleted, so the receiver starts a journal of
+    /// its own. `None` when there is nothing.
+    pub async fn resume(
+        repo: &Repository,
+        stanza: &str,
+        name: SegmentName,
+        size: SegmentSize,
+        level: i32,
+    ) -> Result<Option<StreamSegment>> {
+        let jkey = super::journal::key(stanza, name.timeline, &name.format(size));
+        let lock = match repo.store().local_root() {
+            Some(root) => tokio::task::block_in_place(|| super::journal::lock_existing(root, &jkey))?,
+            None => None,
+        };
+        let Some(mut seg) = StreamSegment::load(repo, stanza, name, size, level).await? else { return Ok(None) };
+        if seg.has_unmanifested() {
+            seg.flush(repo).await?;
+        }
+        if lock.is_some() {
+            repo.store().delete(&jkey).await?;
+        }
+        seg.journaled = 0;
+        Ok(Some(seg))
+    }
+
+    /// What it holds, from the segment's start.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The `.stream` manifest describing everything held (for planning,
+    /// when a journal holds more than the stored manifest).
+    pub fn view(&self) -> WalManifest {
+        let file = self.name.format(self.size);
+        self.manifest(format!("{file}{STREAM_SUFFIX}"), WalFileKind::Partial, self.stored.clone())
     }
 
     /// The segment's name.
@@ -207,9 +311,10 @@ impl StreamSegment {
         self.start_lsn() + self.data.len() as u64
     }
 
-    /// The LSN after the last byte durable in the repository.
+    /// The LSN after the last byte durable in the repository (in the
+    /// `.stream` manifest or the journal).
     pub fn durable_lsn(&self) -> u64 {
-        self.start_lsn() + self.durable
+        self.start_lsn() + self.durable.max(self.journaled)
     }
 
     /// Whether every byte of the segment has arrived.
@@ -219,7 +324,35 @@ impl StreamSegment {
 
     /// Whether bytes arrived that are not durable yet.
     pub fn has_unflushed(&self) -> bool {
+        self.durable.max(self.journaled) < self.data.len() as u64
+    }
+
+    /// Whether bytes arrived that the `.stream` manifest does not cover
+    /// (they may be durable in the journal).
+    pub fn has_unmanifested(&self) -> bool {
         self.durable < self.data.len() as u64
+    }
+
+    /// Makes what has arrived durable by appending it to the segment's
+    /// journal (created at the first call, filled with zeros to the
+    /// segment's size): one sealed record and one `fdatasync`. `false`, and
+    /// nothing done, when the repository is not a local directory (use
+    /// [`StreamSegment::flush`]). Blocking.
+    pub fn flush_to_journal(&mut self, repo: &Repository) -> Result<bool> {
+        let Some(root) = repo.store().local_root() else { return Ok(false) };
+        let from = self.durable.max(self.journaled);
+        let len = self.data.len() as u64;
+        if from >= len {
+            return Ok(true);
+        }
+        if self.journal.is_none() {
+            let key = super::journal::key(&self.stanza, self.name.timeline, &self.name.format(self.size));
+            self.journal = Some(super::journal::Writer::create(root, &key, u64::from(self.size.bytes()))?);
+        }
+        let j = self.journal.as_mut().expect("created above");
+        j.append(repo.keys(), from, &self.data[from as usize..])?;
+        self.journaled = len;
+        Ok(true)
     }
 
     /// Room left in the segment.
@@ -241,11 +374,22 @@ impl StreamSegment {
         Ok(())
     }
 
+    /// Deletes the segment's journal, once the `.stream` manifest covers
+    /// everything (the receiver leaves the segment for a new timeline).
+    /// Blocking.
+    pub fn close_journal(&mut self) -> Result<()> {
+        if self.has_unmanifested() {
+            return Err(Error::Internal("closing a journal the .stream manifest does not cover".into()));
+        }
+        self.journaled = 0;
+        self.journal.take().map_or(Ok(()), super::journal::Writer::remove)
+    }
+
     /// Makes what has arrived durable as the `.stream` manifest, uploading
     /// only new bytes (see the module documentation). Returns once both
     /// the pack and the manifest are durable. Nothing to do is a no-op.
     pub async fn flush(&mut self, repo: &Repository) -> Result<Flushed> {
-        if !self.has_unflushed() {
+        if !self.has_unmanifested() {
             return Ok(Flushed::default());
         }
         let started = Instant::now();
@@ -370,6 +514,9 @@ impl StreamSegment {
         let name = cairn_formats::pg::WalFileName::Segment(self.name);
         super::catseg::after_push(repo, &self.stanza, &name, self.size).await?;
         repo.store().delete(&stream_key(&self.stanza, self.name.timeline, &file)).await?;
+        if let Some(j) = self.journal.take() {
+            tokio::task::block_in_place(|| j.remove())?;
+        }
         f.took = started.elapsed();
         Ok(f)
     }
@@ -435,16 +582,22 @@ pub enum StreamResume {
     InStream(SegmentName),
 }
 
-/// Reads where the repository's WAL ends (see [`StreamResume`]).
-/// `.stream` objects of segments that have a manifest are deleted (a
-/// receiver killed between the two).
+/// Reads where the repository's WAL ends (see [`StreamResume`]); a
+/// segment's journal counts as its `.stream` object. `.stream` objects and
+/// journals of segments that have a manifest are deleted (a receiver
+/// killed between the two).
 pub async fn resume_point(repo: &Repository, stanza: &str, size: SegmentSize) -> Result<StreamResume> {
-    let listed = repo.store().list(&format!("wal/{stanza}")).await?;
+    let mut listed = repo.store().list(&format!("wal/{stanza}")).await?;
+    listed.extend(repo.store().list(&format!("{}/{stanza}", crate::repofile::Kind::WalJournal.prefix())).await?);
     let mut whole: std::collections::BTreeSet<(u32, u64)> = Default::default();
     let mut streams: Vec<(u32, u64, String)> = Vec::new();
     for o in &listed {
-        let Some(ObjectKey::WalFile { name, .. }) = ObjectKey::parse(&o.key) else { continue };
-        if let Some(seg) = segment_of_stream(&name) {
+        let (name, journal) = match ObjectKey::parse(&o.key) {
+            Some(ObjectKey::WalFile { name, .. }) => (name, false),
+            Some(ObjectKey::WalJournal { segment, .. }) => (segment, true),
+            _ => continue,
+        };
+        if let Some(seg) = segment_of_stream(&name).or(journal.then_some(name.as_str())) {
             if let Ok(cairn_formats::pg::WalFileName::Segment(s)) = cairn_formats::pg::WalFileName::parse(seg, size) {
                 streams.push((s.timeline, s.segno, o.key.clone()));
             }

@@ -120,8 +120,10 @@ pub struct ReceiveReport {
     pub stored_bytes: u64,
     /// Whole segments stored.
     pub segments: u64,
-    /// Flushes of a streamed segment.
+    /// `.stream` manifests written.
     pub flushes: u64,
+    /// Appends to a segment's journal (`--synchronous`, local repository).
+    pub journal_appends: u64,
     /// Connections made after the first.
     pub reconnects: u64,
     /// Everything before this position is durable in the repository.
@@ -187,7 +189,7 @@ pub async fn receive(
         match r.connection().await {
             Ok(()) => {}
             Err(e) if fatal(&e) => {
-                let _ = r.flush().await;
+                let _ = r.flush_manifest().await;
                 if diverged_or_gone(&e) {
                     tracing::error!(
                         stanza,
@@ -201,7 +203,7 @@ pub async fn receive(
             }
             Err(e) => {
                 tracing::warn!(stanza, error = %e, "replication connection lost; reconnecting in {backoff:?}");
-                r.flush().await?;
+                r.flush_manifest().await?;
                 if r.report.received_bytes > before {
                     backoff = Duration::from_secs(1);
                 }
@@ -213,7 +215,10 @@ pub async fn receive(
             }
         }
     }
-    r.flush().await?;
+    r.flush_manifest().await?;
+    if let Some(seg) = r.seg.as_mut() {
+        blocking(|| seg.close_journal())?;
+    }
     r.report.durable_lsn = protocol::lsn_text(r.durable_lsn);
     Ok(r.report)
 }
@@ -353,7 +358,10 @@ impl Receiver<'_> {
 
     /// Follows the server to timeline `next`, which begins at `start`.
     async fn switch(&mut self, s: &mut Session, size: SegmentSize, next: u32, start: u64) -> Result<()> {
-        self.flush().await?;
+        self.flush_manifest().await?;
+        if let Some(seg) = self.seg.as_mut() {
+            blocking(|| seg.close_journal())?;
+        }
         let (_, content) = blocking(|| s.timeline_history(next))?;
         stream::store_history(self.repo, self.stanza, next, &content).await?;
         let name = SegmentName::containing(next, cairn_formats::pg::Lsn(start), size);
@@ -365,12 +373,13 @@ impl Receiver<'_> {
     /// Streams until the stream ends or a stop is asked for.
     async fn stream(&mut self, s: &mut Session) -> Result<Ended> {
         let mut last_flush = Instant::now();
+        let mut last_manifest = Instant::now();
         let mut last_status = Instant::now();
         let mut reported = (0u64, 0u64);
         let mut reply = false;
         loop {
             if self.stop.load(Ordering::SeqCst) {
-                self.flush().await?;
+                self.flush_manifest().await?;
                 let (w, f) = (self.write_lsn(), self.durable_lsn);
                 blocking(|| s.status(w, f, false))?;
                 return Ok(Ended::Stopped);
@@ -398,6 +407,12 @@ impl Receiver<'_> {
                 self.flush().await?;
                 last_flush = Instant::now();
             }
+            // Journaled bytes reach the `.stream` manifest every flush interval.
+            let unmanifested = self.seg.as_ref().is_some_and(|g| g.has_unmanifested());
+            if unmanifested && last_manifest.elapsed() >= self.opts.flush_interval {
+                self.flush_manifest().await?;
+                last_manifest = Instant::now();
+            }
             let now = (self.write_lsn(), self.durable_lsn);
             if reply || now != reported || last_status.elapsed() >= self.opts.status_interval {
                 blocking(|| s.status(now.0, now.1, false))?;
@@ -409,6 +424,9 @@ impl Receiver<'_> {
             let mut wait = self.opts.status_interval.saturating_sub(last_status.elapsed());
             if self.seg.as_ref().is_some_and(|g| g.has_unflushed()) {
                 wait = wait.min(self.opts.flush_interval.saturating_sub(last_flush.elapsed()));
+            }
+            if self.seg.as_ref().is_some_and(|g| g.has_unmanifested()) {
+                wait = wait.min(self.opts.flush_interval.saturating_sub(last_manifest.elapsed()));
             }
             let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(200));
             if let Some(ev) = blocking(|| s.next(wait))? {
@@ -504,10 +522,22 @@ impl Receiver<'_> {
         Ok(())
     }
 
-    /// Makes what has arrived durable.
+    /// Makes what has arrived durable: with `--synchronous` on a local
+    /// repository, in the segment's journal (one `fdatasync`, see
+    /// [`crate::wal::journal`]), otherwise as the `.stream` manifest.
     async fn flush(&mut self) -> Result<()> {
+        self.flush_as(self.opts.synchronous).await
+    }
+
+    /// Makes what has arrived durable as the `.stream` manifest, which
+    /// then covers whatever the journal holds.
+    async fn flush_manifest(&mut self) -> Result<()> {
+        self.flush_as(false).await
+    }
+
+    async fn flush_as(&mut self, journal: bool) -> Result<()> {
         let Some(seg) = self.seg.as_mut() else { return Ok(()) };
-        if !seg.has_unflushed() {
+        if !(if journal { seg.has_unflushed() } else { seg.has_unmanifested() }) {
             return Ok(());
         }
         if !self.stanza_recorded {
@@ -524,7 +554,17 @@ impl Receiver<'_> {
             self.durable_lsn = seg.received_lsn();
             return Ok(());
         }
-        let f = seg.flush(self.repo).await?;
+        let repo = self.repo;
+        if journal {
+            let started = Instant::now();
+            if blocking(|| seg.flush_to_journal(repo))? {
+                self.durable_lsn = seg.durable_lsn();
+                self.report.journal_appends += 1;
+                self.report.max_flush_s = self.report.max_flush_s.max(started.elapsed().as_secs_f64());
+                return Ok(());
+            }
+        }
+        let f = seg.flush(repo).await?;
         self.durable_lsn = seg.durable_lsn();
         self.report.flushes += 1;
         self.report.stored_bytes += f.stored_bytes;
