@@ -180,6 +180,15 @@ pub(crate) fn base_backup(a: &Archive, src: &Cluster, s3: bool) {
 /// too. The restore holds every marker whose INSERT returned, and
 /// pgbench's balances agree with its history.
 fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
+    zero_loss_killing(after, s3, false)
+}
+
+/// [`zero_loss`]; with `receiver_first` the receiver is SIGKILLed just
+/// before the primary (the host lost at once), so it cannot write a
+/// `.stream` manifest when the connection drops: on a local repository
+/// the commits acknowledged since its last one are only in the segment's
+/// journal, and the restore must find them there.
+fn zero_loss_killing(after: Duration, s3: Option<&cairn_tests::moto::Moto>, receiver_first: bool) {
     let a = Archive::new(s3);
     let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
     src.start(&a.repo.env);
@@ -196,6 +205,9 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
     let mut bench = pgbench(&src, 120);
     std::thread::sleep(after);
     let killed_at = Instant::now();
+    if receiver_first {
+        sigkill(&mut rx);
+    }
     src.kill_hard();
     std::fs::remove_dir_all(&src.data).unwrap();
     let acked = markers.finish();
@@ -204,13 +216,18 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
     // The receiver dies too: only what it had made durable counts.
     sigkill(&mut rx);
     assert!(acked.len() > 20, "the marker writer committed only {} rows", acked.len());
+    if receiver_first && s3.is_none() {
+        let journals = cairn_tests::repo::files_under(&a.root().join("repo").join("waljournal"));
+        assert_eq!(journals.len(), 1, "one segment journal is left behind: {journals:?}");
+    }
 
     let restored = restore_latest(&a, "restored");
     let got = ids(&restored);
     let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
     eprintln!(
-        "zero_loss ({}) after {after:?}: {} markers acknowledged, {} restored, {} lost; restore took {:?}",
+        "zero_loss ({}{}) after {after:?}: {} markers acknowledged, {} restored, {} lost; restore took {:?}",
         if s3.is_some() { "S3" } else { "local" },
+        if receiver_first { ", receiver killed first" } else { "" },
         acked.len(),
         got.len(),
         lost.len(),
@@ -242,6 +259,11 @@ fn synchronous_receiver_loses_no_commit_at_other_moments() {
     for after in [Duration::from_millis(1500), Duration::from_secs(9)] {
         zero_loss(after, None);
     }
+}
+
+#[test]
+fn synchronous_receiver_killed_with_the_primary_loses_no_commit() {
+    zero_loss_killing(Duration::from_millis(5300), None, true);
 }
 
 /// Without `--synchronous` commits do not wait for the receiver: what is
@@ -369,7 +391,9 @@ fn receiver_refuses_another_cluster() {
 /// ends and how long ago it was flushed, as the recovery point when it is
 /// newer than the newest archived segment (archiving is paused here), and
 /// as the `cairn_wal_receive_lag_seconds` gauge. A second call, with the
-/// WAL catalogue cache warm, sees the receiver's later flushes.
+/// WAL catalogue cache warm, sees the receiver's later flushes. With the
+/// server idle the lag stays within the status interval (the receiver's
+/// heartbeat re-dates its streamed segment).
 #[test]
 fn status_reports_the_receive_lag() {
     let a = Archive::new(None);
@@ -401,7 +425,11 @@ fn status_reports_the_receive_lag() {
     assert!(before["wal_streamed"].is_null(), "nothing streamed yet: {before}");
     std::thread::sleep(Duration::from_secs(3));
 
-    let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
+    let rx = receiver(
+        &a,
+        &src,
+        &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms", "--status-interval", "1s"],
+    );
     wait_streaming(&src, false);
     let durable = |n: i32| {
         src.sql(&format!("INSERT INTO marker VALUES ({n}, clock_timestamp())"));
@@ -440,6 +468,12 @@ fn status_reports_the_receive_lag() {
         .find_map(|l| l.strip_prefix("cairn_wal_receive_lag_seconds{source=\"pg-main\"} "))
         .unwrap_or_else(|| panic!("no receive lag gauge:\n{prom}"));
     assert!(gauge.parse::<f64>().unwrap() < 5.0, "{gauge}");
+    // Idle: nothing to receive for 6 s, yet the repository is current.
+    std::thread::sleep(Duration::from_secs(6));
+    let idle = status();
+    let lag = idle["receive_lag_s"].as_f64().unwrap();
+    assert!(lag < 3.0, "receive lag {lag} s after 6 s idle (no heartbeat?): {idle}");
+    assert_eq!(idle["wal_streamed_end_lsn"], s2["wal_streamed_end_lsn"], "nothing new arrived: {idle}");
     sigterm(&rx);
     let _ = rx.wait_with_output();
 }

@@ -34,7 +34,10 @@ use crate::exit;
 /// repository; with --synchronous the write position is too, so that
 /// synchronous_commit = remote_write never releases a commit whose WAL is
 /// only in the receiver's memory (remote_apply is not supported: the
-/// receiver applies nothing). Use a slot (--slot, --create-slot) so the server keeps WAL
+/// receiver applies nothing). Into a local repository a synchronous flush
+/// is one encrypted record appended to the segment's journal and one
+/// fdatasync, as pg_receivewal does; the streamed part is still written
+/// every --flush-interval. Use a slot (--slot, --create-slot) so the server keeps WAL
 /// the receiver has not confirmed. Lost connections are retried with
 /// backoff; SIGTERM or SIGINT makes what arrived durable, then exits 0
 /// with a report.
@@ -68,6 +71,12 @@ pub struct Args {
     /// The longest received WAL waits before it is made durable (500ms, 1s, 10s…).
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_interval)]
     flush_interval: Duration,
+    /// The longest between two standby status updates. A receiver that has
+    /// made durable all the server has, with nothing new for this long, also
+    /// writes its streamed part again so that `cairn status` shows a small
+    /// receive lag for an idle server.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval)]
+    status_interval: Duration,
     /// Seconds the server may stay silent before the connection is retried.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
@@ -96,6 +105,7 @@ pub async fn run(g: &Global, a: Args) -> Result<i32> {
         .synchronous(a.synchronous)
         .flush_interval(a.flush_interval);
     opts.timeout = Duration::from_secs(a.timeout);
+    opts.status_interval = a.status_interval;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();

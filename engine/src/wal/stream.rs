@@ -427,12 +427,34 @@ impl StreamSegment {
         pieces.extend(new_pieces);
         let mut stored_bytes = pack.bytes.len() as u64;
         repo.store().put(&ObjectKey::Pack(pack.id).to_string(), pack.bytes).await?;
+        stored_bytes += self.put_manifest(repo, pieces.clone()).await?;
+        self.stored = pieces;
+        self.whole = whole_now;
+        self.durable = len as u64;
+        Ok(Flushed { stored_bytes, took: started.elapsed() })
+    }
 
+    /// Writes the `.stream` manifest again, unchanged but for its date,
+    /// when it covers everything received (a receiver's heartbeat: the
+    /// date is when the repository last held all the server had).
+    /// `false` when there is no such manifest to write.
+    pub async fn touch(&mut self, repo: &Repository) -> Result<bool> {
+        if self.durable == 0 || self.has_unmanifested() {
+            return Ok(false);
+        }
+        self.put_manifest(repo, self.stored.clone()).await?;
+        Ok(true)
+    }
+
+    /// Replaces the `.stream` manifest (compare-and-swap on the version
+    /// this receiver wrote or resumed from) with one listing `pieces` for
+    /// everything received; returns the bytes written.
+    async fn put_manifest(&mut self, repo: &Repository, pieces: Vec<Piece>) -> Result<u64> {
         let file = self.name.format(self.size);
         let key = stream_key(&self.stanza, self.name.timeline, &file);
-        let manifest = self.manifest(format!("{file}{STREAM_SUFFIX}"), WalFileKind::Partial, pieces.clone());
+        let manifest = self.manifest(format!("{file}{STREAM_SUFFIX}"), WalFileKind::Partial, pieces);
         let sealed = seal_named(repo, &key, &manifest);
-        stored_bytes += sealed.len() as u64;
+        let stored_bytes = sealed.len() as u64;
         let mode = match self.version.clone() {
             Some(v) => crate::store::PutMode::Update(v),
             None => crate::store::PutMode::Create,
@@ -449,10 +471,7 @@ impl StreamSegment {
             }
             Err(e) => return Err(e),
         }
-        self.stored = pieces;
-        self.whole = whole_now;
-        self.durable = len as u64;
-        Ok(Flushed { stored_bytes, took: started.elapsed() })
+        Ok(stored_bytes)
     }
 
     fn manifest(&self, name: String, kind: WalFileKind, pieces: Vec<Piece>) -> WalManifest {

@@ -27,7 +27,8 @@
 //!    stored (`TIMELINE_HISTORY`), and streaming goes on from the start of
 //!    the switch segment on the new timeline.
 //!
-//! A lost connection is retried with backoff (1 s doubling to
+//! A lost connection, or a flush the repository refused for a passing
+//! reason, is retried with backoff (1 s doubling to
 //! `max_backoff`); refusals (another cluster, a conflicting segment,
 //! damaged WAL, authentication) end the receiver. A stop request
 //! ([`ReceiveOptions`], set on SIGTERM/SIGINT by the CLI) makes what
@@ -143,6 +144,8 @@ struct Receiver<'a> {
     seg: Option<StreamSegment>,
     stanza_recorded: bool,
     durable_lsn: u64,
+    /// Where the server last said its WAL ends (0: not said yet).
+    server_end: u64,
     report: ReceiveReport,
 }
 
@@ -176,6 +179,7 @@ pub async fn receive(
         seg: None,
         stanza_recorded: false,
         durable_lsn: 0,
+        server_end: 0,
         report: ReceiveReport { stanza: stanza.to_string(), ..ReceiveReport::default() },
     };
     let mut backoff = Duration::from_secs(1);
@@ -202,8 +206,15 @@ pub async fn receive(
                 return Err(e);
             }
             Err(e) => {
-                tracing::warn!(stanza, error = %e, "replication connection lost; reconnecting in {backoff:?}");
-                r.flush_manifest().await?;
+                tracing::warn!(stanza, error = %e, "replication stopped; reconnecting in {backoff:?}");
+                // What arrived stays in memory until a flush succeeds (the
+                // server was told only what is durable): a repository that
+                // cannot be written now is retried with the connection.
+                match r.flush_manifest().await {
+                    Ok(()) => {}
+                    Err(e) if fatal(&e) => return Err(e),
+                    Err(e) => tracing::warn!(stanza, error = %e, "storing what was received failed; retrying"),
+                }
                 if r.report.received_bytes > before {
                     backoff = Duration::from_secs(1);
                 }
@@ -413,6 +424,17 @@ impl Receiver<'_> {
                 self.flush_manifest().await?;
                 last_manifest = Instant::now();
             }
+            // A heartbeat: everything the server has is durable and nothing
+            // came for a status interval, so the `.stream` manifest is written
+            // again; its date tells `status` the repository was current then
+            // (the receive lag of an idle server stays small).
+            let caught_up = self.server_end != 0 && self.durable_lsn >= self.server_end;
+            if caught_up && last_manifest.elapsed() >= self.opts.status_interval {
+                if let Some(seg) = self.seg.as_mut() {
+                    seg.touch(self.repo).await?;
+                }
+                last_manifest = Instant::now();
+            }
             let now = (self.write_lsn(), self.durable_lsn);
             if reply || now != reported || last_status.elapsed() >= self.opts.status_interval {
                 blocking(|| s.status(now.0, now.1, false))?;
@@ -457,10 +479,14 @@ impl Receiver<'_> {
     /// One event; `Some` when the stream ended.
     async fn handle(&mut self, ev: Event, reply: &mut bool, batch: &mut usize) -> Result<Option<Ended>> {
         match ev {
-            Event::Keepalive { reply: r } => *reply |= r,
+            Event::Keepalive { server_end, reply: r } => {
+                *reply |= r;
+                self.server_end = self.server_end.max(server_end);
+            }
             Event::TimelineEnd { next, start } => return Ok(Some(Ended::Timeline { next, start })),
             Event::Ended => return Ok(Some(Ended::Server)),
-            Event::Data { start, data } => {
+            Event::Data { start, server_end, data } => {
+                self.server_end = self.server_end.max(server_end);
                 *batch += data.len();
                 self.report.received_bytes += data.len() as u64;
                 self.append(start, &data).await?;

@@ -25,10 +25,11 @@ pub(crate) struct System {
 
 /// What the stream says next.
 pub(crate) enum Event {
-    /// WAL bytes from `start`.
-    Data { start: u64, data: Bytes },
-    /// The server's keepalive; `reply` when it wants a status update now.
-    Keepalive { reply: bool },
+    /// WAL bytes from `start`; the server's WAL ends at `server_end`.
+    Data { start: u64, server_end: u64, data: Bytes },
+    /// The server's keepalive: where its WAL ends, and `reply` when it wants
+    /// a status update now.
+    Keepalive { server_end: u64, reply: bool },
     /// The timeline being streamed ended (the server was promoted, or this
     /// is an older timeline of its history): the next one begins at
     /// `start`. The copy stream is closed; the session takes commands again.
@@ -188,12 +189,12 @@ impl Session {
                 let mut body = frame.freeze();
                 body.advance(5);
                 match protocol::decode(&body).map_err(|e| protocol_error(&self.conn.server, e.to_string()))? {
-                    CopyMessage::XLogData { start, data, .. } => {
+                    CopyMessage::XLogData { start, server_end, data } => {
                         let off = body.len() - data.len();
-                        Ok(Some(Event::Data { start, data: body.slice(off..) }))
+                        Ok(Some(Event::Data { start, server_end, data: body.slice(off..) }))
                     }
-                    CopyMessage::Keepalive { reply_requested, .. } => {
-                        Ok(Some(Event::Keepalive { reply: reply_requested }))
+                    CopyMessage::Keepalive { server_end, reply_requested } => {
+                        Ok(Some(Event::Keepalive { server_end, reply: reply_requested }))
                     }
                 }
             }
@@ -210,7 +211,7 @@ impl Session {
             _ => match self.conn.decode(frame)? {
                 Message::NoticeResponse(n) => {
                     log_notice(&self.conn.server, n.fields());
-                    Ok(Some(Event::Keepalive { reply: false }))
+                    Ok(Some(Event::Keepalive { server_end: 0, reply: false }))
                 }
                 Message::ErrorResponse(e) => Err(server_error(&self.conn.server, e.fields())),
                 other => Err(protocol_error(
