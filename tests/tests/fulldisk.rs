@@ -14,12 +14,12 @@ use cairn_tests::TestRepo;
 use super::wal::first_segment;
 
 /// A tmpfs of `mib` MiB at `dir`, unmounted on drop.
-struct Small {
+pub(crate) struct Small {
     dir: PathBuf,
 }
 
 impl Small {
-    fn mount(dir: &Path, mib: u32) -> Small {
+    pub(crate) fn mount(dir: &Path, mib: u32) -> Small {
         assert!(
             is_root(),
             "the full-disk tests mount tmpfs file systems and must run as root (CI does); run `make test` as root"
@@ -44,7 +44,7 @@ impl Small {
     }
 
     /// Fills the file system to the last byte with a ballast file.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         let p = self.dir.join("ballast");
         let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", p.display())).arg("bs=64k").output();
         p

@@ -569,3 +569,97 @@ fn a_second_receiver_on_the_stanza_is_stopped() {
     assert!(logs.contains("one `cairn pg receive` per stanza"), "{logs}");
     a.repo.ok(&["wal", "verify", "--stanza", "main"]);
 }
+
+/// A full disk under a synchronous receiver, the repository on a tmpfs
+/// made by the test:
+/// 1. 1 MiB left, then a new segment: the completed segment's journal
+///    goes, and its space serves the next one's;
+/// 2. full to the last byte: the segment's journal was filled with zeros
+///    when made, so commits are still made durable there, while the
+///    `.stream` flushes fail (the receiver reconnects and goes on);
+/// 3. a new segment: the full one cannot be stored, nothing more is
+///    reported durable, and commits wait;
+/// 4. room again: it goes on by itself, and the restore holds every
+///    acknowledged commit. The receiver never exits.
+#[test]
+fn synchronous_receiver_waits_out_a_full_disk() {
+    let a = Archive::new(None);
+    let repo = a.repo.repo_dir();
+    let saved = a.root().join("repo-saved");
+    let cp = |from: &std::path::Path, to: &std::path::Path| {
+        let o = Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to).output().unwrap();
+        assert!(o.status.success(), "cp: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    std::fs::create_dir_all(&saved).unwrap();
+    cp(&repo, &saved);
+    let disk = crate::fulldisk::Small::mount(&repo, 160);
+    cp(&saved, &repo);
+    pg::chown_to_user(&repo);
+
+    let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
+    src.start(&a.repo.env);
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    basebackup(&a, &src);
+    let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
+    wait_streaming(&src, false);
+    src.sql("ALTER SYSTEM SET synchronous_standby_names = 'cairn'; SELECT pg_reload_conf()");
+    wait_streaming(&src, true);
+    let markers = Markers::start(&src);
+    let acked = || markers.acked.lock().unwrap().len();
+    let alive = |rx: &mut Child, when: &str| assert!(rx.try_wait().unwrap().is_none(), "the receiver exited {when}");
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 1.
+    let ballast = disk.fill();
+    let len = std::fs::metadata(&ballast).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&ballast).unwrap().set_len(len.saturating_sub(1 << 20)).unwrap();
+    src.sql("SELECT pg_switch_wal()");
+    std::thread::sleep(Duration::from_secs(4));
+    alive(&mut rx, "with 1 MiB left");
+    // 2. A second ballast: writing the first again would free its space
+    // for a moment.
+    let ballast2 = repo.join("ballast2");
+    let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", ballast2.display())).arg("bs=64k").output();
+    let full = acked();
+    std::thread::sleep(Duration::from_secs(4));
+    alive(&mut rx, "on a full disk");
+    assert!(acked() > full, "commits stopped although the segment's journal has room");
+    // 3.
+    src.sql("SELECT pg_switch_wal()");
+    std::thread::sleep(Duration::from_secs(6));
+    let stalled = acked();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(acked(), stalled, "commits were acknowledged while nothing could be stored");
+    alive(&mut rx, "when nothing could be stored");
+    let logs: String = std::fs::read_dir(a.root())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("receive-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("No space left on device"), "the receiver's log names the cause:\n{logs}");
+
+    // 4.
+    std::fs::remove_file(&ballast).unwrap();
+    std::fs::remove_file(&ballast2).unwrap();
+    let until = Instant::now() + Duration::from_secs(90);
+    while acked() <= stalled + 20 {
+        assert!(Instant::now() < until, "commits still wait 90 s after the disk has room again");
+        alive(&mut rx, "after the disk had room again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    src.kill_hard();
+    let acked = markers.finish();
+    sigkill(&mut rx);
+    let restored = restore_latest(&a, "restored");
+    let got = ids(&restored);
+    let lost: Vec<i32> = acked.iter().filter(|i| got.binary_search(i).is_err()).copied().collect();
+    eprintln!(
+        "full disk: {full} acknowledged when full, {stalled} when stalled, {} in all, {} restored",
+        acked.len(),
+        got.len()
+    );
+    assert!(lost.is_empty(), "committed markers lost: {lost:?} (of {})", acked.len());
+    drop(restored);
+    drop(disk);
+}

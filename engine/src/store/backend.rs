@@ -229,7 +229,7 @@ pub fn kind_of(key: &str) -> &'static str {
         "packs" => "packs",
         "index" => "index",
         "snapshots" => "snapshots",
-        "wal" | "walbehind" => "wal",
+        "wal" | "walbehind" | "waljournal" => "wal",
         "pins" => "pins",
         "leases" => "leases",
         "gc" => "gc",

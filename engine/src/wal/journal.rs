@@ -179,7 +179,9 @@ fn lock(file: &File, key: &str, path: &Path) -> Result<()> {
 /// [`Error::Conflict`] when another process holds it.
 pub fn lock_existing(root: &Path, key: &str) -> Result<Option<File>> {
     let path = root.join(key);
-    match File::open(&path) {
+    // Read and write: NFS emulates `flock` with POSIX locks, and an
+    // exclusive one needs a descriptor open for writing.
+    match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
         Ok(f) => lock(&f, key, &path).map(|()| Some(f)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&path, e)),
@@ -189,32 +191,50 @@ pub fn lock_existing(root: &Path, key: &str) -> Result<Option<File>> {
 impl Writer {
     /// Creates journal `key` under the local repository `root` for a
     /// segment of `segment_size` bytes: the header, then zeros up to the
-    /// segment's size and some, made durable with the directory entries.
-    /// A journal already there belongs to another receiver (the resuming
-    /// one folds and deletes any it finds): [`Error::Conflict`].
+    /// segment's size and some, written and fsynced under a staging name
+    /// (`…#<digits>`, which listings skip) and then linked to its name, so
+    /// that no reader or resuming receiver ever sees one half made. A
+    /// journal already there belongs to another receiver (the resuming one
+    /// folds and deletes any it finds): [`Error::Conflict`]. On failure (a
+    /// full disk) nothing is left behind.
     pub fn create(root: &Path, key: &str, segment_size: u64) -> Result<Writer> {
         let path = root.join(key);
         if let Some(dir) = path.parent() {
             crate::store::create_dirs(dir)?;
         }
-        let file = match std::fs::OpenOptions::new()
+        let mut staged = path.clone().into_os_string();
+        staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
+        let staged = PathBuf::from(staged);
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .mode(crate::store::OBJECT_MODE)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(locked(key, &path)),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
-        lock(&file, key, &path)?;
+            .open(&staged)
+            .map_err(|e| Error::io(&staged, e))?;
+        let made = Writer::fill(file, &staged, key, segment_size).and_then(|w| {
+            match std::fs::hard_link(&staged, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(locked(key, &path)),
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            Ok(w)
+        });
+        let _ = std::fs::remove_file(&staged);
+        let mut w = made?;
+        crate::store::fsync_local(root, &path)?;
+        w.path = path;
+        Ok(w)
+    }
+
+    fn fill(file: File, path: &Path, key: &str, segment_size: u64) -> Result<Writer> {
+        lock(&file, key, path)?;
         let mut id = [0u8; ID_LEN];
         rand::thread_rng().fill_bytes(&mut id);
         let mut header = vec![0u8; HEADER_LEN as usize];
         header[..MAGIC.len()].copy_from_slice(MAGIC);
         header[MAGIC.len()..MAGIC.len() + ID_LEN].copy_from_slice(&id);
-        let io = |e| Error::io(&path, e);
+        let io = |e| Error::io(path, e);
         file.write_all_at(&header, 0).map_err(io)?;
         let zeros = vec![0u8; 1 << 20];
         let end = HEADER_LEN + segment_size + SLACK;
@@ -224,8 +244,8 @@ impl Writer {
             file.write_all_at(&zeros[..n], at).map_err(io)?;
             at += n as u64;
         }
-        crate::store::fsync_local(root, &path)?;
-        Ok(Writer { file, path, key: key.to_string(), id, at: HEADER_LEN, seq: 0 })
+        file.sync_all().map_err(io)?;
+        Ok(Writer { file, path: path.to_path_buf(), key: key.to_string(), id, at: HEADER_LEN, seq: 0 })
     }
 
     /// Appends `bytes`, which begin at `offset` in the segment, as one
@@ -241,6 +261,15 @@ impl Writer {
         let io = |e| Error::io(&self.path, e);
         self.file.write_all_at(&record, self.at).map_err(io)?;
         self.file.sync_data().map_err(io)?;
+        // Durable, but in the journal readers find only while it has its
+        // name: a journal deleted under this writer (another receiver, with
+        // no working `flock`) must not be reported durable.
+        if rustix::fs::fstat(&self.file).map_err(|e| io(e.into()))?.st_nlink == 0 {
+            return Err(Error::conflict(
+                &self.key,
+                "the journal was deleted while this receiver appended to it: run one `cairn pg receive` per stanza",
+            ));
+        }
         self.at += record.len() as u64;
         self.seq += 1;
         Ok(())

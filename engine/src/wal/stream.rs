@@ -96,8 +96,11 @@ pub(crate) fn with_streamed(
 /// ([`merge_views`]), so a commit acknowledged by a synchronous receiver
 /// is restored even before the next `.stream` flush.
 pub(crate) async fn journal_views(repo: &Repository, stanza: &str, size: SegmentSize) -> Result<Vec<WalManifest>> {
-    let prefix = format!("{}/{stanza}", crate::repofile::Kind::WalJournal.prefix());
     let mut out = Vec::new();
+    if !may_hold_journals(repo) {
+        return Ok(out);
+    }
+    let prefix = format!("{}/{stanza}", crate::repofile::Kind::WalJournal.prefix());
     for o in repo.store().list(&prefix).await? {
         let Some(ObjectKey::WalJournal { segment, .. }) = ObjectKey::parse(&o.key) else { continue };
         let Ok(WalFileName::Segment(n)) = WalFileName::parse(&segment, size) else { continue };
@@ -111,10 +114,22 @@ pub(crate) async fn journal_views(repo: &Repository, stanza: &str, size: Segment
     Ok(out)
 }
 
+/// Whether the repository is a local directory, or read through one
+/// ([`crate::store::Fallback`] members): journals exist only there, and
+/// other stores are spared the requests (and prefixes their credentials
+/// may not allow).
+fn may_hold_journals(repo: &Repository) -> bool {
+    let s = repo.store();
+    s.local_root().is_some() || s.members().iter().any(|m| m.local_root().is_some())
+}
+
 /// `streams` with each view of [`journal_views`] in place of the manifest
 /// of the same name.
 pub(crate) fn merge_views(streams: &mut Vec<WalManifest>, views: Vec<WalManifest>) {
     for v in views {
+        if streams.iter().any(|m| m.name == v.name && m.size >= v.size) {
+            continue;
+        }
         streams.retain(|m| m.name != v.name);
         streams.push(v);
     }
@@ -204,10 +219,13 @@ impl StreamSegment {
         let file = name.format(size);
         let key = stream_key(stanza, name.timeline, &file);
         let jkey = super::journal::key(stanza, name.timeline, &file);
-        let journal = match repo.store().get(&jkey).await {
-            Ok(bytes) => Some(super::journal::read(repo.keys(), &jkey, &bytes)?),
-            Err(Error::NotFound { .. }) => None,
-            Err(e) => return Err(e),
+        let journal = match may_hold_journals(repo) {
+            false => None,
+            true => match repo.store().get(&jkey).await {
+                Ok(bytes) => Some(super::journal::read(repo.keys(), &jkey, &bytes)?),
+                Err(Error::NotFound { .. }) => None,
+                Err(e) => return Err(e),
+            },
         };
         // The version first: a change after it fails this receiver's next
         // flush instead of being overwritten.
@@ -222,6 +240,16 @@ impl StreamSegment {
         };
         if manifest.is_none() && journal.is_none() {
             return Ok(None);
+        }
+        if manifest.is_none() {
+            // A journal but no `.stream` manifest: a segment completed since
+            // the journal was read has its own manifest, and the journal
+            // alone may hold only its end. The segment is whole, not streamed.
+            match repo.store().head(&manifest_key(stanza, name.timeline, &file)).await {
+                Ok(_) => return Ok(None),
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         let mut seg = StreamSegment::new(stanza, name, size, level);
         if let Some(m) = manifest {
@@ -252,6 +280,9 @@ impl StreamSegment {
             let more = super::journal::tail(seg.data.len(), &j.records, size.bytes() as usize);
             seg.append(&more).map_err(|e| Error::corrupt(&jkey, None, e.to_string()))?;
             seg.journaled = seg.data.len() as u64;
+        }
+        if seg.data.is_empty() {
+            return Ok(None);
         }
         Ok(Some(seg))
     }
@@ -374,12 +405,13 @@ impl StreamSegment {
         Ok(())
     }
 
-    /// Deletes the segment's journal, once the `.stream` manifest covers
-    /// everything (the receiver leaves the segment for a new timeline).
+    /// Deletes the segment's journal when the `.stream` manifest covers
+    /// everything (the receiver stops, or leaves the segment for a new
+    /// timeline); otherwise it stays for the next receiver to fold in.
     /// Blocking.
     pub fn close_journal(&mut self) -> Result<()> {
         if self.has_unmanifested() {
-            return Err(Error::Internal("closing a journal the .stream manifest does not cover".into()));
+            return Ok(());
         }
         self.journaled = 0;
         self.journal.take().map_or(Ok(()), super::journal::Writer::remove)

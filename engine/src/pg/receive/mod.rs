@@ -146,6 +146,8 @@ struct Receiver<'a> {
     durable_lsn: u64,
     /// Where the server last said its WAL ends (0: not said yet).
     server_end: u64,
+    /// When the `.stream` manifest was last written.
+    manifest_at: Instant,
     report: ReceiveReport,
 }
 
@@ -180,6 +182,7 @@ pub async fn receive(
         stanza_recorded: false,
         durable_lsn: 0,
         server_end: 0,
+        manifest_at: Instant::now(),
         report: ReceiveReport { stanza: stanza.to_string(), ..ReceiveReport::default() },
     };
     let mut backoff = Duration::from_secs(1);
@@ -384,7 +387,6 @@ impl Receiver<'_> {
     /// Streams until the stream ends or a stop is asked for.
     async fn stream(&mut self, s: &mut Session) -> Result<Ended> {
         let mut last_flush = Instant::now();
-        let mut last_manifest = Instant::now();
         let mut last_status = Instant::now();
         let mut reported = (0u64, 0u64);
         let mut reply = false;
@@ -420,20 +422,19 @@ impl Receiver<'_> {
             }
             // Journaled bytes reach the `.stream` manifest every flush interval.
             let unmanifested = self.seg.as_ref().is_some_and(|g| g.has_unmanifested());
-            if unmanifested && last_manifest.elapsed() >= self.opts.flush_interval {
+            if unmanifested && self.manifest_at.elapsed() >= self.opts.flush_interval {
                 self.flush_manifest().await?;
-                last_manifest = Instant::now();
             }
             // A heartbeat: everything the server has is durable and nothing
             // came for a status interval, so the `.stream` manifest is written
             // again; its date tells `status` the repository was current then
             // (the receive lag of an idle server stays small).
             let caught_up = self.server_end != 0 && self.durable_lsn >= self.server_end;
-            if caught_up && last_manifest.elapsed() >= self.opts.status_interval {
+            if caught_up && self.manifest_at.elapsed() >= self.opts.status_interval {
                 if let Some(seg) = self.seg.as_mut() {
                     seg.touch(self.repo).await?;
                 }
-                last_manifest = Instant::now();
+                self.manifest_at = Instant::now();
             }
             let now = (self.write_lsn(), self.durable_lsn);
             if reply || now != reported || last_status.elapsed() >= self.opts.status_interval {
@@ -448,7 +449,7 @@ impl Receiver<'_> {
                 wait = wait.min(self.opts.flush_interval.saturating_sub(last_flush.elapsed()));
             }
             if self.seg.as_ref().is_some_and(|g| g.has_unmanifested()) {
-                wait = wait.min(self.opts.flush_interval.saturating_sub(last_manifest.elapsed()));
+                wait = wait.min(self.opts.flush_interval.saturating_sub(self.manifest_at.elapsed()));
             }
             let wait = wait.clamp(Duration::from_millis(1), Duration::from_millis(200));
             if let Some(ev) = blocking(|| s.next(wait))? {
@@ -591,6 +592,7 @@ impl Receiver<'_> {
             }
         }
         let f = seg.flush(repo).await?;
+        self.manifest_at = Instant::now();
         self.durable_lsn = seg.durable_lsn();
         self.report.flushes += 1;
         self.report.stored_bytes += f.stored_bytes;
