@@ -188,6 +188,33 @@ pub fn lock_existing(root: &Path, key: &str) -> Result<Option<File>> {
     }
 }
 
+/// Deletes what journal creations of `key` that never finished (a crash
+/// while zeros were written) left under staging names (`<key>#<digits>`),
+/// so that a receiver resuming the segment reclaims the space. Blocking.
+pub fn sweep_staged(root: &Path, key: &str) -> Result<()> {
+    let path = root.join(key);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
+    let prefix = format!("{name}#");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let staged =
+            n.to_str().and_then(|n| n.strip_prefix(&prefix)).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        if staged {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!(path = %e.path().display(), "removed an unfinished journal"),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(Error::io(e.path(), err)),
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Writer {
     /// Creates journal `key` under the local repository `root` for a
     /// segment of `segment_size` bytes: the header, then zeros up to the
@@ -196,12 +223,14 @@ impl Writer {
     /// that no reader or resuming receiver ever sees one half made. A
     /// journal already there belongs to another receiver (the resuming one
     /// folds and deletes any it finds): [`Error::Conflict`]. On failure (a
-    /// full disk) nothing is left behind.
+    /// full disk) nothing is left behind; what a crash left under a staging
+    /// name is swept first.
     pub fn create(root: &Path, key: &str, segment_size: u64) -> Result<Writer> {
         let path = root.join(key);
         if let Some(dir) = path.parent() {
             crate::store::create_dirs(dir)?;
         }
+        sweep_staged(root, key)?;
         let mut staged = path.clone().into_os_string();
         staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
         let staged = PathBuf::from(staged);
@@ -342,5 +371,13 @@ mod tests {
         assert!(matches!(lock_existing(dir.path(), &key), Err(Error::Conflict { .. })));
         w.remove().unwrap();
         assert!(lock_existing(dir.path(), &key).unwrap().is_none());
+        // A creation cut short leaves a staging name, which a sweep removes
+        // (and nothing else).
+        let staged = dir.path().join(format!("{key}#123"));
+        std::fs::write(&staged, b"half").unwrap();
+        let other = dir.path().join(format!("{key}x#123"));
+        std::fs::write(&other, b"other").unwrap();
+        sweep_staged(dir.path(), &key).unwrap();
+        assert!(!staged.exists() && other.exists());
     }
 }

@@ -301,7 +301,10 @@ impl StreamSegment {
     ) -> Result<Option<StreamSegment>> {
         let jkey = super::journal::key(stanza, name.timeline, &name.format(size));
         let lock = match repo.store().local_root() {
-            Some(root) => tokio::task::block_in_place(|| super::journal::lock_existing(root, &jkey))?,
+            Some(root) => tokio::task::block_in_place(|| {
+                super::journal::sweep_staged(root, &jkey)?;
+                super::journal::lock_existing(root, &jkey)
+            })?,
             None => None,
         };
         let Some(mut seg) = StreamSegment::load(repo, stanza, name, size, level).await? else { return Ok(None) };
