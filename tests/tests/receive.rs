@@ -175,6 +175,29 @@ pub(crate) fn base_backup(a: &Archive, src: &Cluster, s3: bool) {
     a.repo.json(&refs);
 }
 
+/// The server a test receives from, `name` under the archive's root: the
+/// archive's settings and `extra` in its configuration, pgbench's tables
+/// when `bench`, the marker table, and a base backup (into S3 when `s3`).
+pub(crate) fn source(a: &Archive, name: &str, extra: &str, bench: bool, s3: bool) -> Cluster {
+    let mut src = Cluster::init(a.root(), name, 16, &format!("{}{extra}", a.conf(false)));
+    src.start(&a.repo.env);
+    if bench {
+        src.pgbench(&["-i", "-s", "2", "-q"]);
+    }
+    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
+    base_backup(a, &src, s3);
+    src
+}
+
+/// pgbench's own invariant: the accounts' balances sum to its history's deltas.
+pub(crate) fn balance_holds(c: &Cluster) {
+    let balance = c.sql(
+        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
+    );
+    let (acc, hist) = balance.split_once(' ').unwrap();
+    assert_eq!(acc, hist, "pgbench's balance invariant");
+}
+
 /// The primary dies (SIGKILL, data directory deleted) `after` into a
 /// marker writer and pgbench; the synchronous receiver is then killed
 /// too. The restore holds every marker whose INSERT returned, and
@@ -190,11 +213,7 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
 /// journal, and the restore must find them there.
 fn zero_loss_killing(after: Duration, s3: Option<&cairn_tests::moto::Moto>, receiver_first: bool) {
     let a = Archive::new(s3);
-    let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
-    src.start(&a.repo.env);
-    src.pgbench(&["-i", "-s", "2", "-q"]);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    base_backup(&a, &src, s3.is_some());
+    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", true, s3.is_some());
 
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
@@ -234,11 +253,7 @@ fn zero_loss_killing(after: Duration, s3: Option<&cairn_tests::moto::Moto>, rece
         killed_at.elapsed()
     );
     assert!(lost.is_empty(), "committed markers lost: {lost:?} (of {})", acked.len());
-    let balance = restored.sql(
-        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
-    );
-    let (acc, hist) = balance.split_once(' ').unwrap();
-    assert_eq!(acc, hist, "pgbench's balance invariant");
+    balance_holds(&restored);
     let tx: u64 = restored.sql("SELECT count(*) FROM pgbench_history").parse().unwrap();
     assert!(tx > 0, "pgbench committed nothing");
 }
@@ -273,11 +288,7 @@ fn synchronous_receiver_killed_with_the_primary_loses_no_commit() {
 #[test]
 fn asynchronous_receiver_loses_at_most_a_flush_interval() {
     let a = Archive::new(None);
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
-    src.start(&a.repo.env);
-    src.pgbench(&["-i", "-s", "2", "-q"]);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let mut src = source(&a, "src", "", true, false);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "1s"]);
     wait_streaming(&src, false);
     let markers = Markers::start(&src);
@@ -309,11 +320,7 @@ fn asynchronous_receiver_loses_at_most_a_flush_interval() {
         assert!(lost.iter().all(|i| i >= first) && acked.iter().filter(|i| *i >= first).count() == lost.len());
     }
     assert!(lost_s <= 1.5, "lost {} markers, ~{lost_s:.2} s of commits", lost.len());
-    let balance = restored.sql(
-        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
-    );
-    let (acc, hist) = balance.split_once(' ').unwrap();
-    assert_eq!(acc, hist, "pgbench's balance invariant");
+    balance_holds(&restored);
 }
 
 /// Killed with SIGKILL mid-stream and started again, the receiver goes on
@@ -323,11 +330,7 @@ fn asynchronous_receiver_loses_at_most_a_flush_interval() {
 #[test]
 fn receiver_killed_and_restarted_resumes_without_a_gap() {
     let a = Archive::new(None);
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
-    src.start(&a.repo.env);
-    src.pgbench(&["-i", "-s", "2", "-q"]);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let mut src = source(&a, "src", "", true, false);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
     wait_streaming(&src, false);
     src.pgbench(&["-n", "-c", "2", "-t", "1500"]);
@@ -397,10 +400,7 @@ fn receiver_refuses_another_cluster() {
 #[test]
 fn status_reports_the_receive_lag() {
     let a = Archive::new(None);
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
-    src.start(&a.repo.env);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let src = source(&a, "src", "", false, false);
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
     let config = a.root().join("status.toml");
     std::fs::write(
@@ -486,10 +486,7 @@ fn status_reports_the_receive_lag() {
 fn time_target_inside_the_streamed_segment() {
     use crate::pitr::{between, insert_markers, marker_times};
     let a = Archive::new(None);
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
-    src.start(&a.repo.env);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let mut src = source(&a, "src", "", false, false);
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
     let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
     wait_streaming(&src, false);
@@ -596,10 +593,7 @@ fn synchronous_receiver_waits_out_a_full_disk() {
     cp(&saved, &repo);
     pg::chown_to_user(&repo);
 
-    let mut src = Cluster::init(a.root(), "src", 16, &format!("{}wal_sender_timeout = 10s\n", a.conf(false)));
-    src.start(&a.repo.env);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", false, false);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
     src.sql("ALTER SYSTEM SET synchronous_standby_names = 'cairn'; SELECT pg_reload_conf()");

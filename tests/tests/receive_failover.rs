@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use cairn_tests::pg::{self, Cluster};
 
-use crate::pitr::basebackup;
-use crate::receive::{base_backup, ids, receiver, restore_latest, sigterm, wait_streaming};
+use crate::receive::{balance_holds, ids, receiver, restore_latest, sigterm, source, wait_streaming};
 use crate::wal::Archive;
 
 /// Inserts markers `ids`, one transaction each.
@@ -58,14 +57,6 @@ fn verify_clean(a: &Archive) {
     assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
 }
 
-fn balance_holds(c: &Cluster) {
-    let balance = c.sql(
-        "SELECT (SELECT sum(abalance) FROM pgbench_accounts) || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)",
-    );
-    let (acc, hist) = balance.split_once(' ').unwrap();
-    assert_eq!(acc, hist, "pgbench's balance invariant");
-}
-
 /// A failover while receiving from a standby: the primary stops, the
 /// standby is promoted and written to. The receiver ends timeline 1 at
 /// the switch point, stores `00000002.history` and streams timeline 2;
@@ -89,10 +80,7 @@ fn receiver_into_s3_follows_a_promoted_standby() {
 
 fn follows_a_promotion(s3: Option<&cairn_tests::moto::Moto>) {
     let a = Archive::new(s3);
-    let mut primary = Cluster::init(a.root(), "primary", 16, &a.conf(false));
-    primary.start(&a.repo.env);
-    primary.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    base_backup(&a, &primary, s3.is_some());
+    let mut primary = source(&a, "primary", "", false, s3.is_some());
 
     // A streaming standby of the primary (no archiving of its own: what
     // the repository holds of timeline 2 comes from the receiver).
@@ -171,11 +159,7 @@ fn follows_a_promotion(s3: Option<&cairn_tests::moto::Moto>) {
 #[test]
 fn receiver_survives_a_server_restart() {
     let a = Archive::new(None);
-    let mut src = Cluster::init(a.root(), "src", 16, &a.conf(false));
-    src.start(&a.repo.env);
-    src.pgbench(&["-i", "-s", "2", "-q"]);
-    src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    basebackup(&a, &src);
+    let mut src = source(&a, "src", "", true, false);
     // An empty archive_command pauses archiving (WAL is kept).
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
 
