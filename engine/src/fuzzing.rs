@@ -42,6 +42,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("member_index", member_index),
     ("wal_manifest", wal_manifest),
     ("keys_config", keys_config),
+    ("wal_journal", wal_journal),
     ("redis_sync", redis_sync),
     ("pg_replication", pg_replication),
     ("pg_basebackup", pg_basebackup),
@@ -150,6 +151,27 @@ pub fn wal_manifest(data: &[u8]) -> Result<()> {
         Err(e) => note(Err(e)),
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The key a fuzzed segment journal is read as.
+pub const JOURNAL_KEY: &str = "waljournal/fuzz/00000001/000000010000000000000001";
+
+/// The repository keys fuzzed journals are sealed with (from [`KEY_FILE`]
+/// as a master key).
+pub fn journal_keys() -> &'static crate::crypto::Keys {
+    static KEYS: std::sync::OnceLock<crate::crypto::Keys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| crate::crypto::Keys::derive(&crate::crypto::MasterKey(KEY_FILE)))
+}
+
+/// A segment journal (`waljournal/…`, as stored: its records sealed with
+/// [`journal_keys`]) read as `wal fetch` and planning read it, and its
+/// records applied to an empty segment. `Ok` when it read (an end cut
+/// short by a crash is not an error).
+pub fn wal_journal(data: &[u8]) -> Result<()> {
+    let r = crate::wal::journal::read(journal_keys(), JOURNAL_KEY, data)?;
+    let got = crate::wal::journal::tail(0, &r.records, 16 << 20);
+    assert!(got.len() <= 16 << 20, "a journal's tail past the segment's size");
+    Ok(())
 }
 
 /// The repository id key slots are opened for.

@@ -23,6 +23,8 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     add("member_index", "empty", MemberIndex { version: MEMBER_INDEX_VERSION, members: Vec::new() }.encode());
     add("wal_manifest", "stanza", wal_records());
     add("keys_config", "config", config());
+    add("wal_journal", "records", journal());
+    add("wal_journal", "zeros", vec![0; 4096]);
     add("keys_config", "slot-key-file", key_slot(false));
     add("keys_config", "slot-password", key_slot(true));
     for (name, flags, script) in redis() {
@@ -264,4 +266,17 @@ fn pg_streams() -> Vec<(&'static str, u8, bool, Vec<u8>)> {
     ]
     .concat();
     vec![("v15", 8 | 16 | 32, true, v15.clone()), ("v15-skip", 8, true, v15), ("v14", 8 | 16 | 32, false, v14)]
+}
+
+/// A segment journal as the receiver writes it: three records (the third
+/// overlapping the second, as after a re-sent stretch), then zeros.
+fn journal() -> Vec<u8> {
+    use crate::wal::journal::{header, record};
+    let (keys, key, id) = (super::journal_keys(), super::JOURNAL_KEY, [7u8; crate::wal::journal::ID_LEN]);
+    let mut out = header(&id);
+    for (seq, (offset, bytes)) in [(0u64, &b"abc"[..]), (3, b"defg"), (5, b"fghij")].into_iter().enumerate() {
+        out.extend(record(keys, key, &id, seq as u64, offset, bytes));
+    }
+    out.extend([0u8; 64]);
+    out
 }

@@ -57,7 +57,8 @@ use crate::{Error, Result};
 pub const MAGIC: &[u8; 8] = b"CAIRNWJ1";
 /// Where the first record begins.
 pub const HEADER_LEN: u64 = 64;
-const ID_LEN: usize = 16;
+/// Bytes of a journal's random id.
+pub const ID_LEN: usize = 16;
 const AAD_PREFIX: &[u8] = b"cairn-wal-journal\0";
 /// Zeros written past the segment's size when a journal is created, for
 /// the records' framing (56 bytes each: room for 37,000 flushes). Appends
@@ -73,6 +74,27 @@ pub fn key(stanza: &str, timeline: u32, segment: &str) -> String {
 
 fn aad(key: &str, id: &[u8], seq: u64) -> Vec<u8> {
     [AAD_PREFIX, key.as_bytes(), id, &seq.to_le_bytes()].concat()
+}
+
+/// The header of a journal with id `id`.
+pub fn header(id: &[u8; ID_LEN]) -> Vec<u8> {
+    let mut h = vec![0u8; HEADER_LEN as usize];
+    h[..MAGIC.len()].copy_from_slice(MAGIC);
+    h[MAGIC.len()..MAGIC.len() + ID_LEN].copy_from_slice(id);
+    h
+}
+
+/// Record number `seq` of journal `key` (id `id`): `bytes`, which begin at
+/// `offset` in the segment, sealed and framed as appended.
+pub fn record(keys: &Keys, key: &str, id: &[u8; ID_LEN], seq: u64, offset: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(8 + bytes.len());
+    plain.extend_from_slice(&offset.to_le_bytes());
+    plain.extend_from_slice(bytes);
+    let sealed = keys.seal(&aad(key, id, seq), &plain);
+    let mut out = Vec::with_capacity(4 + sealed.len());
+    out.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    out.extend_from_slice(&sealed);
+    out
 }
 
 /// A journal's records, in order: `(offset in the segment, bytes)`.
@@ -260,11 +282,8 @@ impl Writer {
         lock(&file, key, path)?;
         let mut id = [0u8; ID_LEN];
         rand::thread_rng().fill_bytes(&mut id);
-        let mut header = vec![0u8; HEADER_LEN as usize];
-        header[..MAGIC.len()].copy_from_slice(MAGIC);
-        header[MAGIC.len()..MAGIC.len() + ID_LEN].copy_from_slice(&id);
         let io = |e| Error::io(path, e);
-        file.write_all_at(&header, 0).map_err(io)?;
+        file.write_all_at(&header(&id), 0).map_err(io)?;
         let zeros = vec![0u8; 1 << 20];
         let end = HEADER_LEN + segment_size + SLACK;
         let mut at = HEADER_LEN;
@@ -280,13 +299,7 @@ impl Writer {
     /// Appends `bytes`, which begin at `offset` in the segment, as one
     /// sealed record, and returns once it is durable (`fdatasync`).
     pub fn append(&mut self, keys: &Keys, offset: u64, bytes: &[u8]) -> Result<()> {
-        let mut plain = Vec::with_capacity(8 + bytes.len());
-        plain.extend_from_slice(&offset.to_le_bytes());
-        plain.extend_from_slice(bytes);
-        let sealed = keys.seal(&aad(&self.key, &self.id, self.seq), &plain);
-        let mut record = Vec::with_capacity(4 + sealed.len());
-        record.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
-        record.extend_from_slice(&sealed);
+        let record = record(keys, &self.key, &self.id, self.seq, offset, bytes);
         let io = |e| Error::io(&self.path, e);
         self.file.write_all_at(&record, self.at).map_err(io)?;
         self.file.sync_data().map_err(io)?;
