@@ -173,9 +173,7 @@ fn put_local(root: &Path, key: &str, bytes: &[u8], mode: &PutMode) -> Result<Ver
     let path = root.join(key);
     let dir = path.parent().unwrap_or(root);
     create_dirs(dir)?;
-    let mut staged = path.clone().into_os_string();
-    staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
-    let staged = PathBuf::from(staged);
+    let staged = super::staged::staging_path(&path);
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

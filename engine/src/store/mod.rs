@@ -45,6 +45,7 @@ pub use location::Location;
 pub use metrics::{Metered, Metrics, MetricsRow};
 pub use remote::{retry_config, RemoteBackend};
 pub use retry::{Retry, RetryPolicy};
+pub(crate) use staged::{is_staging_name, staging_path};
 pub use staged::{start_writeback, Staged};
 
 use crate::{Error, Result};

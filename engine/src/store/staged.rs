@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::local::{create_dirs, fsync_local, OBJECT_MODE};
 use super::Store;
@@ -45,7 +45,7 @@ impl Store {
         let Some(root) = self.local_root() else { return Ok(None) };
         let d = root.join(dir);
         create_dirs(&d)?;
-        let path = d.join(format!("staged-{}#{}", std::process::id(), rand::random::<u64>() % 1_000_000_000_000));
+        let path = staging_path(&d.join(format!("staged-{}", std::process::id())));
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -61,8 +61,16 @@ impl Store {
     }
 }
 
+/// `path` with a fresh staging suffix (`…#<digits>`): a name no listing
+/// shows, for a file written before it takes its own name.
+pub(crate) fn staging_path(path: &Path) -> PathBuf {
+    let mut staged = path.as_os_str().to_os_string();
+    staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
+    PathBuf::from(staged)
+}
+
 /// Whether `name` is a staging file's (`…#<digits>`): never an object.
-fn is_staging_name(name: &str) -> bool {
+pub(crate) fn is_staging_name(name: &str) -> bool {
     name.rsplit_once('#').is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 

@@ -216,7 +216,6 @@ pub fn lock_existing(root: &Path, key: &str) -> Result<Option<File>> {
 pub fn sweep_staged(root: &Path, key: &str) -> Result<()> {
     let path = root.join(key);
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return Ok(()) };
-    let prefix = format!("{name}#");
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -224,8 +223,9 @@ pub fn sweep_staged(root: &Path, key: &str) -> Result<()> {
     };
     for e in entries.flatten() {
         let n = e.file_name();
-        let staged =
-            n.to_str().and_then(|n| n.strip_prefix(&prefix)).is_some_and(|d| d.bytes().all(|b| b.is_ascii_digit()));
+        let staged = n.to_str().is_some_and(|n| {
+            crate::store::is_staging_name(n) && n.rsplit_once('#').is_some_and(|(base, _)| base == name)
+        });
         if staged {
             match std::fs::remove_file(e.path()) {
                 Ok(()) => tracing::info!(path = %e.path().display(), "removed an unfinished journal"),
@@ -253,9 +253,7 @@ impl Writer {
             crate::store::create_dirs(dir)?;
         }
         sweep_staged(root, key)?;
-        let mut staged = path.clone().into_os_string();
-        staged.push(format!("#{}", rand::random::<u64>() % 1_000_000_000_000));
-        let staged = PathBuf::from(staged);
+        let staged = crate::store::staging_path(&path);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
