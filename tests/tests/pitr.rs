@@ -90,6 +90,7 @@ fn ids(r: std::ops::RangeInclusive<i32>) -> Vec<i32> {
     r.collect()
 }
 
+/// A base backup through `pg_basebackup`, into a local repository or S3.
 pub(crate) fn basebackup(a: &Archive, src: &Cluster) -> serde_json::Value {
     let tool = pg::bin_dir().join("pg_basebackup");
     let mut args: Vec<String> =
@@ -101,7 +102,10 @@ pub(crate) fn basebackup(a: &Archive, src: &Cluster) -> serde_json::Value {
     let v = a.repo.json(&refs);
     // The backup ran as this (root) user; archive_command runs as the
     // server's: pack directories it created must stay writable for pushes.
-    pg::chown_to_user(&a.repo.repo_dir());
+    // (An S3 repository has no directories to hand over.)
+    if !a.repo.url.starts_with("s3://") {
+        pg::chown_to_user(&a.repo.repo_dir());
+    }
     v
 }
 

@@ -158,34 +158,17 @@ pub(crate) fn ids(c: &Cluster) -> Vec<i32> {
     c.sql("SELECT id FROM marker ORDER BY id").lines().map(|l| l.parse().unwrap()).collect()
 }
 
-/// A base backup through pg_basebackup, into a local repository or S3.
-pub(crate) fn base_backup(a: &Archive, src: &Cluster, s3: bool) {
-    if !s3 {
-        basebackup(a, src);
-        return;
-    }
-    // No local directory to hand over to the server's user.
-    let tool = pg::bin_dir().join("pg_basebackup");
-    let mut args: Vec<String> =
-        ["backup", "--kind", "pg-base", "--stanza", "main", "--"].iter().map(|s| s.to_string()).collect();
-    args.push(tool.display().to_string());
-    args.extend(src.connect_args());
-    args.extend(["-D", "-", "-Ft", "-X", "none", "--checkpoint=fast"].iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    a.repo.json(&refs);
-}
-
 /// The server a test receives from, `name` under the archive's root: the
 /// archive's settings and `extra` in its configuration, pgbench's tables
-/// when `bench`, the marker table, and a base backup (into S3 when `s3`).
-pub(crate) fn source(a: &Archive, name: &str, extra: &str, bench: bool, s3: bool) -> Cluster {
+/// when `bench`, the marker table, and a base backup.
+pub(crate) fn source(a: &Archive, name: &str, extra: &str, bench: bool) -> Cluster {
     let mut src = Cluster::init(a.root(), name, 16, &format!("{}{extra}", a.conf(false)));
     src.start(&a.repo.env);
     if bench {
         src.pgbench(&["-i", "-s", "2", "-q"]);
     }
     src.sql("CREATE TABLE marker (id int PRIMARY KEY, at timestamptz NOT NULL)");
-    base_backup(a, &src, s3);
+    basebackup(a, &src);
     src
 }
 
@@ -213,7 +196,7 @@ fn zero_loss(after: Duration, s3: Option<&cairn_tests::moto::Moto>) {
 /// journal, and the restore must find them there.
 fn zero_loss_killing(after: Duration, s3: Option<&cairn_tests::moto::Moto>, receiver_first: bool) {
     let a = Archive::new(s3);
-    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", true, s3.is_some());
+    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", true);
 
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
@@ -288,7 +271,7 @@ fn synchronous_receiver_killed_with_the_primary_loses_no_commit() {
 #[test]
 fn asynchronous_receiver_loses_at_most_a_flush_interval() {
     let a = Archive::new(None);
-    let mut src = source(&a, "src", "", true, false);
+    let mut src = source(&a, "src", "", true);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "1s"]);
     wait_streaming(&src, false);
     let markers = Markers::start(&src);
@@ -330,7 +313,7 @@ fn asynchronous_receiver_loses_at_most_a_flush_interval() {
 #[test]
 fn receiver_killed_and_restarted_resumes_without_a_gap() {
     let a = Archive::new(None);
-    let mut src = source(&a, "src", "", true, false);
+    let mut src = source(&a, "src", "", true);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
     wait_streaming(&src, false);
     src.pgbench(&["-n", "-c", "2", "-t", "1500"]);
@@ -400,7 +383,7 @@ fn receiver_refuses_another_cluster() {
 #[test]
 fn status_reports_the_receive_lag() {
     let a = Archive::new(None);
-    let src = source(&a, "src", "", false, false);
+    let src = source(&a, "src", "", false);
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
     let config = a.root().join("status.toml");
     std::fs::write(
@@ -486,7 +469,7 @@ fn status_reports_the_receive_lag() {
 fn time_target_inside_the_streamed_segment() {
     use crate::pitr::{between, insert_markers, marker_times};
     let a = Archive::new(None);
-    let mut src = source(&a, "src", "", false, false);
+    let mut src = source(&a, "src", "", false);
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
     let rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--flush-interval", "200ms"]);
     wait_streaming(&src, false);
@@ -593,7 +576,7 @@ fn synchronous_receiver_waits_out_a_full_disk() {
     cp(&saved, &repo);
     pg::chown_to_user(&repo);
 
-    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", false, false);
+    let mut src = source(&a, "src", "wal_sender_timeout = 10s\n", false);
     let mut rx = receiver(&a, &src, &["--slot", "cairn", "--create-slot", "--synchronous"]);
     wait_streaming(&src, false);
     src.sql("ALTER SYSTEM SET synchronous_standby_names = 'cairn'; SELECT pg_reload_conf()");

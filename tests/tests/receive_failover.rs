@@ -80,7 +80,7 @@ fn receiver_into_s3_follows_a_promoted_standby() {
 
 fn follows_a_promotion(s3: Option<&cairn_tests::moto::Moto>) {
     let a = Archive::new(s3);
-    let mut primary = source(&a, "primary", "", false, s3.is_some());
+    let mut primary = source(&a, "primary", "", false);
 
     // A streaming standby of the primary (no archiving of its own: what
     // the repository holds of timeline 2 comes from the receiver).
@@ -159,7 +159,7 @@ fn follows_a_promotion(s3: Option<&cairn_tests::moto::Moto>) {
 #[test]
 fn receiver_survives_a_server_restart() {
     let a = Archive::new(None);
-    let mut src = source(&a, "src", "", true, false);
+    let mut src = source(&a, "src", "", true);
     // An empty archive_command pauses archiving (WAL is kept).
     src.sql("ALTER SYSTEM SET archive_command = ''; SELECT pg_reload_conf()");
 
